@@ -1,0 +1,64 @@
+# Skein developer entry points. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+STACK := deploy/local/stack.sh
+PYTEST := $(VENV)/bin/pytest
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List every target
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev,stack]'
+	touch $@
+
+.PHONY: install
+install: $(VENV)/.installed ## Create .venv/ with Skein, its dev tools and the S3 server
+
+.PHONY: up
+up: install ## Start the local stack (Kafka x3, Postgres x2, S3), migrate, wait until ready
+	$(STACK) up
+
+.PHONY: down
+down: ## Stop everything the local stack started (data is kept)
+	$(STACK) down
+
+.PHONY: status
+status: ## Show what is running and the records topic's health
+	$(STACK) status
+
+.PHONY: logs
+logs: ## Tail the stack's logs (make logs C=kafka-1 | pg-control | s3 for one)
+	$(STACK) logs $(C)
+
+.PHONY: migrate
+migrate: install ## Apply control-database migrations
+	$(VENV)/bin/skein db migrate
+
+.PHONY: test
+test: up ## Run every test suite against the running local stack
+	$(PYTEST) tests
+
+.PHONY: test-unit
+test-unit: install ## Unit tests only (no servers)
+	$(PYTEST) tests/unit
+
+.PHONY: lint
+lint: install ## ruff (format check + lint) and mypy
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+.PHONY: fmt
+fmt: install ## Format and auto-fix with ruff
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+.PHONY: clean
+clean: down ## Stop the stack and delete its runtime data (.run/)
+	rm -rf .run

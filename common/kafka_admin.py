@@ -1,0 +1,91 @@
+"""Topic administration and readiness checks for the records topic."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+
+REPLICATION_FACTOR = 3
+MIN_INSYNC_REPLICAS = 2
+
+
+@dataclass(frozen=True)
+class TopicState:
+    brokers: list[int]
+    partitions: dict[int, list[int]]  # partition -> in-sync replica ids
+
+    @property
+    def min_isr(self) -> int:
+        return min((len(isr) for isr in self.partitions.values()), default=0)
+
+
+def admin(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
+
+
+def topic_state(client: AdminClient, topic: str, timeout: float = 5.0) -> TopicState:
+    """Registered brokers and each partition's ISR (empty partitions if the topic is absent)."""
+    meta = client.list_topics(topic=topic, timeout=timeout)
+    brokers = sorted(meta.brokers)
+    tmeta = meta.topics.get(topic)
+    if tmeta is None or tmeta.error is not None:
+        return TopicState(brokers, {})
+    return TopicState(brokers, {p.id: sorted(p.isrs) for p in tmeta.partitions.values()})
+
+
+def ensure_topic(client: AdminClient, topic: str, partitions: int) -> bool:
+    """Create the records topic (RF 3, min.insync.replicas 2) unless it exists; True if created."""
+    existing = client.list_topics(timeout=10).topics
+    if topic in existing:
+        return False
+    new = NewTopic(
+        topic,
+        num_partitions=partitions,
+        replication_factor=REPLICATION_FACTOR,
+        config={"min.insync.replicas": str(MIN_INSYNC_REPLICAS)},
+    )
+    try:
+        client.create_topics([new], request_timeout=30)[topic].result(timeout=30)
+    except KafkaException as exc:
+        if "TOPIC_ALREADY_EXISTS" not in str(exc):
+            raise
+        return False
+    return True
+
+
+def _described(client: AdminClient, resource: ConfigResource) -> dict[str, str]:
+    configs = client.describe_configs([resource])[resource].result(timeout=10)
+    return {name: entry.value for name, entry in configs.items()}
+
+
+def topic_config(client: AdminClient, topic: str) -> dict[str, str]:
+    return _described(client, ConfigResource(ResourceType.TOPIC, topic))
+
+
+def broker_config(client: AdminClient, broker_id: int) -> dict[str, str]:
+    return _described(client, ConfigResource(ResourceType.BROKER, str(broker_id)))
+
+
+def wait_ready(
+    client: AdminClient, topic: str, brokers: int = 3, isr: int = 3, timeout: float = 90.0
+) -> TopicState:
+    """Poll until ``brokers`` are registered and every partition's ISR has ``isr`` members.
+
+    ``isr=0`` waits for the brokers only (the topic may not exist yet).
+    """
+    deadline = time.monotonic() + timeout
+    last: TopicState | None = None
+    while True:
+        try:
+            last = topic_state(client, topic)
+            topic_ok = isr == 0 or (last.partitions and last.min_isr >= isr)
+            if len(last.brokers) >= brokers and topic_ok:
+                return last
+        except KafkaException:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Kafka not ready within {timeout:.0f}s: {last}")
+        time.sleep(0.5)

@@ -1,0 +1,344 @@
+#!/usr/bin/env bash
+# The local stack without Docker: three KRaft Kafka nodes (jars from Maven Central), two Postgres
+# clusters (control :5432, demo warehouse :5433) and SeaweedFS as the S3 server, all on 127.0.0.1.
+#
+#   stack.sh up | down | status | logs [component]
+#   stack.sh kafka-start N | kafka-stop N | kafka-kill N     (tests use these)
+#   stack.sh s3-start | s3-stop | pg-start NAME | pg-stop NAME
+#
+# Runtime data and logs live under $SKEIN_RUN_DIR (default <checkout>/.run), the Kafka jars
+# under $SKEIN_CACHE_DIR (default <checkout>/.cache). Both are git-ignored.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+RUN_DIR=${SKEIN_RUN_DIR:-$ROOT/.run}
+CACHE_DIR=${SKEIN_CACHE_DIR:-$ROOT/.cache}
+VENV=${SKEIN_VENV:-$ROOT/.venv}
+LOGS=$RUN_DIR/logs
+PIDS=$RUN_DIR/pids
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/deploy/local/kafka/pom.xml")
+DEP_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
+KAFKA_LIBS=$CACHE_DIR/kafka-$KAFKA_VERSION/libs
+KAFKA_HEAP=${SKEIN_KAFKA_HEAP:-512m}
+TOPIC=${SKEIN_TOPIC:-skein.records}
+PARTITIONS=${SKEIN_TOPIC_PARTITIONS:-12}
+S3_BUCKET=${SKEIN_S3_BUCKET:-skein}
+S3_ACCESS_KEY=${SKEIN_S3_ACCESS_KEY:-skein}
+S3_SECRET_KEY=${SKEIN_S3_SECRET_KEY:-skein-local-secret}
+PG_CLUSTERS=(control:5432:skein warehouse:5433:warehouse)
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
+
+mkdir -p "$LOGS" "$PIDS"
+
+# ---------------------------------------------------------------- processes
+pid_alive() { # pidfile
+  [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null
+}
+
+wait_port() { # port seconds
+  local deadline=$((SECONDS + $2))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.2
+  done
+}
+
+stop_pid() { # pidfile seconds-before-kill
+  local f=$1 pid
+  pid_alive "$f" || { rm -f "$f"; return 0; }
+  pid=$(cat "$f")
+  kill -TERM "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + $2))
+  while kill -0 "$pid" 2>/dev/null; do
+    if ((SECONDS >= deadline)); then kill -KILL "$pid" 2>/dev/null || true; fi
+    sleep 0.2
+  done
+  rm -f "$f"
+}
+
+# ---------------------------------------------------------------- prerequisites
+as_root() { if [[ $EUID -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
+
+apt_install() { # packages...
+  log "installing with apt: $*"
+  # Keep package scripts from starting Debian's own services (a Postgres cluster or a
+  # Prometheus on our ports): policy-rc.d 101 = "action forbidden".
+  local policy=/usr/sbin/policy-rc.d had_policy=0
+  [[ -e $policy ]] && had_policy=1
+  if ((had_policy == 0)); then printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null; as_root chmod +x "$policy"; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  local rc=$?
+  ((had_policy == 1)) || as_root rm -f "$policy"
+  return $rc
+}
+
+pg_bin() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do [[ -x $d/postgres ]] && { echo "$d"; return; }; done
+  return 1
+}
+
+ensure_prereqs() {
+  local missing=()
+  command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+  command -v mvn >/dev/null || missing+=(maven)
+  pg_bin >/dev/null || missing+=(postgresql)
+  if ((${#missing[@]})); then
+    command -v apt-get >/dev/null && apt_install "${missing[@]}" ||
+      die "missing prerequisites: ${missing[*]} (install them, e.g. apt-get install ${missing[*]})"
+  fi
+  [[ -x $VENV/bin/skein ]] || die "no virtualenv at $VENV: run 'make install' first"
+  [[ -x $VENV/bin/weed ]] || die "SeaweedFS missing from $VENV: run 'make install' first"
+}
+
+# ---------------------------------------------------------------- kafka
+kafka_fetch() {
+  [[ -f $KAFKA_LIBS/.complete ]] && return 0
+  log "fetching Apache Kafka $KAFKA_VERSION from Maven Central into $KAFKA_LIBS"
+  rm -rf "$KAFKA_LIBS"
+  mvn -B -q -f "$ROOT/deploy/local/kafka/pom.xml" "$DEP_PLUGIN:copy-dependencies" \
+    -DoutputDirectory="$KAFKA_LIBS" -DincludeScope=runtime >&2 || die "maven could not fetch Kafka"
+  touch "$KAFKA_LIBS/.complete"
+}
+
+kafka_java() { # log4j-dir main-class args...
+  local logdir=$1; shift
+  mkdir -p "$RUN_DIR/tmp"
+  exec_java=${exec_java:-}
+  $exec_java java -Xms256m "-Xmx$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
+    "-Djava.io.tmpdir=$RUN_DIR/tmp" \
+    "-Dlog4j2.configurationFile=$ROOT/deploy/local/kafka/log4j2.properties" \
+    "-Dkafka.logs.dir=$logdir" -cp "$KAFKA_LIBS/*" "$@"
+}
+
+kafka_configure() { # node -> props path; formats storage once
+  local n=$1 dir=$RUN_DIR/kafka/$n
+  mkdir -p "$dir/data" "$LOGS/kafka-$n"
+  sed -e "s|@NODE_ID@|$n|g" -e "s|@DATA_DIR@|$dir/data|g" -e "s|@PARTITIONS@|$PARTITIONS|g" \
+    "$ROOT/deploy/local/kafka/server.properties.tmpl" >"$dir/server.properties"
+  if [[ ! -f $dir/data/meta.properties ]]; then
+    [[ -f $RUN_DIR/kafka/cluster-id ]] ||
+      kafka_java "$LOGS/kafka-$n" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1 >"$RUN_DIR/kafka/cluster-id"
+    log "formatting storage of kafka node $n"
+    kafka_java "$LOGS/kafka-$n" kafka.tools.StorageTool format -t "$(cat "$RUN_DIR/kafka/cluster-id")" \
+      -c "$dir/server.properties" >>"$LOGS/kafka-$n/format.log" 2>&1 || die "formatting kafka node $n failed"
+  fi
+  echo "$dir/server.properties"
+}
+
+kafka_start() { # node
+  local n=$1 props
+  pid_alive "$PIDS/kafka-$n.pid" && return 0
+  props=$(kafka_configure "$n")
+  log "starting kafka node $n on 127.0.0.1:${n}9092"
+  (trap "" HUP; exec_java=exec kafka_java "$LOGS/kafka-$n" kafka.Kafka "$props" </dev/null >>"$LOGS/kafka-$n/stdout.log" 2>&1) &
+  echo $! >"$PIDS/kafka-$n.pid"
+}
+
+kafka_stop() { stop_pid "$PIDS/kafka-$1.pid" 60; }
+
+kafka_kill() {
+  local f=$PIDS/kafka-$1.pid
+  pid_alive "$f" && kill -KILL "$(cat "$f")" 2>/dev/null
+  while pid_alive "$f"; do sleep 0.1; done
+  rm -f "$f"
+}
+
+kafka_up() {
+  kafka_fetch
+  mkdir -p "$RUN_DIR/kafka"
+  local n
+  for n in 1 2 3; do kafka_configure "$n" >/dev/null; done
+  for n in 1 2 3; do kafka_start "$n"; done
+  for n in 1 2 3; do wait_port "${n}9092" 90 || die "kafka node $n did not open ${n}9092 (see $LOGS/kafka-$n)"; done
+  SKEIN_TOPIC=$TOPIC "$VENV/bin/skein" kafka wait-ready --brokers 3 --isr 0 --timeout 90 >/dev/null || die "kafka brokers did not register"
+  SKEIN_TOPIC=$TOPIC SKEIN_TOPIC_PARTITIONS=$PARTITIONS "$VENV/bin/skein" kafka ensure-topic >&2
+  SKEIN_TOPIC=$TOPIC "$VENV/bin/skein" kafka wait-ready --brokers 3 --isr 3 --timeout 90 >&2 ||
+    die "kafka not ready (see $LOGS/kafka-*/server.log)"
+}
+
+# ---------------------------------------------------------------- postgres
+PG_USER_RUN=()
+[[ $EUID -eq 0 ]] && PG_USER_RUN=(runuser -u postgres --)
+
+pg_dir() { echo "$RUN_DIR/pg/$1"; }
+
+stop_debian_default_cluster() {
+  # Debian's package may have created and started its own cluster on 5432.
+  command -v pg_lsclusters >/dev/null || return 0
+  local line ver name port status
+  while read -r ver name port status _; do
+    [[ $status == online* ]] || continue
+    if [[ $port == 5432 || $port == 5433 ]]; then
+      log "stopping Debian's default Postgres cluster $ver/$name on port $port"
+      as_root pg_ctlcluster "$ver" "$name" stop || true
+    fi
+  done < <(pg_lsclusters --no-header 2>/dev/null || true)
+}
+
+pg_start() { # name
+  local spec port db bin data
+  for spec in "${PG_CLUSTERS[@]}"; do [[ ${spec%%:*} == "$1" ]] && break; done
+  IFS=: read -r _ port db <<<"$spec"
+  bin=$(pg_bin) || die "PostgreSQL server binaries not found"
+  data=$(pg_dir "$1")
+  mkdir -p "$RUN_DIR/pg" "$LOGS"
+  [[ $EUID -eq 0 ]] && chown postgres: "$RUN_DIR/pg"
+  if [[ ${#PG_USER_RUN[@]} -gt 0 ]] && ! runuser -u postgres -- test -x "$RUN_DIR/pg"; then
+    die "user postgres cannot reach $RUN_DIR/pg; set SKEIN_RUN_DIR to a directory it can traverse"
+  fi
+  if [[ ! -f $data/PG_VERSION ]]; then
+    log "initialising Postgres cluster '$1' in $data"
+    "${PG_USER_RUN[@]}" "$bin/initdb" -D "$data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$LOGS/pg-$1-initdb.log" 2>&1 ||
+      die "initdb failed (see $LOGS/pg-$1-initdb.log)"
+  fi
+  if ! "${PG_USER_RUN[@]}" "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    log "starting Postgres '$1' on 127.0.0.1:$port"
+    touch "$LOGS/pg-$1.log"
+    [[ $EUID -eq 0 ]] && chown postgres: "$LOGS/pg-$1.log"
+    "${PG_USER_RUN[@]}" "$bin/pg_ctl" -D "$data" -l "$LOGS/pg-$1.log" -w -t 60 \
+      -o "-p $port -c listen_addresses=127.0.0.1 -k $data -c max_connections=200 -c shared_buffers=128MB -c fsync=on" \
+      start >/dev/null || die "postgres '$1' failed to start (see $LOGS/pg-$1.log)"
+  fi
+  "${PG_USER_RUN[@]}" "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAq \
+    -c "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 ||
+    "${PG_USER_RUN[@]}" "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres "$db"
+}
+
+pg_stop() { # name
+  local bin data
+  bin=$(pg_bin) || return 0
+  data=$(pg_dir "$1")
+  [[ -f $data/PG_VERSION ]] || return 0
+  "${PG_USER_RUN[@]}" "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1 || return 0
+  log "stopping Postgres '$1'"
+  "${PG_USER_RUN[@]}" "$bin/pg_ctl" -D "$data" -m fast -w -t 60 stop >/dev/null
+}
+
+pg_up() {
+  stop_debian_default_cluster
+  local spec
+  for spec in "${PG_CLUSTERS[@]}"; do pg_start "${spec%%:*}"; done
+  "$VENV/bin/skein" db migrate >&2
+}
+
+# ---------------------------------------------------------------- s3 (SeaweedFS)
+s3_start() {
+  pid_alive "$PIDS/s3.pid" && return 0
+  mkdir -p "$RUN_DIR/s3/data"
+  cat >"$RUN_DIR/s3/identities.json" <<EOF
+{"identities":[{"name":"skein","credentials":[{"accessKey":"$S3_ACCESS_KEY","secretKey":"$S3_SECRET_KEY"}],
+ "actions":["Admin","Read","Write","List","Tagging"]}]}
+EOF
+  log "starting SeaweedFS S3 on 127.0.0.1:8333"
+  # Every component's port is pinned so nothing wanders onto ours; WebDAV, Iceberg, Lance and
+  # the admin UI are not needed.
+  nohup "$VENV/bin/weed" mini -dir="$RUN_DIR/s3/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -master.telemetry=false -bucket="$S3_BUCKET" -s3.config="$RUN_DIR/s3/identities.json" \
+    -master.port=9333 -volume.port=9340 -filer.port=8888 -s3.port=8333 -admin.port=23646 \
+    -webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 \
+    >>"$LOGS/s3.log" 2>&1 &
+  echo $! >"$PIDS/s3.pid"
+}
+
+s3_wait() {
+  wait_port 8333 60 || die "S3 did not open 8333 (see $LOGS/s3.log)"
+  "$VENV/bin/python" - "$S3_BUCKET" <<'EOF' || die "S3 bucket not reachable (see $LOGS/s3.log)"
+import sys, time, boto3, os
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:8333", region_name="us-east-1",
+                  aws_access_key_id=os.environ.get("SKEIN_S3_ACCESS_KEY", "skein"),
+                  aws_secret_access_key=os.environ.get("SKEIN_S3_SECRET_KEY", "skein-local-secret"),
+                  config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5))
+deadline = time.monotonic() + 60
+while True:
+    try:
+        s3.head_bucket(Bucket=sys.argv[1]); break
+    except Exception:
+        try: s3.create_bucket(Bucket=sys.argv[1]); break
+        except Exception:
+            if time.monotonic() > deadline: raise
+            time.sleep(0.5)
+EOF
+}
+
+s3_stop() { stop_pid "$PIDS/s3.pid" 20; }
+
+# ---------------------------------------------------------------- commands
+cmd_up() {
+  local t0=$SECONDS
+  ensure_prereqs
+  s3_start
+  pg_up
+  kafka_up
+  s3_wait
+  log "ready in $((SECONDS - t0))s"
+  cmd_endpoints
+}
+
+cmd_endpoints() {
+  cat <<EOF
+Kafka        127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092  topic $TOPIC (RF 3, min.insync.replicas 2, $PARTITIONS partitions)
+Control DB   postgresql://postgres@127.0.0.1:5432/skein
+Warehouse    postgresql://postgres@127.0.0.1:5433/warehouse
+S3           http://127.0.0.1:8333  bucket $S3_BUCKET  (access key $S3_ACCESS_KEY)
+Logs         $LOGS
+EOF
+}
+
+cmd_down() {
+  local n
+  # All three nodes at once: stopping them one by one leaves the last without a controller quorum.
+  for n in 1 2 3; do pid_alive "$PIDS/kafka-$n.pid" && kill -TERM "$(cat "$PIDS/kafka-$n.pid")" 2>/dev/null; done
+  for n in 1 2 3; do kafka_stop "$n"; done
+  s3_stop
+  local spec
+  for spec in "${PG_CLUSTERS[@]}"; do pg_stop "${spec%%:*}"; done
+  log "stopped"
+}
+
+cmd_status() {
+  local n bad=0 bin spec
+  for n in 1 2 3; do
+    if pid_alive "$PIDS/kafka-$n.pid"; then echo "kafka-$n     running (pid $(cat "$PIDS/kafka-$n.pid"))"; else echo "kafka-$n     stopped"; bad=1; fi
+  done
+  bin=$(pg_bin 2>/dev/null) || bin=""
+  for spec in "${PG_CLUSTERS[@]}"; do
+    if [[ -n $bin ]] && "${PG_USER_RUN[@]}" "$bin/pg_ctl" -D "$(pg_dir "${spec%%:*}")" status >/dev/null 2>&1; then
+      echo "pg-${spec%%:*}  running (port $(cut -d: -f2 <<<"$spec"))"
+    else echo "pg-${spec%%:*}  stopped"; bad=1; fi
+  done
+  if pid_alive "$PIDS/s3.pid"; then echo "s3          running (pid $(cat "$PIDS/s3.pid"))"; else echo "s3          stopped"; bad=1; fi
+  if ((bad == 0)); then SKEIN_TOPIC=$TOPIC "$VENV/bin/skein" kafka status || bad=1; fi
+  return $bad
+}
+
+cmd_logs() {
+  local what=${1:-}
+  case $what in
+    "") tail -n 20 "$LOGS"/kafka-*/server.log "$LOGS"/pg-*.log "$LOGS"/s3.log 2>/dev/null ;;
+    kafka-[123]) tail -n 100 -F "$LOGS/$what/server.log" ;;
+    *) tail -n 100 -F "$LOGS/$what.log" ;;
+  esac
+}
+
+case ${1:-} in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  logs) shift; cmd_logs "${1:-}" ;;
+  endpoints) cmd_endpoints ;;
+  kafka-fetch) kafka_fetch ;;
+  kafka-start) kafka_fetch; kafka_start "$2"; wait_port "${2}9092" 90 ;;
+  kafka-stop) kafka_stop "$2" ;;
+  kafka-kill) kafka_kill "$2" ;;
+  s3-start) s3_start; s3_wait ;;
+  s3-stop) s3_stop ;;
+  pg-start) pg_start "$2" ;;
+  pg-stop) pg_stop "$2" ;;
+  *) sed -n '2,11p' "$0" >&2; exit 2 ;;
+esac

@@ -1,0 +1,1 @@
+"""Skein's services: gate, streamery, spool, loaders."""

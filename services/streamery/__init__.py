@@ -1,0 +1,1 @@
+"""Skein streamery service."""

@@ -1,0 +1,39 @@
+"""Shared fixtures: the local stack's endpoints and helpers to poll for conditions."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+ROOT = Path(__file__).resolve().parent.parent
+STACK = ROOT / "deploy" / "local" / "stack.sh"
+
+T = TypeVar("T")
+
+
+def stack(*args: str, timeout: float = 180) -> str:
+    """Run ``deploy/local/stack.sh`` with ``args``; return its stdout, fail on a non-zero exit."""
+    done = subprocess.run(
+        [str(STACK), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, f"stack.sh {' '.join(args)} failed:\n{done.stderr}"
+    return done.stdout
+
+
+def wait_for(
+    probe: Callable[[], T], *, timeout: float, interval: float = 0.25, what: str = "condition"
+) -> T:
+    """Poll ``probe`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: T = probe()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})"
+            )
+        time.sleep(interval)
+        last = probe()
+    return last

@@ -1,0 +1,125 @@
+"""The three-broker cluster keeps the promise the gate builds on: acks=all on RF 3 / min ISR 2."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from common import kafka_admin
+from common.settings import SharedSettings
+from tests.conftest import stack, wait_for
+
+
+def durable_producer(settings: SharedSettings, timeout_ms: int = 10_000) -> Producer:
+    return Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "message.timeout.ms": timeout_ms,
+        }
+    )
+
+
+def produce_all_partitions(
+    settings: SharedSettings, partitions: int, timeout_ms: int = 10_000
+) -> dict[int, KafkaError | str | None]:
+    """Produce one message to each partition; map partition -> delivery error (None = delivered)."""
+    producer = durable_producer(settings, timeout_ms)
+    outcome: dict[int, KafkaError | str | None] = {p: "no report" for p in range(partitions)}
+
+    def report(err: KafkaError | None, msg: object) -> None:
+        outcome[msg.partition()] = err  # type: ignore[attr-defined]
+
+    for p in range(partitions):
+        producer.produce(settings.topic, value=uuid.uuid4().bytes, partition=p, on_delivery=report)
+    producer.flush(timeout_ms / 1000 + 10)
+    return outcome
+
+
+def test_topic_has_the_durability_settings(settings: SharedSettings, admin: AdminClient) -> None:
+    state = kafka_admin.topic_state(admin, settings.topic)
+    assert state.brokers == [1, 2, 3]
+    assert len(state.partitions) == 12
+    assert state.min_isr == 3
+    config = kafka_admin.topic_config(admin, settings.topic)
+    assert config["min.insync.replicas"] == "2"
+    broker_config = kafka_admin.broker_config(admin, 1)
+    assert broker_config["auto.create.topics.enable"] == "false"
+
+
+def test_acks_all_produce_succeeds_with_three_brokers(
+    settings: SharedSettings, admin: AdminClient
+) -> None:
+    outcome = produce_all_partitions(settings, 12)
+    assert outcome == dict.fromkeys(range(12))
+
+
+@pytest.mark.slow
+def test_one_broker_killed_writes_continue_and_isr_recovers(
+    settings: SharedSettings, admin: AdminClient, brokers_restored: None
+) -> None:
+    stack("kafka-kill", "3")
+    wait_for(
+        lambda: kafka_admin.topic_state(admin, settings.topic).min_isr == 2,
+        timeout=60,
+        what="ISR to shrink to two after SIGKILL of broker 3",
+    )
+    assert produce_all_partitions(settings, 12) == dict.fromkeys(range(12))
+
+    stack("kafka-start", "3")
+    wait_for(
+        lambda: kafka_admin.topic_state(admin, settings.topic).min_isr == 3,
+        timeout=120,
+        what="ISR to return to three after restarting broker 3",
+    )
+
+
+@pytest.mark.slow
+def test_two_brokers_down_produce_is_not_acknowledged(
+    settings: SharedSettings, admin: AdminClient, brokers_restored: None
+) -> None:
+    stack("kafka-kill", "2")
+    stack("kafka-kill", "3")
+    outcome = produce_all_partitions(settings, 12, timeout_ms=8_000)
+    delivered = [p for p, err in outcome.items() if err is None]
+    assert delivered == [], f"partitions acknowledged with two of three brokers down: {delivered}"
+    assert all(isinstance(err, KafkaError) for err in outcome.values())
+
+
+@pytest.mark.slow
+def test_full_restart_keeps_the_topic_data(settings: SharedSettings, admin: AdminClient) -> None:
+    marker = f"survives-restart-{uuid.uuid4()}".encode()
+    producer = durable_producer(settings)
+    delivered: list[tuple[int, int]] = []
+    producer.produce(
+        settings.topic,
+        value=marker,
+        partition=5,
+        on_delivery=lambda err, msg: (
+            delivered.append((msg.partition(), msg.offset())) if err is None else None
+        ),
+    )
+    producer.flush(15)
+    assert len(delivered) == 1
+
+    stack("down", timeout=240)
+    stack("up", timeout=300)
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"test-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        consumer.assign([TopicPartition(settings.topic, *delivered[0])])
+        message = wait_for(consumer.poll, timeout=60, interval=0, what="the message after restart")
+        assert message.error() is None
+        assert message.value() == marker
+    finally:
+        consumer.close()
