@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from contextlib import closing
-from typing import Annotated, Any
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from enum import StrEnum
+from typing import Annotated, Any, NoReturn
 
 import orjson
 import typer
 
-from common import db, kafka_admin
+from common import control, crypto, db, kafka_admin
 from common import migrate as migrations
 from common.settings import SharedSettings
 
@@ -18,15 +21,23 @@ app = typer.Typer(
 )
 db_app = typer.Typer(no_args_is_help=True, help="Control database.")
 kafka_app = typer.Typer(no_args_is_help=True, help="The records topic.")
+clients_app = typer.Typer(no_args_is_help=True, help="Clients (tenants).")
+tokens_app = typer.Typer(no_args_is_help=True, help="Import API tokens.")
+webhooks_app = typer.Typer(no_args_is_help=True, help="Webhook endpoints.")
+destinations_app = typer.Typer(no_args_is_help=True, help="Each client's warehouse.")
 app.add_typer(db_app, name="db")
 app.add_typer(kafka_app, name="kafka")
+app.add_typer(clients_app, name="clients")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(destinations_app, name="destinations")
 
 
 def emit(obj: dict[str, Any]) -> None:
     sys.stdout.write(orjson.dumps(obj).decode() + "\n")
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     emit({"error": message})
     raise typer.Exit(code)
 
@@ -90,6 +101,213 @@ def kafka_status() -> None:
             "min_isr": state.min_isr,
         }
     )
+
+
+# --- control plane ---------------------------------------------------------------------------
+
+
+@contextmanager
+def control_db() -> Iterator[control.Connection]:
+    """A control-database connection; a refused request inside it becomes the JSON error."""
+    try:
+        with closing(db.connect()) as conn:
+            yield conn
+    except (control.ControlError, crypto.SecretKeyError) as exc:
+        fail(str(exc))
+
+
+def require_client(conn: control.Connection, client_id: int) -> None:
+    """Stop with an error for an unknown client, rather than answer with an empty list."""
+    if control.get_client(conn, client_id) is None:
+        raise control.ControlError(f"no client {client_id}")
+
+
+@clients_app.command("create")
+def clients_create(name: str) -> None:
+    """Add a client; prints its id."""
+    with control_db() as conn:
+        emit(control.create_client(conn, name))
+
+
+@clients_app.command("list")
+def clients_list() -> None:
+    """Every client."""
+    with control_db() as conn:
+        emit({"clients": control.list_clients(conn)})
+
+
+@tokens_app.command("create")
+def tokens_create(client_id: int) -> None:
+    """Issue an Import API token. The token is printed now and never again."""
+    with control_db() as conn:
+        emit(control.create_api_token(conn, client_id))
+
+
+@tokens_app.command("list")
+def tokens_list(client_id: int) -> None:
+    """A client's API tokens (prefixes only, never the tokens)."""
+    with control_db() as conn:
+        require_client(conn, client_id)
+        emit({"client_id": client_id, "tokens": control.list_api_tokens(conn, client_id)})
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: int) -> None:
+    """Revoke an API token; "revoked" is false if it already was."""
+    with control_db() as conn:
+        emit({"token_id": token_id, "revoked": control.revoke_api_token(conn, token_id)})
+
+
+@webhooks_app.command("create")
+def webhooks_create(
+    client_id: int,
+    table: Annotated[str, typer.Option(help="Table the posted objects load into.")] = "data",
+    key: Annotated[
+        str | None, typer.Option(help="Top-level field that is the primary key (upserts).")
+    ] = None,
+) -> None:
+    """Issue a webhook URL. Its token is printed now and never again."""
+    with control_db() as conn:
+        emit(control.create_webhook(conn, client_id, table, key))
+
+
+@webhooks_app.command("list")
+def webhooks_list(client_id: int) -> None:
+    """A client's webhooks (prefixes only, never the tokens)."""
+    with control_db() as conn:
+        require_client(conn, client_id)
+        emit({"client_id": client_id, "webhooks": control.list_webhooks(conn, client_id)})
+
+
+@webhooks_app.command("revoke")
+def webhooks_revoke(webhook_id: int) -> None:
+    """Revoke a webhook; "revoked" is false if it already was."""
+    with control_db() as conn:
+        emit({"webhook_id": webhook_id, "revoked": control.revoke_webhook(conn, webhook_id)})
+
+
+class DestinationType(StrEnum):
+    postgres = "postgres"
+    redshift = "redshift"
+    bigquery = "bigquery"
+    snowflake = "snowflake"
+
+
+def pairs(values: list[str], option: str) -> dict[str, str]:
+    """``["K=V", ...]`` as a dict; an entry without ``=`` or with an empty key is an error."""
+    found: dict[str, str] = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key:
+            raise control.ControlError(f"{option} expects KEY=VALUE, got {value!r}")
+        found[key] = rest
+    return found
+
+
+def from_env(variable: str) -> str:
+    """A secret from the environment, so it never appears in argv or shell history."""
+    value = os.environ.get(variable)
+    if not value:
+        raise control.ControlError(f"environment variable {variable} is not set or empty")
+    return value
+
+
+def destination_settings(
+    destination_type: str,
+    *,
+    dsn: str | None,
+    schema: str | None,
+    settings: dict[str, str],
+    password: str | None,
+    secrets: dict[str, str],
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """(config, secrets) for ``destinations set``: a DSN's password moves to the secrets."""
+    config: dict[str, Any] = {}
+    sealed = dict(secrets)
+    if destination_type in ("postgres", "redshift"):
+        if dsn is None:
+            raise control.ControlError(f"a {destination_type} destination needs --dsn")
+        config["dsn_params"], dsn_password = control.split_dsn(dsn)
+        if dsn_password is not None and password is not None:
+            raise control.ControlError(
+                "give the password once: in the DSN, --password-env or --password-prompt"
+            )
+        password = password if password is not None else dsn_password
+    elif dsn is not None:
+        raise control.ControlError(f"a {destination_type} destination takes no --dsn")
+    if schema is not None:
+        config["schema"] = schema
+    reserved = sorted(set(settings) & {"dsn_params", "schema"})
+    if reserved:
+        raise control.ControlError(f"--set cannot set {', '.join(reserved)}; use --dsn/--schema")
+    config.update(settings)
+    if password is not None:
+        if "password" in sealed:
+            raise control.ControlError("give the password once, not also with --secret-env")
+        sealed["password"] = password
+    return config, sealed
+
+
+@destinations_app.command("set")
+def destinations_set(
+    client_id: int,
+    destination_type: Annotated[DestinationType, typer.Argument(metavar="TYPE")],
+    dsn: Annotated[
+        str | None, typer.Option(help="postgres/redshift: libpq URL or key=value string.")
+    ] = None,
+    schema: Annotated[str | None, typer.Option(help="Schema (dataset) to load into.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Non-secret KEY=VALUE setting; repeatable.")
+    ] = None,
+    password_env: Annotated[
+        str | None, typer.Option(help="Read the password from this environment variable.")
+    ] = None,
+    password_prompt: Annotated[
+        bool, typer.Option("--password-prompt", help="Ask for the password.")
+    ] = False,
+    secret_env: Annotated[
+        list[str] | None,
+        typer.Option(help="Secret KEY=VAR read from environment variable VAR; repeatable."),
+    ] = None,
+) -> None:
+    """Create or replace a client's destination; secrets are stored encrypted."""
+    secret_key = SharedSettings().secret_key.get_secret_value()
+    with control_db() as conn:
+        require_client(conn, client_id)
+        if password_env is not None and password_prompt:
+            raise control.ControlError("give either --password-env or --password-prompt")
+        password = from_env(password_env) if password_env is not None else None
+        if password_prompt:
+            # The prompt goes to stderr: stdout carries only the JSON answer.
+            password = str(typer.prompt("Password", hide_input=True, err=True))
+        config, secrets = destination_settings(
+            destination_type.value,
+            dsn=dsn,
+            schema=schema,
+            settings=pairs(set_ or [], "--set"),
+            password=password,
+            secrets={k: from_env(v) for k, v in pairs(secret_env or [], "--secret-env").items()},
+        )
+        control.set_destination(
+            conn, secret_key, client_id, destination_type.value, config, secrets
+        )
+        emit(shown_destination(conn, secret_key, client_id))
+
+
+@destinations_app.command("show")
+def destinations_show(client_id: int) -> None:
+    """A client's destination: settings and the names of its secrets, never their values."""
+    secret_key = SharedSettings().secret_key.get_secret_value()
+    with control_db() as conn:
+        require_client(conn, client_id)
+        emit(shown_destination(conn, secret_key, client_id))
+
+
+def shown_destination(conn: control.Connection, secret_key: str, client_id: int) -> dict[str, Any]:
+    destination = control.get_destination(conn, secret_key, client_id)
+    if destination is None:
+        raise control.ControlError(f"client {client_id} has no destination")
+    return destination
 
 
 def main() -> None:

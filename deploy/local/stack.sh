@@ -4,7 +4,7 @@
 #
 #   stack.sh up | down | status | logs [component]
 #   stack.sh kafka-start N | kafka-stop N | kafka-kill N     (tests use these)
-#   stack.sh s3-start | s3-stop | pg-start NAME | pg-stop NAME
+#   stack.sh s3-start | s3-stop | pg-start NAME | pg-stop NAME | start SERVICE | stop SERVICE
 #
 # Runtime data and logs live under $SKEIN_RUN_DIR (default <checkout>/.run), the Kafka jars
 # under $SKEIN_CACHE_DIR (default <checkout>/.cache). Both are git-ignored.
@@ -43,6 +43,16 @@ wait_port() { # port seconds
     ((SECONDS < deadline)) || return 1
     sleep 0.2
   done
+}
+
+daemon() { # pidfile logfile command...
+  # Its own session (setsid), so it outlives the shell and the process group that started it;
+  # the process writes its own pid before exec'ing the command.
+  local pidfile=$1 logfile=$2; shift 2
+  rm -f "$pidfile"
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" </dev/null >>"$logfile" 2>&1 &
+  local deadline=$((SECONDS + 10))
+  until [[ -s $pidfile ]]; do ((SECONDS < deadline)) || die "could not start $*"; sleep 0.05; done
 }
 
 stop_pid() { # pidfile seconds-before-kill
@@ -104,15 +114,18 @@ kafka_fetch() {
   touch "$KAFKA_LIBS/.complete"
 }
 
-kafka_java() { # log4j-dir main-class args...
-  local logdir=$1; shift
+java_cmd() { # log4j-dir -> sets JAVA_CMD (java with the Kafka classpath and options)
   mkdir -p "$RUN_DIR/tmp"
-  exec_java=${exec_java:-}
-  $exec_java java -Xms256m "-Xmx$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-    -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
-    "-Djava.io.tmpdir=$RUN_DIR/tmp" \
-    "-Dlog4j2.configurationFile=$ROOT/deploy/local/kafka/log4j2.properties" \
-    "-Dkafka.logs.dir=$logdir" -cp "$KAFKA_LIBS/*" "$@"
+  JAVA_CMD=(java -Xms256m "-Xmx$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+    -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true
+    "-Djava.io.tmpdir=$RUN_DIR/tmp"
+    "-Dlog4j2.configurationFile=$ROOT/deploy/local/kafka/log4j2.properties"
+    "-Dkafka.logs.dir=$1" -cp "$KAFKA_LIBS/*")
+}
+
+kafka_java() { # log4j-dir main-class args...
+  java_cmd "$1"; shift
+  "${JAVA_CMD[@]}" "$@"
 }
 
 kafka_configure() { # node -> props path; formats storage once
@@ -135,8 +148,8 @@ kafka_start() { # node
   pid_alive "$PIDS/kafka-$n.pid" && return 0
   props=$(kafka_configure "$n")
   log "starting kafka node $n on 127.0.0.1:${n}9092"
-  (trap "" HUP; exec_java=exec kafka_java "$LOGS/kafka-$n" kafka.Kafka "$props" </dev/null >>"$LOGS/kafka-$n/stdout.log" 2>&1) &
-  echo $! >"$PIDS/kafka-$n.pid"
+  java_cmd "$LOGS/kafka-$n"
+  daemon "$PIDS/kafka-$n.pid" "$LOGS/kafka-$n/stdout.log" "${JAVA_CMD[@]}" kafka.Kafka "$props"
 }
 
 kafka_stop() { stop_pid "$PIDS/kafka-$1.pid" 60; }
@@ -237,12 +250,10 @@ EOF
   log "starting SeaweedFS S3 on 127.0.0.1:8333"
   # Every component's port is pinned so nothing wanders onto ours; WebDAV, Iceberg, Lance and
   # the admin UI are not needed.
-  nohup "$VENV/bin/weed" mini -dir="$RUN_DIR/s3/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+  daemon "$PIDS/s3.pid" "$LOGS/s3.log" "$VENV/bin/weed" mini -dir="$RUN_DIR/s3/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
     -master.telemetry=false -bucket="$S3_BUCKET" -s3.config="$RUN_DIR/s3/identities.json" \
     -master.port=9333 -volume.port=9340 -filer.port=8888 -s3.port=8333 -admin.port=23646 \
-    -webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 \
-    >>"$LOGS/s3.log" 2>&1 &
-  echo $! >"$PIDS/s3.pid"
+    -webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0
 }
 
 s3_wait() {
@@ -268,6 +279,33 @@ EOF
 
 s3_stop() { stop_pid "$PIDS/s3.pid" 20; }
 
+# ---------------------------------------------------------------- skein services
+# name:port of each Skein service `up` starts (later issues add the streamery, spool, loaders).
+SERVICES=(gate:8080)
+
+svc_port() { local spec; for spec in "${SERVICES[@]}"; do [[ ${spec%%:*} == "$1" ]] && echo "${spec#*:}"; done; }
+
+svc_start() { # name
+  local name=$1 port
+  port=$(svc_port "$name")
+  [[ -n $port ]] || die "unknown service $name"
+  pid_alive "$PIDS/$name.pid" && return 0
+  log "starting $name on 127.0.0.1:$port"
+  (
+    cd "$ROOT"
+    export SKEIN_GATE_METRICS_DIR=${SKEIN_GATE_METRICS_DIR:-$RUN_DIR/metrics/gate}
+    daemon "$PIDS/$name.pid" "$LOGS/$name.log" "$VENV/bin/python" -m "services.$name"
+  )
+  local deadline=$((SECONDS + 60))
+  until curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; do
+    pid_alive "$PIDS/$name.pid" || die "$name exited during start (see $LOGS/$name.log)"
+    ((SECONDS < deadline)) || die "$name not healthy within 60s (see $LOGS/$name.log)"
+    sleep 0.2
+  done
+}
+
+svc_stop() { stop_pid "$PIDS/$1.pid" 40; }
+
 # ---------------------------------------------------------------- commands
 cmd_up() {
   local t0=$SECONDS
@@ -276,8 +314,11 @@ cmd_up() {
   pg_up
   kafka_up
   s3_wait
+  local spec
+  for spec in "${SERVICES[@]}"; do svc_start "${spec%%:*}"; done
   log "ready in $((SECONDS - t0))s"
   cmd_endpoints
+  (cd "$ROOT" && "$VENV/bin/python" deploy/local/demo.py "$RUN_DIR") || die "the demo request did not flow through"
 }
 
 cmd_endpoints() {
@@ -286,17 +327,18 @@ Kafka        127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092  topic $TOPIC (RF 3
 Control DB   postgresql://postgres@127.0.0.1:5432/skein
 Warehouse    postgresql://postgres@127.0.0.1:5433/warehouse
 S3           http://127.0.0.1:8333  bucket $S3_BUCKET  (access key $S3_ACCESS_KEY)
+Gate         http://127.0.0.1:8080  (Import API v2; /metrics, /healthz, /readyz)
 Logs         $LOGS
 EOF
 }
 
 cmd_down() {
-  local n
+  local n spec
+  for spec in "${SERVICES[@]}"; do svc_stop "${spec%%:*}"; done
   # All three nodes at once: stopping them one by one leaves the last without a controller quorum.
   for n in 1 2 3; do pid_alive "$PIDS/kafka-$n.pid" && kill -TERM "$(cat "$PIDS/kafka-$n.pid")" 2>/dev/null; done
   for n in 1 2 3; do kafka_stop "$n"; done
   s3_stop
-  local spec
   for spec in "${PG_CLUSTERS[@]}"; do pg_stop "${spec%%:*}"; done
   log "stopped"
 }
@@ -313,6 +355,9 @@ cmd_status() {
     else echo "pg-${spec%%:*}  stopped"; bad=1; fi
   done
   if pid_alive "$PIDS/s3.pid"; then echo "s3          running (pid $(cat "$PIDS/s3.pid"))"; else echo "s3          stopped"; bad=1; fi
+  for spec in "${SERVICES[@]}"; do
+    if pid_alive "$PIDS/${spec%%:*}.pid"; then printf '%-11s running (port %s)\n' "${spec%%:*}" "${spec#*:}"; else printf '%-11s stopped\n' "${spec%%:*}"; bad=1; fi
+  done
   if ((bad == 0)); then SKEIN_TOPIC=$TOPIC "$VENV/bin/skein" kafka status || bad=1; fi
   return $bad
 }
@@ -337,6 +382,8 @@ case ${1:-} in
   kafka-stop) kafka_stop "$2" ;;
   kafka-kill) kafka_kill "$2" ;;
   s3-start) s3_start; s3_wait ;;
+  start) svc_start "$2" ;;
+  stop) svc_stop "$2" ;;
   s3-stop) s3_stop ;;
   pg-start) pg_start "$2" ;;
   pg-stop) pg_stop "$2" ;;

@@ -1,0 +1,441 @@
+"""Control-plane data access: clients, API tokens, webhook tokens and destinations.
+
+Plain functions over a psycopg2 connection the caller owns; each function is one transaction.
+Tokens are stored only as their SHA-256 digest (the plain token is returned once, at creation);
+destination secrets only encrypted with ``SKEIN_SECRET_KEY`` (see ``common.crypto``).
+The gate calls :func:`lookup_api_token` and :func:`lookup_webhook` on every request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets as random_tokens
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import psycopg2
+import psycopg2.extensions
+
+from common import crypto
+
+DESTINATION_TYPES = ("postgres", "redshift", "bigquery", "snowflake")
+# Names that always hold a secret: refused in a destination's plain-text config.
+SECRET_SETTING_NAMES = frozenset(
+    {"password", "private_key", "private_key_passphrase", "credentials_json"}
+)
+_TOKEN_PREFIXES = {"api": "skn_", "webhook": "whk_"}
+_TOKEN_BYTES = {"api": 32, "webhook": 24}
+_TOKEN_PREFIX_CHARS = 8
+_MAX_NAME = 255
+_RESERVED_PREFIX = "_sdc"  # Stitch's system columns and tables
+
+Connection = psycopg2.extensions.connection
+
+
+class ControlError(ValueError):
+    """A control-plane request that cannot be carried out: bad name, unknown id, ..."""
+
+
+@dataclass(frozen=True)
+class ApiTokenInfo:
+    """What the gate needs to know about a live API token."""
+
+    client_id: int
+    rate_limit_rps: int | None
+
+
+@dataclass(frozen=True)
+class WebhookInfo:
+    """What the gate needs to know about a live webhook token."""
+
+    webhook_id: int
+    client_id: int
+    table_name: str
+    key_field: str | None
+    rate_limit_rps: int | None
+
+
+# --- tokens (pure) ---------------------------------------------------------------------------
+
+
+def new_token(kind: str) -> str:
+    """A fresh URL-safe token: ``skn_…`` (256 random bits) for "api", ``whk_…`` (192) for "webhook".
+
+    The prefix tells operators and secret scanners what a leaked string is.
+    """
+    if kind not in _TOKEN_PREFIXES:
+        raise ControlError(f"unknown token kind {kind!r}; expected 'api' or 'webhook'")
+    return _TOKEN_PREFIXES[kind] + random_tokens.token_urlsafe(_TOKEN_BYTES[kind])
+
+
+def hash_token(token: str) -> bytes:
+    """The SHA-256 digest under which a token is stored and looked up.
+
+    A fast unsalted hash is right here, unlike for passwords: tokens are 192-256 random bits, so
+    there is nothing to brute-force or precompute, and the gate hashes on every request.
+    """
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def token_prefix(token: str) -> str:
+    """The first characters of a token, kept so operators can tell tokens apart in listings."""
+    return token[:_TOKEN_PREFIX_CHARS]
+
+
+def webhook_url_path(client_id: int, token: str) -> str:
+    """The gate's path that accepts records for a webhook token."""
+    return f"/v1/clients/{client_id}/token/{token}"
+
+
+# --- validation (pure) -----------------------------------------------------------------------
+
+
+def check_table_name(table_name: str) -> str:
+    """``table_name`` if a webhook may load into it; :class:`ControlError` otherwise."""
+    _check_name("table name", table_name)
+    return table_name
+
+
+def check_key_field(key_field: str | None) -> str | None:
+    """``key_field`` if it names a top-level record field usable as a key; None stays None."""
+    if key_field is None:
+        return None
+    _check_name("key field", key_field)
+    if "." in key_field:
+        raise ControlError(f"key field {key_field!r} must name a top-level field (no '.')")
+    return key_field
+
+
+def _check_name(what: str, name: str) -> None:
+    if not name:
+        raise ControlError(f"{what} must not be empty")
+    if len(name) > _MAX_NAME:
+        raise ControlError(f"{what} is longer than {_MAX_NAME} characters")
+    if not name.isprintable():
+        raise ControlError(f"{what} {name!r} contains control characters")
+    # Warehouses fold case, so "_SDC_x" would collide with the system columns as well.
+    if name.lower().startswith(_RESERVED_PREFIX):
+        raise ControlError(f"{what} {name!r} starts with {_RESERVED_PREFIX!r}, which is reserved")
+
+
+def check_destination(type: str, config: dict[str, Any], secrets: dict[str, str]) -> None:
+    """Refuse an unknown type and any secret setting that would be stored in plain text."""
+    if type not in DESTINATION_TYPES:
+        raise ControlError(
+            f"destination type {type!r} is not one of {', '.join(DESTINATION_TYPES)}"
+        )
+    dsn_params = config.get("dsn_params")
+    plain_names = set(config) | (set(dsn_params) if isinstance(dsn_params, dict) else set())
+    leaked = sorted(plain_names & SECRET_SETTING_NAMES)
+    if leaked:
+        raise ControlError(f"{', '.join(leaked)} must be given as a secret, not in the config")
+    overlap = sorted(set(config) & set(secrets))
+    if overlap:
+        raise ControlError(f"{', '.join(overlap)} given both as config and as a secret")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+# --- clients ---------------------------------------------------------------------------------
+
+
+def _client_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        "client_id": row[0],
+        "name": row[1],
+        "created_at": _iso(row[2]),
+        "rate_limit_rps": row[3],
+    }
+
+
+def create_client(conn: Connection, name: str) -> dict[str, Any]:
+    """Add a tenant; returns client_id, name, created_at, rate_limit_rps."""
+    if not 1 <= len(name) <= 200:
+        raise ControlError("client name must be 1 to 200 characters")
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO clients (name) VALUES (%s)"
+            " RETURNING client_id, name, created_at, rate_limit_rps",
+            (name,),
+        )
+        row = cur.fetchone()
+    assert row is not None
+    return _client_row(row)
+
+
+def get_client(conn: Connection, client_id: int) -> dict[str, Any] | None:
+    """One tenant, or None if there is no such client."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT client_id, name, created_at, rate_limit_rps FROM clients WHERE client_id = %s",
+            (client_id,),
+        )
+        row = cur.fetchone()
+    return None if row is None else _client_row(row)
+
+
+def list_clients(conn: Connection) -> list[dict[str, Any]]:
+    """Every tenant, oldest first."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT client_id, name, created_at, rate_limit_rps FROM clients ORDER BY client_id"
+        )
+        rows = cur.fetchall()
+    return [_client_row(row) for row in rows]
+
+
+# --- API tokens ------------------------------------------------------------------------------
+
+
+def create_api_token(conn: Connection, client_id: int) -> dict[str, Any]:
+    """Issue an Import API token; the plain ``token`` in the result is never retrievable again."""
+    token = new_token("api")
+    with conn, conn.cursor() as cur:
+        # INSERT ... SELECT inserts nothing for an unknown client, which we report by name.
+        cur.execute(
+            "INSERT INTO api_tokens (client_id, token_hash, token_prefix)"
+            " SELECT client_id, %s, %s FROM clients WHERE client_id = %s RETURNING token_id",
+            (hash_token(token), token_prefix(token), client_id),
+        )
+        row = cur.fetchone()
+    if row is None:
+        raise ControlError(f"no client {client_id}")
+    return {
+        "token_id": row[0],
+        "client_id": client_id,
+        "token": token,
+        "token_prefix": token_prefix(token),
+    }
+
+
+def list_api_tokens(conn: Connection, client_id: int) -> list[dict[str, Any]]:
+    """A client's API tokens, revoked ones included; never the token or its hash."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT token_id, token_prefix, created_at, revoked_at FROM api_tokens"
+            " WHERE client_id = %s ORDER BY token_id",
+            (client_id,),
+        )
+        rows = cur.fetchall()
+    return [
+        {"token_id": r[0], "token_prefix": r[1], "created_at": _iso(r[2]), "revoked_at": _iso(r[3])}
+        for r in rows
+    ]
+
+
+def revoke_api_token(conn: Connection, token_id: int) -> bool:
+    """Revoke a token: True if this call revoked it, False if it already was.
+
+    Raises :class:`ControlError` for an unknown id, so a typo is not mistaken for success.
+    """
+    return _revoke(conn, _REVOKE_API_TOKEN, token_id, "API token")
+
+
+def lookup_api_token(conn: Connection, token: str) -> ApiTokenInfo | None:
+    """The client a live API token belongs to, or None if it is unknown or revoked."""
+    if not token.startswith(_TOKEN_PREFIXES["api"]):
+        return None  # not one of ours: no need to ask the database
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT t.client_id, c.rate_limit_rps FROM api_tokens t"
+            " JOIN clients c ON c.client_id = t.client_id"
+            " WHERE t.token_hash = %s AND t.revoked_at IS NULL",
+            (hash_token(token),),
+        )
+        row = cur.fetchone()
+    return None if row is None else ApiTokenInfo(client_id=row[0], rate_limit_rps=row[1])
+
+
+# --- webhooks --------------------------------------------------------------------------------
+
+
+def create_webhook(
+    conn: Connection, client_id: int, table_name: str = "data", key_field: str | None = None
+) -> dict[str, Any]:
+    """Issue a webhook token loading into ``table_name``; ``url_path`` and ``token`` shown once."""
+    check_table_name(table_name)
+    check_key_field(key_field)
+    token = new_token("webhook")
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO webhooks (client_id, token_hash, token_prefix, table_name, key_field)"
+            " SELECT client_id, %s, %s, %s, %s FROM clients WHERE client_id = %s"
+            " RETURNING webhook_id",
+            (hash_token(token), token_prefix(token), table_name, key_field, client_id),
+        )
+        row = cur.fetchone()
+    if row is None:
+        raise ControlError(f"no client {client_id}")
+    return {
+        "webhook_id": row[0],
+        "client_id": client_id,
+        "table_name": table_name,
+        "key_field": key_field,
+        "token": token,
+        "token_prefix": token_prefix(token),
+        "url_path": webhook_url_path(client_id, token),
+    }
+
+
+def list_webhooks(conn: Connection, client_id: int) -> list[dict[str, Any]]:
+    """A client's webhooks, revoked ones included; never the token or its hash."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT webhook_id, token_prefix, table_name, key_field, created_at, revoked_at"
+            " FROM webhooks WHERE client_id = %s ORDER BY webhook_id",
+            (client_id,),
+        )
+        rows = cur.fetchall()
+    return [
+        {
+            "webhook_id": r[0],
+            "token_prefix": r[1],
+            "table_name": r[2],
+            "key_field": r[3],
+            "created_at": _iso(r[4]),
+            "revoked_at": _iso(r[5]),
+        }
+        for r in rows
+    ]
+
+
+def revoke_webhook(conn: Connection, webhook_id: int) -> bool:
+    """Revoke a webhook: True if this call revoked it, False if it already was.
+
+    Raises :class:`ControlError` for an unknown id.
+    """
+    return _revoke(conn, _REVOKE_WEBHOOK, webhook_id, "webhook")
+
+
+def lookup_webhook(conn: Connection, token: str) -> WebhookInfo | None:
+    """Where a live webhook token's records go, or None if it is unknown or revoked."""
+    if not token.startswith(_TOKEN_PREFIXES["webhook"]):
+        return None
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT w.webhook_id, w.client_id, w.table_name, w.key_field, c.rate_limit_rps"
+            " FROM webhooks w JOIN clients c ON c.client_id = w.client_id"
+            " WHERE w.token_hash = %s AND w.revoked_at IS NULL",
+            (hash_token(token),),
+        )
+        row = cur.fetchone()
+    if row is None:
+        return None
+    return WebhookInfo(
+        webhook_id=row[0],
+        client_id=row[1],
+        table_name=row[2],
+        key_field=row[3],
+        rate_limit_rps=row[4],
+    )
+
+
+# (revoke if live, does it exist at all): two statements because "already revoked" and
+# "no such id" need different answers.
+_REVOKE_API_TOKEN = (
+    "UPDATE api_tokens SET revoked_at = now()"
+    " WHERE token_id = %s AND revoked_at IS NULL RETURNING token_id",
+    "SELECT 1 FROM api_tokens WHERE token_id = %s",
+)
+_REVOKE_WEBHOOK = (
+    "UPDATE webhooks SET revoked_at = now()"
+    " WHERE webhook_id = %s AND revoked_at IS NULL RETURNING webhook_id",
+    "SELECT 1 FROM webhooks WHERE webhook_id = %s",
+)
+
+
+def _revoke(conn: Connection, statements: tuple[str, str], row_id: int, what: str) -> bool:
+    revoke, exists = statements
+    with conn, conn.cursor() as cur:
+        cur.execute(revoke, (row_id,))
+        if cur.fetchone() is not None:
+            return True
+        cur.execute(exists, (row_id,))
+        if cur.fetchone() is None:
+            raise ControlError(f"no {what} {row_id}")
+    return False
+
+
+# --- destinations ----------------------------------------------------------------------------
+
+
+def split_dsn(dsn: str) -> tuple[dict[str, str], str | None]:
+    """A libpq DSN (URL or key=value) as (connection parameters without the password, password).
+
+    The password is split off so it can be stored encrypted, never in the plain config.
+    """
+    try:
+        params = psycopg2.extensions.parse_dsn(dsn)
+    except psycopg2.ProgrammingError:
+        # libpq's message can quote a fragment of the string, password included: not repeated.
+        raise ControlError("invalid DSN: expected a postgresql:// URL or key=value pairs") from None
+    password = params.pop("password", None)
+    return params, password
+
+
+def set_destination(
+    conn: Connection,
+    secret_key: str,
+    client_id: int,
+    type: str,
+    config: dict[str, Any],
+    secrets: dict[str, str],
+) -> None:
+    """Create or replace a client's one destination; ``secrets`` are stored only encrypted."""
+    check_destination(type, config, secrets)
+    sealed = (
+        psycopg2.Binary(
+            crypto.encrypt(secret_key, orjson.dumps(secrets, option=orjson.OPT_SORT_KEYS))
+        )
+        if secrets
+        else None
+    )
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO destinations (client_id, type, config, secrets)"
+            " SELECT client_id, %s, %s::jsonb, %s FROM clients WHERE client_id = %s"
+            " ON CONFLICT (client_id) DO UPDATE SET type = EXCLUDED.type,"
+            " config = EXCLUDED.config, secrets = EXCLUDED.secrets, updated_at = now()"
+            " RETURNING client_id",
+            (type, orjson.dumps(config).decode(), sealed, client_id),
+        )
+        row = cur.fetchone()
+    if row is None:
+        raise ControlError(f"no client {client_id}")
+
+
+def get_destination(
+    conn: Connection, secret_key: str, client_id: int, *, reveal: bool = False
+) -> dict[str, Any] | None:
+    """A client's destination, or None if it has none.
+
+    ``secrets_set`` names the stored secrets (decrypting is the only way to know them, hence
+    the key even without ``reveal``); only ``reveal=True``, for the loaders, adds their values.
+    Raises :class:`common.crypto.SecretKeyError` if ``secret_key`` is not the one used to store.
+    """
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT type, config, secrets, updated_at FROM destinations WHERE client_id = %s",
+            (client_id,),
+        )
+        row = cur.fetchone()
+    if row is None:
+        return None
+    type_, config, sealed, updated_at = row
+    secrets: dict[str, str] = (
+        {} if sealed is None else orjson.loads(crypto.decrypt(secret_key, bytes(sealed)))
+    )
+    result: dict[str, Any] = {
+        "client_id": client_id,
+        "type": type_,
+        "config": config,
+        "secrets_set": sorted(secrets),
+        "updated_at": _iso(updated_at),
+    }
+    if reveal:
+        result["secrets"] = secrets
+    return result

@@ -1,0 +1,122 @@
+"""The records wire format: what the gate writes to Kafka and the streamery copies into batches.
+
+A Kafka message is newline-delimited JSON. Line 1 is a header (one table of one client); every
+other line is one record, serialised once by the gate and never re-parsed on the way to S3:
+
+    {"v":1,"client_id":7,"table_name":"orders","key_names":["id"],"schema":{...}|null,
+     "table_version":null,"received_at":"2026-11-26T16:31:12.123456Z","request_id":"...",
+     "source":"batch"}
+    {"action":"upsert","sequence":1732638672000000000,"data":{...},"time_extracted":"..."}
+    {"action":"activate_version","sequence":1732638672000000001}
+
+The key is ``{client_id}/{table_name}`` so one table stays in one partition, in order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+FORMAT_VERSION = 1
+HEADER_FORMAT = b"skein.v1"
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON; integers beyond 64 bits (accepted exactly by the gate) use the slow path."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True)
+class Header:
+    client_id: int
+    table_name: str
+    key_names: tuple[str, ...]
+    schema: dict[str, Any] | None
+    table_version: int | None
+    received_at: str
+    request_id: str
+    source: str  # "batch" | "push" | "webhook"
+
+    def encode(self) -> bytes:
+        return dumps(
+            {
+                "v": FORMAT_VERSION,
+                "client_id": self.client_id,
+                "table_name": self.table_name,
+                "key_names": list(self.key_names),
+                "schema": self.schema,
+                "table_version": self.table_version,
+                "received_at": self.received_at,
+                "request_id": self.request_id,
+                "source": self.source,
+            }
+        )
+
+    @classmethod
+    def decode(cls, line: bytes) -> Header:
+        raw = orjson.loads(line)
+        if raw.get("v") != FORMAT_VERSION:
+            raise ValueError(f"unsupported records format version {raw.get('v')!r}")
+        return cls(
+            client_id=raw["client_id"],
+            table_name=raw["table_name"],
+            key_names=tuple(raw["key_names"]),
+            schema=raw["schema"],
+            table_version=raw["table_version"],
+            received_at=raw["received_at"],
+            request_id=raw["request_id"],
+            source=raw["source"],
+        )
+
+
+def message_key(client_id: int, table_name: str) -> bytes:
+    return f"{client_id}/{table_name}".encode()
+
+
+@dataclass
+class TableRecords:
+    """One table's serialised record lines from one request, under one header."""
+
+    header: Header
+    lines: list[bytes] = field(default_factory=list)
+
+
+class RecordTooLarge(ValueError):
+    """A single record cannot fit in one Kafka message."""
+
+
+def encode_messages(table: TableRecords, max_bytes: int) -> Iterator[bytes]:
+    """Split a table's lines into message values, each header + lines, each <= ``max_bytes``.
+
+    Lines keep their order, so the concatenated messages hold the records in request order.
+    """
+    header = table.header.encode()
+    budget = max_bytes - len(header) - 1
+    chunk: list[bytes] = []
+    size = 0
+    for line in table.lines:
+        cost = len(line) + 1
+        if cost > budget:
+            raise RecordTooLarge(
+                f"a record of {len(line)} bytes exceeds the per-record limit of {budget} bytes"
+            )
+        if chunk and size + cost > budget:
+            yield b"\n".join([header, *chunk])
+            chunk, size = [], 0
+        chunk.append(line)
+        size += cost
+    if chunk:
+        yield b"\n".join([header, *chunk])
+
+
+def decode_message(value: bytes) -> tuple[Header, Sequence[bytes]]:
+    """Header and the raw record lines of one message (lines are not parsed)."""
+    first, _, rest = value.partition(b"\n")
+    return Header.decode(first), rest.split(b"\n") if rest else []

@@ -1,0 +1,387 @@
+"""The gate: Stitch Import API v2 and incoming webhooks, durable in Kafka before any 2xx.
+
+Routes are thin: each authenticates, reads the body within limits, calls one pure validator from
+``records`` and hands the result to ``Gate.produce``, which answers only after Kafka acknowledged
+every message (``acks=all``, idempotent producer). Anything else is a JSON error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+import psycopg2
+import psycopg2.pool
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.responses import JSONResponse, Response
+
+from common import control, logs
+from common.wire import HEADER_FORMAT, RecordTooLarge, TableRecords, encode_messages, message_key
+from services.gate import api_docs, metrics
+from services.gate.auth import LookupUnavailable, TokenCache
+from services.gate.body import Malformed, TooDeep, check_content_type, parse_json, read_limited
+from services.gate.errors import (
+    ApiError,
+    batch_error,
+    not_authorized,
+    status_error,
+    too_many_requests,
+    unavailable,
+)
+from services.gate.producer import DurableProducer, NotDelivered, OutgoingMessage
+from services.gate.ratelimit import RateLimiter
+from services.gate.records import (
+    Limits,
+    RequestContext,
+    batch_tables,
+    push_tables,
+    webhook_tables,
+)
+from services.gate.schemas import SchemaCache
+from services.gate.settings import GateSettings
+
+log = logging.getLogger("skein.gate")
+VERSION = "0.1.0"
+ACCEPTED = {"status": "Accepted", "message": "The batch is queued to be processed."}
+T = TypeVar("T")
+
+
+class ControlDb:
+    """A small pool of control-database connections used from worker threads."""
+
+    def __init__(self, dsn: str, size: int = 4) -> None:
+        self._dsn = dsn
+        self._size = size
+        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
+
+    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
+        if self._pool is None:
+            self._pool = psycopg2.pool.ThreadedConnectionPool(
+                0, self._size, self._dsn, connect_timeout=3, application_name="skein-gate"
+            )
+        return self._pool
+
+    def run(self, fn: Callable[[Any], T]) -> T:
+        pool = self._get_pool()
+        conn = pool.getconn()
+        broken = False
+        try:
+            return fn(conn)
+        except psycopg2.Error:
+            broken = True
+            raise
+        finally:
+            pool.putconn(conn, close=broken or bool(conn.closed))
+
+    def ping(self) -> bool:
+        try:
+            return self.run(_select_one)
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.closeall()
+
+
+def _select_one(conn: Any) -> bool:
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        return bool(cur.fetchone())
+
+
+@dataclass
+class Gate:
+    """Everything a request needs, created once per worker process in the app's lifespan."""
+
+    settings: GateSettings
+    producer: DurableProducer
+    db: ControlDb
+    api_tokens: TokenCache[control.ApiTokenInfo]
+    webhooks: TokenCache[control.WebhookInfo]
+    schemas: SchemaCache
+    limiter: RateLimiter
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.settings.max_records, self.settings.max_key_length)
+
+    async def client_for(self, authorization: str | None) -> control.ApiTokenInfo:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise not_authorized()
+        return await self._known(self.api_tokens, token.strip())
+
+    async def webhook_for(self, client_id: int, token: str) -> control.WebhookInfo:
+        hook = await self._known(self.webhooks, token)
+        if hook.client_id != client_id:
+            raise not_authorized()
+        return hook
+
+    async def _known(self, cache: TokenCache[T], token: str) -> T:
+        try:
+            info = await cache.get(token)
+        except LookupUnavailable as exc:
+            log.warning(
+                "token lookup failed: control database unavailable", extra={"err": str(exc)}
+            )
+            raise unavailable(
+                "Authentication is temporarily unavailable", self.settings.retry_after_s
+            ) from exc
+        if info is None:
+            raise not_authorized()
+        return info
+
+    def check_rate(self, client_id: int, client_rps: int | None) -> None:
+        rps = float(client_rps) if client_rps is not None else self.settings.rate_limit_rps
+        wait = self.limiter.retry_after(client_id, rps)
+        if wait:
+            raise too_many_requests(wait)
+
+    async def body(self, request: Request, *, malformed: Callable[[str], ApiError]) -> Any:
+        check_content_type(request.headers.get("content-type"))
+        raw = await read_limited(
+            request.stream(),
+            request.headers.get("content-length"),
+            request.headers.get("content-encoding"),
+            self.settings.max_body_bytes,
+        )
+        if not raw.strip():
+            raise malformed("The request body is empty")
+        try:
+            parsed = parse_json(raw, self.settings.max_depth)
+        except TooDeep as exc:
+            raise malformed(str(exc)) from exc
+        except Malformed as exc:
+            raise malformed("Malformed json in the body!") from exc
+        request.state.may_have_reserved = b'"_sdc' in raw
+        request.state.raw_bytes = len(raw)
+        return parsed
+
+    async def produce(self, tables: list[TableRecords], request: Request, endpoint: str) -> None:
+        """Return only when Kafka acknowledged every record; else 503 with Retry-After."""
+        request_id: str = request.state.request_id
+        messages: list[OutgoingMessage] = []
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("request_id", request_id.encode()),
+            ("format", HEADER_FORMAT),
+        ]
+        try:
+            for table in tables:
+                key = message_key(table.header.client_id, table.header.table_name)
+                for value in encode_messages(table, self.settings.message_max_bytes):
+                    messages.append(OutgoingMessage(key, value, headers))
+        except RecordTooLarge as exc:
+            raise status_error(413, f"Request rejected: {exc}") from exc
+        remaining = self.settings.request_timeout_s - (time.monotonic() - request.state.started)
+        started = time.monotonic()
+        try:
+            await self.producer.send(messages, timeout=max(0.05, remaining))
+        except NotDelivered as exc:
+            metrics.PRODUCE_FAILURES.inc()
+            log.warning(
+                "records not acknowledged by Kafka",
+                extra={"request_id": request_id, "err": str(exc)},
+            )
+            raise unavailable(
+                "The records could not be made durable; retry the request",
+                self.settings.retry_after_s,
+            ) from exc
+        metrics.PRODUCE_SECONDS.observe(time.monotonic() - started)
+        metrics.RECORDS.labels(endpoint).inc(sum(len(t.lines) for t in tables))
+        metrics.BYTES.labels(endpoint).inc(sum(len(m.value) for m in messages))
+
+    def context(self, request: Request, client_id: int) -> RequestContext:
+        return RequestContext(
+            client_id=client_id,
+            received_at=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            request_id=request.state.request_id,
+            may_have_reserved=request.state.may_have_reserved,
+        )
+
+
+def _gate(request: Request) -> Gate:
+    gate: Gate = request.app.state.gate
+    return gate
+
+
+GateDep = Annotated[Gate, Depends(_gate)]
+AuthHeader = Annotated[str | None, Header(include_in_schema=False)]
+
+
+def build_gate(settings: GateSettings) -> Gate:
+    producer = DurableProducer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "compression.type": settings.compression,
+            "linger.ms": settings.linger_ms,
+            "message.max.bytes": settings.kafka_message_limit_bytes,
+            # Give up just after the request deadline; idempotence keeps retries duplicate-free.
+            "message.timeout.ms": int(settings.request_timeout_s * 1000) + 1000,
+            "client.id": "skein-gate",
+            "logger": logging.getLogger("skein.gate.kafka"),
+        },
+        settings.topic,
+    )
+    db = ControlDb(settings.control_dsn.get_secret_value())
+
+    def lookup(fn: Callable[[Any, str], T]) -> Callable[[str], Awaitable[T]]:
+        async def run(token: str) -> T:
+            return await asyncio.to_thread(db.run, lambda conn: fn(conn, token))
+
+        return run
+
+    return Gate(
+        settings=settings,
+        producer=producer,
+        db=db,
+        api_tokens=TokenCache(
+            lookup(control.lookup_api_token), settings.token_ttl_s, settings.token_grace_s
+        ),
+        webhooks=TokenCache(
+            lookup(control.lookup_webhook), settings.token_ttl_s, settings.token_grace_s
+        ),
+        schemas=SchemaCache(settings.schema_cache_size, settings.max_schema_bytes),
+        limiter=RateLimiter(settings.rate_limit_burst_s, settings.workers),
+    )
+
+
+def create_app(
+    settings: GateSettings | None = None, build: Callable[[GateSettings], Gate] = build_gate
+) -> FastAPI:
+    """The ASGI app; ``build`` makes the per-process Gate (tests pass fakes)."""
+    settings = settings or GateSettings()
+    logs.configure()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.gate = build(settings)
+        yield
+        gate: Gate = app.state.gate
+        left = await asyncio.to_thread(gate.producer.close, 30.0)
+        gate.db.close()
+        log.info("gate stopped", extra={"undelivered": left})
+
+    app = FastAPI(
+        title="Skein gate (Import API v2)",
+        version=VERSION,
+        lifespan=lifespan,
+        description=api_docs.DESCRIPTION,
+    )
+    app.add_middleware(api_docs.ObserveMiddleware)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body, exc.status, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"request_id": request.state.request_id})
+        return JSONResponse({"status": "ERROR", "message": "Internal error"}, 500)
+
+    @app.get("/v2/import/status", responses=api_docs.STATUS_RESPONSES)
+    async def import_status() -> dict[str, str]:
+        """Is the Import API up? No authentication."""
+        return {"status": "OK", "name": "skein-gate", "version": VERSION}
+
+    @app.post(
+        "/v2/import/batch",
+        status_code=202,
+        responses=api_docs.BATCH_RESPONSES,
+        openapi_extra=api_docs.BATCH_BODY,
+    )
+    async def import_batch(
+        request: Request, gate: GateDep, authorization: AuthHeader = None
+    ) -> Any:
+        """One table's records with a JSON Schema; 202 once every record is durable in Kafka."""
+        client = await gate.client_for(authorization)
+        gate.check_rate(client.client_id, client.rate_limit_rps)
+        body = await gate.body(request, malformed=batch_error)
+        tables = batch_tables(
+            body, gate.context(request, client.client_id), gate.limits, gate.schemas
+        )
+        await gate.produce(tables, request, "batch")
+        return ACCEPTED
+
+    @app.post(
+        "/v2/import/push",
+        status_code=202,
+        responses=api_docs.PUSH_RESPONSES,
+        openapi_extra=api_docs.PUSH_BODY,
+    )
+    async def import_push(request: Request, gate: GateDep, authorization: AuthHeader = None) -> Any:
+        """Records of one or more tables, no schema; 202 once every record is durable."""
+        client = await gate.client_for(authorization)
+        gate.check_rate(client.client_id, client.rate_limit_rps)
+        body = await gate.body(request, malformed=_push_malformed)
+        tables = push_tables(body, gate.context(request, client.client_id), gate.limits)
+        await gate.produce(tables, request, "push")
+        return ACCEPTED
+
+    @app.post(
+        "/v2/import/validate",
+        responses=api_docs.VALIDATE_RESPONSES,
+        openapi_extra=api_docs.PUSH_BODY,
+    )
+    async def import_validate(
+        request: Request, gate: GateDep, authorization: AuthHeader = None
+    ) -> Any:
+        """Check a /push body without storing anything."""
+        client = await gate.client_for(authorization)
+        body = await gate.body(request, malformed=_push_malformed)
+        push_tables(body, gate.context(request, client.client_id), gate.limits)
+        return {"status": "OK", "message": "Batch is valid!"}
+
+    @app.post(
+        "/v1/clients/{client_id}/token/{webhook_token}",
+        status_code=202,
+        responses=api_docs.WEBHOOK_RESPONSES,
+        openapi_extra=api_docs.WEBHOOK_BODY,
+    )
+    async def incoming_webhook(
+        client_id: int, webhook_token: str, request: Request, gate: GateDep
+    ) -> Any:
+        """Any JSON object (or array of objects): one row each in the webhook's table."""
+        hook = await gate.webhook_for(client_id, webhook_token)
+        gate.check_rate(hook.client_id, hook.rate_limit_rps)
+        body = await gate.body(request, malformed=_push_malformed)
+        tables = webhook_tables(
+            body, gate.context(request, hook.client_id), gate.limits, hook, time.time_ns()
+        )
+        await gate.produce(tables, request, "webhook")
+        return ACCEPTED
+
+    @app.get("/healthz", include_in_schema=True)
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "OK"}
+
+    @app.get("/readyz", responses={503: {"description": "Kafka or the control DB unreachable"}})
+    async def readyz(gate: GateDep) -> Response:
+        """Kafka and the control database are reachable."""
+        kafka_ok, db_ok = await asyncio.gather(
+            asyncio.to_thread(gate.producer.reachable), asyncio.to_thread(gate.db.ping)
+        )
+        body = {"kafka": kafka_ok, "control_db": db_ok}
+        if kafka_ok and db_ok:
+            return JSONResponse({"status": "OK", **body})
+        return JSONResponse(
+            {"status": "ERROR", **body}, 503, headers={"Retry-After": str(settings.retry_after_s)}
+        )
+
+    @app.get("/metrics", include_in_schema=True)
+    async def prometheus_metrics() -> Response:
+        """Prometheus text exposition."""
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+def _push_malformed(message: str) -> ApiError:
+    return status_error(400, message)

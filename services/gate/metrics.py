@@ -1,0 +1,52 @@
+"""The gate's Prometheus metrics. Labels carry route templates, never raw paths (webhook URLs
+hold tokens). With several worker processes, prometheus-client's multiprocess mode aggregates."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter(
+    "skein_gate_requests_total", "HTTP requests by route template and status", ["route", "status"]
+)
+REQUEST_SECONDS = Histogram(
+    "skein_gate_request_duration_seconds",
+    "HTTP request latency by route template",
+    ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+IN_FLIGHT = Gauge(
+    "skein_gate_requests_in_flight", "Requests being handled", multiprocess_mode="livesum"
+)
+RECORDS = Counter(
+    "skein_gate_records_accepted_total", "Records acknowledged by Kafka", ["endpoint"]
+)
+BYTES = Counter(
+    "skein_gate_bytes_accepted_total", "Record bytes acknowledged by Kafka", ["endpoint"]
+)
+PRODUCE_SECONDS = Histogram(
+    "skein_gate_produce_duration_seconds",
+    "Time from first produce to the last delivery report of a request",
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+PRODUCE_FAILURES = Counter(
+    "skein_gate_produce_failures_total", "Requests answered 503 because Kafka did not acknowledge"
+)
+SCHEMA_COMPILES = Counter("skein_gate_schema_compiles_total", "Client schemas compiled")
+
+
+def exposition() -> bytes:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)

@@ -1,0 +1,44 @@
+"""The gate's settings: the shared ones plus ``SKEIN_GATE_*``."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from common.settings import SharedSettings
+
+MB = 1024 * 1024
+
+
+class GateSettings(SharedSettings):
+    model_config = SettingsConfigDict(env_prefix="SKEIN_GATE_", extra="ignore")
+    own_prefix: ClassVar[str] = "SKEIN_GATE_"
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = Field(2, ge=1)
+    # A 2xx is sent only once every record is acknowledged by Kafka; past this, 503.
+    request_timeout_s: float = Field(10.0, gt=0)
+    retry_after_s: int = Field(5, ge=1)
+    max_body_bytes: int = Field(20 * MB, ge=1024)
+    max_records: int = Field(20_000, ge=1)
+    max_depth: int = Field(64, ge=2)
+    max_key_length: int = Field(1024, ge=1)
+    # Each Kafka message stays below the topic's max.message.bytes (8 MiB on the local stack).
+    message_max_bytes: int = Field(1 * MB, ge=64 * 1024)
+    kafka_message_limit_bytes: int = Field(8 * MB, ge=64 * 1024)
+    compression: str = "lz4"
+    linger_ms: int = Field(5, ge=0)
+    # Token lookups: a revocation takes effect within token_ttl_s on every process; while the
+    # control DB is down, tokens seen within token_grace_s keep working.
+    token_ttl_s: float = Field(5.0, gt=0)
+    token_grace_s: float = Field(600.0, ge=0)
+    # Untrusted client schemas.
+    schema_cache_size: int = Field(512, ge=1)
+    max_schema_bytes: int = Field(256 * 1024, ge=1024)
+    # Requests per second per client (0 = unlimited); a client's rate_limit_rps overrides it.
+    rate_limit_rps: float = Field(0.0, ge=0)
+    rate_limit_burst_s: float = Field(2.0, gt=0)
+    metrics_dir: str = ""

@@ -1,0 +1,344 @@
+"""The control plane through the real ``skein`` CLI, and the lookups the gate makes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from common import control, db
+from common import migrate as migrations
+from common.settings import SharedSettings
+
+SKEIN = Path(sys.executable).with_name("skein")
+
+
+def skein(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    """Run the CLI; return its exit code and the one JSON object it printed."""
+    done = subprocess.run(
+        [str(SKEIN), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        input=stdin,
+        env={**os.environ, **(env or {})},
+    )
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1, f"expected one JSON line, got {done.stdout!r} (stderr {done.stderr!r})"
+    return done.returncode, orjson.loads(lines[0])
+
+
+def ok(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> dict[str, Any]:
+    code, out = skein(*args, env=env, stdin=stdin)
+    assert code == 0, out
+    assert "error" not in out
+    return out
+
+
+@pytest.fixture(scope="module")
+def conn() -> Iterator[control.Connection]:
+    with closing(db.connect()) as connection:
+        migrations.migrate(connection)
+        yield connection
+
+
+@pytest.fixture
+def client_id(conn: control.Connection) -> int:
+    return int(ok("clients", "create", f"test-{uuid.uuid4().hex[:8]}")["client_id"])
+
+
+@pytest.fixture
+def unknown_client_id(conn: control.Connection) -> int:
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT coalesce(max(client_id), 0) + 1000 FROM clients")
+        row = cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def scalar(conn: control.Connection, sql: str, params: tuple[Any, ...]) -> Any:
+    with conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        row = cur.fetchone()
+    assert row is not None
+    return row[0]
+
+
+def test_clients_create_and_list(conn: control.Connection) -> None:
+    name = f"acme-{uuid.uuid4().hex[:8]}"
+    created = ok("clients", "create", name)
+    assert isinstance(created["client_id"], int)
+    assert created["name"] == name
+    listed = ok("clients", "list")["clients"]
+    assert {"client_id": created["client_id"], "name": name}.items() <= next(
+        c for c in listed if c["client_id"] == created["client_id"]
+    ).items()
+
+
+def test_api_token_is_shown_once_and_stored_only_as_a_hash(
+    conn: control.Connection, client_id: int
+) -> None:
+    created = ok("tokens", "create", str(client_id))
+    token = created["token"]
+    assert token.startswith("skn_")
+    assert created["client_id"] == client_id
+    assert created["token_prefix"] == token[:8]
+
+    listed = ok("tokens", "list", str(client_id))
+    assert listed["client_id"] == client_id
+    assert [t["token_id"] for t in listed["tokens"]] == [created["token_id"]]
+    assert listed["tokens"][0]["token_prefix"] == token[:8]
+    assert listed["tokens"][0]["revoked_at"] is None
+    assert token not in orjson.dumps(listed).decode()
+    assert "token" not in listed["tokens"][0]
+
+    plain = "SELECT count(*) FROM api_tokens WHERE token_hash = convert_to(%s, 'UTF8')"
+    assert scalar(conn, plain, (token,)) == 0
+    anywhere = "SELECT count(*) FROM api_tokens t WHERE strpos(t::text, %s) > 0"
+    assert scalar(conn, anywhere, (token,)) == 0
+    hashed = "SELECT count(*) FROM api_tokens WHERE token_hash = %s"
+    assert scalar(conn, hashed, (control.hash_token(token),)) == 1
+
+
+def test_api_token_lookup_follows_revocation_and_rate_limit(
+    conn: control.Connection, client_id: int
+) -> None:
+    created = ok("tokens", "create", str(client_id))
+    assert control.lookup_api_token(conn, created["token"]) == control.ApiTokenInfo(client_id, None)
+    with conn, conn.cursor() as cur:
+        cur.execute("UPDATE clients SET rate_limit_rps = 50 WHERE client_id = %s", (client_id,))
+    assert control.lookup_api_token(conn, created["token"]) == control.ApiTokenInfo(client_id, 50)
+    assert control.lookup_api_token(conn, created["token"] + "x") is None
+    assert control.lookup_api_token(conn, "whk_" + created["token"][4:]) is None
+
+    assert ok("tokens", "revoke", str(created["token_id"])) == {
+        "token_id": created["token_id"],
+        "revoked": True,
+    }
+    assert control.lookup_api_token(conn, created["token"]) is None
+    again = ok("tokens", "revoke", str(created["token_id"]))
+    assert again["revoked"] is False
+    listed = ok("tokens", "list", str(client_id))["tokens"]
+    assert listed[0]["revoked_at"] is not None
+
+
+def test_revoking_an_unknown_token_is_an_error(conn: control.Connection) -> None:
+    missing = scalar(conn, "SELECT coalesce(max(token_id), 0) + 1000 FROM api_tokens", ())
+    code, out = skein("tokens", "revoke", str(missing))
+    assert code == 1
+    assert out == {"error": f"no API token {missing}"}
+
+
+def test_webhook_create_list_lookup_revoke(conn: control.Connection, client_id: int) -> None:
+    created = ok("webhooks", "create", str(client_id), "--table", "orders", "--key", "id")
+    token = created["token"]
+    assert token.startswith("whk_")
+    assert created["url_path"] == f"/v1/clients/{client_id}/token/{token}"
+    assert (created["table_name"], created["key_field"]) == ("orders", "id")
+
+    default = ok("webhooks", "create", str(client_id))
+    assert (default["table_name"], default["key_field"]) == ("data", None)
+
+    listed = ok("webhooks", "list", str(client_id))
+    assert [w["webhook_id"] for w in listed["webhooks"]] == [
+        created["webhook_id"],
+        default["webhook_id"],
+    ]
+    assert listed["webhooks"][0]["token_prefix"] == token[:8]
+    assert token not in orjson.dumps(listed).decode()
+    anywhere = "SELECT count(*) FROM webhooks w WHERE strpos(w::text, %s) > 0"
+    assert scalar(conn, anywhere, (token,)) == 0
+
+    assert control.lookup_webhook(conn, token) == control.WebhookInfo(
+        webhook_id=created["webhook_id"],
+        client_id=client_id,
+        table_name="orders",
+        key_field="id",
+        rate_limit_rps=None,
+    )
+    assert control.lookup_api_token(conn, token) is None  # a webhook token is not an API token
+
+    assert ok("webhooks", "revoke", str(created["webhook_id"]))["revoked"] is True
+    assert control.lookup_webhook(conn, token) is None
+    assert control.lookup_webhook(conn, default["token"]) is not None
+
+
+@pytest.mark.parametrize(
+    "args", [("--table", "_sdc_rejected"), ("--table", ""), ("--key", "a.b"), ("--key", "_sdc_x")]
+)
+def test_webhook_names_are_checked(client_id: int, args: tuple[str, str]) -> None:
+    code, out = skein("webhooks", "create", str(client_id), *args)
+    assert code == 1
+    assert "error" in out
+
+
+def destination_row(conn: control.Connection, client_id: int) -> str:
+    """The whole stored row as text, secrets column included."""
+    return str(
+        scalar(conn, "SELECT d::text FROM destinations d WHERE client_id = %s", (client_id,))
+    )
+
+
+def test_destination_password_in_the_dsn_is_stored_only_encrypted(
+    conn: control.Connection, settings: SharedSettings, client_id: int
+) -> None:
+    password = f"pw-{uuid.uuid4().hex}"
+    dsn = f"postgresql://loader:{password}@127.0.0.1:5433/warehouse?sslmode=disable"
+    shown = ok("destinations", "set", str(client_id), "postgres", "--dsn", dsn, "--schema", "acme")
+    assert shown["client_id"] == client_id
+    assert shown["type"] == "postgres"
+    assert shown["config"] == {
+        "dsn_params": {
+            "user": "loader",
+            "host": "127.0.0.1",
+            "port": "5433",
+            "dbname": "warehouse",
+            "sslmode": "disable",
+        },
+        "schema": "acme",
+    }
+    assert shown["secrets_set"] == ["password"]
+    assert password not in orjson.dumps(shown).decode()
+    assert ok("destinations", "show", str(client_id)) == shown
+
+    assert password not in destination_row(conn, client_id)
+    in_secrets = (
+        "SELECT position(convert_to(%s, 'UTF8') IN secrets) FROM destinations WHERE client_id = %s"
+    )
+    assert scalar(conn, in_secrets, (password, client_id)) == 0
+
+    key = settings.secret_key.get_secret_value()
+    revealed = control.get_destination(conn, key, client_id, reveal=True)
+    assert revealed is not None
+    assert revealed["secrets"] == {"password": password}
+    hidden = control.get_destination(conn, key, client_id)
+    assert hidden is not None and "secrets" not in hidden
+
+
+def test_destination_set_twice_replaces_with_a_password_from_the_environment(
+    conn: control.Connection, settings: SharedSettings, client_id: int
+) -> None:
+    ok("destinations", "set", str(client_id), "postgres", "--dsn", "postgresql://a:first@h/db")
+    password = f"env-{uuid.uuid4().hex}"
+    shown = ok(
+        "destinations",
+        "set",
+        str(client_id),
+        "redshift",
+        "--dsn",
+        "host=rs.example dbname=dev user=loader port=5439",
+        "--password-env",
+        "TEST_DEST_PASSWORD",
+        "--set",
+        "iam_role=arn:aws:iam::1:role/x",
+        env={"TEST_DEST_PASSWORD": password},
+    )
+    assert shown["type"] == "redshift"
+    assert shown["config"]["iam_role"] == "arn:aws:iam::1:role/x"
+    assert shown["secrets_set"] == ["password"]
+    assert password not in orjson.dumps(shown).decode()
+    assert password not in destination_row(conn, client_id)
+    count = "SELECT count(*) FROM destinations WHERE client_id = %s"
+    assert scalar(conn, count, (client_id,)) == 1
+    revealed = control.get_destination(
+        conn, settings.secret_key.get_secret_value(), client_id, reveal=True
+    )
+    assert revealed is not None and revealed["secrets"] == {"password": password}
+
+
+def test_destination_password_prompt_keeps_stdout_to_the_json(
+    conn: control.Connection, settings: SharedSettings, client_id: int
+) -> None:
+    password = f"typed-{uuid.uuid4().hex}"
+    shown = ok(
+        "destinations",
+        "set",
+        str(client_id),
+        "snowflake",
+        "--password-prompt",
+        "--set",
+        "account=xy12345",
+        "--schema",
+        "RAW",
+        stdin=password + "\n",
+    )
+    assert shown["config"] == {"account": "xy12345", "schema": "RAW"}
+    assert shown["secrets_set"] == ["password"]
+    revealed = control.get_destination(
+        conn, settings.secret_key.get_secret_value(), client_id, reveal=True
+    )
+    assert revealed is not None and revealed["secrets"] == {"password": password}
+
+
+def test_destination_secret_from_the_environment(
+    conn: control.Connection, settings: SharedSettings, client_id: int
+) -> None:
+    credentials = orjson.dumps({"type": "service_account", "private_key": "-----BEGIN..."}).decode()
+    shown = ok(
+        "destinations",
+        "set",
+        str(client_id),
+        "bigquery",
+        "--set",
+        "project=acme-dw",
+        "--schema",
+        "skein",
+        "--secret-env",
+        "credentials_json=TEST_BQ_CREDENTIALS",
+        env={"TEST_BQ_CREDENTIALS": credentials},
+    )
+    assert shown["config"] == {"project": "acme-dw", "schema": "skein"}
+    assert shown["secrets_set"] == ["credentials_json"]
+    assert "BEGIN" not in destination_row(conn, client_id)
+    revealed = control.get_destination(
+        conn, settings.secret_key.get_secret_value(), client_id, reveal=True
+    )
+    assert revealed is not None and revealed["secrets"] == {"credentials_json": credentials}
+
+
+def test_a_secret_in_plain_config_is_refused(client_id: int) -> None:
+    code, out = skein("destinations", "set", str(client_id), "snowflake", "--set", "password=oops")
+    assert code == 1
+    assert "error" in out and "oops" not in out["error"]
+
+
+def test_the_wrong_secret_key_cannot_show_a_destination(client_id: int) -> None:
+    ok("destinations", "set", str(client_id), "postgres", "--dsn", "postgresql://a:pw@h/db")
+    code, out = skein("destinations", "show", str(client_id), env={"SKEIN_SECRET_KEY": "other"})
+    assert code == 1
+    assert "SKEIN_SECRET_KEY" in out["error"]
+
+
+def test_a_client_without_destination_is_an_error(client_id: int) -> None:
+    code, out = skein("destinations", "show", str(client_id))
+    assert (code, out) == (1, {"error": f"client {client_id} has no destination"})
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("tokens", "create"),
+        ("tokens", "list"),
+        ("webhooks", "create"),
+        ("webhooks", "list"),
+        ("destinations", "show"),
+        ("destinations", "set", "{id}", "postgres", "--dsn", "postgresql://a:pw@h/db"),
+    ],
+)
+def test_an_unknown_client_is_an_error(unknown_client_id: int, command: tuple[str, ...]) -> None:
+    args = [a.format(id=unknown_client_id) for a in command]
+    if "{id}" not in command:
+        args.append(str(unknown_client_id))
+    code, out = skein(*args)
+    assert (code, out) == (1, {"error": f"no client {unknown_client_id}"})

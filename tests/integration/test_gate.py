@@ -1,0 +1,311 @@
+"""The gate on the real stack: a 2xx means the records are in Kafka; failures are 503, never 202."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from common import control, db
+from common.settings import SharedSettings
+from common.wire import Header, decode_message
+from tests.conftest import ROOT, stack, wait_for
+
+GATE = "http://127.0.0.1:8080"
+TARGET_STITCH = "target-stitch==4.0.3"
+
+
+@pytest.fixture(scope="module")
+def tenant() -> dict[str, Any]:
+    """A fresh client with an API token, created through the control plane."""
+    with closing(db.connect()) as conn:
+        client = control.create_client(conn, f"gate-test-{uuid.uuid4().hex[:8]}")
+        token = control.create_api_token(conn, client["client_id"])
+    return {"client_id": client["client_id"], "token": token["token"]}
+
+
+@pytest.fixture(scope="module")
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=GATE, timeout=30) as client:
+        wait_for(lambda: client.get("/readyz").status_code == 200, timeout=60, what="gate ready")
+        yield client
+
+
+class TopicReader:
+    """Reads what was appended to the records topic after it was created."""
+
+    def __init__(self, settings: SharedSettings, admin: AdminClient) -> None:
+        self.settings = settings
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": f"test-{uuid.uuid4()}",
+                "enable.auto.commit": False,
+            }
+        )
+        partitions = admin.list_topics(settings.topic, timeout=10).topics[settings.topic].partitions
+        self.start = []
+        for p in partitions:
+            _, high = self.consumer.get_watermark_offsets(
+                TopicPartition(settings.topic, p), timeout=10
+            )
+            self.start.append(TopicPartition(settings.topic, p, high))
+        self.consumer.assign(self.start)
+
+    def records_for(
+        self, key: bytes, count: int, timeout: float = 30
+    ) -> list[tuple[Header, dict[str, Any]]]:
+        found: list[tuple[Header, dict[str, Any]]] = []
+        deadline = time.monotonic() + timeout
+        while len(found) < count and time.monotonic() < deadline:
+            msg = self.consumer.poll(0.5)
+            if msg is None or msg.error() or msg.key() != key:
+                continue
+            header, lines = decode_message(msg.value())
+            found.extend((header, orjson.loads(line)) for line in lines)
+        return found
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+@pytest.fixture
+def reader(settings: SharedSettings, admin: AdminClient) -> Iterator[TopicReader]:
+    r = TopicReader(settings, admin)
+    yield r
+    r.close()
+
+
+def auth(tenant: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tenant['token']}", "Content-Type": "application/json"}
+
+
+def batch_body(table: str, n: int, start: int = 0) -> dict[str, Any]:
+    return {
+        "table_name": table,
+        "schema": {"properties": {"id": {"type": "integer"}, "v": {"type": "string"}}},
+        "key_names": ["id"],
+        "messages": [
+            {"action": "upsert", "sequence": 1000 + i, "data": {"id": i, "v": f"value-{i}"}}
+            for i in range(start, start + n)
+        ],
+    }
+
+
+def test_accepted_batch_is_in_kafka_under_client_table_key(
+    http: httpx.Client, tenant: dict[str, Any], reader: TopicReader
+) -> None:
+    table = f"orders_{uuid.uuid4().hex[:6]}"
+    r = http.post(
+        "/v2/import/batch", headers=auth(tenant), content=orjson.dumps(batch_body(table, 500))
+    )
+    assert r.status_code == 202, r.text
+    found = reader.records_for(f"{tenant['client_id']}/{table}".encode(), 500)
+    assert [rec["data"]["id"] for _, rec in found] == list(range(500))
+    header = found[0][0]
+    assert (header.client_id, header.table_name, header.key_names) == (
+        tenant["client_id"],
+        table,
+        ("id",),
+    )
+    assert header.request_id == r.headers["x-request-id"]
+
+
+def test_gzip_push_lands_and_other_clients_id_is_403(
+    http: httpx.Client, tenant: dict[str, Any], reader: TopicReader
+) -> None:
+    table = f"events_{uuid.uuid4().hex[:6]}"
+    records = [
+        {
+            "client_id": tenant["client_id"],
+            "table_name": table,
+            "sequence": i,
+            "action": "upsert",
+            "key_names": [],
+            "data": {"n": i},
+        }
+        for i in range(50)
+    ]
+    r = http.post(
+        "/v2/import/push",
+        headers={**auth(tenant), "Content-Encoding": "gzip"},
+        content=gzip.compress(orjson.dumps(records)),
+    )
+    assert r.status_code == 202, r.text
+    assert len(reader.records_for(f"{tenant['client_id']}/{table}".encode(), 50)) == 50
+
+    foreign = [{**records[0], "client_id": tenant["client_id"] + 100000}]
+    r = http.post("/v2/import/push", headers=auth(tenant), content=orjson.dumps(foreign))
+    assert r.status_code == 403
+    assert r.json()["errors"] == {"error": "Access token is not associated with this client."}
+
+
+def test_revoked_token_is_refused_within_the_ttl(http: httpx.Client) -> None:
+    with closing(db.connect()) as conn:
+        client = control.create_client(conn, "revocation-test")
+        token = control.create_api_token(conn, client["client_id"])
+    headers = {"Authorization": f"Bearer {token['token']}", "Content-Type": "application/json"}
+    body = orjson.dumps(batch_body("t", 1))
+    assert http.post("/v2/import/batch", headers=headers, content=body).status_code == 202
+    with closing(db.connect()) as conn:
+        assert control.revoke_api_token(conn, token["token_id"])
+    revoked_at = time.monotonic()
+    wait_for(
+        lambda: http.post("/v2/import/batch", headers=headers, content=body).status_code == 401,
+        timeout=20,
+        what="401 after revocation",
+    )
+    # The gate's TTL on the local stack is 5 s (SKEIN_GATE_TOKEN_TTL_S); allow scheduling slack.
+    assert time.monotonic() - revoked_at < 15
+
+
+def test_webhook_lands_in_kafka_and_its_token_is_never_logged(
+    http: httpx.Client, tenant: dict[str, Any], reader: TopicReader
+) -> None:
+    table = f"hooks_{uuid.uuid4().hex[:6]}"
+    with closing(db.connect()) as conn:
+        hook = control.create_webhook(conn, tenant["client_id"], table_name=table, key_field="id")
+    r = http.post(hook["url_path"], json=[{"id": 1, "kind": "a"}, {"id": 2, "kind": "b"}])
+    assert r.status_code == 202, r.text
+    found = reader.records_for(f"{tenant['client_id']}/{table}".encode(), 2)
+    assert [rec["data"] for _, rec in found] == [{"id": 1, "kind": "a"}, {"id": 2, "kind": "b"}]
+    assert found[0][0].source == "webhook"
+    wrong = hook["url_path"].replace(hook["token"], "whk_wrong")
+    assert http.post(wrong, json={"id": 3}).status_code == 401
+
+    time.sleep(0.5)  # let the access-log line of the request reach the file
+    log_text = "".join(
+        p.read_text(errors="replace") for p in (ROOT / ".run" / "logs").glob("*.log")
+    )
+    assert "/v1/clients/{client_id}/token/{webhook_token}" in log_text
+    assert hook["token"] not in log_text
+    metrics = http.get("/metrics").text
+    assert hook["token"] not in metrics
+
+
+@pytest.fixture(scope="module")
+def target_stitch() -> Path:
+    """target-stitch in its own virtualenv (cached, keyed by version, outside the project venv)."""
+    venv = ROOT / ".cache" / TARGET_STITCH.replace("==", "-")
+    exe = venv / "bin" / "target-stitch"
+    if not exe.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "-q", TARGET_STITCH], check=True, timeout=600
+        )
+    return exe
+
+
+def singer_stream(stream: str, n: int, version: int) -> str:
+    schema = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": ["null", "string"]},
+            "address": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "zip": {"type": "string"}},
+            },
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "updated_at": {"type": "string", "format": "date-time"},
+        },
+    }
+    lines = [
+        {"type": "SCHEMA", "stream": stream, "schema": schema, "key_properties": ["id"]},
+        {"type": "ACTIVATE_VERSION", "stream": stream, "version": version},
+    ]
+    for i in range(n):
+        lines.append(
+            {
+                "type": "RECORD",
+                "stream": stream,
+                "version": version,
+                "time_extracted": "2026-11-26T10:00:00.000000Z",
+                "record": {
+                    "id": i,
+                    "name": f"name {i}" if i % 7 else None,
+                    "address": {"city": f"city {i % 13}", "zip": f"{i:05d}"},
+                    "tags": [f"t{i % 3}", f"u{i % 5}"],
+                    "updated_at": "2026-11-26T10:00:00Z",
+                },
+            }
+        )
+        if i % 1000 == 999:
+            lines.append({"type": "STATE", "value": {"bookmark": i}})
+    lines.append({"type": "ACTIVATE_VERSION", "stream": stream, "version": version})
+    lines.append({"type": "STATE", "value": {"bookmark": n}})
+    return "\n".join(json.dumps(line) for line in lines) + "\n"
+
+
+def test_real_target_stitch_delivers_every_record(
+    target_stitch: Path, tenant: dict[str, Any], reader: TopicReader, tmp_path: Path
+) -> None:
+    stream = f"customers_{uuid.uuid4().hex[:6]}"
+    n = 3000
+    config = {
+        "client_id": tenant["client_id"],
+        "token": tenant["token"],
+        "small_batch_url": f"{GATE}/v2/import/batch",
+        "big_batch_url": f"{GATE}/v2/import/batch",
+        "batch_size_preferences": {},
+        "disable_collection": True,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    done = subprocess.run(
+        [str(target_stitch), "-c", str(tmp_path / "config.json"), "--max-batch-records", "1000"],
+        input=singer_stream(stream, n, version=1700000000000),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # The last STATE is emitted only after every request before it succeeded.
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"bookmark": n}
+
+    found = reader.records_for(f"{tenant['client_id']}/{stream}".encode(), n + 2, timeout=60)
+    upserts = [rec for _, rec in found if rec["action"] == "upsert"]
+    assert sorted(rec["data"]["id"] for rec in upserts) == list(range(n))
+    assert upserts[5]["data"]["address"] == {"city": "city 5", "zip": "00005"}
+    assert upserts[5]["data"]["tags"] == ["t2", "u0"]
+    assert any(rec["action"] == "activate_version" for _, rec in found)
+    assert all(h.table_version == 1700000000000 for h, _ in found)
+
+
+@pytest.mark.slow
+def test_two_brokers_down_is_503_never_202_then_the_retry_succeeds(
+    http: httpx.Client, tenant: dict[str, Any], reader: TopicReader, brokers_restored: None
+) -> None:
+    table = f"outage_{uuid.uuid4().hex[:6]}"
+    body = orjson.dumps(batch_body(table, 100))
+    stack("kafka-kill", "2")
+    stack("kafka-kill", "3")
+    r = http.post("/v2/import/batch", headers=auth(tenant), content=body)
+    assert r.status_code == 503, r.text
+    assert int(r.headers["retry-after"]) >= 1
+    assert r.json()["status"] == "ERROR"
+
+    stack("kafka-start", "2")
+    stack("kafka-start", "3")
+
+    def retried() -> bool:
+        response = http.post("/v2/import/batch", headers=auth(tenant), content=body)
+        assert response.status_code in (202, 503), response.text
+        return response.status_code == 202
+
+    wait_for(retried, timeout=180, interval=2, what="the same request to be accepted again")
+    found = reader.records_for(f"{tenant['client_id']}/{table}".encode(), 100, timeout=60)
+    assert {rec["data"]["id"] for _, rec in found} == set(range(100))

@@ -1,0 +1,138 @@
+"""The control plane's pure parts: token format, name checks, destination settings."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+
+from common import control
+from common.cli import destination_settings, pairs
+
+
+def test_tokens_are_url_safe_prefixed_and_unique() -> None:
+    api = {control.new_token("api") for _ in range(100)}
+    webhook = {control.new_token("webhook") for _ in range(100)}
+    assert len(api) == len(webhook) == 100
+    assert all(re.fullmatch(r"skn_[A-Za-z0-9_-]{43}", t) for t in api)
+    assert all(re.fullmatch(r"whk_[A-Za-z0-9_-]{32}", t) for t in webhook)
+
+
+def test_unknown_token_kind_is_refused() -> None:
+    with pytest.raises(control.ControlError):
+        control.new_token("admin")
+
+
+def test_hash_and_prefix() -> None:
+    assert control.hash_token("skn_abc") == hashlib.sha256(b"skn_abc").digest()
+    assert control.token_prefix("skn_abcdefgh") == "skn_abcd"
+    assert control.webhook_url_path(7, "whk_x") == "/v1/clients/7/token/whk_x"
+
+
+@pytest.mark.parametrize("name", ["", "x" * 256, "_sdc_rejected", "_SDC_x", "a\x00b", "a\nb"])
+def test_bad_table_names_are_refused(name: str) -> None:
+    with pytest.raises(control.ControlError):
+        control.check_table_name(name)
+
+
+@pytest.mark.parametrize("name", ["data", "Orders 2024", "x" * 255, "événements"])
+def test_good_table_names_pass(name: str) -> None:
+    assert control.check_table_name(name) == name
+
+
+@pytest.mark.parametrize("field", ["", "a.b", "_sdc_sequence", "x" * 256])
+def test_bad_key_fields_are_refused(field: str) -> None:
+    with pytest.raises(control.ControlError):
+        control.check_key_field(field)
+
+
+def test_good_key_fields_pass() -> None:
+    assert control.check_key_field("id") == "id"
+    assert control.check_key_field(None) is None
+
+
+def test_split_dsn_moves_the_password_out() -> None:
+    params, password = control.split_dsn("postgresql://u:p%40ss@h:5433/db?sslmode=require")
+    assert params == {
+        "user": "u",
+        "host": "h",
+        "port": "5433",
+        "dbname": "db",
+        "sslmode": "require",
+    }
+    assert password == "p@ss"
+    params, password = control.split_dsn("host=h dbname=d")
+    assert params == {"host": "h", "dbname": "d"}
+    assert password is None
+
+
+def test_an_invalid_dsn_does_not_echo_its_text() -> None:
+    with pytest.raises(control.ControlError) as caught:
+        control.split_dsn("host=h password s3cret-value")
+    assert "s3cret" not in str(caught.value)
+
+
+def test_check_destination_refuses_secrets_in_config() -> None:
+    with pytest.raises(control.ControlError, match="password"):
+        control.check_destination("postgres", {"dsn_params": {"password": "x"}}, {})
+    with pytest.raises(control.ControlError, match="private_key"):
+        control.check_destination("snowflake", {"private_key": "x"}, {})
+    with pytest.raises(control.ControlError, match="both"):
+        control.check_destination("bigquery", {"project": "p"}, {"project": "p"})
+    with pytest.raises(control.ControlError, match="not one of"):
+        control.check_destination("mysql", {}, {})
+    control.check_destination("postgres", {"dsn_params": {"host": "h"}}, {"password": "x"})
+
+
+def test_destination_settings_for_postgres() -> None:
+    config, secrets = destination_settings(
+        "postgres",
+        dsn="postgresql://u:pw@h/db",
+        schema="acme",
+        settings={"batch_rows": "1000"},
+        password=None,
+        secrets={},
+    )
+    assert config == {
+        "dsn_params": {"user": "u", "host": "h", "dbname": "db"},
+        "schema": "acme",
+        "batch_rows": "1000",
+    }
+    assert secrets == {"password": "pw"}
+
+
+def test_destination_settings_refuse_ambiguity() -> None:
+    def settings(kind: str, dsn: str | None, password: str | None = None, **extra: str) -> None:
+        destination_settings(
+            kind, dsn=dsn, schema=None, settings=extra, password=password, secrets={}
+        )
+
+    with pytest.raises(control.ControlError, match="once"):
+        settings("postgres", "postgresql://u:pw@h/db", password="pw2")
+    with pytest.raises(control.ControlError, match="needs --dsn"):
+        settings("redshift", None)
+    with pytest.raises(control.ControlError, match="no --dsn"):
+        settings("bigquery", "host=h")
+    with pytest.raises(control.ControlError, match="--set cannot"):
+        settings("bigquery", None, schema="x")
+
+
+def test_destination_settings_for_bigquery_keep_secrets_apart() -> None:
+    config, secrets = destination_settings(
+        "bigquery",
+        dsn=None,
+        schema="analytics",
+        settings={"project": "p"},
+        password=None,
+        secrets={"credentials_json": "{}"},
+    )
+    assert config == {"schema": "analytics", "project": "p"}
+    assert secrets == {"credentials_json": "{}"}
+
+
+def test_pairs() -> None:
+    assert pairs(["a=1", "b=x=y", "c="], "--set") == {"a": "1", "b": "x=y", "c": ""}
+    for bad in (["a"], ["=1"]):
+        with pytest.raises(control.ControlError):
+            pairs(bad, "--set")

@@ -1,0 +1,507 @@
+"""Every documented answer of the gate, through HTTP, with Kafka and the control DB faked."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from common.control import ApiTokenInfo, WebhookInfo
+from common.wire import decode_message
+from services.gate.app import ControlDb, Gate, create_app
+from services.gate.auth import TokenCache
+from services.gate.producer import NotDelivered, OutgoingMessage
+from services.gate.ratelimit import RateLimiter
+from services.gate.schemas import SchemaCache
+from services.gate.settings import GateSettings
+
+TOKEN = "skn_good"
+OTHER = "skn_other"
+HOOK = "whk_hook"
+SCHEMA = {"properties": {"id": {"type": "integer"}, "name": {"type": "string"}}}
+
+
+@dataclass
+class FakeProducer:
+    sent: list[OutgoingMessage] = field(default_factory=list)
+    fail: bool = False
+
+    async def send(self, messages: Sequence[OutgoingMessage], timeout: float) -> None:
+        if self.fail:
+            raise NotDelivered("brokers down")
+        self.sent.extend(messages)
+
+    def reachable(self, timeout: float = 2.0) -> bool:
+        return not self.fail
+
+    def close(self, timeout: float = 30.0) -> int:
+        return 0
+
+
+@dataclass
+class FakeDirectory:
+    down: bool = False
+    api: dict[str, ApiTokenInfo] = field(
+        default_factory=lambda: {TOKEN: ApiTokenInfo(7, None), OTHER: ApiTokenInfo(8, 1)}
+    )
+    hooks: dict[str, WebhookInfo] = field(
+        default_factory=lambda: {HOOK: WebhookInfo(3, 7, "events", "id", None)}
+    )
+
+    async def api_token(self, token: str) -> ApiTokenInfo | None:
+        if self.down:
+            raise ConnectionError("control db down")
+        return self.api.get(token)
+
+    async def webhook(self, token: str) -> WebhookInfo | None:
+        if self.down:
+            raise ConnectionError("control db down")
+        return self.hooks.get(token)
+
+
+@pytest.fixture
+def world() -> Iterator[tuple[TestClient, FakeProducer, FakeDirectory]]:
+    settings = GateSettings(max_body_bytes=1024 * 1024, max_records=100, token_ttl_s=60)
+    producer = FakeProducer()
+    directory = FakeDirectory()
+
+    def build(s: GateSettings) -> Gate:
+        return Gate(
+            settings=s,
+            producer=producer,  # type: ignore[arg-type]
+            db=ControlDb("postgresql://unused"),
+            api_tokens=TokenCache(directory.api_token, s.token_ttl_s, s.token_grace_s),
+            webhooks=TokenCache(directory.webhook, s.token_ttl_s, s.token_grace_s),
+            schemas=SchemaCache(s.schema_cache_size, s.max_schema_bytes),
+            limiter=RateLimiter(s.rate_limit_burst_s, s.workers),
+        )
+
+    with TestClient(create_app(settings, build)) as client:
+        yield client, producer, directory
+
+
+def post(
+    client: TestClient, path: str, body: Any, token: str | None = TOKEN, **headers: str
+) -> Any:
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    hdrs = {"Content-Type": "application/json", **headers}
+    if token:
+        hdrs["Authorization"] = f"Bearer {token}"
+    return client.post(path, content=content, headers=hdrs)
+
+
+def batch(n: int = 2, **over: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "table_name": "users",
+        "schema": SCHEMA,
+        "key_names": ["id"],
+        "messages": [
+            {"action": "upsert", "sequence": 100 + i, "data": {"id": i, "name": f"n{i}"}}
+            for i in range(n)
+        ],
+    }
+    body.update(over)
+    return body
+
+
+def push(n: int = 2, client_id: int = 7, table: str = "events") -> list[dict[str, Any]]:
+    return [
+        {
+            "client_id": client_id,
+            "table_name": table,
+            "sequence": 1 + i,
+            "action": "upsert",
+            "key_names": ["id"],
+            "data": {"id": i},
+        }
+        for i in range(n)
+    ]
+
+
+World = tuple[TestClient, FakeProducer, FakeDirectory]
+
+
+def test_status_needs_no_auth(world: World) -> None:
+    client, _, _ = world
+    r = client.get("/v2/import/status")
+    assert r.status_code == 200
+    assert r.json()["status"] == "OK"
+
+
+def test_batch_accepted_and_produced_under_the_table_key(world: World) -> None:
+    client, producer, _ = world
+    r = post(client, "/v2/import/batch", batch(3))
+    assert r.status_code == 202
+    assert r.json() == {"status": "Accepted", "message": "The batch is queued to be processed."}
+    assert [m.key for m in producer.sent] == [b"7/users"]
+    header, lines = decode_message(producer.sent[0].value)
+    assert (header.client_id, header.table_name, header.key_names) == (7, "users", ("id",))
+    assert header.schema == SCHEMA
+    assert [orjson.loads(line)["data"]["id"] for line in lines] == [0, 1, 2]
+    assert r.headers["x-request-id"] == header.request_id
+
+
+@pytest.mark.parametrize(
+    ("headers", "token"),
+    [({}, None), ({"Authorization": "Basic abc"}, None), ({}, "skn_unknown"), ({}, "")],
+)
+def test_missing_or_bad_token_is_401(
+    world: World, headers: dict[str, str], token: str | None
+) -> None:
+    client, producer, _ = world
+    r = post(client, "/v2/import/batch", batch(), token=token, **headers)
+    assert r.status_code == 401
+    assert r.json() == {"message": "Not Authorized"}
+    assert producer.sent == []
+
+
+def test_push_with_another_clients_id_is_403(world: World) -> None:
+    client, producer, _ = world
+    r = post(client, "/v2/import/push", push(client_id=8))
+    assert r.status_code == 403
+    assert r.json() == {
+        "status": "ERROR",
+        "error": "Forbidden",
+        "errors": {"error": "Access token is not associated with this client."},
+    }
+    assert producer.sent == []
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{not json", "Malformed json in the body!"),
+        (b'{"table_name": "t", "x": NaN}', "Malformed json in the body!"),
+        (b"[Infinity]", "Malformed json in the body!"),
+        (b'{"a": "\xff"}', "Malformed json in the body!"),
+        (b"", "The request body is empty"),
+        (b"[" * 65 + b"]" * 65, "JSON nests deeper than 64 levels"),
+        (b"[" * 10000 + b"]" * 10000, "JSON nests deeper than 64 levels"),
+    ],
+)
+def test_batch_unparseable_bodies_are_400_with_error(
+    world: World, body: bytes, message: str
+) -> None:
+    client, producer, _ = world
+    r = post(client, "/v2/import/batch", body)
+    assert r.status_code == 400
+    assert r.json() == {"error": message}
+    assert producer.sent == []
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"table_name": ""}, "table_name must be a non-empty string"),
+        ({"table_name": None}, "table_name must be a non-empty string"),
+        ({"table_name": "_sdc_rejected"}, "reserved"),
+        ({"schema": {"type": "object"}}, "schema must be an object with properties"),
+        ({"messages": []}, "1 to 100 records"),
+        ({"key_names": "id"}, "key_names must be an array"),
+        ({"table_version": "v1"}, "table_version must be an integer"),
+    ],
+)
+def test_batch_field_errors_are_400(world: World, change: dict[str, Any], fragment: str) -> None:
+    client, producer, _ = world
+    r = post(client, "/v2/import/batch", batch(**change))
+    assert r.status_code == 400
+    assert fragment in r.json()["error"]
+    assert producer.sent == []
+
+
+def test_missing_table_name_is_400(world: World) -> None:
+    client, _, _ = world
+    body = batch()
+    del body["table_name"]
+    r = post(client, "/v2/import/batch", body)
+    assert r.status_code == 400
+    assert "table_name" in r.json()["error"]
+
+
+def test_too_many_records_is_400(world: World) -> None:
+    client, producer, _ = world
+    r = post(client, "/v2/import/batch", batch(101))
+    assert r.status_code == 400
+    assert "1 to 100 records" in r.json()["error"]
+    assert producer.sent == []
+
+
+def test_record_not_conforming_names_index_and_path(world: World) -> None:
+    client, producer, _ = world
+    body = batch(3)
+    body["messages"][2]["data"]["name"] = 5
+    r = post(client, "/v2/import/batch", body)
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error.startswith("Record 2 did not conform to schema: data.name:")
+    assert "string" in error
+    assert producer.sent == []
+
+
+def test_missing_or_null_key_is_400(world: World) -> None:
+    client, _, _ = world
+    body = batch()
+    del body["messages"][1]["data"]["id"]
+    r = post(client, "/v2/import/batch", body)
+    assert (r.status_code, r.json()) == (400, {"error": "Record is missing key property id"})
+    body["messages"][1]["data"]["id"] = None
+    body["schema"] = {"properties": {"id": {"type": ["integer", "null"]}}}
+    r = post(client, "/v2/import/batch", body)
+    assert (r.status_code, r.json()) == (400, {"error": "Record is missing key property id"})
+
+
+def test_key_values_over_1024_characters_are_refused(world: World) -> None:
+    client, _, _ = world
+    body = batch(1, schema={"properties": {"id": {"type": "string"}}})
+    body["messages"][0]["data"] = {"id": "k" * 1025}
+    r = post(client, "/v2/import/batch", body)
+    assert r.status_code == 400
+    assert "longer than 1024" in r.json()["error"]
+
+
+@pytest.mark.parametrize("sequence", [2**63, -1, "1", 1.5, True])
+def test_bad_sequence_is_400(world: World, sequence: Any) -> None:
+    client, _, _ = world
+    body = batch(1)
+    body["messages"][0]["sequence"] = sequence
+    r = post(client, "/v2/import/batch", body)
+    assert r.status_code == 400
+    assert "sequence" in r.json()["error"]
+
+
+def test_max_sequence_is_accepted(world: World) -> None:
+    client, _, _ = world
+    body = batch(1)
+    body["messages"][0]["sequence"] = 2**63 - 1
+    assert post(client, "/v2/import/batch", body).status_code == 202
+
+
+def test_reserved_field_names_are_refused(world: World) -> None:
+    client, producer, _ = world
+    body = batch(1)
+    body["messages"][0]["data"]["_sdc_sequence"] = 1
+    r = post(client, "/v2/import/batch", body)
+    assert r.status_code == 400
+    assert "_sdc_sequence" in r.json()["error"]
+    assert producer.sent == []
+
+
+def test_integers_beyond_64_bits_are_kept_exact(world: World) -> None:
+    client, producer, _ = world
+    big = 2**70 + 1
+    body = orjson.dumps(batch(1, schema={"properties": {"id": {}, "n": {"type": "integer"}}}))
+    body = body.replace(b'"name":"n0"', b'"n":' + str(big).encode())
+    r = post(client, "/v2/import/batch", body)
+    assert r.status_code == 202
+    _, lines = decode_message(producer.sent[0].value)
+    assert str(big).encode() in lines[0]
+
+
+def test_duplicate_keys_last_one_wins(world: World) -> None:
+    client, producer, _ = world
+    raw = orjson.dumps(batch(1)).replace(b'"name":"n0"', b'"name":"first","name":"last"')
+    assert post(client, "/v2/import/batch", raw).status_code == 202
+    _, lines = decode_message(producer.sent[0].value)
+    assert orjson.loads(lines[0])["data"]["name"] == "last"
+
+
+@pytest.mark.parametrize(
+    ("schema", "fragment"),
+    [
+        ({"properties": {"a": {"$ref": "http://example.com/s.json"}}}, "remote $ref"),
+        ({"properties": {"a": {"type": "strang"}}}, "unknown type"),
+        ({"properties": {"a": {"type": "string", "pattern": "(a)\\1"}}}, "RE2"),
+        ({"properties": {f"p{i}": {"type": "string"} for i in range(20000)}}, "exceeds the limit"),
+    ],
+)
+def test_hostile_schemas_are_400(world: World, schema: dict[str, Any], fragment: str) -> None:
+    client, producer, _ = world
+    r = post(client, "/v2/import/batch", batch(1, schema=schema))
+    assert r.status_code == 400
+    assert fragment in r.json()["error"]
+    assert producer.sent == []
+
+
+def test_catastrophic_pattern_runs_in_linear_time(world: World) -> None:
+    client, _, _ = world
+    schema = {
+        "properties": {"id": {"type": "integer"}, "name": {"type": "string", "pattern": "^(a+)+$"}}
+    }
+    body = batch(1, schema=schema)
+    body["messages"][0]["data"]["name"] = "a" * 5000 + "!"
+    r = post(client, "/v2/import/batch", body)  # with backtracking this would never return
+    assert r.status_code == 400
+    assert "did not conform" in r.json()["error"]
+
+
+def test_schemas_are_compiled_once_per_distinct_schema(world: World) -> None:
+    client, _, _ = world
+    for _ in range(5):
+        assert post(client, "/v2/import/batch", batch()).status_code == 202
+    gate: Gate = client.app.state.gate  # type: ignore[attr-defined]
+    assert gate.schemas.compiles == 1
+
+
+def test_wrong_content_type_is_415_json(world: World) -> None:
+    client, producer, _ = world
+    r = post(client, "/v2/import/batch", batch(), **{"Content-Type": "text/plain"})
+    assert r.status_code == 415
+    assert r.json()["status"] == "ERROR"
+    assert producer.sent == []
+
+
+def test_body_over_limit_is_413(world: World) -> None:
+    client, producer, _ = world
+    r = post(client, "/v2/import/push", b"[" + b" " * (1024 * 1024 + 10) + b"]")
+    assert r.status_code == 413
+    assert r.json()["message"].startswith("Request rejected: request size")
+    assert producer.sent == []
+
+
+def test_gzip_body_is_accepted(world: World) -> None:
+    client, producer, _ = world
+    r = post(
+        client,
+        "/v2/import/push",
+        gzip.compress(orjson.dumps(push(3))),
+        **{"Content-Encoding": "gzip"},
+    )
+    assert r.status_code == 202
+    assert len(producer.sent) == 1
+
+
+def test_gzip_bomb_is_413_and_broken_gzip_400(world: World) -> None:
+    client, producer, _ = world
+    bomb = gzip.compress(b"[" + b" " * (50 * 1024 * 1024) + b"]")
+    assert len(bomb) < 1024 * 1024
+    r = post(client, "/v2/import/push", bomb, **{"Content-Encoding": "gzip"})
+    assert r.status_code == 413
+    r = post(client, "/v2/import/push", b"not gzip at all", **{"Content-Encoding": "gzip"})
+    assert r.status_code == 400
+    assert "gzip" in r.json()["message"]
+    assert producer.sent == []
+
+
+def test_push_shapes(world: World) -> None:
+    client, producer, _ = world
+    r = post(client, "/v2/import/push", b"{bad")
+    assert (r.status_code, r.json()) == (
+        400,
+        {"status": "ERROR", "message": "Malformed json in the body!"},
+    )
+    r = post(client, "/v2/import/push", {"a": 1})
+    assert (r.status_code, r.json()) == (
+        400,
+        {"status": "ERROR", "message": "An array of records is expected"},
+    )
+    r = post(client, "/v2/import/push", [])
+    assert r.status_code == 400
+    records = push(2)
+    del records[1]["sequence"]
+    r = post(client, "/v2/import/push", records)
+    assert r.status_code == 422
+    body = r.json()
+    assert body["status"] == "ERROR" and body["error"] == "Request cannot be processed; see errors."
+    assert "sequence" in body["errors"][0]["reason"]
+    assert producer.sent == []
+
+
+def test_push_mixed_tables_go_to_their_own_keys(world: World) -> None:
+    client, producer, _ = world
+    r = post(client, "/v2/import/push", push(2, table="a") + push(1, table="b"))
+    assert r.status_code == 202
+    assert sorted(m.key for m in producer.sent) == [b"7/a", b"7/b"]
+
+
+def test_validate_stores_nothing(world: World) -> None:
+    client, producer, _ = world
+    r = post(client, "/v2/import/validate", push(3))
+    assert (r.status_code, r.json()) == (200, {"status": "OK", "message": "Batch is valid!"})
+    assert producer.sent == []
+    r = post(client, "/v2/import/validate", push(1, client_id=8))
+    assert r.status_code == 403
+
+
+def test_kafka_failure_is_503_with_retry_after(world: World) -> None:
+    client, producer, _ = world
+    producer.fail = True
+    r = post(client, "/v2/import/batch", batch())
+    assert r.status_code == 503
+    assert int(r.headers["retry-after"]) >= 1
+    assert r.json()["status"] == "ERROR"
+
+
+def test_control_db_down_known_tokens_work_unknown_get_503(world: World) -> None:
+    client, _, directory = world
+    assert post(client, "/v2/import/batch", batch()).status_code == 202  # TOKEN now cached
+    directory.down = True
+    gate: Gate = client.app.state.gate  # type: ignore[attr-defined]
+    gate.api_tokens._ttl = 0  # force a re-check that fails
+    assert post(client, "/v2/import/batch", batch()).status_code == 202
+    r = post(client, "/v2/import/batch", batch(), token="skn_never_seen")
+    assert r.status_code == 503
+    assert "retry-after" in r.headers
+
+
+def test_rate_limit_is_429_with_retry_after(world: World) -> None:
+    client, _, _ = world
+    codes = [
+        post(client, "/v2/import/push", push(1, client_id=8), token=OTHER).status_code
+        for _ in range(6)
+    ]
+    assert codes[0] == 202
+    assert 429 in codes
+    r = post(client, "/v2/import/push", push(1, client_id=8), token=OTHER)
+    if r.status_code == 429:
+        assert int(r.headers["retry-after"]) >= 1
+        assert r.json()["message"].startswith("Rate limit")
+
+
+def test_webhook_object_and_array(world: World) -> None:
+    client, producer, _ = world
+    r = post(client, f"/v1/clients/7/token/{HOOK}", {"id": 1, "_sdc_sequence": 9}, token=None)
+    assert r.status_code == 202
+    header, lines = decode_message(producer.sent[0].value)
+    assert (header.table_name, header.key_names, header.source) == ("events", ("id",), "webhook")
+    record = orjson.loads(lines[0])
+    assert record["data"] == {"id": 1, "x_sdc_sequence": 9}
+    r = post(client, f"/v1/clients/7/token/{HOOK}", [{"id": 2}, {"id": 3}], token=None)
+    assert r.status_code == 202
+    _, lines = decode_message(producer.sent[1].value)
+    seqs = [orjson.loads(line)["sequence"] for line in lines]
+    assert seqs[1] == seqs[0] + 1
+
+
+def test_webhook_wrong_client_or_token_is_401_and_missing_key_400(world: World) -> None:
+    client, producer, _ = world
+    assert post(client, f"/v1/clients/8/token/{HOOK}", {"id": 1}, token=None).status_code == 401
+    assert post(client, "/v1/clients/7/token/whk_nope", {"id": 1}, token=None).status_code == 401
+    r = post(client, f"/v1/clients/7/token/{HOOK}", {"other": 1}, token=None)
+    assert r.status_code == 400
+    assert "missing key property id" in r.json()["message"]
+    assert producer.sent == []
+
+
+def test_metrics_use_route_templates_not_token_paths(world: World) -> None:
+    client, _, _ = world
+    post(client, f"/v1/clients/7/token/{HOOK}", {"id": 1}, token=None)
+    text = client.get("/metrics").text
+    assert HOOK not in text
+    assert 'route="/v1/clients/{client_id}/token/{webhook_token}"' in text
+    assert "skein_gate_records_accepted_total" in text
+
+
+def test_openapi_describes_every_endpoint(world: World) -> None:
+    client, _, _ = world
+    spec = client.get("/openapi.json").json()
+    for path in ("/v2/import/batch", "/v2/import/push", "/v2/import/validate", "/v2/import/status"):
+        assert path in spec["paths"]
+    assert "/v1/clients/{client_id}/token/{webhook_token}" in spec["paths"]
+    batch_op = spec["paths"]["/v2/import/batch"]["post"]
+    assert {"202", "400", "401", "413", "415", "503"} <= set(batch_op["responses"])
+    assert "requestBody" in batch_op
