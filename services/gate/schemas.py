@@ -85,7 +85,7 @@ class _Re2Pattern:
 def compile_schema(schema: dict[str, Any]) -> Validator:
     _inspect(schema)
     try:
-        validate = fastjsonschema.compile(
+        validate: Validator = fastjsonschema.compile(
             schema, handlers=_NO_FETCH, use_default=False, use_formats=False
         )
     except fastjsonschema.JsonSchemaDefinitionException as exc:

@@ -1,0 +1,295 @@
+"""Gate throughput and latency against the running local stack, with Kafka's own producer as the
+baseline measured in the same run.
+
+    .venv/bin/python bench/gate_bench.py [--seconds 15] [--concurrency 8 16 32]
+
+1. Closed loop: N concurrent clients POST 1,000-record batches (~300-byte records) to
+   /v2/import/batch as fast as they are answered; records/s accepted and latency percentiles.
+2. Open loop: batches offered at a fixed rate (default 25,000 records/s); latency percentiles.
+3. Baseline: kafka-tools' ProducerPerformance writes the very message values the gate produced
+   (same bytes, acks=all, idempotent, lz4) to a separate RF 3 / min ISR 2 topic, deleted after.
+Prints each figure and the ratio gate bytes/s : raw producer bytes/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import glob
+import random
+import string
+import subprocess
+import tempfile
+import time
+import uuid
+from contextlib import closing
+from pathlib import Path
+
+import httpx
+import orjson
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from common import control, db
+from common.settings import SharedSettings
+from common.wire import Header, TableRecords, encode_messages
+from services.gate.records import upsert_line
+
+ROOT = Path(__file__).resolve().parent.parent
+GATE = "http://127.0.0.1:8080"
+RECORDS_PER_BATCH = 1000
+SCHEMA = {
+    "properties": {
+        "id": {"type": "integer"},
+        "customer": {"type": "string"},
+        "email": {"type": "string"},
+        "amount": {"type": "number"},
+        "currency": {"type": "string"},
+        "status": {"type": "string"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "note": {"type": "string"},
+        "address": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "zip": {"type": "string"}},
+        },
+    }
+}
+
+
+def make_record(i: int, rng: random.Random) -> dict[str, object]:
+    return {
+        "id": i,
+        "customer": "".join(rng.choices(string.ascii_letters, k=16)),
+        "email": f"user{i}@example.com",
+        "amount": round(rng.random() * 1000, 2),
+        "currency": rng.choice(["EUR", "USD", "GBP"]),
+        "status": rng.choice(["new", "paid", "shipped", "refunded"]),
+        "created_at": "2026-11-26T10:00:00.000000Z",
+        "note": "".join(rng.choices(string.ascii_lowercase + " ", k=90)),
+        "address": {"city": rng.choice(["Lisbon", "Oslo", "Lima"]), "zip": f"{i % 99999:05d}"},
+    }
+
+
+def make_bodies(count: int) -> list[bytes]:
+    rng = random.Random(7)
+    bodies = []
+    for b in range(count):
+        messages = [
+            {"action": "upsert", "sequence": b * RECORDS_PER_BATCH + i, "data": make_record(i, rng)}
+            for i in range(RECORDS_PER_BATCH)
+        ]
+        body = {
+            "table_name": f"bench_{b % 8}",
+            "schema": SCHEMA,
+            "key_names": ["id"],
+            "messages": messages,
+        }
+        bodies.append(orjson.dumps(body))
+    return bodies
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
+
+
+async def closed_loop(
+    token: str, bodies: list[bytes], concurrency: int, seconds: float
+) -> dict[str, float]:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    latencies: list[float] = []
+    errors = 0
+    stop = time.monotonic() + seconds
+
+    async def worker(n: int, client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        i = n
+        while time.monotonic() < stop:
+            started = time.monotonic()
+            r = await client.post(
+                f"{GATE}/v2/import/batch", content=bodies[i % len(bodies)], headers=headers
+            )
+            if r.status_code == 202:
+                latencies.append(time.monotonic() - started)
+            else:
+                errors += 1
+            i += concurrency
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        began = time.monotonic()
+        await asyncio.gather(*(worker(n, client) for n in range(concurrency)))
+        elapsed = time.monotonic() - began
+    return {
+        "records_per_s": len(latencies) * RECORDS_PER_BATCH / elapsed,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "errors": errors,
+    }
+
+
+async def open_loop(
+    token: str, bodies: list[bytes], records_per_s: float, seconds: float
+) -> dict[str, float]:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    interval = RECORDS_PER_BATCH / records_per_s
+    latencies: list[float] = []
+    errors = 0
+
+    async def one(i: int, client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        started = time.monotonic()
+        r = await client.post(
+            f"{GATE}/v2/import/batch", content=bodies[i % len(bodies)], headers=headers
+        )
+        if r.status_code == 202:
+            latencies.append(time.monotonic() - started)
+        else:
+            errors += 1
+
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=200)) as client:
+        tasks = []
+        began = time.monotonic()
+        i = 0
+        while time.monotonic() - began < seconds:
+            tasks.append(asyncio.create_task(one(i, client)))
+            i += 1
+            await asyncio.sleep(max(0.0, began + i * interval - time.monotonic()))
+        await asyncio.gather(*tasks)
+    return {
+        "offered_records_per_s": records_per_s,
+        "accepted": len(latencies) * RECORDS_PER_BATCH,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "errors": errors,
+    }
+
+
+def message_values(bodies: list[bytes]) -> list[bytes]:
+    """The exact Kafka message values the gate produces for these bodies."""
+    values = []
+    for body in bodies:
+        parsed = orjson.loads(body)
+        header = Header(
+            1,
+            parsed["table_name"],
+            ("id",),
+            SCHEMA,
+            None,
+            "2026-11-26T10:00:00.000000Z",
+            uuid.uuid4().hex,
+            "batch",
+        )
+        table = TableRecords(
+            header, [upsert_line(m["sequence"], m["data"], None) for m in parsed["messages"]]
+        )
+        values.extend(encode_messages(table, 1024 * 1024))
+    return values
+
+
+def raw_producer(
+    settings: SharedSettings, values: list[bytes], total_bytes: int
+) -> dict[str, float]:
+    """kafka-tools ProducerPerformance over the same message values, to a throwaway topic."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    topic = f"skein.bench.{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(topic, 12, 3, config={"min.insync.replicas": "2"})])[
+        topic
+    ].result(30)
+    libs = glob.glob(str(ROOT / ".cache" / "kafka-*" / "libs"))
+    if not libs:
+        raise SystemExit("Kafka jars not found under .cache/: run make up first")
+    delimiter = "\x1e"
+    try:
+        with tempfile.NamedTemporaryFile("wb", suffix=".payload", delete=False) as f:
+            f.write(delimiter.encode().join(values))
+            payload = f.name
+        count = max(1, total_bytes // (sum(len(v) for v in values) // len(values)))
+        cmd = [
+            "java",
+            "-Xmx512m",
+            "-cp",
+            f"{libs[0]}/*",
+            "org.apache.kafka.tools.ProducerPerformance",
+            "--topic",
+            topic,
+            "--num-records",
+            str(count),
+            "--throughput",
+            "-1",
+            "--payload-file",
+            payload,
+            "--payload-delimiter",
+            delimiter,
+            "--producer-props",
+            f"bootstrap.servers={settings.kafka_bootstrap}",
+            "acks=all",
+            "enable.idempotence=true",
+            "compression.type=lz4",
+            "linger.ms=5",
+            "max.request.size=8388608",
+            "batch.size=1048576",
+        ]
+        began = time.monotonic()
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
+        elapsed = time.monotonic() - began
+        summary = [line for line in out.splitlines() if "records sent" in line][-1]
+        # "N records sent, R records/sec (M MB/sec), A ms avg latency, ..."
+        mb_per_s = float(summary.split("(")[1].split(" MB/sec")[0])
+        return {
+            "messages": count,
+            "bytes_per_s": mb_per_s * 1024 * 1024,
+            "wall_s": elapsed,
+            "summary": summary,
+        }  # type: ignore[dict-item]
+    finally:
+        admin.delete_topics([topic])[topic].result(30)
+        Path(payload).unlink(missing_ok=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 16, 32])
+    parser.add_argument("--offered", type=float, default=25_000)
+    args = parser.parse_args()
+
+    settings = SharedSettings()
+    with closing(db.connect()) as conn:
+        client = control.create_client(conn, "bench")
+        token = control.create_api_token(conn, client["client_id"])["token"]
+    bodies = make_bodies(16)
+    values = message_values(bodies)
+    record_bytes = sum(len(v) for v in values) / (len(bodies) * RECORDS_PER_BATCH)
+    print(
+        f"batch: {RECORDS_PER_BATCH} records, {len(bodies[0]) / 1024:.0f} KiB body, "
+        f"{record_bytes:.0f} bytes per record line in Kafka"
+    )
+
+    best = 0.0
+    for concurrency in args.concurrency:
+        result = asyncio.run(closed_loop(token, bodies, concurrency, args.seconds))
+        best = max(best, result["records_per_s"])
+        print(
+            f"gate closed loop, {concurrency:>2} clients: {result['records_per_s']:>9,.0f} records/s "
+            f"p50 {result['p50_ms']:.0f} ms p99 {result['p99_ms']:.0f} ms errors {result['errors']}"
+        )
+    result = asyncio.run(open_loop(token, bodies, args.offered, args.seconds))
+    print(
+        f"gate open loop at {args.offered:,.0f} records/s offered: accepted {result['accepted']:,} "
+        f"p50 {result['p50_ms']:.0f} ms p99 {result['p99_ms']:.0f} ms errors {result['errors']}"
+    )
+
+    gate_bytes_per_s = best * record_bytes
+    raw = raw_producer(
+        settings, values, total_bytes=int(gate_bytes_per_s * args.seconds) or 100_000_000
+    )
+    print(
+        f"kafka ProducerPerformance (same bytes, acks=all, lz4): {raw['bytes_per_s'] / 1e6:.1f} MB/s "
+        f"({raw['summary']})"
+    )
+    print(f"gate best: {gate_bytes_per_s / 1e6:.1f} MB/s of record bytes = {best:,.0f} records/s")
+    print(f"ratio gate/raw producer bytes/s: {gate_bytes_per_s / raw['bytes_per_s']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
