@@ -246,6 +246,10 @@ def raw_producer(
         Path(payload).unlink(missing_ok=True)
 
 
+def latency_text(result: dict[str, float]) -> str:
+    return f"p50 {result['p50_ms']:.0f} ms p99 {result['p99_ms']:.0f} ms errors {result['errors']}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=15)
@@ -269,24 +273,19 @@ def main() -> None:
     for concurrency in args.concurrency:
         result = asyncio.run(closed_loop(token, bodies, concurrency, args.seconds))
         best = max(best, result["records_per_s"])
-        print(
-            f"gate closed loop, {concurrency:>2} clients: {result['records_per_s']:>9,.0f} records/s "
-            f"p50 {result['p50_ms']:.0f} ms p99 {result['p99_ms']:.0f} ms errors {result['errors']}"
-        )
+        rate = result["records_per_s"]
+        print(f"gate closed loop, {concurrency:>2} clients: {rate:>9,.0f} records/s", end=" ")
+        print(latency_text(result))
     result = asyncio.run(open_loop(token, bodies, args.offered, args.seconds))
-    print(
-        f"gate open loop at {args.offered:,.0f} records/s offered: accepted {result['accepted']:,} "
-        f"p50 {result['p50_ms']:.0f} ms p99 {result['p99_ms']:.0f} ms errors {result['errors']}"
-    )
+    print(f"gate open loop at {args.offered:,.0f} records/s offered:", end=" ")
+    print(f"accepted {result['accepted']:,}", latency_text(result))
 
     gate_bytes_per_s = best * record_bytes
     raw = raw_producer(
         settings, values, total_bytes=int(gate_bytes_per_s * args.seconds) or 100_000_000
     )
-    print(
-        f"kafka ProducerPerformance (same bytes, acks=all, lz4): {raw['bytes_per_s'] / 1e6:.1f} MB/s "
-        f"({raw['summary']})"
-    )
+    print(f"kafka ProducerPerformance (same bytes, acks=all, lz4): {raw['bytes_per_s'] / 1e6:.1f}")
+    print(f"  MB/s ({raw['summary']})")
     print(f"gate best: {gate_bytes_per_s / 1e6:.1f} MB/s of record bytes = {best:,.0f} records/s")
     print(f"ratio gate/raw producer bytes/s: {gate_bytes_per_s / raw['bytes_per_s']:.2f}")
 
