@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -59,6 +60,8 @@ class ControlDb:
         self._dsn = dsn
         self._size = size
         self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
+        # Callers wait for a free connection instead of failing with "pool exhausted".
+        self._slots = threading.BoundedSemaphore(size)
 
     def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
         if self._pool is None:
@@ -67,17 +70,22 @@ class ControlDb:
             )
         return self._pool
 
-    def run(self, fn: Callable[[Any], T]) -> T:
-        pool = self._get_pool()
-        conn = pool.getconn()
-        broken = False
+    def run(self, fn: Callable[[Any], T], timeout: float = 5.0) -> T:
+        if not self._slots.acquire(timeout=timeout):
+            raise TimeoutError("no control-database connection free")
         try:
-            return fn(conn)
-        except psycopg2.Error:
-            broken = True
-            raise
+            pool = self._get_pool()
+            conn = pool.getconn()
+            broken = False
+            try:
+                return fn(conn)
+            except psycopg2.Error:
+                broken = True
+                raise
+            finally:
+                pool.putconn(conn, close=broken or bool(conn.closed))
         finally:
-            pool.putconn(conn, close=broken or bool(conn.closed))
+            self._slots.release()
 
     def ping(self) -> bool:
         try:

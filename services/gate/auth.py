@@ -3,6 +3,7 @@ and a control-database outage does not turn away clients whose tokens were recen
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -39,12 +40,33 @@ class TokenCache(Generic[Info]):
         self._max_entries = max_entries
         self._clock = clock
         self._entries: dict[str, _Entry[Info]] = {}
+        # One lookup per token at a time: a burst of requests with a token whose entry expired
+        # shares a single database query instead of exhausting the connection pool.
+        self._inflight: dict[str, asyncio.Future[Info | None]] = {}
 
     async def get(self, token: str) -> Info | None:
         now = self._clock()
         entry = self._entries.get(token)
         if entry is not None and now - entry.checked_at < self._ttl:
             return entry.info
+        pending = self._inflight.get(token)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Info | None] = asyncio.get_running_loop().create_future()
+        self._inflight[token] = future
+        try:
+            info = await self._refresh(token, entry, now)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else must
+            raise
+        else:
+            future.set_result(info)
+            return info
+        finally:
+            del self._inflight[token]
+
+    async def _refresh(self, token: str, entry: _Entry[Info] | None, now: float) -> Info | None:
         try:
             info = await self._lookup(token)
         except Exception as exc:

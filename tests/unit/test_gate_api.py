@@ -505,3 +505,23 @@ def test_openapi_describes_every_endpoint(world: World) -> None:
     batch_op = spec["paths"]["/v2/import/batch"]["post"]
     assert {"202", "400", "401", "413", "415", "503"} <= set(batch_op["responses"])
     assert "requestBody" in batch_op
+
+
+def test_a_burst_with_an_expired_token_shares_one_lookup() -> None:
+    import asyncio
+
+    calls = 0
+
+    async def lookup(token: str) -> ApiTokenInfo | None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return ApiTokenInfo(7, None)
+
+    async def burst() -> list[ApiTokenInfo | None]:
+        cache: TokenCache[ApiTokenInfo] = TokenCache(lookup, ttl=5, grace=60)
+        return await asyncio.gather(*(cache.get("skn_x") for _ in range(50)))
+
+    results = asyncio.run(burst())
+    assert results == [ApiTokenInfo(7, None)] * 50
+    assert calls == 1
