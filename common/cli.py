@@ -31,6 +31,8 @@ app.add_typer(clients_app, name="clients")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(destinations_app, name="destinations")
+spool_app = typer.Typer(no_args_is_help=True, help="Batches waiting to load (the spool).")
+app.add_typer(spool_app, name="spool")
 
 
 def emit(obj: dict[str, Any]) -> None:
@@ -308,6 +310,69 @@ def shown_destination(conn: control.Connection, secret_key: str, client_id: int)
     if destination is None:
         raise control.ControlError(f"client {client_id} has no destination")
     return destination
+
+
+# --- spool (operators act on the control DB directly: works even when the spool is down) -----
+
+
+@contextmanager
+def spool_db() -> Iterator[control.Connection]:
+    from services.spool import queue
+
+    try:
+        with closing(db.connect()) as conn:
+            yield conn
+    except (queue.Conflict, queue.NotFound) as exc:
+        fail(str(exc))
+
+
+@spool_app.command("ls")
+def spool_ls(
+    state: Annotated[
+        str | None, typer.Option(help="pending|leased|retry_wait|loaded|dead|skipped")
+    ] = None,
+    client: Annotated[int | None, typer.Option("--client")] = None,
+    limit: int = 1000,
+) -> None:
+    """List batches in load order."""
+    from services.spool import queue
+
+    if state is not None and state not in queue.STATES:
+        fail(f"unknown state {state!r}; one of {', '.join(queue.STATES)}")
+    with spool_db() as conn:
+        emit({"batches": queue.list_batches(conn, state=state, client_id=client, limit=limit)})
+
+
+@spool_app.command("stats")
+def spool_stats() -> None:
+    """Open batches by destination type and state; live leases."""
+    from services.spool import queue
+
+    with spool_db() as conn:
+        emit(queue.stats(conn))
+
+
+@spool_app.command("retry")
+def spool_retry(
+    batch_id: Annotated[int | None, typer.Argument()] = None,
+    all_dead: Annotated[bool, typer.Option("--all-dead")] = False,
+) -> None:
+    """Put a dead batch (or every dead batch) back to pending."""
+    from services.spool import queue
+
+    if (batch_id is None) == (not all_dead):
+        fail("give a batch id or --all-dead")
+    with spool_db() as conn:
+        emit({"retried": queue.retry(conn, batch_id)})
+
+
+@spool_app.command("skip")
+def spool_skip(batch_id: int) -> None:
+    """Give up on a dead batch so its table's later batches can load."""
+    from services.spool import queue
+
+    with spool_db() as conn:
+        emit({"skipped": queue.skip(conn, batch_id)})
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_SECRET_KEY = "skein-local-development-key-change-me"  # noqa: S105 (documented placeholder)
+LOCAL_SPOOL_TOKEN = "skein-local-spool-token"  # noqa: S105 (documented placeholder)
 
 
 class ConfigError(ValueError):
@@ -44,14 +45,22 @@ class SharedSettings(BaseSettings):
         SecretStr("skein-local-secret"), validation_alias="SKEIN_S3_SECRET_KEY"
     )
     spool_url: str = Field("http://127.0.0.1:8081", validation_alias="SKEIN_SPOOL_URL")
+    # The spool's internal API token (sent as a Bearer token by the streamery and the loaders).
+    spool_token: SecretStr = Field(
+        SecretStr(LOCAL_SPOOL_TOKEN), validation_alias="SKEIN_SPOOL_TOKEN"
+    )
     secret_key: SecretStr = Field(SecretStr(LOCAL_SECRET_KEY), validation_alias="SKEIN_SECRET_KEY")
 
     @model_validator(mode="after")
-    def _refuse_placeholder_secret_in_production(self) -> SharedSettings:
-        if self.env == "production" and self.secret_key.get_secret_value() == LOCAL_SECRET_KEY:
-            raise ConfigError(
-                "SKEIN_SECRET_KEY must be set to a real secret when SKEIN_ENV=production"
-            )
+    def _refuse_placeholder_secrets_in_production(self) -> SharedSettings:
+        if self.env != "production":
+            return self
+        for name, value, placeholder in (
+            ("SKEIN_SECRET_KEY", self.secret_key, LOCAL_SECRET_KEY),
+            ("SKEIN_SPOOL_TOKEN", self.spool_token, LOCAL_SPOOL_TOKEN),
+        ):
+            if value.get_secret_value() == placeholder:
+                raise ConfigError(f"{name} must be set to a real secret when SKEIN_ENV=production")
         return self
 
     @model_validator(mode="before")
@@ -60,11 +69,21 @@ class SharedSettings(BaseSettings):
         prefix = cls.own_prefix
         if not prefix:
             return data
-        known = {f"{prefix}{name}".upper() for name in cls.model_fields}
+        # The service's own fields, plus shared names that happen to start with its prefix
+        # (SKEIN_SPOOL_URL and SKEIN_SPOOL_TOKEN for the spool).
+        own = {
+            f"{prefix}{n}".upper() for n in cls.model_fields if n not in SharedSettings.model_fields
+        }
+        aliases = {
+            f.validation_alias
+            for f in cls.model_fields.values()
+            if isinstance(f.validation_alias, str)
+        }
+        known = own | aliases
         unknown = sorted(k for k in os.environ if k.startswith(prefix) and k not in known)
         if unknown:
             raise ConfigError(
                 f"unknown setting(s) {', '.join(unknown)}; known under {prefix}: "
-                + ", ".join(sorted(known))
+                + ", ".join(sorted(k for k in known if k.startswith(prefix)))
             )
         return data

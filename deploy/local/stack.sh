@@ -281,9 +281,9 @@ s3_stop() { stop_pid "$PIDS/s3.pid" 20; }
 
 # ---------------------------------------------------------------- skein services
 # name:port of each Skein service `up` starts (later issues add the streamery, spool, loaders).
-SERVICES=(gate:8080)
+SERVICES=(spool:8081 gate:8080)
 
-svc_port() { local spec; for spec in "${SERVICES[@]}"; do [[ ${spec%%:*} == "$1" ]] && echo "${spec#*:}"; done; }
+svc_port() { local spec; for spec in "${SERVICES[@]}"; do if [[ ${spec%%:*} == "$1" ]]; then echo "${spec#*:}"; fi; done; }
 
 svc_start() { # name
   local name=$1 port
@@ -294,6 +294,7 @@ svc_start() { # name
   (
     cd "$ROOT"
     export SKEIN_GATE_METRICS_DIR=${SKEIN_GATE_METRICS_DIR:-$RUN_DIR/metrics/gate}
+    export SKEIN_SPOOL_METRICS_DIR=${SKEIN_SPOOL_METRICS_DIR:-$RUN_DIR/metrics/spool}
     daemon "$PIDS/$name.pid" "$LOGS/$name.log" "$VENV/bin/python" -m "services.$name"
   )
   local deadline=$((SECONDS + 60))

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
-
 import uvicorn
 
-from common import logs
+from common import logs, metrics
 from services.gate.settings import GateSettings
 
 
@@ -17,10 +12,7 @@ def main() -> None:
     settings = GateSettings()
     logs.configure()
     # Several worker processes share their metrics through this directory (emptied at start).
-    metrics_dir = Path(settings.metrics_dir or tempfile.mkdtemp(prefix="skein-gate-metrics-"))
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    metrics.use_multiprocess_dir(settings.metrics_dir, "gate")
     uvicorn.run(
         "services.gate.app:create_app",
         factory=True,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,12 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
-import psycopg2
-import psycopg2.pool
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 
 from common import control, logs
+from common import metrics as common_metrics
+from common.db import ControlDb
 from common.wire import HEADER_FORMAT, RecordTooLarge, TableRecords, encode_messages, message_key
 from services.gate import api_docs, metrics
 from services.gate.auth import LookupUnavailable, TokenCache
@@ -51,57 +50,6 @@ log = logging.getLogger("skein.gate")
 VERSION = "0.1.0"
 ACCEPTED = {"status": "Accepted", "message": "The batch is queued to be processed."}
 T = TypeVar("T")
-
-
-class ControlDb:
-    """A small pool of control-database connections used from worker threads."""
-
-    def __init__(self, dsn: str, size: int = 4) -> None:
-        self._dsn = dsn
-        self._size = size
-        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
-        # Callers wait for a free connection instead of failing with "pool exhausted".
-        self._slots = threading.BoundedSemaphore(size)
-
-    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
-        if self._pool is None:
-            self._pool = psycopg2.pool.ThreadedConnectionPool(
-                0, self._size, self._dsn, connect_timeout=3, application_name="skein-gate"
-            )
-        return self._pool
-
-    def run(self, fn: Callable[[Any], T], timeout: float = 5.0) -> T:
-        if not self._slots.acquire(timeout=timeout):
-            raise TimeoutError("no control-database connection free")
-        try:
-            pool = self._get_pool()
-            conn = pool.getconn()
-            broken = False
-            try:
-                return fn(conn)
-            except psycopg2.Error:
-                broken = True
-                raise
-            finally:
-                pool.putconn(conn, close=broken or bool(conn.closed))
-        finally:
-            self._slots.release()
-
-    def ping(self) -> bool:
-        try:
-            return self.run(_select_one)
-        except Exception:
-            return False
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.closeall()
-
-
-def _select_one(conn: Any) -> bool:
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT 1")
-        return bool(cur.fetchone())
 
 
 @dataclass
@@ -237,7 +185,7 @@ def build_gate(settings: GateSettings) -> Gate:
         },
         settings.topic,
     )
-    db = ControlDb(settings.control_dsn.get_secret_value())
+    db = ControlDb(settings.control_dsn.get_secret_value(), name="skein-gate")
 
     def lookup(fn: Callable[[Any, str], T]) -> Callable[[str], Awaitable[T]]:
         async def run(token: str) -> T:
@@ -386,7 +334,7 @@ def create_app(
     @app.get("/metrics", include_in_schema=True)
     async def prometheus_metrics() -> Response:
         """Prometheus text exposition."""
-        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4")
+        return Response(common_metrics.exposition(), media_type=common_metrics.CONTENT_TYPE)
 
     return app
 

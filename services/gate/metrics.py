@@ -3,17 +3,7 @@ hold tokens). With several worker processes, prometheus-client's multiprocess mo
 
 from __future__ import annotations
 
-import os
-
-from prometheus_client import (
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
     "skein_gate_requests_total", "HTTP requests by route template and status", ["route", "status"]
@@ -42,11 +32,3 @@ PRODUCE_FAILURES = Counter(
     "skein_gate_produce_failures_total", "Requests answered 503 because Kafka did not acknowledge"
 )
 SCHEMA_COMPILES = Counter("skein_gate_schema_compiles_total", "Client schemas compiled")
-
-
-def exposition() -> bytes:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-    return generate_latest(REGISTRY)

@@ -12,8 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from common.control import ApiTokenInfo, WebhookInfo
+from common.db import ControlDb
 from common.wire import decode_message
-from services.gate.app import ControlDb, Gate, create_app
+from services.gate.app import Gate, create_app
 from services.gate.auth import TokenCache
 from services.gate.producer import NotDelivered, OutgoingMessage
 from services.gate.ratelimit import RateLimiter

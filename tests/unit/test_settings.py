@@ -44,4 +44,27 @@ def test_placeholder_secret_refused_in_production(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ValidationError, match="SKEIN_SECRET_KEY"):
         SharedSettings()
     monkeypatch.setenv("SKEIN_SECRET_KEY", "a-real-secret-from-the-vault")
+    monkeypatch.delenv("SKEIN_SPOOL_TOKEN", raising=False)
+    with pytest.raises(ValidationError, match="SKEIN_SPOOL_TOKEN"):
+        SharedSettings()
+    monkeypatch.setenv("SKEIN_SPOOL_TOKEN", "another-real-secret")
     assert SharedSettings().env == "production"
+
+
+def test_shared_names_under_a_service_prefix_are_not_misspellings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.spool.settings import SpoolSettings
+
+    monkeypatch.setenv("SKEIN_SPOOL_TOKEN", "t0ken")
+    monkeypatch.setenv("SKEIN_SPOOL_URL", "http://127.0.0.1:9999")
+    monkeypatch.setenv("SKEIN_SPOOL_PORT", "18081")
+    s = SpoolSettings()
+    assert (s.spool_token.get_secret_value(), s.spool_url, s.port) == (
+        "t0ken",
+        "http://127.0.0.1:9999",
+        18081,
+    )
+    monkeypatch.setenv("SKEIN_SPOOL_PROT", "1")
+    with pytest.raises(ValidationError, match="SKEIN_SPOOL_PROT"):
+        SpoolSettings()

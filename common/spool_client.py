@@ -1,0 +1,178 @@
+"""The spool's internal HTTP API as seen by the streamery and the loaders.
+
+Transport failures and 5xx raise ``SpoolUnavailable`` (retry with back-off: never treat as
+success); a 409 raises ``SpoolConflict`` (a stale lease token, an out-of-order registration).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import httpx
+
+
+class SpoolUnavailable(Exception):
+    """The spool could not be reached or failed; nothing can be assumed done."""
+
+
+class SpoolConflict(Exception):
+    """The spool refused the request as inconsistent with its state (HTTP 409)."""
+
+
+@dataclass(frozen=True)
+class BatchRegistration:
+    object_key: str
+    client_id: int
+    table_name: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    record_count: int
+    bytes: int
+    oldest_received_at: str  # RFC 3339
+    newest_received_at: str
+    request_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LeasedBatch:
+    batch_id: int
+    object_key: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    record_count: int
+    bytes: int
+    oldest_received_at: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Lease:
+    lease_token: str
+    client_id: int
+    table_name: str
+    destination_type: str
+    expires_at: str
+    batches: tuple[LeasedBatch, ...]
+
+
+class SpoolClient:
+    def __init__(self, base_url: str, token: str, timeout: float = 10.0) -> None:
+        self._http = httpx.Client(
+            base_url=base_url, timeout=timeout, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> SpoolClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise SpoolUnavailable(f"{method} {path}: {exc}") from exc
+        if response.status_code == 409:
+            raise SpoolConflict(response.json().get("detail", response.text))
+        if response.status_code >= 500:
+            raise SpoolUnavailable(f"{method} {path}: HTTP {response.status_code}")
+        response.raise_for_status()
+        return response
+
+    # -- streamery
+    def register(self, batch: BatchRegistration) -> dict[str, Any]:
+        """Register an uploaded batch; idempotent on ``object_key``. Returns
+        ``{"batch_id": int, "created": bool}``."""
+        body = {**asdict(batch), "request_ids": list(batch.request_ids)}
+        result: dict[str, Any] = self._call("POST", "/v1/batches", json=body).json()
+        return result
+
+    def high_water(self, partitions: list[int]) -> dict[tuple[int, int, str], int]:
+        """(partition, client_id, table_name) -> highest registered offset, for these partitions."""
+        response = self._call("GET", "/v1/high-water", params={"partition": partitions})
+        return {
+            (m["partition"], m["client_id"], m["table_name"]): m["last_offset"]
+            for m in response.json()["marks"]
+        }
+
+    # -- loaders
+    def lease(
+        self,
+        destination_type: str,
+        owner: str,
+        *,
+        lease_seconds: int = 300,
+        max_batches: int = 50,
+        max_bytes: int = 256 * 1024 * 1024,
+    ) -> Lease | None:
+        """Batches of ONE table, in load order, or None when nothing is ready."""
+        request = _lease_request(destination_type, owner, lease_seconds, max_batches, max_bytes)
+        response = self._call("POST", "/v1/leases", json=request)
+        return None if response.status_code == 204 else _lease(response.json())
+
+    def ack_and_lease(
+        self,
+        lease_token: str,
+        destination_type: str,
+        owner: str,
+        *,
+        lease_seconds: int = 300,
+        max_batches: int = 50,
+        max_bytes: int = 256 * 1024 * 1024,
+    ) -> Lease | None:
+        """Acknowledge the whole lease and lease the next work in one round trip."""
+        request = _lease_request(destination_type, owner, lease_seconds, max_batches, max_bytes)
+        raw = self._call(
+            "POST", f"/v1/leases/{lease_token}/ack", json={"batch_ids": None, "next": request}
+        ).json()
+        return None if raw["next"] is None else _lease(raw["next"])
+
+    def extend(self, lease_token: str, lease_seconds: int = 300) -> str:
+        raw = self._call(
+            "POST", f"/v1/leases/{lease_token}/extend", json={"lease_seconds": lease_seconds}
+        ).json()
+        return str(raw["expires_at"])
+
+    def ack(self, lease_token: str, batch_ids: list[int] | None = None) -> int:
+        raw = self._call("POST", f"/v1/leases/{lease_token}/ack", json={"batch_ids": batch_ids})
+        return int(raw.json()["acked"])
+
+    def nack(
+        self, lease_token: str, kind: str, error: str, batch_ids: list[int] | None = None
+    ) -> int:
+        """``kind``: "transient" (retry with back-off) or "permanent" (park as dead)."""
+        raw = self._call(
+            "POST",
+            f"/v1/leases/{lease_token}/nack",
+            json={"kind": kind, "error": error, "batch_ids": batch_ids},
+        )
+        return int(raw.json()["nacked"])
+
+
+def _lease_request(
+    destination_type: str, owner: str, lease_seconds: int, max_batches: int, max_bytes: int
+) -> dict[str, Any]:
+    return {
+        "destination_type": destination_type,
+        "owner": owner,
+        "lease_seconds": lease_seconds,
+        "max_batches": max_batches,
+        "max_bytes": max_bytes,
+    }
+
+
+def _lease(raw: dict[str, Any]) -> Lease:
+    return Lease(
+        lease_token=raw["lease_token"],
+        client_id=raw["client_id"],
+        table_name=raw["table_name"],
+        destination_type=raw["destination_type"],
+        expires_at=raw["expires_at"],
+        batches=tuple(LeasedBatch(**b) for b in raw["batches"]),
+    )

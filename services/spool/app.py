@@ -1,0 +1,257 @@
+"""The spool's internal HTTP API (127.0.0.1:8081, bearer token): thin routes over ``queue``."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import random
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from common import logs
+from common import metrics as common_metrics
+from common.db import ControlDb
+from common.spool_client import BatchRegistration
+from services.spool import metrics, queue
+from services.spool.policy import RetryPolicy
+from services.spool.settings import SpoolSettings
+
+log = logging.getLogger("skein.spool")
+DestinationType = Literal["postgres", "redshift", "bigquery", "snowflake"]
+
+
+class RegisterIn(BaseModel):
+    object_key: str = Field(min_length=1, max_length=2048)
+    client_id: int = Field(ge=1)
+    table_name: str = Field(min_length=1, max_length=255)
+    partition: int = Field(ge=0)
+    first_offset: int = Field(ge=0)
+    last_offset: int = Field(ge=0)
+    record_count: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+    oldest_received_at: str
+    newest_received_at: str
+    request_ids: list[str] = Field(default_factory=list, max_length=100_000)
+
+
+class LeaseIn(BaseModel):
+    destination_type: DestinationType
+    owner: str = Field(min_length=1, max_length=200)
+    lease_seconds: int = Field(300, ge=1)
+    max_batches: int = Field(50, ge=1, le=10_000)
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1)
+
+
+class ExtendIn(BaseModel):
+    lease_seconds: int = Field(300, ge=1)
+
+
+class AckIn(BaseModel):
+    batch_ids: list[int] | None = None
+    # Lease the next work in the same round trip (a loader's loop: ack, then lease again).
+    next: LeaseIn | None = None
+
+
+class NackIn(BaseModel):
+    kind: Literal["transient", "permanent"]
+    error: str = Field(max_length=100_000)
+    batch_ids: list[int] | None = None
+
+
+def _keep_house(db: ControlDb, stop: threading.Event, interval: float) -> None:
+    while not stop.wait(interval):
+        try:
+            expired, resolved = db.run(queue.housekeeping)
+        except Exception as exc:  # the DB may be down for a while: keep trying
+            log.warning("housekeeping failed", extra={"err": str(exc)})
+            continue
+        if expired or resolved:
+            log.info("housekeeping", extra={"expired": expired, "resolved": resolved})
+
+
+def create_app(settings: SpoolSettings | None = None) -> FastAPI:
+    settings = settings or SpoolSettings()
+    logs.configure()
+    db = ControlDb(settings.control_dsn.get_secret_value(), settings.db_pool_size, "skein-spool")
+    policy = RetryPolicy(settings.retry_base_s, settings.retry_cap_s, settings.retry_window_s)
+    token = settings.spool_token.get_secret_value()
+
+    queue_depth = metrics.QueueCollector(lambda: db.run(queue.stats))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        keeper = threading.Thread(
+            target=_keep_house, args=(db, stop, settings.housekeeping_interval_s), daemon=True
+        )
+        keeper.start()
+        yield
+        stop.set()
+        keeper.join(5)
+        db.close()
+
+    def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(401, "a valid internal bearer token is required")
+
+    app = FastAPI(
+        title="Skein spool (internal)",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Batches waiting to load: registration, leases, acks, operator actions.",
+    )
+    api = [Depends(authorized)]
+
+    @app.exception_handler(queue.Conflict)
+    async def conflict(_r: Request, exc: queue.Conflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, 409)
+
+    @app.exception_handler(queue.NotFound)
+    async def not_found(_r: Request, exc: queue.NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, 404)
+
+    @app.post("/v1/batches", dependencies=api, responses={409: {"description": "out of order"}})
+    def register(body: RegisterIn, response: Response) -> dict[str, Any]:
+        """Register an uploaded batch (idempotent on object_key); advances the high-water mark.
+        A new key starting at or below its (partition, client, table) mark is refused (409)."""
+        if body.last_offset < body.first_offset:
+            raise HTTPException(422, "last_offset is below first_offset")
+        fields = body.model_dump()
+        fields["request_ids"] = tuple(fields["request_ids"])
+        done = db.run(lambda conn: queue.register(conn, BatchRegistration(**fields)))
+        if done.created:
+            metrics.REGISTERED.inc()
+        response.status_code = 201 if done.created else 200
+        return {"batch_id": done.batch_id, "created": done.created}
+
+    @app.get("/v1/high-water", dependencies=api)
+    def high_water(partition: Annotated[list[int], Query()]) -> dict[str, Any]:
+        """Highest registered offset per (partition, client, table) for the given partitions."""
+        return {"marks": db.run(lambda conn: queue.high_water(conn, partition))}
+
+    def take_lease(body: LeaseIn) -> dict[str, Any] | None:
+        seconds = min(body.lease_seconds, settings.max_lease_seconds)
+        got = db.run(
+            lambda conn: queue.lease(
+                conn, body.destination_type, body.owner, seconds, body.max_batches, body.max_bytes
+            )
+        )
+        if got is not None:
+            metrics.LEASES.labels(body.destination_type).inc()
+            metrics.LEASED_BATCHES.labels(body.destination_type).inc(len(got["batches"]))
+        return got
+
+    @app.post("/v1/leases", dependencies=api, responses={204: {"description": "nothing ready"}})
+    def lease(body: LeaseIn) -> Any:
+        """Lease the ready head batches of ONE table for a destination type, in load order."""
+        got = take_lease(body)
+        return Response(status_code=204) if got is None else got
+
+    @app.post("/v1/leases/{lease_token}/extend", dependencies=api)
+    def extend(lease_token: str, body: ExtendIn) -> dict[str, Any]:
+        """Push the lease's expiry out (long loads); 409 if the token is stale."""
+        seconds = min(body.lease_seconds, settings.max_lease_seconds)
+        return {"expires_at": db.run(lambda conn: queue.extend(conn, lease_token, seconds))}
+
+    @app.post("/v1/leases/{lease_token}/ack", dependencies=api)
+    def ack(lease_token: str, body: AckIn) -> dict[str, Any]:
+        """The lease's batches (all, or those named) are loaded; 409 if the token is stale.
+        With ``next``, also lease the next work (committed separately, after the ack)."""
+        count = db.run(lambda conn: queue.ack(conn, lease_token, body.batch_ids))
+        metrics.ACKS.inc(count)
+        return {"acked": count, "next": take_lease(body.next) if body.next else None}
+
+    @app.post("/v1/leases/{lease_token}/nack", dependencies=api)
+    def nack(lease_token: str, body: NackIn) -> dict[str, Any]:
+        """The load failed: transient -> retry with back-off; permanent -> dead."""
+        count = db.run(
+            lambda conn: queue.nack(
+                conn,
+                lease_token,
+                body.kind,
+                body.error,
+                body.batch_ids,
+                policy,
+                random.random(),  # noqa: S311 (jitter)
+            )
+        )
+        metrics.NACKS.labels(body.kind).inc(count)
+        if body.kind == "permanent":
+            metrics.DEAD.inc(count)
+        log.warning(
+            "load failed",
+            extra={
+                "lease": lease_token,
+                "kind": body.kind,
+                "batches": count,
+                "err": body.error[:500],
+            },
+        )
+        return {"nacked": count}
+
+    @app.get("/v1/batches", dependencies=api)
+    def list_batches(
+        state: Annotated[str | None, Query(pattern="^(" + "|".join(queue.STATES) + ")$")] = None,
+        client_id: int | None = None,
+        destination_type: DestinationType | None = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+    ) -> dict[str, Any]:
+        """Batches in load order, filtered."""
+        rows = db.run(
+            lambda conn: queue.list_batches(
+                conn,
+                state=state,
+                client_id=client_id,
+                destination_type=destination_type,
+                limit=limit,
+            )
+        )
+        return {"batches": rows}
+
+    @app.get("/v1/batches/{batch_id}", dependencies=api)
+    def get_batch(batch_id: int) -> dict[str, Any]:
+        return db.run(lambda conn: queue.get_batch(conn, batch_id))
+
+    @app.post("/v1/batches/{batch_id}/retry", dependencies=api)
+    def retry(batch_id: int) -> dict[str, Any]:
+        """Operator: a dead batch goes back to pending (409 if it is not dead)."""
+        return {"retried": db.run(lambda conn: queue.retry(conn, batch_id))}
+
+    @app.post("/v1/batches/retry-dead", dependencies=api)
+    def retry_dead() -> dict[str, Any]:
+        """Operator: every dead batch goes back to pending."""
+        return {"retried": db.run(lambda conn: queue.retry(conn, None))}
+
+    @app.post("/v1/batches/{batch_id}/skip", dependencies=api)
+    def skip(batch_id: int) -> dict[str, Any]:
+        """Operator: give up on a dead batch so its table's later batches can load."""
+        return {"skipped": db.run(lambda conn: queue.skip(conn, batch_id))}
+
+    @app.get("/v1/stats", dependencies=api)
+    def stats() -> dict[str, Any]:
+        return db.run(queue.stats)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "OK"}
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        ok = db.ping()
+        return JSONResponse(
+            {"status": "OK" if ok else "ERROR", "control_db": ok}, 200 if ok else 503
+        )
+
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        body = common_metrics.exposition([queue_depth])
+        return Response(body, media_type=common_metrics.CONTENT_TYPE)
+
+    return app

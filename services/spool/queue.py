@@ -1,0 +1,501 @@
+"""The spool's state machine over the control database (plain functions, one transaction each).
+
+    register -> pending --lease--> leased --ack--> loaded
+                  ^                   |--nack transient--> retry_wait --(due)--> leased ...
+                  |                   |--nack permanent / retry window over--> dead
+                  +--lease expired----+                                          |
+                  +------------------------ operator retry ----------------------+--skip--> skipped
+
+One table loads in Kafka order: a lease holds the consecutive ready batches at the head of ONE
+(client, table); a dead or not-yet-due head blocks the rest of that table only. The
+``table_leases`` row of a (client, table), locked with ``FOR UPDATE SKIP LOCKED``, serialises
+leasers, and a live lease there keeps every other leaser off that table.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg2.extensions
+
+from common.spool_client import BatchRegistration
+from services.spool.policy import RetryPolicy
+
+Connection = psycopg2.extensions.connection
+OPEN_STATES = ("pending", "leased", "retry_wait", "dead")
+STATES = (*OPEN_STATES, "loaded", "skipped")
+CANDIDATES = 32
+
+
+class Conflict(Exception):
+    """The request contradicts the spool's state (stale lease token, out-of-order batch...)."""
+
+
+class NotFound(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Registered:
+    batch_id: int
+    created: bool
+    destination_type: str | None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+# ----------------------------------------------------------------------------- registration
+
+
+def register(conn: Connection, batch: BatchRegistration) -> Registered:
+    """Record an uploaded batch and advance its high-water mark; idempotent on the object key.
+
+    A new key must start above the (partition, client, table) high-water mark: the streamery
+    registers a table's batches in Kafka order, so anything else is a re-read duplicate or a bug.
+    """
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT batch_id, destination_type FROM batches WHERE object_key = %s",
+            (batch.object_key,),
+        )
+        found = cur.fetchone()
+        if found:
+            return Registered(found[0], False, found[1])
+        cur.execute(
+            """SELECT last_offset FROM high_water
+               WHERE partition = %s AND client_id = %s AND table_name = %s FOR UPDATE""",
+            (batch.partition, batch.client_id, batch.table_name),
+        )
+        mark = cur.fetchone()
+        if mark and batch.first_offset <= mark[0]:
+            raise Conflict(
+                f"batch starts at offset {batch.first_offset}, at or below the high-water mark "
+                f"{mark[0]} of partition {batch.partition} for this table"
+            )
+        cur.execute(
+            """INSERT INTO batches (client_id, destination_type, table_name, object_key, partition,
+                   first_offset, last_offset, record_count, bytes, oldest_received_at,
+                   newest_received_at, request_ids)
+               VALUES (%s, (SELECT type FROM destinations WHERE client_id = %s), %s, %s, %s,
+                       %s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (object_key) DO NOTHING
+               RETURNING batch_id, destination_type""",
+            (
+                batch.client_id,
+                batch.client_id,
+                batch.table_name,
+                batch.object_key,
+                batch.partition,
+                batch.first_offset,
+                batch.last_offset,
+                batch.record_count,
+                batch.bytes,
+                batch.oldest_received_at,
+                batch.newest_received_at,
+                list(batch.request_ids),
+            ),
+        )
+        row = cur.fetchone()
+        if row is None:  # registered concurrently under the same key
+            cur.execute(
+                "SELECT batch_id, destination_type FROM batches WHERE object_key = %s",
+                (batch.object_key,),
+            )
+            row = cur.fetchone()
+            assert row is not None
+            return Registered(row[0], False, row[1])
+        cur.execute(
+            """INSERT INTO high_water (partition, client_id, table_name, last_offset)
+               VALUES (%s, %s, %s, %s)
+               ON CONFLICT (partition, client_id, table_name)
+               DO UPDATE SET last_offset =
+                   GREATEST(high_water.last_offset, EXCLUDED.last_offset)""",
+            (batch.partition, batch.client_id, batch.table_name, batch.last_offset),
+        )
+        cur.execute(
+            """INSERT INTO table_leases (client_id, table_name) VALUES (%s, %s)
+               ON CONFLICT DO NOTHING""",
+            (batch.client_id, batch.table_name),
+        )
+        return Registered(row[0], True, row[1])
+
+
+def high_water(conn: Connection, partitions: list[int]) -> list[dict[str, Any]]:
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            """SELECT partition, client_id, table_name, last_offset FROM high_water
+               WHERE partition = ANY(%s) ORDER BY partition, client_id, table_name""",
+            (partitions,),
+        )
+        return [
+            {"partition": p, "client_id": c, "table_name": t, "last_offset": o}
+            for p, c, t, o in cur.fetchall()
+        ]
+
+
+# ----------------------------------------------------------------------------------- leases
+
+# Tables whose head (first open batch, in Kafka order) can load now, not leased by anyone:
+# one probe of the partial index per table; clients with fewest live leases first, then the
+# oldest data. A dead or not-yet-due head keeps its whole table out (never load out of order).
+_READY_TABLES = """
+WITH busy AS (
+    SELECT client_id, count(*) AS live FROM table_leases WHERE expires_at > now() GROUP BY client_id
+)
+SELECT l.client_id, l.table_name
+FROM table_leases l
+CROSS JOIN LATERAL (
+    SELECT b.state, b.next_attempt_at, b.oldest_received_at, b.destination_type
+    FROM batches b
+    WHERE b.client_id = l.client_id AND b.table_name = l.table_name
+      AND b.state IN ('pending', 'leased', 'retry_wait', 'dead')
+    ORDER BY b.partition, b.first_offset
+    LIMIT 1
+) head
+LEFT JOIN busy ON busy.client_id = l.client_id
+WHERE (l.expires_at IS NULL OR l.expires_at <= now())
+  AND head.destination_type = %(destination_type)s
+  AND head.state IN ('pending', 'retry_wait') AND head.next_attempt_at <= now()
+ORDER BY coalesce(busy.live, 0), head.oldest_received_at
+LIMIT %(limit)s
+"""
+
+_BATCH_COLUMNS = (
+    "batch_id, object_key, partition, first_offset, last_offset, record_count, bytes, "
+    "oldest_received_at, attempts"
+)
+
+
+def _batch_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+    keys = [c.strip() for c in _BATCH_COLUMNS.split(",")]
+    out = dict(zip(keys, row, strict=True))
+    out["oldest_received_at"] = _iso(out["oldest_received_at"])
+    return out
+
+
+def lease(
+    conn: Connection,
+    destination_type: str,
+    owner: str,
+    lease_seconds: int,
+    max_batches: int,
+    max_bytes: int,
+) -> dict[str, Any] | None:
+    """Lease the ready head of one table for ``destination_type``; None when nothing is ready.
+
+    Fair across clients: tables of clients holding the fewest live leases come first, then the
+    oldest data.
+    """
+    with conn, conn.cursor() as cur:
+        cur.execute(_READY_TABLES, {"destination_type": destination_type, "limit": CANDIDATES})
+        for client_id, table_name in cur.fetchall():
+            cur.execute(
+                """SELECT expires_at > now() FROM table_leases
+                   WHERE client_id = %s AND table_name = %s FOR UPDATE SKIP LOCKED""",
+                (client_id, table_name),
+            )
+            locked = cur.fetchone()
+            if locked is None or locked[0]:
+                continue  # another leaser holds it (or just leased it)
+            cur.execute(
+                """SELECT batch_id, state, next_attempt_at <= now(), bytes FROM batches
+                   WHERE client_id = %s AND table_name = %s AND state IN %s
+                   ORDER BY partition, first_offset LIMIT %s""",
+                (client_id, table_name, OPEN_STATES, max_batches),
+            )
+            take: list[int] = []
+            size = 0
+            for batch_id, state, due, nbytes in cur.fetchall():
+                if state not in ("pending", "retry_wait") or not due:
+                    break  # order: nothing after a batch that cannot go now
+                if take and size + nbytes > max_bytes:
+                    break
+                take.append(batch_id)
+                size += nbytes
+            if not take:
+                continue
+            token = str(uuid.uuid4())
+            cur.execute(
+                f"""UPDATE batches SET state = 'leased', lease_token = %s, lease_owner = %s,
+                       lease_expires_at = now() + make_interval(secs => %s),
+                       attempts = attempts + 1, updated_at = now()
+                   WHERE batch_id = ANY(%s)
+                   RETURNING {_BATCH_COLUMNS}""",  # noqa: S608 (constant column list)
+                (token, owner, lease_seconds, take),
+            )
+            batches = sorted(
+                (_batch_dict(r) for r in cur.fetchall()),
+                key=lambda b: (b["partition"], b["first_offset"]),
+            )
+            cur.execute(
+                """UPDATE table_leases SET lease_token = %s, lease_owner = %s,
+                       expires_at = now() + make_interval(secs => %s)
+                   WHERE client_id = %s AND table_name = %s
+                   RETURNING expires_at""",
+                (token, owner, lease_seconds, client_id, table_name),
+            )
+            expires = cur.fetchone()
+            assert expires is not None
+            return {
+                "lease_token": token,
+                "client_id": client_id,
+                "table_name": table_name,
+                "destination_type": destination_type,
+                "expires_at": _iso(expires[0]),
+                "batches": batches,
+            }
+    return None
+
+
+def housekeeping(conn: Connection) -> tuple[int, int]:
+    """Return expired leases' batches to pending; give batches of clients that had no
+    destination when they registered the type set since. The service runs this every second
+    (off the lease path, which it would slow down). Returns (expired, resolved) counts."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            """UPDATE batches SET state = 'pending', lease_token = NULL, lease_owner = NULL,
+                   lease_expires_at = NULL, updated_at = now()
+               WHERE state = 'leased' AND lease_expires_at < now()"""
+        )
+        expired = int(cur.rowcount)
+        cur.execute(
+            """UPDATE batches b SET destination_type = d.type, updated_at = now()
+               FROM destinations d WHERE b.destination_type IS NULL AND d.client_id = b.client_id"""
+        )
+        return expired, int(cur.rowcount)
+
+
+def _leased_ids(cur: Any, token: str, batch_ids: list[int] | None) -> list[int]:
+    """The lease's batches named by ``batch_ids`` (all if None), locked; Conflict if stale."""
+    try:
+        uuid.UUID(token)
+    except ValueError as exc:
+        raise Conflict("unknown or stale lease token") from exc
+    cur.execute(
+        """SELECT batch_id FROM batches WHERE lease_token = %s AND state = 'leased'
+           ORDER BY batch_id FOR UPDATE""",
+        (token,),
+    )
+    held = [r[0] for r in cur.fetchall()]
+    if not held:
+        raise Conflict("unknown or stale lease token")
+    if batch_ids is None:
+        return held
+    missing = sorted(set(batch_ids) - set(held))
+    if missing:
+        raise Conflict(f"batches {missing} are not held by this lease")
+    return sorted(set(batch_ids))
+
+
+def _release_if_done(cur: Any, token: str) -> None:
+    cur.execute(
+        "SELECT 1 FROM batches WHERE lease_token = %s AND state = 'leased' LIMIT 1", (token,)
+    )
+    if cur.fetchone() is None:
+        cur.execute(
+            """UPDATE table_leases SET lease_token = NULL, lease_owner = NULL, expires_at = NULL
+               WHERE lease_token = %s""",
+            (token,),
+        )
+
+
+def extend(conn: Connection, token: str, lease_seconds: int) -> str:
+    with conn, conn.cursor() as cur:
+        ids = _leased_ids(cur, token, None)
+        cur.execute(
+            """UPDATE batches SET lease_expires_at = now() + make_interval(secs => %s),
+                   updated_at = now()
+               WHERE batch_id = ANY(%s)""",
+            (lease_seconds, ids),
+        )
+        cur.execute(
+            """UPDATE table_leases SET expires_at = now() + make_interval(secs => %s)
+               WHERE lease_token = %s RETURNING expires_at""",
+            (lease_seconds, token),
+        )
+        row = cur.fetchone()
+        if row is None:
+            raise Conflict("unknown or stale lease token")
+        return str(_iso(row[0]))
+
+
+def ack(conn: Connection, token: str, batch_ids: list[int] | None) -> int:
+    """Mark the lease's batches loaded (all, or those named)."""
+    with conn, conn.cursor() as cur:
+        ids = _leased_ids(cur, token, batch_ids)
+        cur.execute(
+            """UPDATE batches SET state = 'loaded', loaded_at = now(), updated_at = now(),
+                   lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL,
+                   first_failed_at = NULL
+               WHERE batch_id = ANY(%s)""",
+            (ids,),
+        )
+        _release_if_done(cur, token)
+        return len(ids)
+
+
+def nack(
+    conn: Connection,
+    token: str,
+    kind: str,
+    error: str,
+    batch_ids: list[int] | None,
+    policy: RetryPolicy,
+    jitter: float,
+) -> int:
+    """A failed load: transient -> retry_wait after back-off (dead only once failures outlast
+    the retry window); permanent -> dead with the reason. The table's later batches wait."""
+    if kind not in ("transient", "permanent"):
+        raise ValueError("kind must be 'transient' or 'permanent'")
+    error = error[:4000]
+    with conn, conn.cursor() as cur:
+        ids = _leased_ids(cur, token, batch_ids)
+        if kind == "permanent":
+            cur.execute(
+                """UPDATE batches SET state = 'dead', last_error = %s, last_error_kind = %s,
+                       lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL,
+                       updated_at = now()
+                   WHERE batch_id = ANY(%s)""",
+                (error, kind, ids),
+            )
+        else:
+            cur.execute(
+                """SELECT max(attempts),
+                          extract(epoch FROM now() - min(coalesce(first_failed_at, now())))
+                   FROM batches WHERE batch_id = ANY(%s)""",
+                (ids,),
+            )
+            row = cur.fetchone()
+            assert row is not None
+            attempts, failing_for = int(row[0]), float(row[1])
+            if policy.gives_up(failing_for):
+                state = "dead"
+                error = f"transient failures for longer than the retry window: {error}"
+            else:
+                state = "retry_wait"
+            cur.execute(
+                """UPDATE batches SET state = %s, last_error = %s, last_error_kind = %s,
+                       first_failed_at = coalesce(first_failed_at, now()),
+                       next_attempt_at = now() + make_interval(secs => %s),
+                       lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL,
+                       updated_at = now()
+                   WHERE batch_id = ANY(%s)""",
+                (state, error, kind, policy.delay(attempts, jitter), ids),
+            )
+        _release_if_done(cur, token)
+        return len(ids)
+
+
+# --------------------------------------------------------------------------------- operator
+
+_LIST_COLUMNS = (
+    "batch_id, client_id, destination_type, table_name, object_key, partition, first_offset, "
+    "last_offset, record_count, bytes, oldest_received_at, newest_received_at, state, attempts, "
+    "lease_owner, lease_expires_at, next_attempt_at, last_error, last_error_kind, created_at, "
+    "updated_at, loaded_at"
+)
+
+
+def _listed(row: tuple[Any, ...]) -> dict[str, Any]:
+    keys = [c.strip() for c in _LIST_COLUMNS.split(",")]
+    return {k: (_iso(v) if isinstance(v, datetime) else v) for k, v in zip(keys, row, strict=True)}
+
+
+def list_batches(
+    conn: Connection,
+    *,
+    state: str | None = None,
+    client_id: int | None = None,
+    destination_type: str | None = None,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            f"""SELECT {_LIST_COLUMNS} FROM batches
+                WHERE (%(state)s::text IS NULL OR state = %(state)s)
+                  AND (%(client)s::bigint IS NULL OR client_id = %(client)s)
+                  AND (%(dest)s::text IS NULL OR destination_type = %(dest)s)
+                ORDER BY client_id, table_name, partition, first_offset
+                LIMIT %(limit)s""",  # noqa: S608 (constant column list)
+            {"state": state, "client": client_id, "dest": destination_type, "limit": limit},
+        )
+        return [_listed(r) for r in cur.fetchall()]
+
+
+def get_batch(conn: Connection, batch_id: int) -> dict[str, Any]:
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            f"SELECT {_LIST_COLUMNS} FROM batches WHERE batch_id = %s",  # noqa: S608
+            (batch_id,),
+        )
+        row = cur.fetchone()
+    if row is None:
+        raise NotFound(f"no batch {batch_id}")
+    return _listed(row)
+
+
+def retry(conn: Connection, batch_id: int | None = None) -> int:
+    """Put a dead batch (or, with None, every dead batch) back to pending for another go."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            """UPDATE batches SET state = 'pending', attempts = 0, first_failed_at = NULL,
+                   next_attempt_at = now(), updated_at = now()
+               WHERE state = 'dead' AND (%(id)s::bigint IS NULL OR batch_id = %(id)s)""",
+            {"id": batch_id},
+        )
+        count = int(cur.rowcount)
+    if batch_id is not None and count == 0:
+        _require_dead(conn, batch_id)
+    return count
+
+
+def skip(conn: Connection, batch_id: int) -> int:
+    """Give up on a dead batch so that its table's later batches can load (operator decision)."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            """UPDATE batches SET state = 'skipped', updated_at = now()
+               WHERE state = 'dead' AND batch_id = %s""",
+            (batch_id,),
+        )
+        count = int(cur.rowcount)
+    if count == 0:
+        _require_dead(conn, batch_id)
+    return count
+
+
+def _require_dead(conn: Connection, batch_id: int) -> None:
+    state = get_batch(conn, batch_id)["state"]
+    raise Conflict(f"batch {batch_id} is {state}, not dead")
+
+
+def stats(conn: Connection) -> dict[str, Any]:
+    """Open batches by destination type and state, with the oldest waiting record's age."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            """SELECT coalesce(destination_type, 'unassigned'), state, count(*), sum(bytes),
+                      extract(epoch FROM now() - min(oldest_received_at))
+               FROM batches WHERE state IN %s
+               GROUP BY 1, 2 ORDER BY 1, 2""",
+            (OPEN_STATES,),
+        )
+        rows = cur.fetchall()
+        cur.execute("SELECT count(*) FROM table_leases WHERE expires_at > now()")
+        live = cur.fetchone()
+    return {
+        "open": [
+            {
+                "destination_type": d,
+                "state": s,
+                "batches": int(n),
+                "bytes": int(b or 0),
+                "oldest_age_s": float(a or 0.0),
+            }
+            for d, s, n, b, a in rows
+        ],
+        "live_leases": int(live[0]) if live else 0,
+    }

@@ -1,0 +1,449 @@
+"""The spool on a real Postgres, through its HTTP API: leases, order, retries, dead batches.
+
+Each test module run gets its own control database and its own spool process, so leasers here
+never take (or disturb) batches of the shared stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+import psycopg2
+import pytest
+
+from common import control, db
+from common import migrate as migrations
+from common.spool_client import (
+    BatchRegistration,
+    SpoolClient,
+    SpoolConflict,
+    SpoolUnavailable,
+)
+from services.spool import queue
+from services.spool.policy import RetryPolicy
+from tests.conftest import ROOT, wait_for
+
+ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+TOKEN = "spool-test-token"
+PORT = 18081
+
+
+@dataclass
+class IsolatedSpool:
+    dsn: str
+    url: str
+    process: subprocess.Popen[bytes] | None = None
+    shared: SpoolClient | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "SKEIN_CONTROL_DSN": self.dsn,
+            "SKEIN_SPOOL_PORT": str(PORT),
+            "SKEIN_SPOOL_TOKEN": TOKEN,
+            "SKEIN_SPOOL_WORKERS": "1",  # one process: SIGKILL takes the whole spool down
+            "SKEIN_SPOOL_RETRY_BASE_S": "0.05",
+            "SKEIN_SPOOL_RETRY_CAP_S": "0.2",
+        }
+        with open(ROOT / ".run" / "logs" / "spool-test.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "services.spool"], cwd=ROOT, env=env, stdout=log, stderr=log
+            )
+        wait_for(self.healthy, timeout=30, what="the test spool to answer")
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.shared is not None:
+            self.shared.close()
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(20)
+
+    def client(self) -> SpoolClient:
+        """One client shared by the tests (httpx clients are thread-safe); closed at the end."""
+        if self.shared is None:
+            self.shared = SpoolClient(self.url, TOKEN, timeout=10)
+        return self.shared
+
+    def connect(self) -> Any:
+        return psycopg2.connect(self.dsn)
+
+
+@pytest.fixture(scope="module")
+def spool() -> Iterator[IsolatedSpool]:
+    name = f"skein_spool_test_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(ADMIN_DSN)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    dsn = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with closing(db.connect(dsn)) as conn:
+        migrations.migrate(conn)
+    isolated = IsolatedSpool(dsn, f"http://127.0.0.1:{PORT}")
+    isolated.start()
+    yield isolated
+    isolated.stop()
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
+def new_client(spool: IsolatedSpool, destination: str | None = "postgres") -> int:
+    with closing(spool.connect()) as conn:
+        client_id = int(control.create_client(conn, "spool-test")["client_id"])
+        if destination:
+            control.set_destination(
+                conn, "k", client_id, destination, {"dsn_params": {"host": "x"}}, {}
+            )
+    return client_id
+
+
+def registration(
+    client_id: int, table: str, partition: int, first: int, last: int, size: int = 1000
+) -> BatchRegistration:
+    return BatchRegistration(
+        object_key=f"{client_id}/{table}/{partition}/{first:020d}-{last:020d}.jsonl.gz",
+        client_id=client_id,
+        table_name=table,
+        partition=partition,
+        first_offset=first,
+        last_offset=last,
+        record_count=last - first + 1,
+        bytes=size,
+        oldest_received_at="2026-11-26T10:00:00Z",
+        newest_received_at="2026-11-26T10:00:01Z",
+    )
+
+
+def test_internal_token_is_required(spool: IsolatedSpool) -> None:
+    r = httpx.get(f"{spool.url}/v1/stats")
+    assert r.status_code == 401
+    r = httpx.get(f"{spool.url}/v1/stats", headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401
+    assert spool.client()._call("GET", "/v1/stats").status_code == 200
+
+
+def test_registration_is_idempotent_and_advances_high_water(spool: IsolatedSpool) -> None:
+    client = spool.client()
+    cid = new_client(spool)
+    first = client.register(registration(cid, "t", 3, 10, 19))
+    again = client.register(registration(cid, "t", 3, 10, 19))
+    assert first["created"] is True
+    assert again == {"batch_id": first["batch_id"], "created": False}
+    client.register(registration(cid, "t", 3, 25, 40))
+    client.register(registration(cid, "u", 4, 7, 7))
+    marks = client.high_water([3, 4, 5])
+    assert marks[(3, cid, "t")] == 40
+    assert marks[(4, cid, "u")] == 7
+    assert not any(p == 5 for p, _, _ in marks)
+    # A new object key starting at or below the mark is a re-read duplicate: refused.
+    with pytest.raises(SpoolConflict, match="high-water"):
+        client.register(registration(cid, "t", 3, 30, 50))
+    with closing(spool.connect()) as conn:
+        listed = queue.list_batches(conn, client_id=cid)
+    assert [(b["table_name"], b["first_offset"]) for b in listed] == [
+        ("t", 10),
+        ("t", 25),
+        ("u", 7),
+    ]
+    assert all(b["destination_type"] == "postgres" for b in listed)
+
+
+def test_lease_is_one_table_in_offset_order_with_a_size_limit(spool: IsolatedSpool) -> None:
+    client = spool.client()
+    cid = new_client(spool, "bigquery")
+    for i in range(5):
+        client.register(registration(cid, "orders", 1, i * 10, i * 10 + 9, size=100))
+    lease = client.lease("bigquery", "w1", max_bytes=250)
+    assert lease is not None
+    assert (lease.client_id, lease.table_name) == (cid, "orders")
+    assert [b.first_offset for b in lease.batches] == [0, 10]
+    # The table is leased: nobody else gets its later batches meanwhile.
+    assert client.lease("bigquery", "w2") is None
+    # Acknowledge and lease the next work in one round trip.
+    rest = client.ack_and_lease(lease.lease_token, "bigquery", "w2")
+    assert rest is not None and [b.first_offset for b in rest.batches] == [20, 30, 40]
+    with closing(spool.connect()) as conn:
+        states = [b["state"] for b in queue.list_batches(conn, client_id=cid)]
+    assert states == ["loaded", "loaded", "leased", "leased", "leased"]
+    client.ack(rest.lease_token)
+    assert client.lease("bigquery", "w2") is None
+
+
+def test_expired_lease_returns_batches_and_stale_tokens_are_refused(spool: IsolatedSpool) -> None:
+    client = spool.client()
+    cid = new_client(spool, "redshift")
+    client.register(registration(cid, "t", 0, 0, 9))
+    first = client.lease("redshift", "slow-loader", lease_seconds=1)
+    assert first is not None
+    second = wait_for(
+        lambda: client.lease("redshift", "other-loader", lease_seconds=60),
+        timeout=15,
+        what="the expired lease's batch to be leased again",
+    )
+    assert [b.batch_id for b in second.batches] == [b.batch_id for b in first.batches]
+    assert second.batches[0].attempts == 2
+    for call in (
+        lambda: client.ack(first.lease_token),
+        lambda: client.extend(first.lease_token),
+        lambda: client.nack(first.lease_token, "transient", "late"),
+        lambda: client.ack(str(uuid.uuid4())),
+        lambda: client.ack("not-a-token"),
+    ):
+        with pytest.raises(SpoolConflict):
+            call()
+    assert client.extend(second.lease_token, 120)
+    assert client.ack(second.lease_token) == 1
+
+
+def test_backoff_grows_with_attempts_and_transient_never_dies_in_window(
+    spool: IsolatedSpool,
+) -> None:
+    cid = new_client(spool, "snowflake")
+    client = spool.client()
+    client.register(registration(cid, "t", 0, 0, 9))
+    policy = RetryPolicy(base_s=2.0, cap_s=8.0, window_s=3600)
+    waits = []
+    with closing(spool.connect()) as conn:
+        for attempt in range(1, 6):
+            got = queue.lease(conn, "snowflake", "w", 60, 10, 10**9)
+            assert got is not None, f"attempt {attempt}: batch not leasable"
+            queue.nack(
+                conn, got["lease_token"], "transient", "connection refused", None, policy, 0.999
+            )
+            batch = queue.get_batch(conn, got["batches"][0]["batch_id"])
+            assert batch["state"] == "retry_wait"
+            wait = (
+                datetime.fromisoformat(batch["next_attempt_at"])
+                - datetime.fromisoformat(batch["updated_at"])
+            ).total_seconds()
+            waits.append(round(wait, 1))
+            with conn, conn.cursor() as cur:  # fast-forward the clock for this batch
+                cur.execute(
+                    "UPDATE batches SET next_attempt_at = now() WHERE batch_id = %s",
+                    (batch["batch_id"],),
+                )
+    assert waits == [2.0, 4.0, 8.0, 8.0, 8.0]  # doubling, capped; jitter at its top
+    # Failures older than the window park the batch, with the reason.
+    with closing(spool.connect()) as conn:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                """UPDATE batches SET first_failed_at = now() - interval '2 hours'
+                   WHERE client_id = %s""",
+                (cid,),
+            )
+        got = queue.lease(conn, "snowflake", "w", 60, 10, 10**9)
+        assert got is not None
+        queue.nack(conn, got["lease_token"], "transient", "still refused", None, policy, 0.5)
+        batch = queue.get_batch(conn, got["batches"][0]["batch_id"])
+    assert batch["state"] == "dead"
+    assert "longer than the retry window" in batch["last_error"]
+
+
+def test_dead_batch_holds_back_its_table_only_until_retried_or_skipped(
+    spool: IsolatedSpool,
+) -> None:
+    client = spool.client()
+    cid = new_client(spool, "postgres")
+    other = new_client(spool, "postgres")
+    a1 = client.register(registration(cid, "a", 0, 0, 9))["batch_id"]
+    a2 = client.register(registration(cid, "a", 0, 10, 19))["batch_id"]
+    b1 = client.register(registration(other, "b", 1, 0, 9))["batch_id"]
+
+    def lease_mine() -> Any:
+        # Other tests' postgres batches may be waiting too: hand those back untouched.
+        while True:
+            got = client.lease("postgres", "w", max_batches=1)
+            if got is None or got.client_id in (cid, other):
+                return got
+            client.ack(got.lease_token)
+
+    leased = {}
+    for _ in range(2):
+        got = lease_mine()
+        assert got is not None
+        leased[got.table_name] = got
+    assert set(leased) == {"a", "b"}
+    assert [b.batch_id for b in leased["a"].batches] == [a1]
+    client.nack(leased["a"].lease_token, "permanent", "column type cannot change")
+    client.ack(leased["b"].lease_token)
+    assert lease_mine() is None  # a2 waits behind the dead a1
+
+    with closing(spool.connect()) as conn:
+        assert queue.get_batch(conn, a1)["state"] == "dead"
+        assert queue.get_batch(conn, a1)["last_error"] == "column type cannot change"
+        assert queue.get_batch(conn, b1)["state"] == "loaded"
+        assert queue.retry(conn, a1) == 1
+    again = lease_mine()
+    assert again is not None and [b.batch_id for b in again.batches] == [a1]
+    client.nack(again.lease_token, "permanent", "still broken")
+    with closing(spool.connect()) as conn:
+        assert queue.skip(conn, a1) == 1
+        with pytest.raises(queue.Conflict):
+            queue.skip(conn, a2)  # not dead
+    last = lease_mine()
+    assert last is not None and [b.batch_id for b in last.batches] == [a2]
+    client.ack(last.lease_token)
+
+
+def test_a_client_without_a_destination_waits_until_one_is_set(spool: IsolatedSpool) -> None:
+    client = spool.client()
+    cid = new_client(spool, None)
+    client.register(registration(cid, "t", 0, 0, 9))
+    with closing(spool.connect()) as conn:
+        assert queue.list_batches(conn, client_id=cid)[0]["destination_type"] is None
+        control.set_destination(conn, "k", cid, "redshift", {"dsn_params": {"host": "x"}}, {})
+    got = wait_for(lambda: client.lease("redshift", "w"), timeout=15, what="the batch leasable")
+    assert got.client_id == cid
+    client.ack(got.lease_token)
+
+
+def run_leasers(
+    spool: IsolatedSpool,
+    clients: list[int],
+    expected: dict[tuple[int, str], list[int]],
+    leasers: int,
+    kill_spool_after: int | None = None,
+) -> dict[tuple[int, str], list[int]]:
+    """Concurrent leasers 'load' everything; return each table's load order of first offsets."""
+    loaded: dict[tuple[int, str], list[int]] = defaultdict(list)
+    holders: dict[tuple[int, str], str] = {}
+    violations: list[str] = []
+    lock = threading.Lock()
+    total = sum(len(v) for v in expected.values())
+    done = threading.Event()
+    killed = threading.Event()
+
+    def retrying(call: Any) -> Any:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return call()
+            except SpoolUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def leaser(name: str) -> None:
+        with SpoolClient(spool.url, TOKEN, timeout=10) as client:
+            lease_all(name, client)
+
+    def lease_all(name: str, client: SpoolClient) -> None:
+        rng = random.Random(name)
+        while not done.is_set():
+            got = retrying(lambda: client.lease("postgres", name, lease_seconds=120, max_batches=3))
+            if got is None:
+                time.sleep(0.01)
+                continue
+            key = (got.client_id, got.table_name)
+            if got.client_id not in clients:
+                retrying(lambda got=got: client.ack(got.lease_token))  # another test's
+                continue
+            with lock:
+                if key in holders:
+                    violations.append(f"{key} leased by {name} while held by {holders[key]}")
+                holders[key] = name
+            if rng.random() < 0.1:
+                with lock:
+                    del holders[key]
+                retrying(
+                    lambda got=got: client.nack(got.lease_token, "transient", "simulated outage")
+                )
+                continue
+            with lock:
+                loaded[key].extend(b.first_offset for b in got.batches)
+                del holders[key]
+                count = sum(len(v) for v in loaded.values())
+                if kill_spool_after and count >= kill_spool_after and not killed.is_set():
+                    killed.set()
+                    spool.kill()
+                    spool.start()
+                if count >= total:
+                    done.set()
+            # SpoolConflict: the ack committed before the spool died; the retry finds it done.
+            with contextlib.suppress(SpoolConflict):
+                retrying(lambda got=got: client.ack(got.lease_token))
+
+    threads = [threading.Thread(target=leaser, args=(f"leaser-{i}",)) for i in range(leasers)]
+    for t in threads:
+        t.start()
+    done.wait(240)
+    done.set()
+    for t in threads:
+        t.join(60)
+    assert not violations, violations[:5]
+    return loaded
+
+
+def register_tables(
+    spool: IsolatedSpool, clients: list[int], tables: int, per_table: int
+) -> dict[tuple[int, str], list[int]]:
+    client = spool.client()
+    expected: dict[tuple[int, str], list[int]] = {}
+    for t in range(tables):
+        cid = clients[t % len(clients)]
+        name = f"table_{t}"
+        offsets = [i * 100 for i in range(per_table)]
+        for first in offsets:
+            client.register(registration(cid, name, t % 12, first, first + 99))
+        expected[(cid, name)] = offsets
+    return expected
+
+
+def test_eight_leasers_load_1000_batches_exactly_once_in_order(spool: IsolatedSpool) -> None:
+    clients = [new_client(spool) for _ in range(5)]
+    expected = register_tables(spool, clients, tables=50, per_table=20)
+    loaded = run_leasers(spool, clients, expected, leasers=8)
+    assert dict(loaded) == expected  # every batch exactly once, each table in offset order
+    with closing(spool.connect()) as conn:
+        states = {b["state"] for c in clients for b in queue.list_batches(conn, client_id=c)}
+    assert states == {"loaded"}
+
+
+@pytest.mark.slow
+def test_restarting_the_spool_mid_run_loses_and_duplicates_nothing(spool: IsolatedSpool) -> None:
+    clients = [new_client(spool) for _ in range(3)]
+    expected = register_tables(spool, clients, tables=20, per_table=10)
+    loaded = run_leasers(spool, clients, expected, leasers=4, kill_spool_after=60)
+    assert dict(loaded) == expected
+    with closing(spool.connect()) as conn:
+        states = {b["state"] for c in clients for b in queue.list_batches(conn, client_id=c)}
+    assert states == {"loaded"}
+
+
+def test_metrics_show_depth_and_oldest_age(spool: IsolatedSpool) -> None:
+    client = spool.client()
+    cid = new_client(spool, "bigquery")
+    client.register(registration(cid, "m", 0, 0, 9))
+    text = httpx.get(f"{spool.url}/metrics").text
+    assert 'skein_spool_batches{destination_type="bigquery",state="pending"}' in text
+    assert "skein_spool_oldest_pending_age_seconds" in text
+    assert "skein_spool_db_up 1.0" in text
+    got = client.lease("bigquery", "w")
+    assert got is not None
+    client.ack(got.lease_token)
