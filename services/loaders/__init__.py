@@ -1,1 +1,1 @@
-"""Skein loaders service."""
+"""Warehouse loaders: a shared core and one folder per warehouse type."""

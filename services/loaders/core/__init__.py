@@ -1,0 +1,1 @@
+"""What every warehouse loader shares: lease loop, batch reader, schema mapping, errors."""

@@ -1,0 +1,283 @@
+"""Turning a lease's batches into staged rows per warehouse table (pure but for a spill file).
+
+The records of one table arrive in Kafka order. They are cut into *segments* wherever an
+``activate_version`` closes one or the key names change; each segment is merged on its own, in
+order. Every value is placed in a column (``shape.place``), rendered to the warehouse's COPY
+text by the warehouse's ``render``, and spilled to a temporary file, so a lease of any size
+loads in bounded memory. Records that cannot be loaded are kept with the reason for
+``_sdc_rejected``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import orjson
+
+from common.wire import Header
+from services.loaders.core.denest import Denested, Row, denest, flat_row, is_flat
+from services.loaders.core.names import SEPARATOR, NameRules
+from services.loaders.core.reader import Record
+from services.loaders.core.shape import ColumnLimit, TableShape, place
+from services.loaders.core.types import ColumnType, parse_timestamp
+
+# System columns (Stitch's names).
+RECEIVED_AT = "_sdc_received_at"
+BATCHED_AT = "_sdc_batched_at"
+SEQUENCE = "_sdc_sequence"
+TABLE_VERSION = "_sdc_table_version"
+EXTRACTED_AT = "_sdc_extracted_at"
+PRIMARY_KEY = "__sdc_primary_key"
+ROW = "_sdc_row"  # staging only: arrival order, for ties and to join children to parents
+SOURCE_KEY = "_sdc_source_key_"
+LEVEL = "_sdc_level_{}_id"
+
+SYSTEM_TYPES = {
+    RECEIVED_AT: ColumnType.TIMESTAMP,
+    BATCHED_AT: ColumnType.TIMESTAMP,
+    SEQUENCE: ColumnType.BIGINT,
+    TABLE_VERSION: ColumnType.BIGINT,
+    EXTRACTED_AT: ColumnType.TIMESTAMP,
+    PRIMARY_KEY: ColumnType.TEXT,
+}
+_KEY_NAMESPACE = uuid.UUID("6f1c3c1e-5b7e-4d3a-9a53-5e2b1c0d5e11")
+
+Render = Callable[[ColumnType, Any], str]
+
+
+class Rejected(ValueError):
+    """This record cannot be loaded (the reason goes to ``_sdc_rejected``)."""
+
+
+class Spill:
+    """Rows (column -> COPY text or None) written to a temp file, read back once for COPY."""
+
+    def __init__(self) -> None:
+        self._file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115
+        self.count = 0
+
+    def append(self, row: dict[str, str | None]) -> None:
+        self._file.write(orjson.dumps(row))
+        self._file.write(b"\n")
+        self.count += 1
+
+    def rows(self) -> Iterator[dict[str, str | None]]:
+        self._file.seek(0)
+        for line in self._file:
+            yield orjson.loads(line)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass
+class Staged:
+    shape: TableShape
+    spill: Spill = field(default_factory=Spill)
+    # Columns present in this segment's rows (the merge updates only these).
+    present: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Segment:
+    """Records to merge together, then (optionally) a table-version activation."""
+
+    key_names: tuple[str, ...]  # source key names; empty = append-only
+    key_columns: tuple[str, ...]  # their warehouse columns (PRIMARY_KEY for append-only)
+    root: Staged
+    children: dict[str, Staged] = field(default_factory=dict)  # by source path
+    activate_version: int | None = None
+    rows: int = 0
+
+    def close(self) -> None:
+        self.root.spill.close()
+        for child in self.children.values():
+            child.spill.close()
+
+
+@dataclass
+class Rejection:
+    record: bytes
+    reason: str
+
+
+def append_only_key(table: str, sequence: int, data: dict[str, Any]) -> str:
+    """Deterministic ``__sdc_primary_key``: a resent record (same table, sequence and content)
+    gets the same key and collapses onto the first copy."""
+    try:
+        canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # integers beyond 64 bits
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    name = f"{table}\x00{sequence}\x00".encode() + canonical
+    return str(uuid.uuid5(_KEY_NAMESPACE, name.hex()))
+
+
+class PlanBuilder:
+    """Feed a lease's events in order; get the segments to merge and the rejected records."""
+
+    def __init__(
+        self,
+        table_source: str,
+        rules: NameRules,
+        render: Render,
+        shapes: dict[str, TableShape],
+    ) -> None:
+        self.table_source = table_source
+        self.rules = rules
+        self.render = render
+        self.shapes = shapes  # warehouse table name -> shape (existing tables pre-filled)
+        self.segments: list[Segment] = []
+        self.rejected: list[Rejection] = []
+        self._header: Header | None = None
+        self._row = 0
+
+    # -- shapes
+    def shape(self, source: str) -> TableShape:
+        name = self.rules.table(source)
+        found = self.shapes.get(name)
+        if found is None:
+            found = self.shapes[name] = TableShape(name)
+        return found
+
+    def _segment(self) -> Segment:
+        header = self._header
+        assert header is not None
+        keys = header.key_names
+        if self.segments:
+            last = self.segments[-1]
+            if last.activate_version is None and last.key_names == keys:
+                return last
+        key_columns = tuple(self.rules.column(k) for k in keys) if keys else (PRIMARY_KEY,)
+        segment = Segment(keys, key_columns, Staged(self.shape(self.table_source)))
+        self.segments.append(segment)
+        return segment
+
+    # -- events
+    def feed(self, event: Header | Record) -> None:
+        if isinstance(event, Header):
+            self._header = event
+            return
+        if event.action == "activate_version":
+            segment = self._segment()
+            version = self._header.table_version if self._header else None
+            segment.activate_version = version if version is not None else event.sequence
+            return
+        if event.action != "upsert" or not isinstance(event.data, dict):
+            self.rejected.append(Rejection(event.raw, f"unknown action {event.action!r}"))
+            return
+        segment = self._segment()
+        try:
+            self._upsert(segment, event)
+        except (Rejected, ColumnLimit) as exc:
+            self.rejected.append(Rejection(event.raw, str(exc)))
+
+    def _upsert(self, segment: Segment, record: Record) -> None:
+        header = self._header
+        assert header is not None and record.data is not None
+        data = record.data
+        if is_flat(data):
+            denested = Denested(flat_row(data, _props(header.schema)))
+        else:
+            denested = denest(data, header.schema)
+        self._row += 1
+        system: dict[str, tuple[Any, ColumnType]] = {
+            RECEIVED_AT: (header.received_at, ColumnType.TIMESTAMP),
+            SEQUENCE: (record.sequence, ColumnType.BIGINT),
+        }
+        if header.table_version is not None:
+            system[TABLE_VERSION] = (header.table_version, ColumnType.BIGINT)
+        if record.time_extracted:
+            system[EXTRACTED_AT] = (record.time_extracted, ColumnType.TIMESTAMP)
+
+        # Parent key values, rendered, for the row and for its children's source keys.
+        keys: dict[str, str] = {}
+        if segment.key_names:
+            for source, column in zip(segment.key_names, segment.key_columns, strict=True):
+                cell = denested.root.get(source)
+                if cell is None:
+                    raise Rejected(f"missing key property {source}")
+                keys[column] = self._key_text(segment.root.shape, column, cell)
+        else:
+            keys[PRIMARY_KEY] = append_only_key(self.table_source, record.sequence, data)
+            segment.root.shape.ensure(PRIMARY_KEY, ColumnType.TEXT)
+        key_types = {c: segment.root.shape.columns[c] for c in keys}
+
+        # Place everything first (may reject), then spill.
+        root = self._placed(segment.root, denested.root, system)
+        root.update(keys)
+        root[ROW] = str(self._row)
+        staged_children: list[tuple[Staged, dict[str, str | None]]] = []
+        for path, rows in denested.children.items():
+            child = segment.children.get(path)
+            if child is None:
+                child = segment.children[path] = Staged(
+                    self.shape(f"{self.table_source}{SEPARATOR}{path}")
+                )
+            for levels, row in rows:
+                placed = self._placed(child, row, _child_system(system))
+                for column, text in keys.items():
+                    child.shape.ensure(SOURCE_KEY + column, key_types[column])
+                    placed[SOURCE_KEY + column] = text
+                for depth, index in enumerate(levels):
+                    child.shape.ensure(LEVEL.format(depth), ColumnType.BIGINT)
+                    placed[LEVEL.format(depth)] = str(index)
+                placed[ROW] = str(self._row)
+                staged_children.append((child, placed))
+        segment.root.spill.append(root)
+        segment.root.present.update(root)
+        for child, placed in staged_children:
+            child.spill.append(placed)
+            child.present.update(placed)
+        segment.rows += 1
+
+    def _key_text(self, shape: TableShape, column: str, cell: tuple[Any, ColumnType]) -> str:
+        value, kind = cell
+        current = shape.columns.get(column)
+        if (
+            current is not None
+            and current is not kind
+            and not (current is ColumnType.NUMERIC and kind is ColumnType.BIGINT)
+        ):
+            raise Rejected(f"key property {column} changed type from {current.name} to {kind.name}")
+        shape.ensure(column, kind)
+        return self.render(kind, value)
+
+    def _placed(
+        self, staged: Staged, row: Row, system: dict[str, tuple[Any, ColumnType]]
+    ) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        shape = staged.shape
+        for source, (value, kind) in row.items():
+            if kind is ColumnType.TIMESTAMP and parse_timestamp(str(value)) is None:
+                kind = ColumnType.TEXT  # not a date-time after all: keep it, as text
+            if kind is ColumnType.TEXT and "\x00" in value:
+                raise Rejected(f"field {source} holds a NUL character, which {shape.name} cannot")
+            column = place(shape, self.rules, source, kind)
+            out[column] = self.render(kind, value)
+        shape.ensure(BATCHED_AT, ColumnType.TIMESTAMP)  # stamped by the warehouse at load
+        for column, (value, kind) in system.items():
+            shape.ensure(column, SYSTEM_TYPES.get(column, kind))
+            out[column] = self.render(kind, value)
+        return out
+
+    def close(self) -> None:
+        for segment in self.segments:
+            segment.close()
+
+
+def _props(schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    if isinstance(schema, dict) and isinstance(schema.get("properties"), dict):
+        props: dict[str, Any] = schema["properties"]
+        return props
+    return None
+
+
+def _child_system(
+    system: dict[str, tuple[Any, ColumnType]],
+) -> dict[str, tuple[Any, ColumnType]]:
+    return {k: v for k, v in system.items() if k in (RECEIVED_AT, SEQUENCE, TABLE_VERSION)}

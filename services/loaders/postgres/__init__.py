@@ -1,0 +1,1 @@
+"""The Postgres loader (also the base of the Redshift loader)."""

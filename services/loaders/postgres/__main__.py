@@ -1,0 +1,54 @@
+"""``python -m services.loaders.postgres``: the Postgres loader process (metrics on :9103)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+
+from common import health, logs
+from services.loaders.core.runner import Destinations, Runner, RunnerSettings
+from services.loaders.postgres.loader import PostgresWarehouse
+from services.loaders.postgres.settings import PostgresLoaderSettings
+
+log = logging.getLogger("skein.loader")
+
+
+def main() -> None:
+    settings = PostgresLoaderSettings()
+    logs.configure()
+    destinations = Destinations(
+        settings.control_dsn.get_secret_value(),
+        settings.secret_key.get_secret_value(),
+        settings.destination_cache_s,
+    )
+    runner = Runner(
+        RunnerSettings(
+            destination_type="postgres",
+            owner=f"postgres@{socket.gethostname()}",
+            workers=settings.workers,
+            lease_seconds=settings.lease_seconds,
+            max_batches=settings.max_batches,
+            max_bytes=settings.max_bytes,
+            poll_interval_s=settings.poll_interval_s,
+        ),
+        settings,
+        PostgresWarehouse(settings.connect_timeout_s),
+        destinations,
+    )
+    server = health.serve(settings.host, settings.metrics_port, {})
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("stopping: finishing the loads in progress", extra={"signal": signum})
+        runner.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    runner.start()
+    runner.join()
+    server.shutdown()
+    log.info("loader stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The Postgres warehouse as the lease loop sees it (``services.loaders.core.runner.Warehouse``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg2
+
+from common.spool_client import Lease
+from common.wire import Header
+from services.loaders.core.errors import LoadError
+from services.loaders.core.reader import Record
+from services.loaders.core.runner import Destination
+from services.loaders.postgres import warehouse
+
+
+class PostgresWarehouse:
+    type = "postgres"
+
+    def __init__(self, connect_timeout: int = 10) -> None:
+        self.connect_timeout = connect_timeout
+
+    def open(self, destination: Destination) -> Any:
+        return warehouse.connect(destination.config, destination.secrets, self.connect_timeout)
+
+    def close(self, session: Any) -> None:
+        with contextlib.suppress(psycopg2.Error):
+            session.close()
+
+    def already_loaded(self, session: Any, destination: Destination, ids: list[int]) -> set[int]:
+        schema = warehouse.schema_of(destination.config, destination.client_id)
+        warehouse.ensure_metadata(session, schema)
+        return warehouse.loaded_batches(session, schema, ids)
+
+    def load(
+        self,
+        session: Any,
+        destination: Destination,
+        lease: Lease,
+        batch_ids: list[int],
+        stream: Iterator[Header | Record],
+    ) -> tuple[int, int]:
+        schema = warehouse.schema_of(destination.config, destination.client_id)
+        work = warehouse.LeaseLoad(lease.table_name, batch_ids, lease.lease_token, stream)
+        try:
+            return warehouse.load(session, schema, work)
+        except psycopg2.errors.UniqueViolation as exc:
+            if warehouse.LOADS in str(exc.diag.table_name or ""):
+                return 0, 0  # another loader committed these batches first: nothing to do
+            raise
+
+    def classify(self, exc: BaseException) -> LoadError:
+        return warehouse.classify(exc)

@@ -1,0 +1,508 @@
+"""Loading one lease into Postgres: DDL, COPY into staging, one set-based merge per table, the
+batch ids recorded in the same transaction (exactly once). Identifiers are always quoted with
+``psycopg2.sql.Identifier``; values travel as parameters or through COPY, never as SQL text.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+from psycopg2 import sql
+
+from common.wire import Header
+from services.loaders.core.errors import PermanentError, TransientError
+from services.loaders.core.names import SEPARATOR, NameRules
+from services.loaders.core.plan import (
+    BATCHED_AT,
+    PRIMARY_KEY,
+    ROW,
+    SEQUENCE,
+    SOURCE_KEY,
+    TABLE_VERSION,
+    PlanBuilder,
+    Rejection,
+    Segment,
+    Staged,
+)
+from services.loaders.core.reader import Record
+from services.loaders.core.shape import TableShape
+from services.loaders.core.types import ColumnType
+
+RULES = NameRules(max_bytes=63, case="preserve", max_columns=1600)
+SQL_TYPES = {
+    ColumnType.BIGINT: "bigint",
+    ColumnType.BOOLEAN: "boolean",
+    ColumnType.NUMERIC: "numeric",
+    ColumnType.DOUBLE: "double precision",
+    ColumnType.TEXT: "text",
+    ColumnType.TIMESTAMP: "timestamp with time zone",
+}
+FROM_SQL = {v: k for k, v in SQL_TYPES.items()} | {
+    "integer": ColumnType.BIGINT,
+    "smallint": ColumnType.BIGINT,
+    "real": ColumnType.DOUBLE,
+    "character varying": ColumnType.TEXT,
+    "timestamp without time zone": ColumnType.TIMESTAMP,
+}
+LOADS = "_sdc_loads"
+REJECTED = "_sdc_rejected"
+Connection = psycopg2.extensions.connection
+
+
+def render(kind: ColumnType, value: Any) -> str:
+    """A value as Postgres COPY text for a column of ``kind``."""
+    if kind is ColumnType.BOOLEAN:
+        return "true" if value else "false"
+    if kind is ColumnType.DOUBLE:
+        return repr(float(value))
+    return str(value)
+
+
+def classify(exc: BaseException) -> TransientError | PermanentError:
+    """The one place that decides whether a Postgres failure is worth retrying."""
+    if isinstance(exc, TransientError | PermanentError):
+        return exc
+    if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
+        return TransientError(f"warehouse unavailable: {str(exc).strip()}")
+    if isinstance(
+        exc,
+        psycopg2.errors.InsufficientPrivilege
+        | psycopg2.errors.InvalidPassword
+        | psycopg2.errors.InvalidAuthorizationSpecification
+        | psycopg2.errors.DeadlockDetected
+        | psycopg2.errors.SerializationFailure
+        | psycopg2.errors.LockNotAvailable
+        | psycopg2.errors.QueryCanceled
+        | psycopg2.errors.AdminShutdown
+        | psycopg2.errors.DiskFull
+        | psycopg2.errors.OutOfMemory
+        | psycopg2.errors.TooManyConnections,
+    ):
+        return TransientError(f"warehouse refused for now: {str(exc).strip()}")
+    if isinstance(exc, psycopg2.Error):
+        return PermanentError(f"warehouse rejected the load: {str(exc).strip()}")
+    if isinstance(exc, OSError | TimeoutError):
+        return TransientError(f"I/O failure: {exc}")
+    return PermanentError(f"{type(exc).__name__}: {exc}")
+
+
+def ident(*parts: str) -> sql.Identifier:
+    return sql.Identifier(*parts)
+
+
+@dataclass
+class LeaseLoad:
+    """What to load: a lease's not-yet-loaded batches of one table, as event streams."""
+
+    table_source: str
+    batch_ids: list[int]
+    lease_token: str
+    events: Iterable[Header | Record]
+
+
+def ensure_metadata(conn: Connection, schema: str) -> None:
+    """The schema and the two bookkeeping tables, in their own short transaction (concurrent
+    loads of one client's different tables would otherwise race on CREATE ... IF NOT EXISTS)."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
+        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident(schema)))
+        cur.execute(
+            sql.SQL(
+                """CREATE TABLE IF NOT EXISTS {} (
+                       batch_id bigint PRIMARY KEY, table_name text NOT NULL,
+                       lease_token text, rows bigint NOT NULL,
+                       loaded_at timestamptz NOT NULL DEFAULT now())"""
+            ).format(ident(schema, LOADS))
+        )
+        cur.execute(
+            sql.SQL(
+                """CREATE TABLE IF NOT EXISTS {} (
+                       table_name text NOT NULL, record text NOT NULL, reason text NOT NULL,
+                       batch_ids bigint[] NOT NULL,
+                       rejected_at timestamptz NOT NULL DEFAULT now())"""
+            ).format(ident(schema, REJECTED))
+        )
+
+
+def loaded_batches(conn: Connection, schema: str, batch_ids: list[int]) -> set[int]:
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT batch_id FROM {} WHERE batch_id = ANY(%s)").format(
+                ident(schema, LOADS)
+            ),
+            (batch_ids,),
+        )
+        return {r[0] for r in cur.fetchall()}
+
+
+def existing_shapes(cur: Any, schema: str, table: str) -> dict[str, TableShape]:
+    """The table and its subtables (``table__...``) as they are now, with their primary keys."""
+    like = table.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "\\_\\_%"
+    cur.execute(
+        """SELECT c.table_name, c.column_name, c.data_type
+           FROM information_schema.columns c
+           WHERE c.table_schema = %s AND (c.table_name = %s OR c.table_name LIKE %s)
+           ORDER BY c.table_name, c.ordinal_position""",
+        (schema, table, like),
+    )
+    shapes: dict[str, TableShape] = {}
+    for name, column, data_type in cur.fetchall():
+        shape = shapes.setdefault(name, TableShape(name, exists=True))
+        shape.columns[column] = FROM_SQL.get(data_type, ColumnType.TEXT)
+    cur.execute(
+        """SELECT tc.table_name, array_agg(k.column_name::text ORDER BY k.ordinal_position)
+           FROM information_schema.table_constraints tc
+           JOIN information_schema.key_column_usage k
+             ON k.constraint_name = tc.constraint_name AND k.table_schema = tc.table_schema
+                AND k.table_name = tc.table_name
+           WHERE tc.table_schema = %s AND tc.constraint_type = 'PRIMARY KEY'
+             AND tc.table_name = %s
+           GROUP BY tc.table_name""",
+        (schema, table),
+    )
+    for name, columns in cur.fetchall():
+        shapes[name].primary_key = tuple(columns)
+    return shapes
+
+
+def _column_defs(shape: TableShape, columns: Iterable[str]) -> sql.Composed:
+    return sql.SQL(", ").join(
+        sql.SQL("{} {}").format(ident(c), sql.SQL(SQL_TYPES[shape.columns[c]])) for c in columns
+    )
+
+
+def apply_ddl(cur: Any, schema: str, shape: TableShape, key: tuple[str, ...] | None) -> None:
+    """Create the table, add its new columns, widen columns in place. ``key``: primary key
+    columns for a root table (None for a subtable, which gets an index on its source keys)."""
+    table = ident(schema, shape.name)
+    if not shape.exists:
+        defs = _column_defs(shape, shape.columns)
+        if key:
+            cur.execute(
+                sql.SQL("CREATE TABLE {} ({}, PRIMARY KEY ({}))").format(
+                    table, defs, sql.SQL(", ").join(map(ident, key))
+                )
+            )
+            shape.primary_key = key
+        else:
+            cur.execute(sql.SQL("CREATE TABLE {} ({})").format(table, defs))
+            sources = [c for c in shape.columns if c.startswith(SOURCE_KEY)]
+            if sources:
+                cur.execute(
+                    sql.SQL("CREATE INDEX ON {} ({})").format(
+                        table, sql.SQL(", ").join(map(ident, sources))
+                    )
+                )
+        shape.exists = True
+    else:
+        for column, kind in shape.added.items():
+            cur.execute(
+                sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                    table, ident(column), sql.SQL(SQL_TYPES[kind])
+                )
+            )
+        for column, kind in shape.widened.items():
+            cur.execute(
+                sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {}").format(
+                    table, ident(column), sql.SQL(SQL_TYPES[kind])
+                )
+            )
+    shape.added.clear()
+    shape.widened.clear()
+
+
+def rekey(cur: Any, schema: str, shape: TableShape, key: tuple[str, ...]) -> None:
+    """Change the table's primary key to ``key`` if its rows allow; else park the batch."""
+    if shape.primary_key == key:
+        return
+    table = ident(schema, shape.name)
+    cur.execute("SAVEPOINT rekey")
+    try:
+        if key == (PRIMARY_KEY,) and PRIMARY_KEY not in shape.columns:
+            cur.execute(
+                sql.SQL("ALTER TABLE {} ADD COLUMN {} text").format(table, ident(PRIMARY_KEY))
+            )
+            shape.columns[PRIMARY_KEY] = ColumnType.TEXT
+        if key == (PRIMARY_KEY,):
+            cur.execute(
+                sql.SQL("UPDATE {} SET {} = gen_random_uuid()::text WHERE {} IS NULL").format(
+                    table, ident(PRIMARY_KEY), ident(PRIMARY_KEY)
+                )
+            )
+        cur.execute(
+            """SELECT constraint_name FROM information_schema.table_constraints
+               WHERE table_schema = %s AND table_name = %s AND constraint_type = 'PRIMARY KEY'""",
+            (schema, shape.name),
+        )
+        for (constraint,) in cur.fetchall():
+            cur.execute(
+                sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, ident(constraint))
+            )
+        cur.execute(
+            sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
+                table, sql.SQL(", ").join(map(ident, key))
+            )
+        )
+    except psycopg2.Error as exc:
+        cur.execute("ROLLBACK TO SAVEPOINT rekey")
+        raise PermanentError(
+            f"key names of {shape.name} changed from {list(shape.primary_key)} to {list(key)} "
+            f"but the existing rows cannot be re-keyed ({str(exc).strip()}); fix the rows or "
+            "the key names, then retry the batch"
+        ) from exc
+    cur.execute("RELEASE SAVEPOINT rekey")
+    shape.primary_key = key
+
+
+class CsvStream(io.RawIOBase):
+    """COPY ... FORMAT csv input produced lazily from rows (None = NULL, '' = empty string)."""
+
+    def __init__(self, rows: Iterator[dict[str, str | None]], columns: list[str]) -> None:
+        self._rows = rows
+        self._columns = columns
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        while len(self._buffer) < len(target):
+            lines = []
+            for row in self._rows:
+                lines.append(",".join(_csv_field(row.get(c)) for c in self._columns))
+                if len(lines) >= 512:
+                    break
+            if not lines:
+                break
+            self._buffer += ("\n".join(lines) + "\n").encode()
+        size = min(len(target), len(self._buffer))
+        target[:size] = self._buffer[:size]
+        self._buffer = self._buffer[size:]
+        return size
+
+
+def _csv_field(value: str | None) -> str:
+    if value is None:
+        return ""
+    return '"' + value.replace('"', '""') + '"'
+
+
+def stage(cur: Any, staged: Staged, name: str) -> list[str]:
+    """A temporary staging table with the segment's columns, filled by COPY; its columns."""
+    columns = sorted(c for c in staged.present if c != ROW)
+    shape = staged.shape
+    cur.execute(
+        sql.SQL("CREATE TEMP TABLE {} ({}, {} bigint) ON COMMIT DROP").format(
+            ident(name), _column_defs(shape, columns), ident(ROW)
+        )
+    )
+    target = [*columns, ROW]
+    copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+        ident(name), sql.SQL(", ").join(map(ident, target))
+    )
+    cur.copy_expert(copy.as_string(cur), CsvStream(staged.spill.rows(), target), size=1 << 16)
+    return columns
+
+
+def merge_segment(cur: Any, schema: str, segment: Segment, number: int) -> int:
+    """Upsert (greater sequence wins) or append (deterministic key) the segment's rows, then
+    replace the subtable rows of every parent row written. Returns the parent rows written."""
+    root = segment.root
+    keys = list(segment.key_columns)
+    stg, win, won = f"stg_{number}", f"win_{number}", f"won_{number}"
+    columns = stage(cur, root, stg)
+    table = ident(schema, root.shape.name)
+    key_list = sql.SQL(", ").join(map(ident, keys))
+    cur.execute(
+        sql.SQL(
+            """CREATE TEMP TABLE {win} ON COMMIT DROP AS
+               SELECT DISTINCT ON ({keys}) * FROM {stg}
+               ORDER BY {keys}, {seq} DESC, {row} DESC"""
+        ).format(win=ident(win), keys=key_list, stg=ident(stg), seq=ident(SEQUENCE), row=ident(ROW))
+    )
+    cur.execute(
+        sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} LIMIT 0").format(
+            ident(won), key_list, ident(win)
+        )
+    )
+    column_list = sql.SQL(", ").join(map(ident, [*columns, BATCHED_AT]))
+    selected = sql.SQL(", ").join([*map(ident, columns), sql.SQL("now()")])
+    if segment.key_names:
+        updates = sql.SQL(", ").join(
+            sql.SQL("{} = EXCLUDED.{}").format(ident(c), ident(c))
+            for c in [*columns, BATCHED_AT]
+            if c not in keys
+        )
+        conflict: sql.Composable = sql.SQL(
+            "DO UPDATE SET {} WHERE t.{seq} IS NULL OR t.{seq} <= EXCLUDED.{seq}"
+        ).format(updates, seq=ident(SEQUENCE))
+    else:
+        conflict = sql.SQL("DO NOTHING")
+    cur.execute(
+        sql.SQL(
+            """WITH up AS (
+                   INSERT INTO {table} AS t ({columns}) SELECT {selected} FROM {win}
+                   ON CONFLICT ({keys}) {conflict}
+                   RETURNING {keys})
+               INSERT INTO {won} SELECT * FROM up"""
+        ).format(
+            table=table,
+            columns=column_list,
+            selected=selected,
+            win=ident(win),
+            keys=key_list,
+            conflict=conflict,
+            won=ident(won),
+        )
+    )
+    written = int(cur.rowcount)
+    for index, child in enumerate(segment.children.values()):
+        _replace_children(cur, schema, child, keys, f"{stg}_c{index}", win, won)
+    return written
+
+
+def _replace_children(
+    cur: Any, schema: str, child: Staged, keys: list[str], stg: str, win: str, won: str
+) -> None:
+    columns = stage(cur, child, stg)
+    table = ident(schema, child.shape.name)
+    match = sql.SQL(" AND ").join(
+        sql.SQL("c.{} = w.{}").format(ident(SOURCE_KEY + k), ident(k)) for k in keys
+    )
+    cur.execute(
+        sql.SQL("DELETE FROM {table} c USING {won} w WHERE {match}").format(
+            table=table, won=ident(won), match=match
+        )
+    )
+    on_keys = sql.SQL(" AND ").join(sql.SQL("p.{} = w.{}").format(ident(k), ident(k)) for k in keys)
+    cur.execute(
+        sql.SQL(
+            """INSERT INTO {table} ({columns})
+               SELECT {selected} FROM {stg} s
+               JOIN {win} p ON p.{row} = s.{row}
+               JOIN {won} w ON {on_keys}"""
+        ).format(
+            table=table,
+            columns=sql.SQL(", ").join(map(ident, [*columns, BATCHED_AT])),
+            selected=sql.SQL(", ").join(
+                [*(sql.SQL("s.{}").format(ident(c)) for c in columns), sql.SQL("now()")]
+            ),
+            stg=ident(stg),
+            win=ident(win),
+            won=ident(won),
+            row=ident(ROW),
+            on_keys=on_keys,
+        )
+    )
+
+
+def delete_stale_children(
+    cur: Any, schema: str, shapes: dict[str, TableShape], root: str, segment: Segment, won: str
+) -> None:
+    """Subtables this segment did not touch still lose the rows of parents it rewrote."""
+    touched = {c.shape.name for c in segment.children.values()}
+    wanted = {SOURCE_KEY + k for k in segment.key_columns}
+    for name, shape in shapes.items():
+        if name == root or name in touched or not shape.exists:
+            continue
+        if not name.startswith(root + SEPARATOR) or not wanted <= set(shape.columns):
+            continue
+        match = sql.SQL(" AND ").join(
+            sql.SQL("c.{} = w.{}").format(ident(SOURCE_KEY + k), ident(k))
+            for k in segment.key_columns
+        )
+        cur.execute(
+            sql.SQL("DELETE FROM {} c USING {} w WHERE {}").format(
+                ident(schema, name), ident(won), match
+            )
+        )
+
+
+def activate(cur: Any, schema: str, shapes: dict[str, TableShape], root: str, version: int) -> None:
+    """Full-table replication: rows of older table versions are gone, subtables too."""
+    for name, shape in shapes.items():
+        if not shape.exists or TABLE_VERSION not in shape.columns:
+            continue
+        if name != root and not name.startswith(root + SEPARATOR):
+            continue
+        cur.execute(
+            sql.SQL("DELETE FROM {} WHERE {} IS NULL OR {} < %s").format(
+                ident(schema, name), ident(TABLE_VERSION), ident(TABLE_VERSION)
+            ),
+            (version,),
+        )
+
+
+def record_rejections(
+    cur: Any, schema: str, table: str, rejected: list[Rejection], batch_ids: list[int]
+) -> None:
+    if not rejected:
+        return
+    cur.executemany(
+        sql.SQL("INSERT INTO {} (table_name, record, reason, batch_ids) VALUES (%s, %s, %s, %s)")
+        .format(ident(schema, REJECTED))
+        .as_string(cur),
+        [
+            (table, r.record.decode("utf-8", "replace").replace("\x00", ""), r.reason, batch_ids)
+            for r in rejected
+        ],
+    )
+
+
+def load(conn: Connection, schema: str, work: LeaseLoad) -> tuple[int, int]:
+    """Load a lease's batches in ONE transaction together with their ids in ``_sdc_loads``.
+
+    Returns (rows written, records rejected). A batch id already recorded (another loader, or
+    this one before a crash) makes the whole transaction roll back as already loaded.
+    """
+    with conn, conn.cursor() as cur:
+        shapes = existing_shapes(cur, schema, RULES.table(work.table_source))
+        builder = PlanBuilder(work.table_source, RULES, render, shapes)
+        try:
+            for event in work.events:
+                builder.feed(event)
+            root_name = RULES.table(work.table_source)
+            written = 0
+            for number, segment in enumerate(builder.segments):
+                root = segment.root.shape
+                if segment.rows:
+                    apply_ddl(cur, schema, root, segment.key_columns)
+                    rekey(cur, schema, root, segment.key_columns)
+                    for child in segment.children.values():
+                        apply_ddl(cur, schema, child.shape, None)
+                    written += merge_segment(cur, schema, segment, number)
+                    delete_stale_children(cur, schema, shapes, root_name, segment, f"won_{number}")
+                if segment.activate_version is not None:
+                    activate(cur, schema, shapes, root_name, segment.activate_version)
+            record_rejections(cur, schema, work.table_source, builder.rejected, work.batch_ids)
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {} (batch_id, table_name, lease_token, rows) "
+                    "SELECT unnest(%s::bigint[]), %s, %s, %s"
+                ).format(ident(schema, LOADS)),
+                (work.batch_ids, work.table_source, work.lease_token, written),
+            )
+        finally:
+            builder.close()
+    return written, len(builder.rejected)
+
+
+def connect(config: dict[str, Any], secrets: dict[str, str], timeout: int) -> Connection:
+    params = dict(config.get("dsn_params", {}))
+    if "password" in secrets:
+        params["password"] = secrets["password"]
+    params.setdefault("connect_timeout", timeout)
+    params.setdefault("application_name", "skein-loader-postgres")
+    conn: Connection = psycopg2.connect(**params)
+    return conn
+
+
+def schema_of(config: dict[str, Any], client_id: int) -> str:
+    schema = config.get("schema")
+    return str(schema) if schema else f"skein_{client_id}"

@@ -1,0 +1,109 @@
+"""The loader conformance suite against the real demo-warehouse Postgres (127.0.0.1:5433)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+from common.wire import Header, dumps
+from services.loaders.core.errors import PermanentError
+from services.loaders.core.plan import ROW, SOURCE_KEY
+from services.loaders.core.reader import Record
+from services.loaders.postgres import warehouse
+from tests.conformance.cases import CASES, Case, Line
+from tests.conformance.runner import run_case
+
+WAREHOUSE_DSN = "postgresql://postgres@127.0.0.1:5433/warehouse"
+
+
+def to_events(lines: list[Line]) -> Iterator[Header | Record]:
+    for line in lines:
+        raw = dumps(line)
+        if "v" in line:
+            yield Header.decode(raw)
+        else:
+            yield Record(
+                line["action"], line["sequence"], line.get("data"), line.get("time_extracted"), raw
+            )
+
+
+class PostgresHarness:
+    warehouse = "postgres"
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.run = uuid.uuid4().hex[:6]
+
+    def schema(self, case: Case) -> str:
+        return f"conf_{self.run}_{case.name}"[:63]
+
+    def load(self, case: Case, batch_id: int, lines: list[Line]) -> None:
+        schema = self.schema(case)
+        warehouse.ensure_metadata(self.conn, schema)
+        work = warehouse.LeaseLoad(case.table, [batch_id], "token", to_events(lines))
+        try:
+            warehouse.load(self.conn, schema, work)
+        except Exception as exc:
+            raise warehouse.classify(exc) from exc
+
+    def column(self, name: str) -> str:
+        if name.startswith(("_sdc", SOURCE_KEY)) or name == "value" or name == ROW:
+            return name
+        return warehouse.RULES.column(name)
+
+    def rows(self, case: Case, table: str, columns: list[str]) -> list[dict[str, Any]]:
+        query = sql.SQL("SELECT {} FROM {}").format(
+            sql.SQL(", ").join(sql.Identifier(self.column(c)) for c in columns),
+            sql.Identifier(self.schema(case), warehouse.RULES.table(table)),
+        )
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(query)
+            return [dict(zip(columns, r, strict=True)) for r in cur.fetchall()]
+
+    def rejected(self, case: Case) -> int:
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(
+                    sql.Identifier(self.schema(case), warehouse.REJECTED)
+                )
+            )
+            row = cur.fetchone()
+        return int(row[0]) if row else 0
+
+
+@pytest.fixture(scope="module")
+def harness() -> Iterator[PostgresHarness]:
+    conn = psycopg2.connect(WAREHOUSE_DSN)
+    h = PostgresHarness(conn)
+    yield h
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (f"conf_{h.run}_%",))
+        for (schema,) in cur.fetchall():
+            cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    conn.close()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_conformance(harness: PostgresHarness, case: Case) -> None:
+    run_case(harness, case, (PermanentError,))
+
+
+def test_a_batch_already_loaded_is_not_loaded_again(harness: PostgresHarness) -> None:
+    case = CASES[0]
+    schema = harness.schema(case) + "_again"
+    conn = harness.conn
+    warehouse.ensure_metadata(conn, schema)
+    lines = case.batches[0]
+    warehouse.load(conn, schema, warehouse.LeaseLoad(case.table, [77], "t1", to_events(lines)))
+    assert warehouse.loaded_batches(conn, schema, [77, 78]) == {77}
+    with pytest.raises(psycopg2.errors.UniqueViolation):
+        warehouse.load(conn, schema, warehouse.LeaseLoad(case.table, [77], "t2", to_events(lines)))
+    with conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "flat")))
+        assert cur.fetchone() == (2,)
+        cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))

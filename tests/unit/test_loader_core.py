@@ -1,0 +1,153 @@
+"""The loader core's pure mapping: names, types, de-nesting, column placement, plans."""
+
+from __future__ import annotations
+
+import gzip
+
+import orjson
+import pytest
+
+from common.wire import Header
+from services.loaders.core.denest import denest, flat_row, is_flat
+from services.loaders.core.errors import PermanentError
+from services.loaders.core.names import NameRules
+from services.loaders.core.plan import PRIMARY_KEY, PlanBuilder, append_only_key
+from services.loaders.core.reader import Record, events, lines_of
+from services.loaders.core.shape import ColumnLimit, TableShape, place
+from services.loaders.core.types import ColumnType as T
+from services.loaders.core.types import schema_type, value_type
+
+PG = NameRules(max_bytes=63)
+
+
+def test_names_that_fit_are_kept_and_others_get_a_stable_hash_suffix() -> None:
+    assert PG.column("naïve name; ok") == "naïve name; ok"
+    a, b = PG.column("x" * 100 + "a"), PG.column("x" * 100 + "b")
+    assert a != b and len(a.encode()) <= 59 and len(b.encode()) <= 59
+    assert PG.column("x" * 100 + "a") == a  # stable
+    upper = NameRules(max_bytes=255, case="upper")
+    assert upper.column("ID") == "ID"
+    assert upper.column("id") != upper.column("Id")  # collide after folding: disambiguated
+    assert upper.column("id").startswith("ID_")
+
+
+def test_multibyte_names_are_truncated_on_character_boundaries() -> None:
+    name = PG.column("é" * 80)
+    assert len(name.encode()) <= 59
+    name.encode().decode("utf-8")  # valid UTF-8
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        ("x", T.TEXT),
+        (True, T.BOOLEAN),
+        (1, T.BIGINT),
+        (2**64, T.NUMERIC),
+        (1.5, T.DOUBLE),
+        (None, None),
+    ],
+)
+def test_value_types(value: object, kind: T | None) -> None:
+    assert value_type(value) is kind
+
+
+def test_schema_types() -> None:
+    assert schema_type({"type": ["null", "integer"]}) is T.BIGINT
+    assert schema_type({"type": "string", "format": "date-time"}) is T.TIMESTAMP
+    assert schema_type({"type": ["string", "integer"]}) is None
+
+
+def test_denest_objects_and_arrays() -> None:
+    d = denest(
+        {"id": 1, "a": {"b": {"c": "x"}}, "tags": ["t", "u"], "items": [{"k": 1, "sub": [True]}]},
+        None,
+    )
+    assert d.root == {"id": (1, T.BIGINT), "a__b__c": ("x", T.TEXT)}
+    assert d.children["tags"] == [
+        ((0,), {"value": ("t", T.TEXT)}),
+        ((1,), {"value": ("u", T.TEXT)}),
+    ]
+    assert d.children["items"] == [((0,), {"k": (1, T.BIGINT)})]
+    assert d.children["items__sub"] == [((0, 0), {"value": (True, T.BOOLEAN)})]
+
+
+def test_declared_type_is_used_only_when_the_value_fits_it() -> None:
+    props = {
+        "n": {"type": "number"},
+        "s": {"type": "string"},
+        "at": {"type": "string", "format": "date-time"},
+    }
+    row = flat_row({"n": 3, "s": 5, "at": "2026-01-01T00:00:00Z"}, props)
+    assert row == {
+        "n": (3, T.DOUBLE),
+        "s": (5, T.BIGINT),
+        "at": ("2026-01-01T00:00:00Z", T.TIMESTAMP),
+    }
+    assert is_flat({"a": 1}) and not is_flat({"a": [1]})
+
+
+def test_place_splits_widens_and_limits() -> None:
+    shape = TableShape("t", {"v": T.BIGINT, "n": T.BIGINT}, exists=True)
+    assert place(shape, PG, "v", T.TEXT) == "v__st"
+    assert place(shape, PG, "v", T.BIGINT) == "v"
+    assert place(shape, PG, "n", T.NUMERIC) == "n" and shape.widened == {"n": T.NUMERIC}
+    assert shape.added == {"v__st": T.TEXT}
+    tiny = NameRules(max_bytes=63, max_columns=2)
+    with pytest.raises(ColumnLimit):
+        place(TableShape("t", {"a": T.TEXT, "b": T.TEXT}), tiny, "c", T.TEXT)
+
+
+def test_append_only_key_is_deterministic() -> None:
+    a = append_only_key("t", 5, {"x": 1, "y": [1, 2]})
+    assert a == append_only_key("t", 5, {"y": [1, 2], "x": 1})
+    assert a != append_only_key("t", 6, {"x": 1, "y": [1, 2]})
+    assert a != append_only_key("u", 5, {"x": 1, "y": [1, 2]})
+
+
+def _header(keys: tuple[str, ...], version: int | None = None) -> Header:
+    return Header(1, "t", keys, None, version, "2026-11-26T10:00:00Z", "r", "push")
+
+
+def _rec(seq: int, data: dict[str, object]) -> Record:
+    return Record("upsert", seq, data, None, orjson.dumps(data))
+
+
+def test_plan_segments_on_activation_and_key_change_and_rejects_bad_records() -> None:
+    builder = PlanBuilder("t", PG, lambda kind, value: str(value), {})
+    builder.feed(_header(("id",), version=3))
+    builder.feed(_rec(1, {"id": 1, "s": "ok"}))
+    builder.feed(_rec(2, {"s": "no key"}))
+    builder.feed(Record("activate_version", 3, None, None, b"{}"))
+    builder.feed(_header(()))
+    builder.feed(_rec(4, {"s": "appended"}))
+    segments = builder.segments
+    assert [(s.key_names, s.rows, s.activate_version) for s in segments] == [
+        (("id",), 1, 3),
+        ((), 1, None),
+    ]
+    assert segments[1].key_columns == (PRIMARY_KEY,)
+    assert [r.reason for r in builder.rejected] == ["missing key property id"]
+    rows = list(segments[0].root.spill.rows())
+    assert (
+        rows[0]["s"] == "ok"
+        and rows[0]["_sdc_sequence"] == "1"
+        and rows[0]["_sdc_table_version"] == "3"
+    )
+    builder.close()
+
+
+def test_reader_yields_headers_and_records_and_refuses_garbage() -> None:
+    header = _header(("id",)).encode()
+    body = gzip.compress(
+        header + b"\n" + b'{"action":"upsert","sequence":1,"data":{"n":123456789012345678901234}}\n'
+    )
+    got = list(events(lines_of([body[:10], body[10:]])))
+    assert isinstance(got[0], Header) and isinstance(got[1], Record)
+    assert got[1].data == {"n": 123456789012345678901234}
+    with pytest.raises(PermanentError, match="gzip"):
+        list(lines_of([b"not gzip"]))
+    with pytest.raises(PermanentError, match="truncated"):
+        list(lines_of([body[:-8]]))
+    with pytest.raises(PermanentError, match="header"):
+        list(events([b'{"action":"upsert","sequence":1,"data":{}}']))
