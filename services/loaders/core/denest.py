@@ -94,10 +94,10 @@ def _flatten(
             continue
         name = f"{prefix}{key}"
         sub_schema = props.get(key) if props else None
-        kind = type(value)
-        if kind is dict:
+        shape = type(value)
+        if shape is dict:
             _flatten(value, _properties(sub_schema), name + SEPARATOR, row, out, table_path, levels)
-        elif kind is list:
+        elif shape is list:
             child_path = f"{table_path}{SEPARATOR}{name}" if table_path else name
             _array(value, _items(sub_schema), child_path, out, levels)
         else:
@@ -113,10 +113,10 @@ def _array(
     for index, item in enumerate(values):
         item_levels = (*levels, index)
         row: Row = {}
-        kind = type(item)
-        if kind is dict:
+        shape = type(item)
+        if shape is dict:
             _flatten(item, _properties(item_schema), "", row, out, path, item_levels)
-        elif kind is list:
+        elif shape is list:
             _array(item, _items(item_schema), f"{path}{SEPARATOR}value", out, item_levels)
         elif item is not None:
             kind = cell_type(_declared(item_schema), item)
