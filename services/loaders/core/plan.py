@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import tempfile
 import uuid
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -55,21 +56,36 @@ class Rejected(ValueError):
 
 
 class Spill:
-    """Rows (column -> COPY text or None) written to a temp file, read back once for COPY."""
+    """Rows as delimited text lines in a temp file (spilled to disk past 8 MiB), read back once.
+
+    Fields are already rendered by the warehouse (``Render``). A table's column list may grow
+    while rows arrive; each line remembers how many fields it has, and ``text`` pads the
+    shorter ones with NULLs.
+    """
 
     def __init__(self) -> None:
         self._file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115
-        self.count = 0
+        self._widths = array("I")
 
-    def append(self, row: dict[str, str | None]) -> None:
-        self._file.write(orjson.dumps(row))
-        self._file.write(b"\n")
-        self.count += 1
+    @property
+    def count(self) -> int:
+        return len(self._widths)
 
-    def rows(self) -> Iterator[dict[str, str | None]]:
+    def append(self, fields: list[str]) -> None:
+        self._file.write((",".join(fields) + "\n").encode())
+        self._widths.append(len(fields))
+
+    def text(self, width: int) -> Iterator[bytes]:
+        """The lines, each padded to ``width`` fields, in chunks."""
         self._file.seek(0)
-        for line in self._file:
-            yield orjson.loads(line)
+        pending: list[bytes] = []
+        for line, have in zip(self._file, self._widths, strict=True):
+            pending.append(line if have == width else line[:-1] + b"," * (width - have) + b"\n")
+            if len(pending) >= 2048:
+                yield b"".join(pending)
+                pending = []
+        if pending:
+            yield b"".join(pending)
 
     def close(self) -> None:
         self._file.close()
@@ -77,10 +93,28 @@ class Spill:
 
 @dataclass
 class Staged:
+    """One table's rows of a segment, and the staging column order they were written in."""
+
     shape: TableShape
     spill: Spill = field(default_factory=Spill)
-    # Columns present in this segment's rows (the merge updates only these).
-    present: set[str] = field(default_factory=set)
+    order: list[str] = field(default_factory=list)
+    index: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def present(self) -> list[str]:
+        return self.order
+
+    def append(self, row: dict[str, str]) -> None:
+        fields = [""] * len(self.order)
+        for column, text in row.items():
+            at = self.index.get(column)
+            if at is None:
+                at = self.index[column] = len(self.order)
+                self.order.append(column)
+                fields.append(text)
+            else:
+                fields[at] = text
+        self.spill.append(fields)
 
 
 @dataclass
@@ -135,6 +169,10 @@ class PlanBuilder:
         self.rejected: list[Rejection] = []
         self._header: Header | None = None
         self._row = 0
+        # (table, source column, type) -> column: placement is stable within a lease, so each
+        # distinct field is decided once, not once per record.
+        self._placements: dict[tuple[str, str, ColumnType], str] = {}
+        self._system_text: dict[tuple[str, Any], str] = {}
 
     # -- shapes
     def shape(self, source: str) -> TableShape:
@@ -203,7 +241,8 @@ class PlanBuilder:
                     raise Rejected(f"missing key property {source}")
                 keys[column] = self._key_text(segment.root.shape, column, cell)
         else:
-            keys[PRIMARY_KEY] = append_only_key(self.table_source, record.sequence, data)
+            key = append_only_key(self.table_source, record.sequence, data)
+            keys[PRIMARY_KEY] = self.render(ColumnType.TEXT, key)
             segment.root.shape.ensure(PRIMARY_KEY, ColumnType.TEXT)
         key_types = {c: segment.root.shape.columns[c] for c in keys}
 
@@ -211,7 +250,7 @@ class PlanBuilder:
         root = self._placed(segment.root, denested.root, system)
         root.update(keys)
         root[ROW] = str(self._row)
-        staged_children: list[tuple[Staged, dict[str, str | None]]] = []
+        staged_children: list[tuple[Staged, dict[str, str]]] = []
         for path, rows in denested.children.items():
             child = segment.children.get(path)
             if child is None:
@@ -228,11 +267,9 @@ class PlanBuilder:
                     placed[LEVEL.format(depth)] = str(index)
                 placed[ROW] = str(self._row)
                 staged_children.append((child, placed))
-        segment.root.spill.append(root)
-        segment.root.present.update(root)
+        segment.root.append(root)
         for child, placed in staged_children:
-            child.spill.append(placed)
-            child.present.update(placed)
+            child.append(placed)
         segment.rows += 1
 
     def _key_text(self, shape: TableShape, column: str, cell: tuple[Any, ColumnType]) -> str:
@@ -249,20 +286,33 @@ class PlanBuilder:
 
     def _placed(
         self, staged: Staged, row: Row, system: dict[str, tuple[Any, ColumnType]]
-    ) -> dict[str, str | None]:
-        out: dict[str, str | None] = {}
+    ) -> dict[str, str]:
+        out: dict[str, str] = {}
         shape = staged.shape
+        placements = self._placements
+        render = self.render
         for source, (value, kind) in row.items():
-            if kind is ColumnType.TIMESTAMP and parse_timestamp(str(value)) is None:
+            if kind is ColumnType.TEXT:
+                if "\x00" in value:
+                    raise Rejected(
+                        f"field {source} holds a NUL character, which {shape.name} cannot"
+                    )
+            elif kind is ColumnType.TIMESTAMP and parse_timestamp(str(value)) is None:
                 kind = ColumnType.TEXT  # not a date-time after all: keep it, as text
-            if kind is ColumnType.TEXT and "\x00" in value:
-                raise Rejected(f"field {source} holds a NUL character, which {shape.name} cannot")
-            column = place(shape, self.rules, source, kind)
-            out[column] = self.render(kind, value)
+            decided = (shape.name, source, kind)
+            column = placements.get(decided)
+            if column is None:
+                column = placements[decided] = place(shape, self.rules, source, kind)
+            out[column] = render(kind, value)
         shape.ensure(BATCHED_AT, ColumnType.TIMESTAMP)  # stamped by the warehouse at load
         for column, (value, kind) in system.items():
             shape.ensure(column, SYSTEM_TYPES.get(column, kind))
-            out[column] = self.render(kind, value)
+            text = self._system_text.get((column, value))
+            if text is None:
+                text = render(kind, value)
+                if column != SEQUENCE:  # few distinct values: worth remembering
+                    self._system_text[(column, value)] = text
+            out[column] = text
         return out
 
     def close(self) -> None:

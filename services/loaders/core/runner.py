@@ -25,6 +25,7 @@ from common import control, db
 from common.settings import SharedSettings
 from common.spool_client import Lease, SpoolClient, SpoolConflict, SpoolUnavailable
 from common.wire import Header
+from services.loaders.core import faults
 from services.loaders.core.errors import LoadError, PermanentError, TransientError
 from services.loaders.core.reader import Record, events, lines_of, s3_chunks
 
@@ -179,6 +180,8 @@ class Runner:
                             self.stop.wait(self.settings.poll_interval_s)
                             continue
                     loaded = self._handle(lease, sessions)
+                    if loaded is None:
+                        faults.hit("after_commit")
                     lease = self._finish(spool, owner, lease, loaded)
                 except SpoolUnavailable as exc:
                     log.warning("spool unavailable", extra={"err": str(exc)})

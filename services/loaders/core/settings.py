@@ -19,3 +19,6 @@ class LoaderSettings(SharedSettings):
     poll_interval_s: float = Field(0.5, gt=0)
     connect_timeout_s: int = Field(10, ge=1)
     destination_cache_s: float = Field(30.0, ge=0)
+    # Crash tests only: die at this point ("before_commit" | "after_commit"), once per marker.
+    fault: str = ""
+    fault_marker: str = ""

@@ -7,6 +7,7 @@ import signal
 import socket
 
 from common import health, logs
+from services.loaders.core import faults
 from services.loaders.core.runner import Destinations, Runner, RunnerSettings
 from services.loaders.postgres.loader import PostgresWarehouse
 from services.loaders.postgres.settings import PostgresLoaderSettings
@@ -17,6 +18,7 @@ log = logging.getLogger("skein.loader")
 def main() -> None:
     settings = PostgresLoaderSettings()
     logs.configure()
+    faults.configure(settings.fault, settings.fault_marker)
     destinations = Destinations(
         settings.control_dsn.get_secret_value(),
         settings.secret_key.get_secret_value(),

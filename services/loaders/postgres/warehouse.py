@@ -16,6 +16,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from common.wire import Header
+from services.loaders.core import faults
 from services.loaders.core.errors import PermanentError, TransientError
 from services.loaders.core.names import SEPARATOR, NameRules
 from services.loaders.core.plan import (
@@ -56,7 +57,11 @@ Connection = psycopg2.extensions.connection
 
 
 def render(kind: ColumnType, value: Any) -> str:
-    """A value as Postgres COPY text for a column of ``kind``."""
+    """A value as a field of Postgres COPY ... FORMAT csv (text quoted: '' stays an empty
+    string, an empty field is NULL)."""
+    if kind is ColumnType.TEXT or kind is ColumnType.TIMESTAMP:
+        text = str(value)
+        return '"' + text.replace('"', '""') + '"' if '"' in text else '"' + text + '"'
     if kind is ColumnType.BOOLEAN:
         return "true" if value else "false"
     if kind is ColumnType.DOUBLE:
@@ -260,54 +265,44 @@ def rekey(cur: Any, schema: str, shape: TableShape, key: tuple[str, ...]) -> Non
     shape.primary_key = key
 
 
-class CsvStream(io.RawIOBase):
-    """COPY ... FORMAT csv input produced lazily from rows (None = NULL, '' = empty string)."""
+class ChunkStream(io.RawIOBase):
+    """A file-like view of an iterator of byte chunks, for ``copy_expert``."""
 
-    def __init__(self, rows: Iterator[dict[str, str | None]], columns: list[str]) -> None:
-        self._rows = rows
-        self._columns = columns
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
         self._buffer = b""
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, target: Any) -> int:
-        while len(self._buffer) < len(target):
-            lines = []
-            for row in self._rows:
-                lines.append(",".join(_csv_field(row.get(c)) for c in self._columns))
-                if len(lines) >= 512:
-                    break
-            if not lines:
-                break
-            self._buffer += ("\n".join(lines) + "\n").encode()
+        while not self._buffer:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._buffer = chunk
         size = min(len(target), len(self._buffer))
         target[:size] = self._buffer[:size]
         self._buffer = self._buffer[size:]
         return size
 
 
-def _csv_field(value: str | None) -> str:
-    if value is None:
-        return ""
-    return '"' + value.replace('"', '""') + '"'
-
-
 def stage(cur: Any, staged: Staged, name: str) -> list[str]:
-    """A temporary staging table with the segment's columns, filled by COPY; its columns."""
-    columns = sorted(c for c in staged.present if c != ROW)
+    """A temporary staging table in the spill's column order, filled by COPY; its data columns."""
+    order = staged.order
     shape = staged.shape
-    cur.execute(
-        sql.SQL("CREATE TEMP TABLE {} ({}, {} bigint) ON COMMIT DROP").format(
-            ident(name), _column_defs(shape, columns), ident(ROW)
+    defs = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(
+            ident(c), sql.SQL("bigint" if c == ROW else SQL_TYPES[shape.columns[c]])
         )
+        for c in order
     )
-    target = [*columns, ROW]
+    cur.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(ident(name), defs))
     copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
-        ident(name), sql.SQL(", ").join(map(ident, target))
+        ident(name), sql.SQL(", ").join(map(ident, order))
     )
-    cur.copy_expert(copy.as_string(cur), CsvStream(staged.spill.rows(), target), size=1 << 16)
-    return columns
+    cur.copy_expert(copy.as_string(cur), ChunkStream(staged.spill.text(len(order))), size=1 << 16)
+    return [c for c in order if c != ROW]
 
 
 def merge_segment(cur: Any, schema: str, segment: Segment, number: int) -> int:
@@ -488,6 +483,7 @@ def load(conn: Connection, schema: str, work: LeaseLoad) -> tuple[int, int]:
                 ).format(ident(schema, LOADS)),
                 (work.batch_ids, work.table_source, work.lease_token, written),
             )
+            faults.hit("before_commit")
         finally:
             builder.close()
     return written, len(builder.rejected)

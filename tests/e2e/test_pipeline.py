@@ -1,0 +1,242 @@
+"""The whole pipeline on the local stack: gate -> Kafka -> streamery -> S3 + spool -> Postgres
+loader -> the client's warehouse. Rows in the warehouse are what users see."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+from common import control, db
+from common.settings import SharedSettings
+from services.spool import queue
+from tests.conftest import ROOT, stack, wait_for
+
+GATE = "http://127.0.0.1:8080"
+WAREHOUSE = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
+OTHER_WAREHOUSE_DB = "skein_e2e_other_warehouse"
+
+
+pytestmark = pytest.mark.e2e
+
+
+def new_tenant(dsn_params: dict[str, str]) -> dict[str, Any]:
+    schema = f"e2e_{uuid.uuid4().hex[:8]}"
+    with closing(db.connect()) as conn:
+        client = control.create_client(conn, "e2e")
+        token = control.create_api_token(conn, client["client_id"])
+        control.set_destination(
+            conn,
+            SharedSettings().secret_key.get_secret_value(),
+            client["client_id"],
+            "postgres",
+            {"dsn_params": dsn_params, "schema": schema},
+            {},
+        )
+    return {
+        "client_id": client["client_id"],
+        "token": token["token"],
+        "schema": schema,
+        "dsn": dsn_params,
+    }
+
+
+def push(
+    tenant: dict[str, Any], table: str, records: list[dict[str, Any]], first_seq: int = 1
+) -> None:
+    body = {
+        "table_name": table,
+        "schema": {"properties": {"id": {"type": "integer"}}},
+        "key_names": ["id"],
+        "messages": [
+            {"action": "upsert", "sequence": first_seq + i, "data": r}
+            for i, r in enumerate(records)
+        ],
+    }
+    deadline = time.monotonic() + 60
+    while True:
+        r = httpx.post(
+            f"{GATE}/v2/import/batch",
+            json=body,
+            headers={"Authorization": f"Bearer {tenant['token']}"},
+            timeout=30,
+        )
+        if r.status_code == 202:
+            return
+        assert r.status_code == 503 and time.monotonic() < deadline, r.text
+
+
+def rows(tenant: dict[str, Any], table: str, columns: str = "id") -> list[tuple[Any, ...]]:
+    try:
+        with (
+            closing(psycopg2.connect(connect_timeout=3, **tenant["dsn"])) as conn,
+            conn.cursor() as cur,
+        ):
+            cur.execute(
+                sql.SQL("SELECT {} FROM {} ORDER BY 1").format(
+                    sql.SQL(", ").join(sql.Identifier(c) for c in columns.split(",")),
+                    sql.Identifier(tenant["schema"], table),
+                )
+            )
+            return cur.fetchall()
+    except psycopg2.errors.UndefinedTable:
+        return []
+    except psycopg2.OperationalError:
+        return []
+
+
+def batches(client_id: int) -> list[dict[str, Any]]:
+    with closing(db.connect()) as conn:
+        return queue.list_batches(conn, client_id=client_id)
+
+
+@pytest.fixture(scope="module")
+def other_warehouse() -> Iterator[dict[str, str]]:
+    """A second, healthy warehouse server for another client (the control cluster)."""
+    admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(OTHER_WAREHOUSE_DB)
+            )
+        )
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(OTHER_WAREHOUSE_DB)))
+    yield {"host": "127.0.0.1", "port": "5432", "dbname": OTHER_WAREHOUSE_DB, "user": "postgres"}
+    with admin.cursor() as cur:
+        cur.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(OTHER_WAREHOUSE_DB)
+            )
+        )
+    admin.close()
+
+
+def test_a_record_pushed_to_the_gate_becomes_a_row() -> None:
+    tenant = new_tenant(WAREHOUSE)
+    push(
+        tenant,
+        "customers",
+        [
+            {"id": i, "name": f"c{i}", "address": {"city": "Oslo"}, "tags": ["a", "b"]}
+            for i in range(3)
+        ],
+    )
+    got = wait_for(
+        lambda: rows(tenant, "customers", "id,name,address__city"),
+        timeout=180,
+        interval=1,
+        what="the rows in the client's warehouse",
+    )
+    wait_for(lambda: len(rows(tenant, "customers")) == 3, timeout=60, what="all three rows")
+    got = rows(tenant, "customers", "id,name,address__city")
+    assert got == [(0, "c0", "Oslo"), (1, "c1", "Oslo"), (2, "c2", "Oslo")]
+    assert len(rows(tenant, "customers__tags", "_sdc_source_key_id")) == 6
+
+
+@pytest.mark.slow
+def test_a_down_warehouse_stalls_only_its_own_client(other_warehouse: dict[str, str]) -> None:
+    down = new_tenant(WAREHOUSE)
+    healthy = new_tenant(other_warehouse)
+    stack("pg-stop", "warehouse")
+    stopped_at = time.monotonic()
+    try:
+        push(down, "orders", [{"id": i} for i in range(50)])
+        push(healthy, "orders", [{"id": i} for i in range(50)])
+        wait_for(
+            lambda: len(rows(healthy, "orders")) == 50,
+            timeout=120,
+            interval=1,
+            what="the healthy client's rows while the other warehouse is down",
+        )
+        # Keep the warehouse down for 30 s in all.
+        wait_for(lambda: time.monotonic() - stopped_at >= 30, timeout=60, interval=1, what="30 s")
+        states = {b["state"] for b in batches(down["client_id"])}
+        assert "loaded" not in states and "dead" not in states, states
+    finally:
+        stack("pg-start", "warehouse")
+    wait_for(
+        lambda: len(rows(down, "orders")) == 50,
+        timeout=240,
+        interval=2,
+        what="the stalled client's rows once its warehouse is back",
+    )
+    assert {b["state"] for b in batches(down["client_id"])} == {"loaded"}
+    assert {b["state"] for b in batches(healthy["client_id"])} == {"loaded"}
+
+
+def run_faulty_loader(point: str, tmp: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "SKEIN_LOADER_POSTGRES_FAULT": point,
+        "SKEIN_LOADER_POSTGRES_FAULT_MARKER": str(tmp / f"fault-{point}"),
+        "SKEIN_LOADER_POSTGRES_METRICS_PORT": "19103",
+        "SKEIN_LOADER_POSTGRES_WORKERS": "1",
+        # A short lease, so that the batch it held is leased again soon after it dies.
+        "SKEIN_LOADER_POSTGRES_LEASE_SECONDS": "12",
+    }
+    with open(ROOT / ".run" / "logs" / f"loader-fault-{point}.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.loaders.postgres"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["before_commit", "after_commit"])
+def test_loader_killed_mid_load_leaves_exact_rows(point: str, tmp_path: Path) -> None:
+    tenant = new_tenant(WAREHOUSE)
+    stack("stop", "loaders.postgres")
+    faulty = run_faulty_loader(point, tmp_path)
+    try:
+        push(tenant, "payments", [{"id": i, "amount": i * 10} for i in range(200)])
+        push(
+            tenant,
+            "payments",
+            [{"id": i, "amount": i * 11} for i in range(100, 300)],
+            first_seq=1000,
+        )
+        faulty.wait(timeout=180)
+        assert faulty.returncode == -9, "the loader should have died at the fault point"
+        assert (tmp_path / f"fault-{point}").exists()
+    finally:
+        if faulty.poll() is None:
+            faulty.kill()
+            faulty.wait()
+        stack("start", "loaders.postgres")
+    wait_for(
+        lambda: len(rows(tenant, "payments")) == 300,
+        timeout=240,
+        interval=1,
+        what="every row after the loader restarted",
+    )
+    got = rows(tenant, "payments", "id,amount")
+    expected = [(i, i * 10) for i in range(100)] + [(i, i * 11) for i in range(100, 300)]
+    assert got == expected
+    wait_for(
+        lambda: {b["state"] for b in batches(tenant["client_id"])} == {"loaded"},
+        timeout=120,
+        what="every batch acknowledged",
+    )
+    with closing(psycopg2.connect(**tenant["dsn"])) as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT count(*), count(DISTINCT batch_id) FROM {}").format(
+                sql.Identifier(tenant["schema"], "_sdc_loads")
+            )
+        )
+        total, distinct = cur.fetchone()  # type: ignore[misc]
+    assert total == distinct  # no batch recorded twice
