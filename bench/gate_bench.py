@@ -94,6 +94,15 @@ class RawHttp:
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, request: bytes) -> int:
+        try:
+            return await self._post(request)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            # The server closed an idle keep-alive connection: open a new one, send again.
+            await self.close()
+            self.reader = self.writer = None
+            return await self._post(request)
+
+    async def _post(self, request: bytes) -> int:
         if self.writer is None or self.reader is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", 8080)
         self.writer.write(request)

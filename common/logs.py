@@ -34,6 +34,8 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # One line per internal HTTP call (spool client) is noise.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     # uvicorn's own access log prints raw paths (webhook tokens); the gate logs its own.
     logging.getLogger("uvicorn.access").disabled = True
     for name in ("uvicorn", "uvicorn.error"):

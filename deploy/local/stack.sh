@@ -281,7 +281,7 @@ s3_stop() { stop_pid "$PIDS/s3.pid" 20; }
 
 # ---------------------------------------------------------------- skein services
 # name:port of each Skein service `up` starts (later issues add the streamery, spool, loaders).
-SERVICES=(spool:8081 gate:8080)
+SERVICES=(spool:8081 gate:8080 streamery:9102 loaders.postgres:9103)
 
 svc_port() { local spec; for spec in "${SERVICES[@]}"; do if [[ ${spec%%:*} == "$1" ]]; then echo "${spec#*:}"; fi; done; }
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from common import kafka_admin
 from common.settings import SharedSettings
@@ -24,8 +25,21 @@ def durable_producer(settings: SharedSettings, timeout_ms: int = 10_000) -> Prod
     )
 
 
+@pytest.fixture(scope="module")
+def probe_topic(settings: SharedSettings, admin: AdminClient) -> Iterator[str]:
+    """A topic like the records topic (RF 3, min ISR 2) for raw probe messages, so the pipeline
+    never sees them."""
+    name = f"skein.test.cluster.{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(name, 12, 3, config={"min.insync.replicas": "2"})])[name].result(
+        30
+    )
+    kafka_admin.wait_ready(admin, name, timeout=60)
+    yield name
+    admin.delete_topics([name])[name].result(30)
+
+
 def produce_all_partitions(
-    settings: SharedSettings, partitions: int, timeout_ms: int = 10_000
+    settings: SharedSettings, topic: str, partitions: int, timeout_ms: int = 10_000
 ) -> dict[int, KafkaError | str | None]:
     """Produce one message to each partition; map partition -> delivery error (None = delivered)."""
     producer = durable_producer(settings, timeout_ms)
@@ -35,7 +49,7 @@ def produce_all_partitions(
         outcome[msg.partition()] = err  # type: ignore[attr-defined]
 
     for p in range(partitions):
-        producer.produce(settings.topic, value=uuid.uuid4().bytes, partition=p, on_delivery=report)
+        producer.produce(topic, value=uuid.uuid4().bytes, partition=p, on_delivery=report)
     producer.flush(timeout_ms / 1000 + 10)
     return outcome
 
@@ -52,15 +66,15 @@ def test_topic_has_the_durability_settings(settings: SharedSettings, admin: Admi
 
 
 def test_acks_all_produce_succeeds_with_three_brokers(
-    settings: SharedSettings, admin: AdminClient
+    settings: SharedSettings, admin: AdminClient, probe_topic: str
 ) -> None:
-    outcome = produce_all_partitions(settings, 12)
+    outcome = produce_all_partitions(settings, probe_topic, 12)
     assert outcome == dict.fromkeys(range(12))
 
 
 @pytest.mark.slow
 def test_one_broker_killed_writes_continue_and_isr_recovers(
-    settings: SharedSettings, admin: AdminClient, brokers_restored: None
+    settings: SharedSettings, admin: AdminClient, probe_topic: str, brokers_restored: None
 ) -> None:
     stack("kafka-kill", "3")
     wait_for(
@@ -68,7 +82,7 @@ def test_one_broker_killed_writes_continue_and_isr_recovers(
         timeout=60,
         what="ISR to shrink to two after SIGKILL of broker 3",
     )
-    assert produce_all_partitions(settings, 12) == dict.fromkeys(range(12))
+    assert produce_all_partitions(settings, probe_topic, 12) == dict.fromkeys(range(12))
 
     stack("kafka-start", "3")
     wait_for(
@@ -80,23 +94,25 @@ def test_one_broker_killed_writes_continue_and_isr_recovers(
 
 @pytest.mark.slow
 def test_two_brokers_down_produce_is_not_acknowledged(
-    settings: SharedSettings, admin: AdminClient, brokers_restored: None
+    settings: SharedSettings, admin: AdminClient, probe_topic: str, brokers_restored: None
 ) -> None:
     stack("kafka-kill", "2")
     stack("kafka-kill", "3")
-    outcome = produce_all_partitions(settings, 12, timeout_ms=8_000)
+    outcome = produce_all_partitions(settings, probe_topic, 12, timeout_ms=8_000)
     delivered = [p for p, err in outcome.items() if err is None]
     assert delivered == [], f"partitions acknowledged with two of three brokers down: {delivered}"
     assert all(isinstance(err, KafkaError) for err in outcome.values())
 
 
 @pytest.mark.slow
-def test_full_restart_keeps_the_topic_data(settings: SharedSettings, admin: AdminClient) -> None:
+def test_full_restart_keeps_the_topic_data(
+    settings: SharedSettings, admin: AdminClient, probe_topic: str
+) -> None:
     marker = f"survives-restart-{uuid.uuid4()}".encode()
     producer = durable_producer(settings)
     delivered: list[tuple[int, int]] = []
     producer.produce(
-        settings.topic,
+        probe_topic,
         value=marker,
         partition=5,
         on_delivery=lambda err, msg: (
@@ -117,7 +133,7 @@ def test_full_restart_keeps_the_topic_data(settings: SharedSettings, admin: Admi
         }
     )
     try:
-        consumer.assign([TopicPartition(settings.topic, *delivered[0])])
+        consumer.assign([TopicPartition(probe_topic, *delivered[0])])
         message = wait_for(consumer.poll, timeout=60, interval=0, what="the message after restart")
         assert message.error() is None
         assert message.value() == marker

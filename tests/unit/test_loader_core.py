@@ -150,3 +150,18 @@ def test_reader_yields_headers_and_records_and_refuses_garbage() -> None:
         list(lines_of([body[:-8]]))
     with pytest.raises(PermanentError, match="header"):
         list(events([b'{"action":"upsert","sequence":1,"data":{}}']))
+
+
+def test_object_store_failures_are_transient_but_a_missing_object_is_permanent() -> None:
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    from services.loaders.core.errors import TransientError, classify_source
+    from services.loaders.postgres.warehouse import classify
+
+    down = EndpointConnectionError(endpoint_url="http://127.0.0.1:8333/x")
+    assert isinstance(classify(down), TransientError)
+    missing = ClientError({"Error": {"Code": "NoSuchKey", "Message": "gone"}}, "GetObject")
+    assert isinstance(classify(missing), PermanentError)
+    slow = ClientError({"Error": {"Code": "SlowDown", "Message": "later"}}, "GetObject")
+    assert isinstance(classify(slow), TransientError)
+    assert classify_source(ValueError("not S3")) is None

@@ -17,3 +17,19 @@ class PermanentError(LoadError):
     """Retrying cannot help: the batch is parked (dead) with this reason for an operator."""
 
     kind = "permanent"
+
+
+def classify_source(exc: BaseException) -> LoadError | None:
+    """Failures reading a batch from the object store (shared by every warehouse); None when
+    ``exc`` is not one. A missing object is permanent (an operator must look: the batch was
+    registered after its upload); anything else from S3 is worth retrying."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("NoSuchKey", "404", "NoSuchBucket"):
+            return PermanentError(f"batch object missing from the object store: {exc}")
+        return TransientError(f"object store error: {exc}")
+    if isinstance(exc, BotoCoreError):
+        return TransientError(f"object store unavailable: {exc}")
+    return None

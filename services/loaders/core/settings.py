@@ -14,8 +14,8 @@ class LoaderSettings(SharedSettings):
     metrics_port: int = 9103
     workers: int = Field(2, ge=1)
     lease_seconds: int = Field(300, ge=10)
-    max_batches: int = Field(50, ge=1)
-    max_bytes: int = Field(256 * MB, ge=1)
+    max_batches: int = Field(20, ge=1)
+    max_bytes: int = Field(32 * MB, ge=1)
     poll_interval_s: float = Field(0.5, gt=0)
     connect_timeout_s: int = Field(10, ge=1)
     destination_cache_s: float = Field(30.0, ge=0)

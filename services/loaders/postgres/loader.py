@@ -43,7 +43,10 @@ class PostgresWarehouse:
         stream: Iterator[Header | Record],
     ) -> tuple[int, int]:
         schema = warehouse.schema_of(destination.config, destination.client_id)
-        work = warehouse.LeaseLoad(lease.table_name, batch_ids, lease.lease_token, stream)
+        counts = {b.batch_id: b.record_count for b in lease.batches}
+        work = warehouse.LeaseLoad(
+            lease.table_name, batch_ids, lease.lease_token, stream, [counts[i] for i in batch_ids]
+        )
         try:
             return warehouse.load(session, schema, work)
         except psycopg2.errors.UniqueViolation as exc:

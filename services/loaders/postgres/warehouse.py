@@ -17,7 +17,12 @@ from psycopg2 import sql
 
 from common.wire import Header
 from services.loaders.core import faults
-from services.loaders.core.errors import PermanentError, TransientError
+from services.loaders.core.errors import (
+    LoadError,
+    PermanentError,
+    TransientError,
+    classify_source,
+)
 from services.loaders.core.names import SEPARATOR, NameRules
 from services.loaders.core.plan import (
     BATCHED_AT,
@@ -69,10 +74,13 @@ def render(kind: ColumnType, value: Any) -> str:
     return str(value)
 
 
-def classify(exc: BaseException) -> TransientError | PermanentError:
+def classify(exc: BaseException) -> LoadError:
     """The one place that decides whether a Postgres failure is worth retrying."""
-    if isinstance(exc, TransientError | PermanentError):
+    if isinstance(exc, LoadError):
         return exc
+    source = classify_source(exc)
+    if source is not None:
+        return source
     if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
         return TransientError(f"warehouse unavailable: {str(exc).strip()}")
     if isinstance(
@@ -109,6 +117,7 @@ class LeaseLoad:
     batch_ids: list[int]
     lease_token: str
     events: Iterable[Header | Record]
+    batch_records: list[int] | None = None  # records in each batch (from the spool)
 
 
 def ensure_metadata(conn: Connection, schema: str) -> None:
@@ -121,7 +130,7 @@ def ensure_metadata(conn: Connection, schema: str) -> None:
             sql.SQL(
                 """CREATE TABLE IF NOT EXISTS {} (
                        batch_id bigint PRIMARY KEY, table_name text NOT NULL,
-                       lease_token text, rows bigint NOT NULL,
+                       lease_token text, records bigint NOT NULL,
                        loaded_at timestamptz NOT NULL DEFAULT now())"""
             ).format(ident(schema, LOADS))
         )
@@ -476,12 +485,13 @@ def load(conn: Connection, schema: str, work: LeaseLoad) -> tuple[int, int]:
                 if segment.activate_version is not None:
                     activate(cur, schema, shapes, root_name, segment.activate_version)
             record_rejections(cur, schema, work.table_source, builder.rejected, work.batch_ids)
+            counts = work.batch_records or [0] * len(work.batch_ids)
             cur.execute(
                 sql.SQL(
-                    "INSERT INTO {} (batch_id, table_name, lease_token, rows) "
-                    "SELECT unnest(%s::bigint[]), %s, %s, %s"
+                    "INSERT INTO {} (batch_id, table_name, lease_token, records) "
+                    "SELECT unnest(%s::bigint[]), %s, %s, unnest(%s::bigint[])"
                 ).format(ident(schema, LOADS)),
-                (work.batch_ids, work.table_source, work.lease_token, written),
+                (work.batch_ids, work.table_source, work.lease_token, counts),
             )
             faults.hit("before_commit")
         finally:

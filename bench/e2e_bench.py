@@ -1,0 +1,280 @@
+"""End to end through the HTTP gate into Postgres, sustained, against dlt in the same run.
+
+    .venv/bin/python bench/e2e_bench.py [--seconds 180] [--rate 25000] [--fresh-rate 10000]
+
+1. Sustained: 1,000-record batches (~300-byte flat records, key ``id``) offered to the gate at
+   ``--rate`` records/s for ``--seconds``; every 10 s it prints records accepted, rows loaded
+   (sum of ``_sdc_loads.records``), the streamery's consumer lag and the spool's depth, then waits
+   for the backlog to drain. Sustained rate = rows loaded / (last load - first accept).
+2. Freshness: a second run at ``--fresh-rate`` records/s; p50/p99 of
+   ``_sdc_batched_at - _sdc_received_at`` (gate acceptance to row committed) over its rows.
+3. dlt (PyPI ``dlt[postgres]``, in its own cached virtualenv) loads the same records into the
+   same Postgres with ``write_disposition="merge"`` on ``id``; records/s and the ratio.
+Bench schemas are dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import closing
+from pathlib import Path
+
+import httpx
+import orjson
+import psycopg2
+from psycopg2 import sql
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gate_bench import RawHttp, make_record
+
+from common import control, db
+from common.settings import SharedSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+WAREHOUSE = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
+DLT_VERSION = "dlt[postgres]==1.31.0"
+BATCH = 1000
+ID_SPACE = 200_000  # ids cycle over this many keys: the table stays bounded
+
+
+def tenant(schema: str) -> tuple[int, str]:
+    with closing(db.connect()) as conn:
+        client_id = control.create_client(conn, "bench-e2e")["client_id"]
+        token = control.create_api_token(conn, client_id)["token"]
+        control.set_destination(
+            conn,
+            SharedSettings().secret_key.get_secret_value(),
+            client_id,
+            "postgres",
+            {"dsn_params": WAREHOUSE, "schema": schema},
+            {},
+        )
+    return client_id, token
+
+
+def requests(token: str, rounds: int) -> list[bytes]:
+    import random
+
+    rng = random.Random(3)
+    records = [make_record(i, rng) for i in range(ID_SPACE)]
+    out = []
+    for n in range(rounds):
+        start = (n * BATCH) % ID_SPACE
+        body = orjson.dumps(
+            {
+                "table_name": "orders",
+                "schema": {"properties": {"id": {"type": "integer"}}},
+                "key_names": ["id"],
+                "messages": [
+                    {"action": "upsert", "sequence": n * BATCH + i, "data": records[start + i]}
+                    for i in range(BATCH)
+                ],
+            }
+        )
+        out.append(
+            (
+                f"POST /v2/import/batch HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body
+        )
+    return out
+
+
+def loaded_rows(schema: str) -> int:
+    try:
+        with closing(psycopg2.connect(**WAREHOUSE)) as conn, conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("SELECT coalesce(sum(records), 0) FROM {}").format(
+                    sql.Identifier(schema, "_sdc_loads")
+                )
+            )
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+    except psycopg2.Error:
+        return 0
+
+
+def pipeline_state() -> tuple[float, int]:
+    """(streamery consumer lag in records, spool batches waiting)."""
+    lag = 0.0
+    try:
+        text = httpx.get("http://127.0.0.1:9102/metrics", timeout=5).text
+        for line in text.splitlines():
+            if line.startswith("skein_streamery_lag_records"):
+                lag += float(line.rsplit(" ", 1)[1])
+    except (httpx.HTTPError, ValueError):
+        lag = float("nan")
+    with closing(db.connect()) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM batches WHERE destination_type = 'postgres'"
+            " AND state IN ('pending', 'leased', 'retry_wait')"
+        )
+        row = cur.fetchone()
+    return lag, int(row[0]) if row else 0
+
+
+async def offer(reqs: list[bytes], rate: float, seconds: float) -> tuple[int, int]:
+    """Offer the requests at ``rate`` records/s; return (accepted records, failed requests)."""
+    interval = BATCH / rate
+    accepted = failed = 0
+    idle: list[RawHttp] = []
+
+    async def one(i: int) -> None:
+        nonlocal accepted, failed
+        client = idle.pop() if idle else RawHttp()
+        if await client.post(reqs[i % len(reqs)]) == 202:
+            accepted += BATCH
+        else:
+            failed += 1
+        idle.append(client)
+
+    tasks = []
+    began = time.monotonic()
+    i = 0
+    while time.monotonic() - began < seconds:
+        tasks.append(asyncio.create_task(one(i)))
+        i += 1
+        await asyncio.sleep(max(0.0, began + i * interval - time.monotonic()))
+    await asyncio.gather(*tasks)
+    for client in idle:
+        await client.close()
+    return accepted, failed
+
+
+def sustained(rate: float, seconds: float, schema: str) -> dict[str, float]:
+    _, token = tenant(schema)
+    reqs = requests(token, rounds=int(ID_SPACE / BATCH))
+    began = time.monotonic()
+    result: dict[str, float] = {}
+
+    async def run() -> None:
+        task = asyncio.create_task(offer(reqs, rate, seconds))
+        while not task.done():
+            await asyncio.sleep(10)
+            lag, depth = await asyncio.to_thread(pipeline_state)
+            rows = await asyncio.to_thread(loaded_rows, schema)
+            print(
+                f"  t={time.monotonic() - began:5.0f}s loaded {rows:>10,} rows;"
+                f" streamery lag {lag:>8,.0f} records; spool waiting {depth:>4} batches",
+                flush=True,
+            )
+        accepted, failed = task.result()
+        result["accepted"], result["failed"] = accepted, failed
+
+    asyncio.run(run())
+    accepted = int(result["accepted"])
+    offered_s = time.monotonic() - began
+    deadline = time.monotonic() + 600
+    while loaded_rows(schema) < accepted and time.monotonic() < deadline:
+        time.sleep(2)
+    done_s = time.monotonic() - began
+    loaded = loaded_rows(schema)
+    return {
+        "accepted": accepted,
+        "failed": result["failed"],
+        "loaded": loaded,
+        "offered_s": offered_s,
+        "drained_s": done_s,
+        "rate": loaded / done_s,
+    }
+
+
+def freshness(schema: str) -> tuple[float, float]:
+    with closing(psycopg2.connect(**WAREHOUSE)) as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d), "
+                "percentile_cont(0.99) WITHIN GROUP (ORDER BY d) FROM "
+                "(SELECT extract(epoch FROM _sdc_batched_at - _sdc_received_at) d FROM {}) x"
+            ).format(sql.Identifier(schema, "orders"))
+        )
+        p50, p99 = cur.fetchone()  # type: ignore[misc]
+    return float(p50), float(p99)
+
+
+DLT_SCRIPT = """
+import json, sys, time, random, dlt
+sys.path.insert(0, sys.argv[3])
+from gate_bench import make_record
+rng = random.Random(3)
+records = [make_record(i, rng) for i in range(int(sys.argv[2]))]
+target = dlt.destinations.postgres("postgresql://postgres@127.0.0.1:5433/warehouse")
+pipeline = dlt.pipeline(
+    pipeline_name="skein_bench_" + sys.argv[1], destination=target, dataset_name=sys.argv[1]
+)
+began = time.monotonic()
+pipeline.run(records, table_name="orders", write_disposition="merge", primary_key="id")
+print(json.dumps({"seconds": time.monotonic() - began, "records": len(records)}))
+"""
+
+
+def dlt_run(schema: str, count: int) -> dict[str, float]:
+    venv = ROOT / ".cache" / ("venv-" + re.sub(r"[^a-z0-9.]+", "-", DLT_VERSION.lower()))
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", DLT_VERSION], check=True)
+    out = subprocess.run(
+        [str(python), "-c", DLT_SCRIPT, schema, str(count), str(Path(__file__).resolve().parent)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
+        cwd="/tmp",
+    ).stdout
+    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def drop(schema: str) -> None:
+    with closing(psycopg2.connect(**WAREHOUSE)) as conn, conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=180)
+    parser.add_argument("--rate", type=float, default=25_000)
+    parser.add_argument("--fresh-rate", type=float, default=10_000)
+    parser.add_argument("--fresh-seconds", type=float, default=60)
+    parser.add_argument("--dlt-records", type=int, default=ID_SPACE)
+    args = parser.parse_args()
+    run = uuid.uuid4().hex[:6]
+    schemas = [f"bench_e2e_{run}", f"bench_fresh_{run}", f"bench_dlt_{run}"]
+    try:
+        print(f"sustained: {args.rate:,.0f} records/s offered for {args.seconds:.0f} s", flush=True)
+        s = sustained(args.rate, args.seconds, schemas[0])
+        print(
+            f"accepted {s['accepted']:,.0f} records ({s['failed']:.0f} requests refused), "
+            f"loaded {s['loaded']:,.0f} rows; drained {s['drained_s'] - s['offered_s']:.0f} s "
+            f"after the load stopped; sustained {s['rate']:,.0f} records/s end to end"
+        )
+        print(
+            f"freshness: {args.fresh_rate:,.0f} records/s for {args.fresh_seconds:.0f} s",
+            flush=True,
+        )
+        sustained(args.fresh_rate, args.fresh_seconds, schemas[1])
+        p50, p99 = freshness(schemas[1])
+        print(f"freshness (gate 202 -> row committed): p50 {p50:.1f} s, p99 {p99:.1f} s", end=" ")
+        print("(target p99 <= 15 s)")
+        d = dlt_run(schemas[2], args.dlt_records)
+        dlt_rate = d["records"] / d["seconds"]
+        print(f"dlt {DLT_VERSION}: {d['records']:,.0f} records merged", end=" ")
+        print(f"in {d['seconds']:.1f} s = {dlt_rate:,.0f} records/s")
+        print(f"ratio skein end to end / dlt: {s['rate'] / dlt_rate:.2f} (target >= 2)")
+    finally:
+        for schema in schemas:
+            drop(schema)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""When to cut a table's buffer into a batch, and when to stop reading: pure values.
+
+Both are decided here and nowhere else, from plain numbers and an injected clock reading, so
+they are tested without Kafka or S3 (``tests/unit/test_streamery_policy.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Hashable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class CutReason(StrEnum):
+    SIZE = "size"  # the next message would take the batch past max_batch_bytes
+    RECORDS = "records"  # ... past max_batch_records
+    AGE = "age"  # its first message waited max_batch_age_s
+    MEMORY = "memory"  # all buffers together passed their share of the memory budget
+    SHUTDOWN = "shutdown"  # SIGTERM: everything goes out before the final commit
+    REVOKE = "revoke"  # the partition moves to another consumer
+
+
+@dataclass(frozen=True)
+class BufferView:
+    """What the policy needs to know about one table buffer."""
+
+    key: Hashable
+    partition: int
+    bytes: int
+    records: int
+    opened_at: float
+
+
+@dataclass(frozen=True)
+class Cut:
+    key: Hashable
+    reason: CutReason
+
+
+@dataclass(frozen=True)
+class CutPolicy:
+    """A buffer is cut at the first of: size, records, age, memory pressure, shutdown, revoke.
+
+    ``memory_budget`` is what buffers and batches in flight may hold together; buffers alone may
+    fill ``buffer_share`` of it. Past that, the largest buffers are cut (the fewest, fullest
+    batches free the most) until buffers hold half their share: cutting in one sweep rather
+    than one buffer per message avoids a stream of tiny batches at the limit.
+    """
+
+    max_batch_bytes: int
+    max_batch_records: int
+    max_age_s: float
+    memory_budget: int
+    buffer_share: float = 0.5
+
+    def before_append(
+        self, buffered_bytes: int, buffered_records: int, add_bytes: int, add_records: int
+    ) -> CutReason | None:
+        """Cut a non-empty buffer before a message that would take it past a limit (a message is
+        never split, so one larger than the limit makes a batch of its own)."""
+        if buffered_records == 0 and buffered_bytes == 0:
+            return None
+        if buffered_bytes + add_bytes > self.max_batch_bytes:
+            return CutReason.SIZE
+        if buffered_records + add_records > self.max_batch_records:
+            return CutReason.RECORDS
+        return None
+
+    def after_append(self, buffered_bytes: int, buffered_records: int) -> CutReason | None:
+        """Cut a buffer that reached a limit exactly (or holds one oversized message)."""
+        if buffered_bytes >= self.max_batch_bytes:
+            return CutReason.SIZE
+        if buffered_records >= self.max_batch_records:
+            return CutReason.RECORDS
+        return None
+
+    @property
+    def buffer_limit(self) -> int:
+        return int(self.memory_budget * self.buffer_share)
+
+    def due(
+        self,
+        buffers: Iterable[BufferView],
+        now: float,
+        *,
+        shutting_down: bool = False,
+        revoked: Collection[int] = (),
+    ) -> list[Cut]:
+        """The buffers to cut now, each once, with the first reason that applies."""
+        cuts: list[Cut] = []
+        kept: list[BufferView] = []
+        for view in buffers:
+            if shutting_down:
+                cuts.append(Cut(view.key, CutReason.SHUTDOWN))
+            elif view.partition in revoked:
+                cuts.append(Cut(view.key, CutReason.REVOKE))
+            elif now - view.opened_at >= self.max_age_s:
+                cuts.append(Cut(view.key, CutReason.AGE))
+            else:
+                kept.append(view)
+        held = sum(v.bytes for v in kept)
+        if held > self.buffer_limit:
+            for view in sorted(kept, key=lambda v: v.bytes, reverse=True):
+                if held <= self.buffer_limit // 2:
+                    break
+                cuts.append(Cut(view.key, CutReason.MEMORY))
+                held -= view.bytes
+        return cuts
+
+
+@dataclass(frozen=True)
+class FlowPolicy:
+    """Whether to stop reading from Kafka.
+
+    Reading stops while S3 or the spool fails (nothing more could leave memory) and while
+    buffers and batches in flight hold the memory budget; it resumes, with the stores healthy,
+    once they are back under ``resume_fraction`` of it, so it does not flap at the limit.
+    """
+
+    memory_budget: int
+    resume_fraction: float = 0.8
+
+    def paused(self, *, was_paused: bool, held_bytes: int, failing: bool) -> bool:
+        if failing or held_bytes >= self.memory_budget:
+            return True
+        if was_paused:
+            return held_bytes > self.memory_budget * self.resume_fraction
+        return False

@@ -1,0 +1,56 @@
+"""The streamery's settings: the shared ones plus ``SKEIN_STREAMERY_*``."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from common.settings import SharedSettings
+
+MiB = 1024 * 1024
+
+
+class StreamerySettings(SharedSettings):
+    model_config = SettingsConfigDict(env_prefix="SKEIN_STREAMERY_", extra="ignore")
+    own_prefix: ClassVar[str] = "SKEIN_STREAMERY_"
+
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9102, ge=0, le=65535)
+    group_id: str = "skein-streamery"
+    # A crashed member's partitions move to the others after this long without heartbeats
+    # (librdkafka's 45 s default would stall those partitions that long after a SIGKILL).
+    session_timeout_ms: int = Field(10_000, ge=6_000, le=300_000)
+    # Everything the process may hold in record data: table buffers, batches on their way to S3
+    # and the spool, and librdkafka's fetch queue (a fixed share of this, fetch_queue_bytes).
+    memory_limit_bytes: int = Field(512 * MiB, ge=32 * MiB)
+    # librdkafka's pre-fetch queue; 0 = an eighth of the memory limit, at most 64 MiB.
+    fetch_queue_bytes: int = Field(0, ge=0)
+    # Cut policy: a table's buffer becomes a batch at the first of these limits.
+    max_batch_bytes: int = Field(32 * MiB, ge=64 * 1024)
+    max_batch_records: int = Field(500_000, ge=1)
+    # Freshness: a record waits at most this long in a buffer (p99 gate-to-row <= 15 s).
+    max_batch_age_s: float = Field(5.0, gt=0)
+    # 1 (fastest real compression, ~3x on JSON) is the default: zlib at ~130 MB/s per core is the
+    # streamery's bottleneck. 0 stores uncompressed deflate blocks (still gzip) for hosts short
+    # of CPU; 6-9 trade a lot of CPU for ~15 % smaller objects.
+    gzip_level: int = Field(1, ge=0, le=9)
+    # Uploads (gzip + PUT + register) run on this many threads.
+    upload_workers: int = Field(4, ge=1, le=64)
+    commit_interval_s: float = Field(1.0, gt=0)
+    # SIGTERM / partition revocation: how long to wait for batches to register before giving up
+    # (what is not registered is not committed, and is read again by whoever consumes next).
+    shutdown_timeout_s: float = Field(30.0, ge=0)
+    revoke_timeout_s: float = Field(20.0, ge=0)
+    # Back-off between attempts at S3 and the spool while they fail.
+    retry_backoff_max_s: float = Field(5.0, gt=0)
+    spool_timeout_s: float = Field(10.0, gt=0)
+    s3_timeout_s: float = Field(30.0, gt=0)
+    log_level: str = "INFO"
+
+    def fetch_queue_budget(self) -> int:
+        """Bytes reserved for librdkafka's pre-fetch queue (counted in the memory limit)."""
+        if self.fetch_queue_bytes:
+            return self.fetch_queue_bytes
+        return min(64 * MiB, self.memory_limit_bytes // 8)

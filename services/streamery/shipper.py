@@ -1,0 +1,284 @@
+"""Batches to S3 and the spool on a thread pool, registered in cut order per stream.
+
+Uploads (gzip + PUT) of any batches run in parallel. Registration of one stream's batches must
+follow the order they were cut in (the spool refuses a batch at or below the stream's
+high-water mark), so each stream has a chain: the thread that finds the chain's head uploaded
+registers it, then any uploaded successors, and hands over as soon as the head is still
+uploading. No thread ever waits for another.
+
+Every step retries with capped exponential back-off until it succeeds or its batch is
+abandoned (its partition was revoked, or shutdown gave up). While any step is failing,
+``failing`` is true and the streamery stops reading. Outcomes are posted to ``completions`` for
+the main loop, which alone touches offsets and buffers.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from common.spool_client import BatchRegistration, SpoolConflict, SpoolUnavailable
+from services.streamery import metrics
+from services.streamery.batch import Batch, Stream
+from services.streamery.store import ObjectStore
+
+log = logging.getLogger("skein.streamery.shipper")
+T = TypeVar("T")
+_FIRST_BACKOFF_S = 0.1
+_LOG_EVERY = 10  # a failing step logs its first failure and then every tenth
+
+
+class _Abandoned(Exception):
+    """The batch was abandoned while a step was retrying."""
+
+
+class Registrar(Protocol):
+    def register(self, batch: BatchRegistration) -> dict[str, Any]: ...
+
+    def high_water(self, partitions: list[int]) -> dict[tuple[int, int, str], int]: ...
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """A batch's outcome: registered (its records are durable) or abandoned (read again)."""
+
+    batch: Batch
+    registered: bool
+
+
+@dataclass
+class _Job:
+    batch: Batch
+    uploaded: bool = False  # the upload step finished (done, or given up as abandoned)
+    upload_ok: bool = False
+
+
+@dataclass
+class _Chain:
+    jobs: deque[_Job] = field(default_factory=deque)
+    busy: bool = False  # a thread is registering this chain's jobs
+
+
+class Shipper:
+    def __init__(
+        self,
+        store: ObjectStore,
+        spool: Registrar,
+        *,
+        workers: int,
+        gzip_level: int,
+        backoff_max_s: float,
+    ) -> None:
+        self._store = store
+        self._spool = spool
+        self._level = gzip_level
+        self._backoff_max_s = backoff_max_s
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="shipper")
+        self._lock = threading.Lock()
+        self._chains: dict[Stream, _Chain] = {}
+        self._failing = 0
+        self._body_bytes = 0
+        self._ratio = 1.0  # object size / buffered size of the last batch compressed
+        self.completions: queue.SimpleQueue[Shipped] = queue.SimpleQueue()
+
+    @property
+    def failing(self) -> bool:
+        """Some step is failing right now (S3 or the spool unreachable or refusing)."""
+        return self._failing > 0
+
+    @property
+    def body_bytes(self) -> int:
+        """Objects held in memory while they are compressed and uploaded."""
+        return self._body_bytes
+
+    def ship(self, batch: Batch) -> None:
+        job = _Job(batch)
+        with self._lock:
+            self._chains.setdefault(batch.stream, _Chain()).jobs.append(job)
+        self._pool.submit(self._run, job)
+
+    def abandon(self, partitions: Collection[int] | None = None) -> None:
+        """Stop retrying the batches of these partitions (all when None): each is reported as
+        not registered, unless a registration already under way completes."""
+        with self._lock:
+            for stream, chain in self._chains.items():
+                if partitions is None or stream.partition in partitions:
+                    for job in chain.jobs:
+                        job.batch.abandoned.set()
+
+    def close(self) -> None:
+        """Abandon everything and let the threads go (a PUT in progress may still finish)."""
+        self.abandon()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- one job on a pool thread
+    def _run(self, job: _Job) -> None:
+        try:
+            job.upload_ok = self._upload(job.batch)
+        except Exception:  # a bug: never leave the chain stuck
+            log.exception("upload step crashed", extra={"object_key": job.batch.object_key})
+        self._uploaded(job)
+
+    def _upload(self, batch: Batch) -> bool:
+        if batch.abandoned.is_set():
+            return False
+        # The object grows while it is compressed: hold its expected size from the start (the
+        # last ratio seen, at least a tenth), then its real size until the PUT is done.
+        expected = max(len(m.value) for m in batch.messages) + int(batch.memory * self._ratio)
+        self._hold(expected)
+        try:
+            body = batch.body(self._level)
+        except BaseException:
+            self._hold(-expected)
+            raise
+        self._hold(len(body) - expected)
+        self._ratio = max(0.1, len(body) / max(1, batch.memory))
+        try:
+            began = time.monotonic()
+            self._retry(batch, "upload", lambda: self._store.put(batch.object_key, body))
+        except _Abandoned:
+            return False
+        finally:
+            self._hold(-len(body))
+        metrics.UPLOAD_SECONDS.observe(time.monotonic() - began)
+        metrics.BYTES_WRITTEN.labels(str(batch.stream.client_id)).inc(len(body))
+        batch.object_bytes = len(body)
+        return True
+
+    def _uploaded(self, job: _Job) -> None:
+        stream = job.batch.stream
+        with self._lock:
+            job.uploaded = True
+            chain = self._chains[stream]
+            if chain.busy:
+                return  # the registering thread will reach this job
+            chain.busy = True
+        while True:
+            with self._lock:
+                if not chain.jobs or not chain.jobs[0].uploaded:
+                    chain.busy = False
+                    if not chain.jobs:
+                        del self._chains[stream]
+                    return
+                head = chain.jobs[0]
+            try:
+                registered = self._register(head)
+            except Exception:
+                log.exception("register step crashed", extra={"object_key": head.batch.object_key})
+                registered = False
+            with self._lock:
+                chain.jobs.popleft()
+            self.completions.put(Shipped(head.batch, registered))
+
+    def _register(self, job: _Job) -> bool:
+        batch = job.batch
+        if not job.upload_ok:
+            return False
+        if batch.unreadable:
+            return True  # kept for an operator, never loaded
+        while True:
+            try:
+                began = time.monotonic()
+                self._retry(batch, "register", lambda: self._spool.register(batch.registration()))
+                metrics.REGISTER_SECONDS.observe(time.monotonic() - began)
+                metrics.BATCHES_REGISTERED.inc()
+                metrics.RECORDS_REGISTERED.labels(str(batch.stream.client_id)).inc(
+                    batch.record_count
+                )
+                return True
+            except SpoolConflict as exc:
+                # Another writer (a consumer this partition moved away from) registered some of
+                # these offsets after our marks were read: keep only what is above its mark.
+                metrics.REGISTRATION_FAILURES.labels("conflict").inc()
+                if not self._trim(batch, str(exc)):
+                    return not batch.abandoned.is_set()
+                if not self._upload(batch):
+                    return False
+            except _Abandoned:
+                return False
+
+    def _trim(self, batch: Batch, reason: str) -> bool:
+        """Drop what the stream's mark covers; False when nothing is left (or abandoned)."""
+        s = batch.stream
+        try:
+            marks = self._retry(batch, "high-water", lambda: self._spool.high_water([s.partition]))
+        except _Abandoned:
+            return False
+        mark = marks.get((s.partition, s.client_id, s.table_name), -1)
+        if mark < batch.first_offset:
+            # Refused, yet nothing of ours is covered: not a state we can reason about. Wait
+            # and try again rather than spin; the failure shows in the metrics and the log.
+            log.error(
+                "registration refused below no mark; retrying",
+                extra={"object_key": batch.object_key, "mark": mark, "reason": reason},
+            )
+            batch.abandoned.wait(self._backoff_max_s)
+            return True
+        log.warning(
+            "registration conflict: keeping only offsets above the stream's mark",
+            extra={"object_key": batch.object_key, "mark": mark, "reason": reason},
+        )
+        return batch.keep_after(mark)
+
+    # -- retries
+    def _retry(self, batch: Batch, step: str, attempt: Callable[[], T]) -> T:
+        """``attempt()`` until it succeeds (its result) or the batch is abandoned (_Abandoned).
+        A SpoolConflict is not a failure to retry: it goes to the caller."""
+        delay = _FIRST_BACKOFF_S
+        failures = 0
+        try:
+            while not batch.abandoned.is_set():
+                try:
+                    result = attempt()
+                except SpoolConflict:
+                    raise
+                except Exception as exc:
+                    failures += 1
+                    if failures == 1:
+                        self._fail(+1)
+                    self._count_failure(step, exc)
+                    if failures % _LOG_EVERY == 1:
+                        log.warning(
+                            f"{step} failed; retrying",
+                            extra={
+                                "object_key": batch.object_key,
+                                "attempt": failures,
+                                "error": f"{type(exc).__name__}: {exc}",
+                            },
+                        )
+                    batch.abandoned.wait(delay)
+                    delay = min(delay * 2, self._backoff_max_s)
+                    continue
+                if failures:
+                    log.info(
+                        f"{step} recovered",
+                        extra={"object_key": batch.object_key, "attempts": failures + 1},
+                    )
+                return result
+            raise _Abandoned
+        finally:
+            if failures:
+                self._fail(-1)
+
+    @staticmethod
+    def _count_failure(step: str, exc: Exception) -> None:
+        if step == "upload":
+            metrics.UPLOAD_FAILURES.inc()
+        else:
+            kind = "unavailable" if isinstance(exc, SpoolUnavailable) else "refused"
+            metrics.REGISTRATION_FAILURES.labels(kind).inc()
+
+    def _fail(self, delta: int) -> None:
+        with self._lock:
+            self._failing += delta
+
+    def _hold(self, delta: int) -> None:
+        with self._lock:
+            self._body_bytes += delta

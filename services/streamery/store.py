@@ -1,0 +1,54 @@
+"""Batch objects in the S3 bucket."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import boto3
+from botocore.config import Config
+
+from services.streamery.settings import StreamerySettings
+
+
+class ObjectStore(Protocol):
+    def put(self, key: str, body: bytes) -> None: ...
+
+    def reachable(self) -> bool: ...
+
+
+class S3Store:
+    """One boto3 client shared by the upload threads (clients are thread-safe).
+
+    botocore's own retries are off: the shipper retries with its own back-off, forever, and
+    counts failures where the operator can see them. Checksums are computed only when S3
+    requires them; the bytes are in memory and TCP already guards them.
+    """
+
+    def __init__(self, settings: StreamerySettings) -> None:
+        self.bucket = settings.s3_bucket
+        self._s3 = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=settings.s3_access_key,
+            aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
+            config=Config(
+                retries={"max_attempts": 1, "mode": "standard"},
+                connect_timeout=3,
+                read_timeout=settings.s3_timeout_s,
+                max_pool_connections=settings.upload_workers + 2,
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ),
+        )
+
+    def put(self, key: str, body: bytes) -> None:
+        kind = "application/gzip" if key.endswith(".gz") else "application/octet-stream"
+        self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=kind)
+
+    def reachable(self) -> bool:
+        try:
+            self._s3.head_bucket(Bucket=self.bucket)
+        except Exception:
+            return False
+        return True

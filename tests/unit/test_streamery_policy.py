@@ -1,0 +1,153 @@
+"""The cut policy and the flow policy, driven by an injected clock: no Kafka, no S3."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.wire import Header, TableRecords, encode_messages
+from services.streamery.batch import MESSAGE_OVERHEAD
+from services.streamery.buffers import TableBuffers
+from services.streamery.consumer import kafka_config
+from services.streamery.offsets import OffsetTracker
+from services.streamery.policy import BufferView, Cut, CutPolicy, CutReason, FlowPolicy
+from services.streamery.settings import MiB, StreamerySettings
+
+KB = 1024
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+def message(table: str, records: int, record_bytes: int = 100, client: int = 7) -> bytes:
+    header = Header(
+        client, table, ("id",), None, None, "2026-11-26T10:00:00.000000Z", "r1", "batch"
+    )
+    lines = [
+        b'{"action":"upsert","sequence":1,"data":{"v":"' + b"x" * record_bytes + b'"}}'
+    ] * records
+    (value,) = encode_messages(TableRecords(header, lines), 64 * MiB)
+    return value
+
+
+def buffers(policy: CutPolicy) -> TableBuffers:
+    tracker = OffsetTracker()
+    tracker.assign(0)
+    tracker.assign(1)
+    return TableBuffers(policy, tracker)
+
+
+def policy(**overrides: float) -> CutPolicy:
+    values: dict[str, float] = {
+        "max_batch_bytes": 100 * KB,
+        "max_batch_records": 1000,
+        "max_age_s": 10.0,
+        "memory_budget": 10 * MiB,
+    }
+    values.update(overrides)
+    return CutPolicy(**values)  # type: ignore[arg-type]
+
+
+def test_a_buffer_is_cut_before_the_message_that_would_overflow_it() -> None:
+    value = message("orders", 10, 1000)  # ~10 KB
+    b = buffers(policy(max_batch_bytes=len(value) * 3 + 3 * MESSAGE_OVERHEAD))
+    assert b.add(0, 0, b"7/orders", value, 0.0) == []
+    assert b.add(0, 1, b"7/orders", value, 0.0) == []
+    cuts = b.add(0, 2, b"7/orders", value, 0.0)  # exactly full: cut after appending
+    assert [(c.first_offset, c.last_offset, r) for c, r in cuts] == [(0, 2, CutReason.SIZE)]
+    assert b.add(0, 3, b"7/orders", value, 0.0) == []
+    assert b.bytes == len(value) + MESSAGE_OVERHEAD
+
+
+def test_a_message_larger_than_the_limit_is_a_batch_of_its_own() -> None:
+    small, big = message("t", 1), message("t", 200, 1000)
+    b = buffers(policy(max_batch_bytes=50 * KB))
+    b.add(0, 0, b"7/t", small, 0.0)
+    cuts = b.add(0, 1, b"7/t", big, 0.0)
+    assert [(c.first_offset, c.last_offset, r) for c, r in cuts] == [
+        (0, 0, CutReason.SIZE),
+        (1, 1, CutReason.SIZE),
+    ]
+    assert len(b) == 0
+
+
+def test_record_limit() -> None:
+    b = buffers(policy(max_batch_records=25))
+    assert b.add(0, 0, b"7/t", message("t", 10), 0.0) == []
+    assert b.add(0, 1, b"7/t", message("t", 10), 0.0) == []
+    cuts = b.add(0, 2, b"7/t", message("t", 10), 0.0)
+    assert [(c.record_count, r) for c, r in cuts] == [(20, CutReason.RECORDS)]
+
+
+def test_age_is_measured_from_the_first_message_with_the_injected_clock() -> None:
+    clock = Clock()
+    b = buffers(policy(max_age_s=10))
+    b.add(0, 0, b"7/a", message("a", 1), clock.now)
+    b.add(0, 1, b"7/b", message("b", 1), clock.advance(6))
+    assert b.due(clock.advance(3.9)) == []
+    cuts = b.due(clock.advance(0.1))  # a is 10 s old, b 4 s
+    assert [(c.stream.table_name, r) for c, r in cuts] == [("a", CutReason.AGE)]
+    b.add(0, 2, b"7/b", message("b", 1), clock.advance(5.9))  # b's age counts from its first
+    assert b.due(clock.now) == []
+    clock.advance(0.1)
+    assert [(c.stream.table_name, c.record_count) for c, _ in b.due(clock.now)] == [("b", 2)]
+
+
+def test_memory_pressure_cuts_the_largest_buffers_first_down_to_half_the_share() -> None:
+    p = policy(memory_budget=1000)  # buffers may hold 500
+    views = [
+        BufferView("small", 0, 100, 1, 0.0),
+        BufferView("large", 0, 300, 1, 0.0),
+        BufferView("medium", 1, 200, 1, 0.0),
+    ]
+    assert p.due(views[:2], 1.0) == []  # 400 <= 500
+    # 600 > 500: cut 300 (300 left, more than 250), then 200 (100 left)
+    assert p.due(views, 1.0) == [Cut("large", CutReason.MEMORY), Cut("medium", CutReason.MEMORY)]
+
+
+def test_shutdown_cuts_everything_and_revocation_only_its_partitions() -> None:
+    p = policy()
+    views = [BufferView("a", 0, 10, 1, 999.0), BufferView("b", 1, 10, 1, 999.0)]
+    assert p.due(views, 1000.0, shutting_down=True) == [
+        Cut("a", CutReason.SHUTDOWN),
+        Cut("b", CutReason.SHUTDOWN),
+    ]
+    assert p.due(views, 1000.0, revoked={1}) == [Cut("b", CutReason.REVOKE)]
+
+
+def test_tables_and_clients_never_share_a_buffer() -> None:
+    b = buffers(policy())
+    b.add(0, 0, b"7/t", message("t", 1, client=7), 0.0)
+    b.add(0, 1, b"8/t", message("t", 1, client=8), 0.0)
+    b.add(0, 2, b"7/u", message("u", 1, client=7), 0.0)
+    b.add(1, 0, b"7/t", message("t", 1, client=7), 0.0)
+    cuts = b.due(0.0, shutting_down=True)
+    assert sorted((c.stream, c.first_offset) for c, _ in cuts) == [
+        ((0, 7, "t"), 0),
+        ((0, 7, "u"), 2),
+        ((0, 8, "t"), 1),
+        ((1, 7, "t"), 0),
+    ]
+
+
+def test_flow_pauses_at_the_budget_or_on_failure_and_resumes_below_80_percent() -> None:
+    flow = FlowPolicy(memory_budget=1000)
+    assert not flow.paused(was_paused=False, held_bytes=999, failing=False)
+    assert flow.paused(was_paused=False, held_bytes=1000, failing=False)
+    assert flow.paused(was_paused=True, held_bytes=900, failing=False)
+    assert not flow.paused(was_paused=True, held_bytes=800, failing=False)
+    assert flow.paused(was_paused=False, held_bytes=0, failing=True)
+
+
+@pytest.mark.parametrize(("limit", "queue_kb"), [(512 * MiB, 32 * 1024), (64 * MiB, 4 * 1024)])
+def test_librdkafka_queue_is_a_bounded_share_of_the_memory_limit(limit: int, queue_kb: int) -> None:
+    config = kafka_config(StreamerySettings(memory_limit_bytes=limit))
+    assert config["queued.max.messages.kbytes"] == queue_kb
+    assert config["queued.max.messages.kbytes"] * 1024 + 3 * config["fetch.max.bytes"] < limit / 8
+    assert config["enable.auto.commit"] is False
+    assert config["enable.auto.offset.store"] is False

@@ -1,0 +1,196 @@
+"""Uploads in parallel, registrations in cut order, retries until healthy, with fake stores."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from common.spool_client import BatchRegistration, SpoolConflict, SpoolUnavailable
+from services.streamery.batch import Batch, Message, Stream
+from services.streamery.shipper import Shipped, Shipper
+from tests.conftest import wait_for
+
+HEADER = (
+    b'{"v":1,"client_id":7,"table_name":"t","key_names":[],"schema":null,"table_version":null,'
+    b'"received_at":"2026-11-26T10:00:00.000000Z","request_id":"r","source":"batch"}'
+)
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.delays: dict[str, float] = {}
+        self.down = threading.Event()
+
+    def put(self, key: str, body: bytes) -> None:
+        if self.down.is_set():
+            raise ConnectionError("S3 is down")
+        time.sleep(self.delays.get(key, 0.0))  # injected slowness, not synchronisation
+        self.objects[key] = body
+
+    def reachable(self) -> bool:
+        return not self.down.is_set()
+
+
+class FakeSpool:
+    """The spool's registration contract: idempotent keys, per-stream marks, 409 below them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.registered: list[BatchRegistration] = []
+        self.marks: dict[tuple[int, int, str], int] = {}
+        self.down = threading.Event()
+
+    def register(self, batch: BatchRegistration) -> dict[str, Any]:
+        if self.down.is_set():
+            raise SpoolUnavailable("spool is down")
+        with self.lock:
+            if any(r.object_key == batch.object_key for r in self.registered):
+                return {"batch_id": 1, "created": False}
+            stream = (batch.partition, batch.client_id, batch.table_name)
+            if batch.first_offset <= self.marks.get(stream, -1):
+                raise SpoolConflict("at or below the high-water mark")
+            self.registered.append(batch)
+            self.marks[stream] = batch.last_offset
+            return {"batch_id": len(self.registered), "created": True}
+
+    def high_water(self, partitions: list[int]) -> dict[tuple[int, int, str], int]:
+        if self.down.is_set():
+            raise SpoolUnavailable("spool is down")
+        with self.lock:
+            return {k: v for k, v in self.marks.items() if k[0] in partitions}
+
+
+def batch(first: int, last: int, partition: int = 0, table: str = "t") -> Batch:
+    messages = [
+        Message(
+            o,
+            HEADER + b'\n{"action":"upsert","sequence":%d}' % o,
+            len(HEADER),
+            1,
+            "2026-11-26T10:00:00.000000Z",
+            "r",
+        )
+        for o in range(first, last + 1)
+    ]
+    return Batch(Stream(partition, 7, table), messages, 100)
+
+
+@pytest.fixture
+def store() -> FakeStore:
+    return FakeStore()
+
+
+@pytest.fixture
+def spool() -> FakeSpool:
+    return FakeSpool()
+
+
+@pytest.fixture
+def shipper(store: FakeStore, spool: FakeSpool) -> Iterator[Shipper]:
+    s = Shipper(store, spool, workers=4, gzip_level=1, backoff_max_s=0.05)
+    yield s
+    s.close()
+
+
+def outcomes(shipper: Shipper, count: int, timeout: float = 10) -> list[Shipped]:
+    got: list[Shipped] = []
+
+    def more() -> bool:
+        while not shipper.completions.empty():
+            got.append(shipper.completions.get_nowait())
+        return len(got) >= count
+
+    wait_for(more, timeout=timeout, interval=0.01, what=f"{count} outcomes")
+    return got
+
+
+def test_a_tables_batches_register_in_cut_order_even_when_uploads_finish_out_of_order(
+    shipper: Shipper, store: FakeStore, spool: FakeSpool
+) -> None:
+    batches = [batch(0, 1), batch(2, 3), batch(4, 5), batch(0, 9, table="other")]
+    store.delays = {batches[0].object_key: 0.3, batches[1].object_key: 0.15}
+    for b in batches:
+        shipper.ship(b)
+    done = outcomes(shipper, 4)
+    assert all(d.registered for d in done)
+    assert [r.first_offset for r in spool.registered if r.table_name == "t"] == [0, 2, 4]
+    assert spool.registered[0].table_name == "other"  # not held back by the slow table
+    assert [d.batch.first_offset for d in done if d.batch.stream.table_name == "t"] == [0, 2, 4]
+    assert spool.registered[1].bytes == len(store.objects[spool.registered[1].object_key])
+
+
+def test_while_s3_is_down_nothing_registers_and_the_shipper_reports_failing(
+    shipper: Shipper, store: FakeStore, spool: FakeSpool
+) -> None:
+    store.down.set()
+    shipper.ship(batch(0, 1))
+    wait_for(lambda: shipper.failing, timeout=5, what="failing")
+    assert spool.registered == [] and shipper.completions.empty()
+    store.down.clear()
+    assert outcomes(shipper, 1)[0].registered
+    assert not shipper.failing
+
+
+def test_spool_outage_is_retried_until_it_returns(
+    shipper: Shipper, store: FakeStore, spool: FakeSpool
+) -> None:
+    spool.down.set()
+    shipper.ship(batch(0, 1))
+    shipper.ship(batch(2, 3))
+    wait_for(lambda: shipper.failing, timeout=5, what="failing")
+    spool.down.clear()
+    assert [d.registered for d in outcomes(shipper, 2)] == [True, True]
+    assert [r.first_offset for r in spool.registered] == [0, 2]
+
+
+def test_abandoned_batches_are_reported_unregistered(
+    shipper: Shipper, store: FakeStore, spool: FakeSpool
+) -> None:
+    store.down.set()
+    shipper.ship(batch(0, 1, partition=0))
+    shipper.ship(batch(0, 1, partition=1))
+    wait_for(lambda: shipper.failing, timeout=5, what="failing")
+    shipper.abandon({0})
+    (first,) = outcomes(shipper, 1)
+    assert (first.batch.stream.partition, first.registered) == (0, False)
+    store.down.clear()
+    (second,) = outcomes(shipper, 1)
+    assert (second.batch.stream.partition, second.registered) == (1, True)
+    assert not shipper.failing
+
+
+def test_offsets_another_writer_registered_are_dropped_not_duplicated(
+    shipper: Shipper, store: FakeStore, spool: FakeSpool
+) -> None:
+    spool.marks[(0, 7, "t")] = 11  # a previous owner of the partition registered up to 11
+    shipper.ship(batch(10, 13))
+    shipper.ship(batch(14, 15, table="u"))
+    spool.marks[(0, 7, "v")] = 30
+    shipper.ship(batch(20, 25, table="v"))
+    done = outcomes(shipper, 3)
+    assert all(d.registered for d in done)
+    assert [(r.table_name, r.first_offset, r.last_offset) for r in spool.registered] == [
+        ("t", 12, 13),
+        ("u", 14, 15),
+    ] or [(r.table_name, r.first_offset, r.last_offset) for r in spool.registered] == [
+        ("u", 14, 15),
+        ("t", 12, 13),
+    ]
+    assert next(d for d in done if d.batch.stream.table_name == "t").batch.unit_offset == 10
+
+
+def test_an_unreadable_message_is_kept_in_s3_and_never_registered(
+    shipper: Shipper, store: FakeStore, spool: FakeSpool
+) -> None:
+    parked = Batch(
+        Stream(2, -1, "offset-5"), [Message(5, b"\xff not json", 0, 0, "", "")], 1, unreadable=True
+    )
+    shipper.ship(parked)
+    assert outcomes(shipper, 1)[0].registered
+    assert store.objects == {"_unreadable/2/00000000000000000005.bin": b"\xff not json"}
+    assert spool.registered == []
