@@ -32,7 +32,8 @@ import psycopg2
 from psycopg2 import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gate_bench import RawHttp, make_record
+from bench_records import make_record
+from gate_bench import RawHttp
 
 from common import control, db
 from common.settings import SharedSettings
@@ -204,10 +205,11 @@ def freshness(schema: str) -> tuple[float, float]:
 DLT_SCRIPT = """
 import json, sys, time, random, dlt
 sys.path.insert(0, sys.argv[3])
-from gate_bench import make_record
+from bench_records import make_record
 rng = random.Random(3)
 records = [make_record(i, rng) for i in range(int(sys.argv[2]))]
-target = dlt.destinations.postgres("postgresql://postgres@127.0.0.1:5433/warehouse")
+# dlt insists on a password; the local warehouse trusts loopback and ignores it.
+target = dlt.destinations.postgres("postgresql://postgres:unused@127.0.0.1:5433/warehouse")
 pipeline = dlt.pipeline(
     pipeline_name="skein_bench_" + sys.argv[1], destination=target, dataset_name=sys.argv[1]
 )

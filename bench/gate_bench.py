@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import glob
 import random
-import string
 import subprocess
 import tempfile
 import time
@@ -26,6 +25,7 @@ from contextlib import closing
 from pathlib import Path
 
 import orjson
+from bench_records import make_record
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from common import control, db
@@ -51,20 +51,6 @@ SCHEMA = {
         },
     }
 }
-
-
-def make_record(i: int, rng: random.Random) -> dict[str, object]:
-    return {
-        "id": i,
-        "customer": "".join(rng.choices(string.ascii_letters, k=16)),
-        "email": f"user{i}@example.com",
-        "amount": round(rng.random() * 1000, 2),
-        "currency": rng.choice(["EUR", "USD", "GBP"]),
-        "status": rng.choice(["new", "paid", "shipped", "refunded"]),
-        "created_at": "2026-11-26T10:00:00.000000Z",
-        "note": "".join(rng.choices(string.ascii_lowercase + " ", k=90)),
-        "address": {"city": rng.choice(["Lisbon", "Oslo", "Lima"]), "zip": f"{i % 99999:05d}"},
-    }
 
 
 def make_bodies(count: int) -> list[bytes]:

@@ -83,3 +83,22 @@ def test_every_published_port_is_loopback_only() -> None:
     for name, svc in compose()["services"].items():
         for host, _, _ in published(svc):
             assert host == "127.0.0.1", name
+
+
+def test_skein_services_publish_the_local_stack_ports() -> None:
+    stack_sh = (ROOT / "deploy/local/stack.sh").read_text()
+    declared = re.search(r"^SERVICES=\((.*)\)$", stack_sh, re.MULTILINE)
+    assert declared is not None
+    local = {name: int(port) for name, port in (s.split(":") for s in declared[1].split())}
+    compose_names = {
+        "spool": "spool",
+        "gate": "gate",
+        "streamery": "streamery",
+        "loaders.postgres": "loader-postgres",
+    }
+    services = compose()["services"]
+    for name, port in local.items():
+        svc = services[compose_names[name]]
+        assert published(svc) == [("127.0.0.1", port, port)], name
+        assert svc["command"] == [f"services.{name}"]
+    assert services["migrate"]["entrypoint"] == ["skein", "db", "migrate"]
