@@ -13,13 +13,13 @@ import argparse
 import gzip
 import io
 import random
-import string
 import time
 import uuid
 
 import boto3
 import orjson
 import psycopg2
+from bench_records import make_record
 from psycopg2 import sql
 
 from common.settings import SharedSettings
@@ -30,17 +30,9 @@ from services.loaders.postgres import warehouse
 DSN = "postgresql://postgres@127.0.0.1:5433/warehouse"
 
 
-def record(i: int, rng: random.Random) -> dict[str, object]:
-    return {
-        "id": i,
-        "customer": "".join(rng.choices(string.ascii_letters, k=16)),
-        "email": f"user{i}@example.com",
-        "amount": round(rng.random() * 1000, 2),
-        "currency": rng.choice(["EUR", "USD", "GBP"]),
-        "status": rng.choice(["new", "paid", "shipped"]),
-        "created_at": "2026-11-26T10:00:00Z",
-        "note": "".join(rng.choices(string.ascii_lowercase + " ", k=120)),
-    }
+def _address(value: object) -> dict[str, object]:
+    assert isinstance(value, dict)
+    return {f"address__{k}": v for k, v in value.items()}
 
 
 def main() -> None:
@@ -61,7 +53,7 @@ def main() -> None:
     schema = f"bench_{run}"
     header = Header(1, "orders", ("id",), None, None, "2026-11-26T10:00:00.000000Z", "b", "push")
     keys = []
-    records = [record(i, rng) for i in range(args.rows)]
+    records = [make_record(i, rng) for i in range(args.rows)]
     for start in range(0, args.rows, args.batch_rows):
         lines = [header.encode()] + [
             orjson.dumps({"action": "upsert", "sequence": i + 1, "data": records[i]})
@@ -84,9 +76,14 @@ def main() -> None:
         loader_rate = args.rows / loader_s
 
         # Baseline: COPY the same rows (already rendered CSV) into an equivalent keyed table.
-        columns = list(records[0])
+        # Its rows are the loader's de-nested ones (address -> address__city, address__zip).
+        flat = [
+            {**{k: v for k, v in r.items() if k != "address"}, **_address(r["address"])}
+            for r in records
+        ]
+        columns = list(flat[0])
         buffer = io.StringIO()
-        for r in records:
+        for r in flat:
             buffer.write(",".join('"' + str(r[c]).replace('"', '""') + '"' for c in columns) + "\n")
         data = buffer.getvalue().encode()
         with conn, conn.cursor() as cur:
@@ -94,7 +91,7 @@ def main() -> None:
                 sql.SQL(
                     "CREATE TABLE {} (id bigint PRIMARY KEY, customer text, email text, "
                     "amount double precision, currency text, status text, "
-                    "created_at timestamptz, note text)"
+                    "created_at timestamptz, note text, address__city text, address__zip text)"
                 ).format(sql.Identifier(schema, "raw_copy"))
             )
         began = time.monotonic()

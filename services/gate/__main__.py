@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import uvicorn
-
-from common import logs, metrics
+from common import serve
 from services.gate.settings import GateSettings
 
 
 def main() -> None:
-    settings = GateSettings()
-    logs.configure()
-    # Several worker processes share their metrics through this directory (emptied at start).
-    metrics.use_multiprocess_dir(settings.metrics_dir, "gate")
-    uvicorn.run(
-        "services.gate.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        timeout_graceful_shutdown=30,
-    )
+    s = GateSettings()
+    serve.run("gate", "services.gate.app:create_app", s.host, s.port, s.workers, s.metrics_dir)
 
 
 if __name__ == "__main__":

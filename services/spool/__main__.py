@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import uvicorn
-
-from common import logs, metrics
+from common import serve
 from services.spool.settings import SpoolSettings
 
 
 def main() -> None:
-    settings = SpoolSettings()
-    logs.configure()
-    metrics.use_multiprocess_dir(settings.metrics_dir, "spool")
-    uvicorn.run(
-        "services.spool.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        timeout_graceful_shutdown=20,
-    )
+    s = SpoolSettings()
+    serve.run("spool", "services.spool.app:create_app", s.host, s.port, s.workers, s.metrics_dir)
 
 
 if __name__ == "__main__":
