@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import re
 import subprocess
 import sys
@@ -33,7 +34,8 @@ from psycopg2 import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_records import make_record
-from gate_bench import RawHttp
+from gate_bench import RECORDS_PER_BATCH as BATCH
+from gate_bench import open_loop, requests_for
 
 from common import control, db
 from common.settings import SharedSettings
@@ -41,7 +43,6 @@ from common.settings import SharedSettings
 ROOT = Path(__file__).resolve().parent.parent
 WAREHOUSE = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
 DLT_VERSION = "dlt[postgres]==1.31.0"
-BATCH = 1000
 ID_SPACE = 200_000  # ids cycle over this many keys: the table stays bounded
 
 
@@ -61,33 +62,27 @@ def tenant(schema: str) -> tuple[int, str]:
 
 
 def requests(token: str, rounds: int) -> list[bytes]:
-    import random
-
+    """``rounds`` batch requests whose ids cycle over ``ID_SPACE`` with rising sequences."""
     rng = random.Random(3)
     records = [make_record(i, rng) for i in range(ID_SPACE)]
-    out = []
+    bodies = []
     for n in range(rounds):
         start = (n * BATCH) % ID_SPACE
-        body = orjson.dumps(
-            {
-                "table_name": "orders",
-                "schema": {"properties": {"id": {"type": "integer"}}},
-                "key_names": ["id"],
-                "messages": [
-                    {"action": "upsert", "sequence": n * BATCH + i, "data": records[start + i]}
-                    for i in range(BATCH)
-                ],
-            }
+        messages = [
+            {"action": "upsert", "sequence": n * BATCH + i, "data": records[start + i]}
+            for i in range(BATCH)
+        ]
+        bodies.append(
+            orjson.dumps(
+                {
+                    "table_name": "orders",
+                    "schema": {"properties": {"id": {"type": "integer"}}},
+                    "key_names": ["id"],
+                    "messages": messages,
+                }
+            )
         )
-        out.append(
-            (
-                f"POST /v2/import/batch HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n"
-            ).encode()
-            + body
-        )
-    return out
+    return requests_for(token, bodies)
 
 
 def loaded_rows(schema: str) -> int:
@@ -123,34 +118,6 @@ def pipeline_state() -> tuple[float, int]:
     return lag, int(row[0]) if row else 0
 
 
-async def offer(reqs: list[bytes], rate: float, seconds: float) -> tuple[int, int]:
-    """Offer the requests at ``rate`` records/s; return (accepted records, failed requests)."""
-    interval = BATCH / rate
-    accepted = failed = 0
-    idle: list[RawHttp] = []
-
-    async def one(i: int) -> None:
-        nonlocal accepted, failed
-        client = idle.pop() if idle else RawHttp()
-        if await client.post(reqs[i % len(reqs)]) == 202:
-            accepted += BATCH
-        else:
-            failed += 1
-        idle.append(client)
-
-    tasks = []
-    began = time.monotonic()
-    i = 0
-    while time.monotonic() - began < seconds:
-        tasks.append(asyncio.create_task(one(i)))
-        i += 1
-        await asyncio.sleep(max(0.0, began + i * interval - time.monotonic()))
-    await asyncio.gather(*tasks)
-    for client in idle:
-        await client.close()
-    return accepted, failed
-
-
 def sustained(rate: float, seconds: float, schema: str) -> dict[str, float]:
     _, token = tenant(schema)
     reqs = requests(token, rounds=int(ID_SPACE / BATCH))
@@ -158,7 +125,7 @@ def sustained(rate: float, seconds: float, schema: str) -> dict[str, float]:
     result: dict[str, float] = {}
 
     async def run() -> None:
-        task = asyncio.create_task(offer(reqs, rate, seconds))
+        task = asyncio.create_task(open_loop(reqs, rate, seconds))
         while not task.done():
             await asyncio.sleep(10)
             lag, depth = await asyncio.to_thread(pipeline_state)
@@ -168,8 +135,8 @@ def sustained(rate: float, seconds: float, schema: str) -> dict[str, float]:
                 f" streamery lag {lag:>8,.0f} records; spool waiting {depth:>4} batches",
                 flush=True,
             )
-        accepted, failed = task.result()
-        result["accepted"], result["failed"] = accepted, failed
+        offered = task.result()
+        result["accepted"], result["failed"] = offered["accepted"], offered["errors"]
 
     asyncio.run(run())
     accepted = int(result["accepted"])

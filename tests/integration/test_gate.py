@@ -189,10 +189,14 @@ def test_webhook_lands_in_kafka_and_its_token_is_never_logged(
     wrong = hook["url_path"].replace(hook["token"], "whk_wrong")
     assert http.post(wrong, json={"id": 3}).status_code == 401
 
-    time.sleep(0.5)  # let the access-log line of the request reach the file
-    log_text = "".join(
-        p.read_text(errors="replace") for p in (ROOT / ".run" / "logs").glob("*.log")
-    )
+    def logs_with_the_request() -> str:
+        """All log text, once the accepted request's access-log line (its id) is in it."""
+        text = "".join(
+            p.read_text(errors="replace") for p in (ROOT / ".run" / "logs").glob("*.log")
+        )
+        return text if r.headers["x-request-id"] in text else ""
+
+    log_text = wait_for(logs_with_the_request, timeout=10, what="the request's access-log line")
     assert "/v1/clients/{client_id}/token/{webhook_token}" in log_text
     assert hook["token"] not in log_text
     metrics = http.get("/metrics").text

@@ -67,10 +67,6 @@ class Spill:
         self._file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115
         self._widths = array("I")
 
-    @property
-    def count(self) -> int:
-        return len(self._widths)
-
     def append(self, fields: list[str]) -> None:
         self._file.write((",".join(fields) + "\n").encode())
         self._widths.append(len(fields))
@@ -99,10 +95,6 @@ class Staged:
     spill: Spill = field(default_factory=Spill)
     order: list[str] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def present(self) -> list[str]:
-        return self.order
 
     def append(self, row: dict[str, str]) -> None:
         fields = [""] * len(self.order)
@@ -251,6 +243,7 @@ class PlanBuilder:
         root.update(keys)
         root[ROW] = str(self._row)
         staged_children: list[tuple[Staged, dict[str, str]]] = []
+        child_system = _child_system(system) if denested.children else {}
         for path, rows in denested.children.items():
             child = segment.children.get(path)
             if child is None:
@@ -258,7 +251,7 @@ class PlanBuilder:
                     self.shape(f"{self.table_source}{SEPARATOR}{path}")
                 )
             for levels, row in rows:
-                placed = self._placed(child, row, _child_system(system))
+                placed = self._placed(child, row, child_system)
                 for column, text in keys.items():
                     child.shape.ensure(SOURCE_KEY + column, key_types[column])
                     placed[SOURCE_KEY + column] = text

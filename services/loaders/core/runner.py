@@ -9,9 +9,10 @@ Long loads keep their lease alive with a background extension.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from common.wire import Header
 from services.loaders.core import faults
 from services.loaders.core.errors import LoadError, PermanentError, TransientError
 from services.loaders.core.reader import Record, events, lines_of, s3_chunks
+from services.loaders.core.settings import LoaderSettings
 
 log = logging.getLogger("skein.loader")
 
@@ -119,35 +121,27 @@ class Destinations:
         return found
 
 
-@dataclass
-class RunnerSettings:
-    destination_type: str
-    owner: str
-    workers: int = 2
-    lease_seconds: int = 300
-    max_batches: int = 50
-    max_bytes: int = 256 * 1024 * 1024
-    poll_interval_s: float = 0.5
-
-
 class Runner:
     def __init__(
-        self,
-        settings: RunnerSettings,
-        shared: SharedSettings,
-        warehouse: Warehouse,
-        destinations: Destinations,
+        self, settings: LoaderSettings, warehouse: Warehouse, destinations: Destinations
     ) -> None:
         self.settings = settings
-        self.shared = shared
         self.warehouse = warehouse
         self.destinations = destinations
+        self.kind = warehouse.type  # the destination type this loader leases for
+        self.owner = f"{warehouse.type}@{socket.gethostname()}"
+        # What every lease asks of the spool (lease, and ack-and-lease-next).
+        self.limits: dict[str, int] = {
+            "lease_seconds": settings.lease_seconds,
+            "max_batches": settings.max_batches,
+            "max_bytes": settings.max_bytes,
+        }
         self.stop = threading.Event()
         self._s3 = boto3.client(
             "s3",
-            endpoint_url=shared.s3_endpoint,
-            aws_access_key_id=shared.s3_access_key,
-            aws_secret_access_key=shared.s3_secret_key.get_secret_value(),
+            endpoint_url=settings.s3_endpoint,
+            aws_access_key_id=settings.s3_access_key,
+            aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
             region_name="us-east-1",
             config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5),
         )
@@ -166,10 +160,10 @@ class Runner:
 
     # -- the loop
     def _work(self, n: int) -> None:
-        owner = f"{self.settings.owner}/{n}"
+        owner = f"{self.owner}/{n}"
         sessions: dict[int, Any] = {}
         with SpoolClient(
-            self.shared.spool_url, self.shared.spool_token.get_secret_value()
+            self.settings.spool_url, self.settings.spool_token.get_secret_value()
         ) as spool:
             lease: Lease | None = None
             while not self.stop.is_set():
@@ -191,26 +185,18 @@ class Runner:
                 self.warehouse.close(session)
 
     def _lease(self, spool: SpoolClient, owner: str) -> Lease | None:
-        s = self.settings
-        return spool.lease(
-            s.destination_type,
-            owner,
-            lease_seconds=s.lease_seconds,
-            max_batches=s.max_batches,
-            max_bytes=s.max_bytes,
-        )
+        return spool.lease(self.kind, owner, **self.limits)
 
     def _handle(self, lease: Lease, sessions: dict[int, Any]) -> LoadError | None:
         """Load the lease; None on success, else the classified failure."""
         started = time.monotonic()
         try:
             destination = self.destinations.get(lease.client_id)
-            if destination is None or destination.type != self.settings.destination_type:
+            if destination is None or destination.type != self.kind:
                 raise PermanentError(
-                    f"client {lease.client_id} has no {self.settings.destination_type} "
-                    "destination any more"
+                    f"client {lease.client_id} has no {self.kind} destination any more"
                 )
-            with _Extender(self.shared, lease, self.settings.lease_seconds):
+            with _Extender(self.settings, lease, self.settings.lease_seconds):
                 rows, rejected = self._load(destination, lease, sessions)
         except Exception as exc:
             failure = self.warehouse.classify(exc)
@@ -218,7 +204,7 @@ class Runner:
                 session = sessions.pop(lease.client_id, None)
                 if session is not None:
                     self.warehouse.close(session)
-            LOADS.labels(self.settings.destination_type, failure.kind).inc()
+            LOADS.labels(self.kind, failure.kind).inc()
             log.warning(
                 "load failed",
                 extra={
@@ -230,17 +216,17 @@ class Runner:
                 },
             )
             return failure
-        kind = self.settings.destination_type
+
         elapsed = time.monotonic() - started
-        LOADS.labels(kind, "ok").inc()
-        LOAD_SECONDS.labels(kind).observe(elapsed)
-        ROWS.labels(kind).inc(rows)
-        REJECTED.labels(kind).inc(rejected)
-        BATCHES.labels(kind).inc(len(lease.batches))
+        LOADS.labels(self.kind, "ok").inc()
+        LOAD_SECONDS.labels(self.kind).observe(elapsed)
+        ROWS.labels(self.kind).inc(rows)
+        REJECTED.labels(self.kind).inc(rejected)
+        BATCHES.labels(self.kind).inc(len(lease.batches))
         now = datetime.now(UTC)
         for batch in lease.batches:
             received = datetime.fromisoformat(batch.oldest_received_at)
-            FRESHNESS.labels(kind).observe(max(0.0, (now - received).total_seconds()))
+            FRESHNESS.labels(self.kind).observe(max(0.0, (now - received).total_seconds()))
         log.info(
             "loaded",
             extra={
@@ -270,7 +256,7 @@ class Runner:
 
     def _events(self, batches: list[Any]) -> Iterator[Header | Record]:
         for batch in batches:
-            chunks = s3_chunks(self._s3, self.shared.s3_bucket, batch.object_key)
+            chunks = s3_chunks(self._s3, self.settings.s3_bucket, batch.object_key)
             yield from events(lines_of(chunks))
 
     def _finish(
@@ -283,15 +269,7 @@ class Runner:
         while True:
             try:
                 if failure is None:
-                    s = self.settings
-                    return spool.ack_and_lease(
-                        lease.lease_token,
-                        s.destination_type,
-                        owner,
-                        lease_seconds=s.lease_seconds,
-                        max_batches=s.max_batches,
-                        max_bytes=s.max_bytes,
-                    )
+                    return spool.ack_and_lease(lease.lease_token, self.kind, owner, **self.limits)
                 spool.nack(lease.lease_token, failure.kind, str(failure))
                 return None
             except SpoolConflict as exc:
@@ -329,6 +307,3 @@ class _Extender:
                     spool.extend(self._lease.lease_token, self._seconds)
                 except (SpoolConflict, SpoolUnavailable) as exc:
                     log.warning("lease extension failed", extra={"err": str(exc)})
-
-
-Factory = Callable[[], Warehouse]

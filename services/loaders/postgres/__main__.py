@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 
 from common import health, logs
 from services.loaders.core import faults
-from services.loaders.core.runner import Destinations, Runner, RunnerSettings
+from services.loaders.core.runner import Destinations, Runner
 from services.loaders.postgres.loader import PostgresWarehouse
 from services.loaders.postgres.settings import PostgresLoaderSettings
 
@@ -24,20 +23,7 @@ def main() -> None:
         settings.secret_key.get_secret_value(),
         settings.destination_cache_s,
     )
-    runner = Runner(
-        RunnerSettings(
-            destination_type="postgres",
-            owner=f"postgres@{socket.gethostname()}",
-            workers=settings.workers,
-            lease_seconds=settings.lease_seconds,
-            max_batches=settings.max_batches,
-            max_bytes=settings.max_bytes,
-            poll_interval_s=settings.poll_interval_s,
-        ),
-        settings,
-        PostgresWarehouse(settings.connect_timeout_s),
-        destinations,
-    )
+    runner = Runner(settings, PostgresWarehouse(settings.connect_timeout_s), destinations)
     server = health.serve(settings.host, settings.metrics_port, {})
 
     def stop(signum: int, _frame: object) -> None:
