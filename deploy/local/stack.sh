@@ -280,10 +280,22 @@ EOF
 s3_stop() { stop_pid "$PIDS/s3.pid" 20; }
 
 # ---------------------------------------------------------------- skein services
-# name:port of each Skein service `up` starts (later issues add the streamery, spool, loaders).
-SERVICES=(spool:8081 gate:8080 streamery:9102 loaders.postgres:9103)
+# name:port of each Skein service `up` starts. One loader process per warehouse type; which
+# ones start is SKEIN_LOADERS (comma-separated, default postgres), e.g.
+# SKEIN_LOADERS=postgres,bigquery make up.
+declare -A LOADER_PORTS=([postgres]=9103 [redshift]=9104 [bigquery]=9105 [snowflake]=9106)
+SERVICES=(spool:8081 gate:8080 streamery:9102)
+IFS=, read -r -a _loaders <<<"${SKEIN_LOADERS:-postgres}"
+for _l in "${_loaders[@]}"; do
+  [[ -n ${LOADER_PORTS[$_l]:-} ]] || die "SKEIN_LOADERS: unknown warehouse type '$_l' (${!LOADER_PORTS[*]})"
+  SERVICES+=("loaders.$_l:${LOADER_PORTS[$_l]}")
+done
 
-svc_port() { local spec; for spec in "${SERVICES[@]}"; do if [[ ${spec%%:*} == "$1" ]]; then echo "${spec#*:}"; fi; done; }
+svc_port() { # name; any loader can be started by name even when SKEIN_LOADERS leaves it out
+  local spec
+  for spec in "${SERVICES[@]}"; do if [[ ${spec%%:*} == "$1" ]]; then echo "${spec#*:}"; return; fi; done
+  if [[ $1 == loaders.* ]]; then echo "${LOADER_PORTS[${1#loaders.}]:-}"; fi
+}
 
 svc_start() { # name
   local name=$1 port
@@ -336,6 +348,7 @@ EOF
 cmd_down() {
   local n spec
   for spec in "${SERVICES[@]}"; do svc_stop "${spec%%:*}"; done
+  for n in "${!LOADER_PORTS[@]}"; do svc_stop "loaders.$n"; done
   # All three nodes at once: stopping them one by one leaves the last without a controller quorum.
   for n in 1 2 3; do pid_alive "$PIDS/kafka-$n.pid" && kill -TERM "$(cat "$PIDS/kafka-$n.pid")" 2>/dev/null; done
   for n in 1 2 3; do kafka_stop "$n"; done
