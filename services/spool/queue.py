@@ -140,42 +140,17 @@ def high_water(conn: Connection, partitions: list[int]) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------------- leases
 
-# Tables whose head (first open batch, in Kafka order) can load now, not leased by anyone:
-# one probe of the partial index per table; clients with fewest live leases first, then the
-# oldest data. A dead or not-yet-due head keeps its whole table out (never load out of order).
-_READY_TABLES = """
-WITH busy AS (
-    SELECT client_id, count(*) AS live FROM table_leases WHERE expires_at > now() GROUP BY client_id
-)
-SELECT l.client_id, l.table_name
-FROM table_leases l
-CROSS JOIN LATERAL (
-    SELECT b.state, b.next_attempt_at, b.oldest_received_at, b.destination_type
-    FROM batches b
-    WHERE b.client_id = l.client_id AND b.table_name = l.table_name
-      AND b.state IN ('pending', 'leased', 'retry_wait', 'dead')
-    ORDER BY b.partition, b.first_offset
-    LIMIT 1
-) head
-LEFT JOIN busy ON busy.client_id = l.client_id
-WHERE (l.expires_at IS NULL OR l.expires_at <= now())
-  AND head.destination_type = %(destination_type)s
-  AND head.state IN ('pending', 'retry_wait') AND head.next_attempt_at <= now()
-ORDER BY coalesce(busy.live, 0), head.oldest_received_at
-LIMIT %(limit)s
-"""
 
-_BATCH_COLUMNS = (
-    "batch_id, object_key, partition, first_offset, last_offset, record_count, bytes, "
-    "oldest_received_at, attempts"
-)
-
-
-def _batch_dict(row: tuple[Any, ...]) -> dict[str, Any]:
-    keys = [c.strip() for c in _BATCH_COLUMNS.split(",")]
-    out = dict(zip(keys, row, strict=True))
-    out["oldest_received_at"] = _iso(out["oldest_received_at"])
-    return out
+def _one_call(conn: Connection, sql: str, params: tuple[Any, ...]) -> Any:
+    """One statement in its own implicit transaction: no BEGIN/COMMIT round trips around it."""
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            row = cur.fetchone()
+            return row[0] if row else None
+    finally:
+        conn.autocommit = False
 
 
 def lease(
@@ -189,67 +164,15 @@ def lease(
     """Lease the ready head of one table for ``destination_type``; None when nothing is ready.
 
     Fair across clients: tables of clients holding the fewest live leases come first, then the
-    oldest data.
+    oldest data. One round trip: ``spool_lease`` (migration 0005) does the work in the server;
+    the ``table_leases`` row, locked with ``FOR UPDATE SKIP LOCKED``, serialises leasers.
     """
-    with conn, conn.cursor() as cur:
-        cur.execute(_READY_TABLES, {"destination_type": destination_type, "limit": CANDIDATES})
-        for client_id, table_name in cur.fetchall():
-            cur.execute(
-                """SELECT expires_at > now() FROM table_leases
-                   WHERE client_id = %s AND table_name = %s FOR UPDATE SKIP LOCKED""",
-                (client_id, table_name),
-            )
-            locked = cur.fetchone()
-            if locked is None or locked[0]:
-                continue  # another leaser holds it (or just leased it)
-            cur.execute(
-                """SELECT batch_id, state, next_attempt_at <= now(), bytes FROM batches
-                   WHERE client_id = %s AND table_name = %s AND state IN %s
-                   ORDER BY partition, first_offset LIMIT %s""",
-                (client_id, table_name, OPEN_STATES, max_batches),
-            )
-            take: list[int] = []
-            size = 0
-            for batch_id, state, due, nbytes in cur.fetchall():
-                if state not in ("pending", "retry_wait") or not due:
-                    break  # order: nothing after a batch that cannot go now
-                if take and size + nbytes > max_bytes:
-                    break
-                take.append(batch_id)
-                size += nbytes
-            if not take:
-                continue
-            token = str(uuid.uuid4())
-            cur.execute(
-                f"""UPDATE batches SET state = 'leased', lease_token = %s, lease_owner = %s,
-                       lease_expires_at = now() + make_interval(secs => %s),
-                       attempts = attempts + 1, updated_at = now()
-                   WHERE batch_id = ANY(%s)
-                   RETURNING {_BATCH_COLUMNS}""",  # noqa: S608 (constant column list)
-                (token, owner, lease_seconds, take),
-            )
-            batches = sorted(
-                (_batch_dict(r) for r in cur.fetchall()),
-                key=lambda b: (b["partition"], b["first_offset"]),
-            )
-            cur.execute(
-                """UPDATE table_leases SET lease_token = %s, lease_owner = %s,
-                       expires_at = now() + make_interval(secs => %s)
-                   WHERE client_id = %s AND table_name = %s
-                   RETURNING expires_at""",
-                (token, owner, lease_seconds, client_id, table_name),
-            )
-            expires = cur.fetchone()
-            assert expires is not None
-            return {
-                "lease_token": token,
-                "client_id": client_id,
-                "table_name": table_name,
-                "destination_type": destination_type,
-                "expires_at": _iso(expires[0]),
-                "batches": batches,
-            }
-    return None
+    got: dict[str, Any] | None = _one_call(
+        conn,
+        "SELECT spool_lease(%s, %s, %s, %s, %s, %s)",
+        (destination_type, owner, lease_seconds, max_batches, max_bytes, CANDIDATES),
+    )
+    return got
 
 
 def housekeeping(conn: Connection) -> tuple[int, int]:
@@ -270,12 +193,16 @@ def housekeeping(conn: Connection) -> tuple[int, int]:
         return expired, int(cur.rowcount)
 
 
-def _leased_ids(cur: Any, token: str, batch_ids: list[int] | None) -> list[int]:
-    """The lease's batches named by ``batch_ids`` (all if None), locked; Conflict if stale."""
+def _check_token(token: str) -> None:
     try:
         uuid.UUID(token)
     except ValueError as exc:
         raise Conflict("unknown or stale lease token") from exc
+
+
+def _leased_ids(cur: Any, token: str, batch_ids: list[int] | None) -> list[int]:
+    """The lease's batches named by ``batch_ids`` (all if None), locked; Conflict if stale."""
+    _check_token(token)
     cur.execute(
         """SELECT batch_id FROM batches WHERE lease_token = %s AND state = 'leased'
            ORDER BY batch_id FOR UPDATE""",
@@ -325,18 +252,14 @@ def extend(conn: Connection, token: str, lease_seconds: int) -> str:
 
 
 def ack(conn: Connection, token: str, batch_ids: list[int] | None) -> int:
-    """Mark the lease's batches loaded (all, or those named)."""
-    with conn, conn.cursor() as cur:
-        ids = _leased_ids(cur, token, batch_ids)
-        cur.execute(
-            """UPDATE batches SET state = 'loaded', loaded_at = now(), updated_at = now(),
-                   lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL,
-                   first_failed_at = NULL
-               WHERE batch_id = ANY(%s)""",
-            (ids,),
-        )
-        _release_if_done(cur, token)
-        return len(ids)
+    """Mark the lease's batches loaded (all, or those named); one round trip (``spool_ack``)."""
+    _check_token(token)
+    done: dict[str, Any] = _one_call(
+        conn, "SELECT spool_ack(%s::uuid, %s::bigint[])", (token, batch_ids)
+    )
+    if "error" in done:
+        raise Conflict(done["error"])
+    return int(done["acked"])
 
 
 def nack(
@@ -484,9 +407,21 @@ def stats(conn: Connection) -> dict[str, Any]:
             (OPEN_STATES,),
         )
         rows = cur.fetchall()
+        cur.execute(
+            """SELECT client_id, state, count(*),
+                      extract(epoch FROM now() - min(oldest_received_at))
+               FROM batches WHERE state IN %s
+               GROUP BY 1, 2 ORDER BY 1, 2""",
+            (OPEN_STATES,),
+        )
+        by_client = cur.fetchall()
         cur.execute("SELECT count(*) FROM table_leases WHERE expires_at > now()")
         live = cur.fetchone()
     return {
+        "clients": [
+            {"client_id": int(c), "state": s, "batches": int(n), "oldest_age_s": float(a or 0.0)}
+            for c, s, n, a in by_client
+        ],
         "open": [
             {
                 "destination_type": d,

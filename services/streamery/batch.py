@@ -17,6 +17,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from isal import isal_zlib
+
 from common.spool_client import BatchRegistration
 from common.wire import Header
 from services.streamery.keys import object_key, unreadable_key
@@ -146,9 +148,11 @@ class Batch:
 
 
 def encode_body(messages: Sequence[Message], level: int) -> bytes:
-    """The gzip object for these messages (see the module docstring). Deterministic: zlib's
-    gzip wrapper writes no timestamp, so the same messages always give the same bytes."""
-    gz = zlib.compressobj(level, zlib.DEFLATED, 31)
+    """The gzip object for these messages (see the module docstring), deflated by ISA-L (level
+    0-3; ~5x zlib's speed at level 1 with a slightly better ratio, and it releases the GIL, so
+    the upload threads compress on every core). Deterministic: the gzip wrapper writes no
+    timestamp, so the same messages always give the same bytes."""
+    gz = isal_zlib.compressobj(level, isal_zlib.DEFLATED, 31)
     # A BytesIO grows in place and hands over its buffer without a copy: joining a list of
     # chunks would hold the object twice for a moment (counted nowhere in the memory budget).
     out = io.BytesIO()

@@ -58,7 +58,7 @@ def test_round_trip_keeps_every_record_byte_for_byte_under_the_right_header() ->
 def test_same_messages_give_the_same_object() -> None:
     msgs = messages_of(header("r1", None), lines(0, 10), 0, 1 << 20)
     assert encode_body(msgs, 1) == encode_body(msgs, 1)
-    assert gzip.decompress(encode_body(msgs, 9)) == gzip.decompress(encode_body(msgs, 1))
+    assert gzip.decompress(encode_body(msgs, 3)) == gzip.decompress(encode_body(msgs, 1))
 
 
 def test_registration_describes_the_batch() -> None:
