@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed ## Create .venv/ with Skein, its dev tools and the S3 server
 
 .PHONY: up
-up: install ## Start the local stack (Kafka x3, Postgres x2, S3), migrate, wait until ready
+up: install ## Start the local stack (Kafka x3, Postgres x2, S3, Prometheus), migrate, wait until ready
 	$(STACK) up
 
 .PHONY: down
@@ -44,9 +44,17 @@ migrate: install ## Apply control-database migrations
 test: up ## Run every test suite against the running local stack
 	$(PYTEST) tests
 
+.PHONY: chaos
+chaos: up ## Long chaos run under load: SKEIN_CHAOS_SECONDS of faults (default 900), SKEIN_CHAOS_SEED replays one
+	SKEIN_CHAOS_SECONDS=$${SKEIN_CHAOS_SECONDS:-900} $(PYTEST) tests/e2e/test_chaos.py
+
 .PHONY: test-unit
 test-unit: install ## Unit tests only (no servers)
 	$(PYTEST) tests/unit
+
+.PHONY: bigquery-emulator
+bigquery-emulator: ## Build the BigQuery emulator the tests use (once per version, cached outside the clone)
+	deploy/local/bigquery-emulator.sh path
 
 .PHONY: lint
 lint: install ## ruff (format check + lint) and mypy

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import typer
 from common import control, crypto, db, kafka_admin
 from common import migrate as migrations
 from common.settings import SharedSettings
+from services.spool import status as table_status
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__
@@ -33,6 +35,10 @@ app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(destinations_app, name="destinations")
 spool_app = typer.Typer(no_args_is_help=True, help="Batches waiting to load (the spool).")
 app.add_typer(spool_app, name="spool")
+integrations_app = typer.Typer(
+    no_args_is_help=True, help="Singer taps the extractor runs on a schedule (integrations)."
+)
+app.add_typer(integrations_app, name="integrations")
 
 
 def emit(obj: dict[str, Any]) -> None:
@@ -247,6 +253,22 @@ def destination_settings(
         if "password" in sealed:
             raise control.ControlError("give the password once, not also with --secret-env")
         sealed["password"] = password
+    if destination_type == "bigquery":
+        # --schema is the dataset; project, location, api_endpoint and the credentials_json
+        # secret are checked now rather than at the first load.
+        from services.loaders.bigquery.config import DestinationError, target_of
+
+        try:
+            target_of(config, sealed, 0)
+        except DestinationError as exc:
+            raise control.ControlError(str(exc)) from None
+    if destination_type in ("redshift", "snowflake"):
+        control.check_destination(destination_type, config, sealed)  # plain secrets first
+        check = importlib.import_module(f"services.loaders.{destination_type}.destination").check
+        try:
+            check(config, sealed)
+        except ValueError as exc:
+            raise control.ControlError(str(exc)) from None
     return config, sealed
 
 
@@ -373,6 +395,214 @@ def spool_skip(batch_id: int) -> None:
 
     with spool_db() as conn:
         emit({"skipped": queue.skip(conn, batch_id)})
+
+
+# --- integrations (Singer taps run by the extractor, services/extractor/) --------------------
+
+
+@contextmanager
+def integrations_db() -> Iterator[control.Connection]:
+    from services.extractor import catalog, schedule, taps
+
+    with control_db() as conn:
+        try:
+            yield conn
+        except (taps.TapError, catalog.CatalogError, schedule.ScheduleError) as exc:
+            fail(str(exc))
+
+
+def split_values(values: list[str] | None) -> list[str]:
+    """Repeated options and comma-separated lists alike: ``--select a,b --select c``."""
+    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+
+
+@integrations_app.command("add")
+def integrations_add(
+    client_id: int,
+    name: str,
+    tap: Annotated[str, typer.Option(help="PyPI package of the tap, PACKAGE[==VERSION].")],
+    config: Annotated[
+        typer.FileBinaryRead, typer.Option(help="The tap's JSON config file (stored encrypted).")
+    ],
+    schedule_: Annotated[
+        str,
+        typer.Option("--schedule", help="Cron expression, UTC (5 fields, or 6 with seconds last)."),
+    ] = "0 * * * *",
+    select: Annotated[
+        list[str] | None, typer.Option(help="Stream to extract; repeatable (default: all).")
+    ] = None,
+    replication_key: Annotated[
+        list[str] | None,
+        typer.Option(help="STREAM=COLUMN: extract STREAM incrementally on COLUMN; repeatable."),
+    ] = None,
+    secret: Annotated[
+        list[str] | None,
+        typer.Option(help="Config key whose value is secret (besides passwords, tokens, ...)."),
+    ] = None,
+) -> None:
+    """Install the tap (its own virtualenv, cached), discover its streams, store the integration."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from services.extractor import catalog, integrations, redact, schedule, taps
+    from services.extractor.settings import ExtractorSettings
+
+    settings = ExtractorSettings()
+    secret_key = settings.secret_key.get_secret_value()
+    with integrations_db() as conn:
+        require_client(conn, client_id)
+        taps.check_name(name)
+        if integrations.get(conn, name) is not None:
+            raise control.ControlError(f"an integration named {name!r} already exists")
+        expression = schedule.check(schedule_)
+        try:
+            tap_config = orjson.loads(config.read())
+        except orjson.JSONDecodeError as exc:
+            raise control.ControlError(f"--config is not JSON: {exc}") from None
+        if not isinstance(tap_config, dict):
+            raise control.ControlError("--config must hold a JSON object")
+        keys = pairs(split_values(replication_key), "--replication-key")
+        installed = taps.install(
+            Path(settings.taps_dir), taps.parse_spec(tap), settings.install_timeout_s
+        )
+        chosen = catalog.select(taps.discover(installed, tap_config), split_values(select), keys)
+        emit(
+            integrations.create(
+                conn,
+                secret_key,
+                client_id=client_id,
+                name=name,
+                tap_package=installed.package,
+                tap_version=installed.version,
+                tap_executable=installed.executable.name,
+                config=tap_config,
+                secret_keys=redact.secret_keys(tap_config, split_values(secret)),
+                catalog=chosen,
+                schedule=expression,
+                next_run_at=schedule.next_run(expression, datetime.now(UTC)),
+            )
+        )
+
+
+@integrations_app.command("ls")
+def integrations_ls(client_id: int) -> None:
+    """A client's integrations: tap, schedule, streams, state, next run, failures."""
+    from services.extractor import integrations
+
+    with integrations_db() as conn:
+        require_client(conn, client_id)
+        emit(
+            {"client_id": client_id, "integrations": integrations.list_for_client(conn, client_id)}
+        )
+
+
+@integrations_app.command("run")
+def integrations_run(
+    name: str,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the run to end; print it.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(min=1, help="With --wait: give up after this.")] = 3600,
+) -> None:
+    """Ask the extractor to run the integration now."""
+    import time
+
+    from services.extractor import integrations
+
+    with integrations_db() as conn:
+        before = integrations.list_runs(conn, name, limit=1)
+        last_id = before[0]["run_id"] if before else 0
+        requested = integrations.request_run(conn, name)
+        if not wait:
+            emit(
+                {"name": name, "requested": True, "run_requested_at": requested["run_requested_at"]}
+            )
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = [r for r in integrations.list_runs(conn, name, limit=5) if r["run_id"] > last_id]
+            ended = [r for r in runs if r["status"] != "running"]
+            if ended:
+                emit({"name": name, "run": ended[-1]})
+                if ended[-1]["status"] != "succeeded":
+                    raise typer.Exit(1)
+                return
+            time.sleep(0.5)
+        fail(f"no run of {name!r} ended within {timeout:g} s (is the extractor running?)")
+
+
+@integrations_app.command("runs")
+def integrations_runs(
+    name: str,
+    limit: Annotated[int, typer.Option(min=1)] = 20,
+    stderr: Annotated[bool, typer.Option("--stderr", help="Include the tap's stderr.")] = False,
+) -> None:
+    """Run history, newest first: start, end, status, records per stream, error."""
+    from services.extractor import integrations
+
+    with integrations_db() as conn:
+        emit({"name": name, "runs": integrations.list_runs(conn, name, limit, stderr)})
+
+
+@integrations_app.command("pause")
+def integrations_pause(name: str) -> None:
+    """Stop scheduling it (a run in progress finishes)."""
+    from services.extractor import integrations
+
+    with integrations_db() as conn:
+        integrations.set_paused(conn, name, True, None)
+        emit(integrations.require(conn, name))
+
+
+@integrations_app.command("resume")
+def integrations_resume(name: str) -> None:
+    """Schedule it again, from its next scheduled time."""
+    from datetime import UTC, datetime
+
+    from services.extractor import integrations, schedule
+
+    with integrations_db() as conn:
+        found = integrations.require(conn, name)
+        next_run_at = schedule.next_run(found["schedule"], datetime.now(UTC))
+        integrations.set_paused(conn, name, False, next_run_at)
+        emit(integrations.require(conn, name))
+
+
+@integrations_app.command("remove")
+def integrations_remove(name: str) -> None:
+    """Delete it and its run history; revoke its API token."""
+    from services.extractor import integrations
+
+    with integrations_db() as conn:
+        removed = integrations.remove(conn, name)
+        emit({"name": name, "removed": True, "integration_id": removed["integration_id"]})
+
+
+@app.command("status")
+def status(
+    client: Annotated[int | None, typer.Option("--client", help="Only this client.")] = None,
+    objective: Annotated[
+        float, typer.Option(min=1, help="Freshness objective in seconds.")
+    ] = table_status.FRESHNESS_OBJECTIVE_S,
+) -> None:
+    """Per client and table: last load, freshness, pending and dead batches. Exit code 1 when
+    a table has dead batches or records waiting longer than the freshness objective."""
+    with closing(db.connect()) as conn:
+        found = [table_status.assess(t, objective) for t in table_status.tables(conn, client)]
+    unhealthy = [t for t in found if t.problems]
+    emit(
+        {
+            "healthy": not unhealthy,
+            "objective_s": objective,
+            "tables": [t.as_dict() for t in found],
+            "unhealthy": [
+                {"client_id": t.client_id, "table_name": t.table_name, "problems": t.problems}
+                for t in unhealthy
+            ],
+        }
+    )
+    if unhealthy:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -9,13 +9,41 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.registry import Collector
 
+from common.settings import SharedSettings
+
 CONTENT_TYPE = "text/plain; version=0.0.4"
+OTHER_CLIENTS = "other"
+
+
+def client_label(client_id: int) -> str:
+    """The ``client_id`` label of a counter. Its values are bounded by the clients operators
+    create (only authenticated clients are ever labelled), the same in every process and worker;
+    Prometheus' per-job ``sample_limit`` is the hard backstop. Table names are never labels
+    (unbounded, and customer-chosen); per-table state is ``skein status``'s job."""
+    return str(client_id)
+
+
+_max_clients: int | None = None
+
+
+def stalest_clients(ages: Mapping[int, float], limit: int | None = None) -> dict[int, str]:
+    """Labels for a scrape-time per-client gauge: the ``limit`` (SKEIN_METRICS_MAX_CLIENTS)
+    clients with the largest ages keep their id, every other one is ``other`` (callers fold
+    those: max of ages, sum of counts). Recomputed at every scrape, so the same in every process
+    and never stuck: the clients an operator must see, the stalest, are always named."""
+    global _max_clients
+    if limit is None:
+        if _max_clients is None:
+            _max_clients = SharedSettings().metrics_max_clients
+        limit = _max_clients
+    named = set(sorted(ages, key=lambda c: ages[c], reverse=True)[:limit])
+    return {c: (str(c) if c in named else OTHER_CLIENTS) for c in ages}
 
 
 def use_multiprocess_dir(path: str, service: str) -> Path:

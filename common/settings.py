@@ -50,6 +50,9 @@ class SharedSettings(BaseSettings):
         SecretStr(LOCAL_SPOOL_TOKEN), validation_alias="SKEIN_SPOOL_TOKEN"
     )
     secret_key: SecretStr = Field(SecretStr(LOCAL_SECRET_KEY), validation_alias="SKEIN_SECRET_KEY")
+    # Scrape-time per-client gauges name at most this many clients (the stalest); the rest share
+    # the label "other" (docs/architecture.md, Operations).
+    metrics_max_clients: int = Field(1000, ge=1, validation_alias="SKEIN_METRICS_MAX_CLIENTS")
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets_in_production(self) -> SharedSettings:

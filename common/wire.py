@@ -92,21 +92,32 @@ class RecordTooLarge(ValueError):
     """A single record cannot fit in one Kafka message."""
 
 
-def encode_messages(table: TableRecords, max_bytes: int) -> Iterator[bytes]:
+def encode_messages(
+    table: TableRecords, max_bytes: int, record_max_bytes: int | None = None
+) -> Iterator[bytes]:
     """Split a table's lines into message values, each header + lines, each <= ``max_bytes``.
 
-    Lines keep their order, so the concatenated messages hold the records in request order.
+    A line too large for ``max_bytes`` goes alone into a message of up to ``record_max_bytes``
+    (the topic's limit; default ``max_bytes``); a larger one raises ``RecordTooLarge``. Lines
+    keep their order, so the concatenated messages hold the records in request order.
     """
     header = table.header.encode()
     budget = max_bytes - len(header) - 1
+    alone = max(budget, (record_max_bytes or max_bytes) - len(header) - 1)
     chunk: list[bytes] = []
     size = 0
     for line in table.lines:
         cost = len(line) + 1
         if cost > budget:
-            raise RecordTooLarge(
-                f"a record of {len(line)} bytes exceeds the per-record limit of {budget} bytes"
-            )
+            if cost > alone:
+                raise RecordTooLarge(
+                    f"a record of {len(line)} bytes exceeds the per-record limit of {alone} bytes"
+                )
+            if chunk:
+                yield b"\n".join([header, *chunk])
+                chunk, size = [], 0
+            yield b"\n".join([header, line])
+            continue
         if chunk and size + cost > budget:
             yield b"\n".join([header, *chunk])
             chunk, size = [], 0

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "deploy" / "local" / "stack.sh"
 
@@ -37,3 +39,9 @@ def wait_for(
         time.sleep(interval)
         last = probe()
     return last
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """BigQuery emulator tests last: on a machine without the emulator cached, `.ci/run` builds
+    it in the background (~12 min cold) while every other suite runs."""
+    items.sort(key=lambda item: "bigquery" in item.nodeid)

@@ -5,6 +5,7 @@
 #   stack.sh up | down | status | logs [component]
 #   stack.sh kafka-start N | kafka-stop N | kafka-kill N     (tests use these)
 #   stack.sh s3-start | s3-stop | pg-start NAME | pg-stop NAME | start SERVICE | stop SERVICE
+#   stack.sh prom-start | prom-stop                          (prom-start re-reads deploy/prometheus)
 #
 # Runtime data and logs live under $SKEIN_RUN_DIR (default <checkout>/.run), the Kafka jars
 # under $SKEIN_CACHE_DIR (default <checkout>/.cache). Both are git-ignored.
@@ -19,6 +20,9 @@ PIDS=$RUN_DIR/pids
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/deploy/local/kafka/pom.xml")
 DEP_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 KAFKA_LIBS=$CACHE_DIR/kafka-$KAFKA_VERSION/libs
+JMX_VERSION=$(sed -n 's:.*<jmx.exporter.version>\(.*\)</jmx.exporter.version>.*:\1:p' "$ROOT/deploy/local/kafka/pom.xml")
+JMX_AGENT=$CACHE_DIR/jmx-exporter-$JMX_VERSION/jmx_prometheus_javaagent-$JMX_VERSION.jar
+PROM_DIR=$RUN_DIR/prometheus
 KAFKA_HEAP=${SKEIN_KAFKA_HEAP:-512m}
 TOPIC=${SKEIN_TOPIC:-skein.records}
 PARTITIONS=${SKEIN_TOPIC_PARTITIONS:-12}
@@ -33,8 +37,13 @@ die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
 mkdir -p "$LOGS" "$PIDS"
 
 # ---------------------------------------------------------------- processes
-pid_alive() { # pidfile
-  [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null
+pid_alive() { # pidfile; a zombie (killed, not yet reaped by init) is not alive
+  [[ -f $1 ]] || return 1
+  local pid state
+  pid=$(cat "$1")
+  kill -0 "$pid" 2>/dev/null || return 1
+  state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
+  [[ $state != Z ]]
 }
 
 wait_port() { # port seconds
@@ -96,6 +105,7 @@ ensure_prereqs() {
   command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null || missing+=(maven)
   pg_bin >/dev/null || missing+=(postgresql)
+  command -v prometheus >/dev/null || missing+=(prometheus)
   if ((${#missing[@]})); then
     command -v apt-get >/dev/null && apt_install "${missing[@]}" ||
       die "missing prerequisites: ${missing[*]} (install them, e.g. apt-get install ${missing[*]})"
@@ -110,8 +120,17 @@ kafka_fetch() {
   log "fetching Apache Kafka $KAFKA_VERSION from Maven Central into $KAFKA_LIBS"
   rm -rf "$KAFKA_LIBS"
   mvn -B -q -f "$ROOT/deploy/local/kafka/pom.xml" "$DEP_PLUGIN:copy-dependencies" \
-    -DoutputDirectory="$KAFKA_LIBS" -DincludeScope=runtime >&2 || die "maven could not fetch Kafka"
+    -DoutputDirectory="$KAFKA_LIBS" -DincludeScope=runtime \
+    -DexcludeArtifactIds=jmx_prometheus_javaagent >&2 || die "maven could not fetch Kafka"
   touch "$KAFKA_LIBS/.complete"
+}
+
+jmx_fetch() { # the JMX exporter javaagent: brokers' metrics for Prometheus, off Kafka's classpath
+  [[ -f $JMX_AGENT ]] && return 0
+  log "fetching the Prometheus JMX exporter $JMX_VERSION from Maven Central"
+  mvn -B -q -f "$ROOT/deploy/local/kafka/pom.xml" "$DEP_PLUGIN:copy-dependencies" \
+    -DoutputDirectory="$(dirname "$JMX_AGENT")" -DincludeArtifactIds=jmx_prometheus_javaagent \
+    -DexcludeTransitive=true >&2 || die "maven could not fetch the JMX exporter"
 }
 
 java_cmd() { # log4j-dir -> sets JAVA_CMD (java with the Kafka classpath and options)
@@ -149,7 +168,9 @@ kafka_start() { # node
   props=$(kafka_configure "$n")
   log "starting kafka node $n on 127.0.0.1:${n}9092"
   java_cmd "$LOGS/kafka-$n"
-  daemon "$PIDS/kafka-$n.pid" "$LOGS/kafka-$n/stdout.log" "${JAVA_CMD[@]}" kafka.Kafka "$props"
+  # Broker metrics on 127.0.0.1:N9404 (JMX exporter agent), scraped by Prometheus.
+  daemon "$PIDS/kafka-$n.pid" "$LOGS/kafka-$n/stdout.log" "${JAVA_CMD[@]}" \
+    "-javaagent:$JMX_AGENT=127.0.0.1:${n}9404:$ROOT/deploy/local/kafka/jmx-exporter.yaml" kafka.Kafka "$props"
 }
 
 kafka_stop() { stop_pid "$PIDS/kafka-$1.pid" 60; }
@@ -163,6 +184,7 @@ kafka_kill() {
 
 kafka_up() {
   kafka_fetch
+  jmx_fetch
   mkdir -p "$RUN_DIR/kafka"
   local n
   for n in 1 2 3; do kafka_configure "$n" >/dev/null; done
@@ -279,16 +301,69 @@ EOF
 
 s3_stop() { stop_pid "$PIDS/s3.pid" 20; }
 
+# ---------------------------------------------------------------- prometheus
+# Debian's Prometheus (its own service never starts: see apt_install) on 127.0.0.1:9090, data in
+# $PROM_DIR/data. deploy/prometheus/ is copied there at each start; scrape targets are files in
+# $PROM_DIR/targets that svc_start/svc_stop write and remove, so a service the stack does not
+# run (a loader left out of SKEIN_LOADERS) is never a target, and one that crashed shows as down.
+prom_target() { # file job address [extra labels json] -> writes its file_sd file (atomically:
+  # Prometheus watches the directory and would read a half-written file)
+  mkdir -p "$PROM_DIR/targets"
+  printf '[{"targets": ["%s"], "labels": {"job": "%s"%s}}]\n' "$3" "$2" "${4:+, $4}" >"$PROM_DIR/targets/.$1.tmp"
+  mv "$PROM_DIR/targets/.$1.tmp" "$PROM_DIR/targets/$1.json"
+}
+
+prom_job() { # service name -> job label (loaders.postgres -> loader-postgres)
+  local name=${1/loaders./loader-}
+  echo "${name//./-}"
+}
+
+prom_start() {
+  mkdir -p "$PROM_DIR/data" "$PROM_DIR/targets"
+  rm -rf "$PROM_DIR/rules"
+  cp -r "$ROOT/deploy/prometheus/rules" "$PROM_DIR/rules"
+  cp "$ROOT/deploy/prometheus/prometheus.yml" "$PROM_DIR/prometheus.yml"
+  local n
+  for n in 1 2 3; do prom_target "kafka-$n" kafka "127.0.0.1:${n}9404" "\"node\": \"$n\""; done
+  prom_target prometheus prometheus 127.0.0.1:9090
+  if pid_alive "$PIDS/prometheus.pid"; then
+    kill -HUP "$(cat "$PIDS/prometheus.pid")"  # re-read the configuration and rules
+    return 0
+  fi
+  if wait_port 9090 0; then
+    # Debian's package enables its own service for boot (policy-rc.d only kept it from starting
+    # at install): after a reboot it holds 9090 on every interface.
+    log "port 9090 is taken: disabling Debian's own prometheus service"
+    { command -v systemctl >/dev/null && as_root systemctl disable --now prometheus; } >/dev/null 2>&1 || true
+    sleep 1
+    wait_port 9090 0 && die "port 9090 is in use by another process; stop it and run again"
+  fi
+  log "starting Prometheus on 127.0.0.1:9090"
+  daemon "$PIDS/prometheus.pid" "$LOGS/prometheus.log" prometheus \
+    --config.file="$PROM_DIR/prometheus.yml" --storage.tsdb.path="$PROM_DIR/data" \
+    --storage.tsdb.retention.time=7d --web.listen-address=127.0.0.1:9090 --web.enable-lifecycle
+  local deadline=$((SECONDS + 60))
+  until curl -fsS http://127.0.0.1:9090/-/ready >/dev/null 2>&1; do
+    pid_alive "$PIDS/prometheus.pid" || die "Prometheus exited during start (see $LOGS/prometheus.log)"
+    ((SECONDS < deadline)) || die "Prometheus not ready within 60s (see $LOGS/prometheus.log)"
+    sleep 0.2
+  done
+}
+
+prom_stop() { stop_pid "$PIDS/prometheus.pid" 20; }
+
 # ---------------------------------------------------------------- skein services
 # name:port of each Skein service `up` starts. One loader process per warehouse type; which
 # ones start is SKEIN_LOADERS (comma-separated, default postgres), e.g.
-# SKEIN_LOADERS=postgres,bigquery make up.
+# SKEIN_LOADERS=postgres,bigquery make up. The extractor (scheduled Singer taps) posts to the gate.
 declare -A LOADER_PORTS=([postgres]=9103 [redshift]=9104 [bigquery]=9105 [snowflake]=9106)
-SERVICES=(spool:8081 gate:8080 streamery:9102)
+SERVICES=(spool:8081 gate:8080 streamery:9102 extractor:9107)
+UNKNOWN_LOADERS=()  # refused by `up` only: `down` and the rest must work whatever is set
 IFS=, read -r -a _loaders <<<"${SKEIN_LOADERS:-postgres}"
 for _l in "${_loaders[@]}"; do
-  [[ -n ${LOADER_PORTS[$_l]:-} ]] || die "SKEIN_LOADERS: unknown warehouse type '$_l' (${!LOADER_PORTS[*]})"
-  SERVICES+=("loaders.$_l:${LOADER_PORTS[$_l]}")
+  _l=${_l//[[:space:]]/}
+  [[ -n $_l ]] || continue
+  if [[ -n ${LOADER_PORTS[$_l]:-} ]]; then SERVICES+=("loaders.$_l:${LOADER_PORTS[$_l]}"); else UNKNOWN_LOADERS+=("$_l"); fi
 done
 
 svc_port() { # name; any loader can be started by name even when SKEIN_LOADERS leaves it out
@@ -297,13 +372,27 @@ svc_port() { # name; any loader can be started by name even when SKEIN_LOADERS l
   if [[ $1 == loaders.* ]]; then echo "${LOADER_PORTS[${1#loaders.}]:-}"; fi
 }
 
-svc_start() { # name
+svc_start() { # name (one start of a service at a time: concurrent callers wait, then see it up)
+  local lockfd
+  exec {lockfd}>"$PIDS/$1.lock"
+  flock "$lockfd"
+  _svc_start "$1"
+  local rc=$?
+  exec {lockfd}>&-
+  return $rc
+}
+
+_svc_start() {
   local name=$1 port
   port=$(svc_port "$name")
   [[ -n $port ]] || die "unknown service $name"
-  pid_alive "$PIDS/$name.pid" && return 0
+  local job
+  job=$(prom_job "$name")
+  if pid_alive "$PIDS/$name.pid"; then prom_target "$job" "$job" "127.0.0.1:$port"; return 0; fi
   log "starting $name on 127.0.0.1:$port"
   (
+    # The service must not inherit svc_start's lock (it would hold it for its whole life).
+    if [[ -n ${lockfd:-} ]]; then exec {lockfd}>&-; fi
     cd "$ROOT"
     export SKEIN_GATE_METRICS_DIR=${SKEIN_GATE_METRICS_DIR:-$RUN_DIR/metrics/gate}
     export SKEIN_SPOOL_METRICS_DIR=${SKEIN_SPOOL_METRICS_DIR:-$RUN_DIR/metrics/spool}
@@ -315,19 +404,26 @@ svc_start() { # name
     ((SECONDS < deadline)) || die "$name not healthy within 60s (see $LOGS/$name.log)"
     sleep 0.2
   done
+  prom_target "$job" "$job" "127.0.0.1:$port"
 }
 
-svc_stop() { stop_pid "$PIDS/$1.pid" 40; }
+svc_stop() { rm -f "$PROM_DIR/targets/$(prom_job "$1").json"; stop_pid "$PIDS/$1.pid" 40; }
 
 # ---------------------------------------------------------------- commands
 cmd_up() {
   local t0=$SECONDS
+  ((${#UNKNOWN_LOADERS[@]} == 0)) || die "SKEIN_LOADERS: unknown warehouse type(s) ${UNKNOWN_LOADERS[*]} (${!LOADER_PORTS[*]})"
   ensure_prereqs
   s3_start
   pg_up
   kafka_up
+  prom_start
   s3_wait
-  local spec
+  local spec n
+  # A loader left from an earlier run that ended without `down` (crash, reboot) is no target.
+  for n in "${!LOADER_PORTS[@]}"; do
+    pid_alive "$PIDS/loaders.$n.pid" || rm -f "$PROM_DIR/targets/$(prom_job "loaders.$n").json"
+  done
   for spec in "${SERVICES[@]}"; do svc_start "${spec%%:*}"; done
   log "ready in $((SECONDS - t0))s"
   cmd_endpoints
@@ -341,6 +437,7 @@ Control DB   postgresql://postgres@127.0.0.1:5432/skein
 Warehouse    postgresql://postgres@127.0.0.1:5433/warehouse
 S3           http://127.0.0.1:8333  bucket $S3_BUCKET  (access key $S3_ACCESS_KEY)
 Gate         http://127.0.0.1:8080  (Import API v2; /metrics, /healthz, /readyz)
+Prometheus   http://127.0.0.1:9090  (alerts: deploy/prometheus/rules; dashboard: deploy/grafana)
 Logs         $LOGS
 EOF
 }
@@ -353,6 +450,7 @@ cmd_down() {
   for n in 1 2 3; do pid_alive "$PIDS/kafka-$n.pid" && kill -TERM "$(cat "$PIDS/kafka-$n.pid")" 2>/dev/null; done
   for n in 1 2 3; do kafka_stop "$n"; done
   s3_stop
+  prom_stop
   for spec in "${PG_CLUSTERS[@]}"; do pg_stop "${spec%%:*}"; done
   log "stopped"
 }
@@ -369,8 +467,13 @@ cmd_status() {
     else echo "pg-${spec%%:*}  stopped"; bad=1; fi
   done
   if pid_alive "$PIDS/s3.pid"; then echo "s3          running (pid $(cat "$PIDS/s3.pid"))"; else echo "s3          stopped"; bad=1; fi
+  if pid_alive "$PIDS/prometheus.pid"; then echo "prometheus  running (port 9090)"; else echo "prometheus  stopped"; bad=1; fi
   for spec in "${SERVICES[@]}"; do
     if pid_alive "$PIDS/${spec%%:*}.pid"; then printf '%-11s running (port %s)\n' "${spec%%:*}" "${spec#*:}"; else printf '%-11s stopped\n' "${spec%%:*}"; bad=1; fi
+  done
+  for n in "${!LOADER_PORTS[@]}"; do # loaders started by name, outside SKEIN_LOADERS
+    [[ " ${SERVICES[*]} " == *" loaders.$n:"* ]] && continue
+    pid_alive "$PIDS/loaders.$n.pid" && printf '%-11s running (port %s)\n' "loaders.$n" "${LOADER_PORTS[$n]}"
   done
   if ((bad == 0)); then SKEIN_TOPIC=$TOPIC "$VENV/bin/skein" kafka status || bad=1; fi
   return $bad
@@ -391,15 +494,17 @@ case ${1:-} in
   status) cmd_status ;;
   logs) shift; cmd_logs "${1:-}" ;;
   endpoints) cmd_endpoints ;;
-  kafka-fetch) kafka_fetch ;;
-  kafka-start) kafka_fetch; kafka_start "$2"; wait_port "${2}9092" 90 ;;
+  kafka-fetch) kafka_fetch; jmx_fetch ;;
+  kafka-start) kafka_fetch; jmx_fetch; kafka_start "$2"; wait_port "${2}9092" 90 ;;
   kafka-stop) kafka_stop "$2" ;;
   kafka-kill) kafka_kill "$2" ;;
   s3-start) s3_start; s3_wait ;;
   start) svc_start "$2" ;;
   stop) svc_stop "$2" ;;
   s3-stop) s3_stop ;;
+  prom-start) prom_start ;;
+  prom-stop) prom_stop ;;
   pg-start) pg_start "$2" ;;
   pg-stop) pg_stop "$2" ;;
-  *) sed -n '2,11p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,12p' "$0" >&2; exit 2 ;;
 esac

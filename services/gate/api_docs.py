@@ -100,7 +100,12 @@ BATCH_BODY = {
                     {
                         "table_name": {"type": "string", "minLength": 1},
                         "schema": _obj({"properties": {"type": "object"}}, ["properties"]),
-                        "messages": {"type": "array", "items": _MESSAGE, "maxItems": 20000},
+                        "messages": {
+                            "type": "array",
+                            "items": _MESSAGE,
+                            "minItems": 1,
+                            "maxItems": 20000,
+                        },
                         "key_names": {"type": "array", "items": _STR},
                         "table_version": {"type": "integer"},
                         "bookmark_names": {"type": "array", "items": _STR},
@@ -118,6 +123,7 @@ PUSH_BODY = {
             "application/json": {
                 "schema": {
                     "type": "array",
+                    "minItems": 1,
                     "maxItems": 20000,
                     "items": _obj(
                         {
@@ -143,7 +149,12 @@ WEBHOOK_BODY = {
                 "schema": {
                     "oneOf": [
                         {"type": "object"},
-                        {"type": "array", "items": {"type": "object"}, "maxItems": 20000},
+                        {
+                            "type": "array",
+                            "items": {"type": "object"},
+                            "minItems": 1,
+                            "maxItems": 20000,
+                        },
                     ]
                 }
             }

@@ -17,7 +17,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Header, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.requests import ClientDisconnect
 
 from common import control, logs
 from common import metrics as common_metrics
@@ -128,10 +130,12 @@ class Gate:
             ("request_id", request_id.encode()),
             ("format", HEADER_FORMAT),
         ]
+        # One record may fill a message up to the topic's limit, less room for Kafka's framing.
+        record_limit = self.settings.kafka_message_limit_bytes - 64 * 1024
         try:
             for table in tables:
                 key = message_key(table.header.client_id, table.header.table_name)
-                for value in encode_messages(table, self.settings.message_max_bytes):
+                for value in encode_messages(table, self.settings.message_max_bytes, record_limit):
                     messages.append(OutgoingMessage(key, value, headers))
         except RecordTooLarge as exc:
             raise status_error(413, f"Request rejected: {exc}") from exc
@@ -150,8 +154,10 @@ class Gate:
                 self.settings.retry_after_s,
             ) from exc
         metrics.PRODUCE_SECONDS.observe(time.monotonic() - started)
-        metrics.RECORDS.labels(endpoint).inc(sum(len(t.lines) for t in tables))
-        metrics.BYTES.labels(endpoint).inc(sum(len(m.value) for m in messages))
+        if tables:  # one client per request
+            client = common_metrics.client_label(tables[0].header.client_id)
+            metrics.RECORDS.labels(endpoint, client).inc(sum(len(t.lines) for t in tables))
+            metrics.BYTES.labels(endpoint, client).inc(sum(len(m.value) for m in messages))
 
     def context(self, request: Request, client_id: int) -> RequestContext:
         return RequestContext(
@@ -235,6 +241,23 @@ def create_app(
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body, exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Only path parameters are declared (a webhook URL's client_id): JSON in the documented
+        # {"status", "message"} form rather than FastAPI's own 422 {"detail": [...]}.
+        where = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+            for e in exc.errors()
+        )
+        return JSONResponse({"status": "ERROR", "message": f"Invalid request: {where}"}, 400)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(request: Request, _exc: ClientDisconnect) -> JSONResponse:
+        # The client hung up while sending its body: nothing was produced and nobody reads an
+        # answer. 499 (as nginx names it) keeps this out of the 5xx counts and error logs.
+        log.info("client disconnected mid-request", extra={"request_id": request.state.request_id})
+        return JSONResponse({"status": "ERROR", "message": "Client closed the request"}, 499)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -331,7 +354,7 @@ def create_app(
             {"status": "ERROR", **body}, 503, headers={"Retry-After": str(settings.retry_after_s)}
         )
 
-    @app.get("/metrics", include_in_schema=True)
+    @app.get("/metrics", include_in_schema=True, response_class=PlainTextResponse)
     async def prometheus_metrics() -> Response:
         """Prometheus text exposition."""
         return Response(common_metrics.exposition(), media_type=common_metrics.CONTENT_TYPE)

@@ -39,6 +39,34 @@ def check_content_type(content_type: str | None) -> None:
         raise status_error(415, "Content-Type must be application/json")
 
 
+class _Gunzip:
+    """Inflates a gzip body of one or more members (RFC 1952: concatenated members are one
+    stream, as ``gzip -c a b`` or pigz write them); anything after a member that is not another
+    member is a zlib error (400), never silently dropped."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._member = zlib.decompressobj(wbits=31)
+
+    def inflate(self, data: bytes, room: int) -> bytes:
+        """``data`` inflated; never more than ``room`` + 1 bytes (+1 lets the caller see 413)."""
+        out: list[bytes] = []
+        while data and room >= 0:
+            if self._member.eof:
+                self._member = zlib.decompressobj(wbits=31)
+            piece = self._member.decompress(data, room + 1)
+            if self._member.unconsumed_tail:
+                raise too_large(self._limit)
+            out.append(piece)
+            room -= len(piece)
+            data = self._member.unused_data
+        return b"".join(out)
+
+    @property
+    def complete(self) -> bool:
+        return self._member.eof
+
+
 async def read_limited(
     chunks: AsyncIterator[bytes], content_length: str | None, encoding: str | None, limit: int
 ) -> bytes:
@@ -48,7 +76,7 @@ async def read_limited(
     encoding = (encoding or "identity").strip().lower()
     if encoding not in ("identity", "gzip"):
         raise status_error(415, f"Content-Encoding {encoding!r} is not supported (use gzip)")
-    inflater = zlib.decompressobj(wbits=31) if encoding == "gzip" else None
+    inflater = _Gunzip(limit) if encoding == "gzip" else None
     parts: list[bytes] = []
     raw = size = 0
     try:
@@ -57,22 +85,13 @@ async def read_limited(
             if raw > limit:
                 raise too_large(limit)
             if inflater is not None:
-                # Never inflate more than what is left of the limit (+1 to detect overflow).
-                chunk = inflater.decompress(chunk, limit - size + 1)
-                if inflater.unconsumed_tail:
-                    raise too_large(limit)
+                chunk = inflater.inflate(chunk, limit - size)
             size += len(chunk)
             if size > limit:
                 raise too_large(limit)
             parts.append(chunk)
-        if inflater is not None:
-            tail = inflater.flush()
-            size += len(tail)
-            if size > limit:
-                raise too_large(limit)
-            parts.append(tail)
-            if not inflater.eof:
-                raise status_error(400, "The gzip body is truncated")
+        if inflater is not None and not inflater.complete:
+            raise status_error(400, "The gzip body is truncated")
     except zlib.error as exc:
         raise status_error(400, f"The body is not valid gzip: {exc}") from exc
     return b"".join(parts)
@@ -82,16 +101,26 @@ def _reject_constant(name: str) -> Any:
     raise Malformed(f"{name} is not valid JSON")
 
 
+def _finite_float(literal: str) -> float:
+    # As orjson does: a literal beyond a double's range (1e400) is refused, not made infinite.
+    value = float(literal)
+    if value in (float("inf"), float("-inf")):
+        raise Malformed(f"number {literal[:40]} is out of range")
+    return value
+
+
 def parse_json(body: bytes, max_depth: int) -> Any:
     """Parse strictly: UTF-8 only, no NaN/Infinity, exact integers, at most ``max_depth`` deep."""
     if _LONG_NUMBER.search(body):
         try:
             text = body.decode("utf-8")
-            value = json.loads(text, parse_constant=_reject_constant)
+            value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise Malformed(str(exc)) from exc
         except RecursionError as exc:
             raise TooDeep(f"JSON nests deeper than {max_depth} levels") from exc
+        if _has_lone_surrogate(value):  # orjson refuses "\ud800"; the stdlib does not
+            raise Malformed("a string holds a lone UTF-16 surrogate escape")
     else:
         try:
             value = orjson.loads(body)
@@ -102,6 +131,23 @@ def parse_json(body: bytes, max_depth: int) -> Any:
     if too_deep(value, max_depth):
         raise TooDeep(f"JSON nests deeper than {max_depth} levels")
     return value
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif type(node) is list:
+            stack.extend(node)
+        elif type(node) is str and not node.isascii():
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
 
 
 def too_deep(value: Any, limit: int) -> bool:

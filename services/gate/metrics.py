@@ -17,11 +17,16 @@ REQUEST_SECONDS = Histogram(
 IN_FLIGHT = Gauge(
     "skein_gate_requests_in_flight", "Requests being handled", multiprocess_mode="livesum"
 )
+# client_id: bounded by common.metrics.client_label.
 RECORDS = Counter(
-    "skein_gate_records_accepted_total", "Records acknowledged by Kafka", ["endpoint"]
+    "skein_gate_records_accepted_total",
+    "Records acknowledged by Kafka",
+    ["endpoint", "client_id"],
 )
 BYTES = Counter(
-    "skein_gate_bytes_accepted_total", "Record bytes acknowledged by Kafka", ["endpoint"]
+    "skein_gate_bytes_accepted_total",
+    "Record bytes acknowledged by Kafka",
+    ["endpoint", "client_id"],
 )
 PRODUCE_SECONDS = Histogram(
     "skein_gate_produce_duration_seconds",

@@ -183,6 +183,8 @@ def batch_tables(
             raise batch_error(
                 f"Record {i} did not conform to schema: {exc.path}: {exc.reason}"
             ) from exc
+        except SchemaRejected as exc:
+            raise batch_error(f"Invalid schema: {exc}") from exc
         problem = _keys_problem(data, key_names, limits)
         if problem:
             # IMPORT_API.md's documented form for a missing key carries no index.

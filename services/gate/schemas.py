@@ -139,7 +139,8 @@ class SchemaCache:
 
 
 def validate(validator: Validator, data: Any) -> None:
-    """Raise ``RecordInvalid`` with the first violation's path and reason."""
+    """Raise ``RecordInvalid`` with the first violation's path and reason, or ``SchemaRejected``
+    when the schema itself cannot be applied to the data (compiled, but unusable)."""
     try:
         validator(data)
     except fastjsonschema.JsonSchemaValueException as exc:
@@ -147,3 +148,7 @@ def validate(validator: Validator, data: Any) -> None:
         message = exc.message or "does not conform"
         reason = message[len(path) :].strip() if message.startswith(path) else message
         raise RecordInvalid(path, reason) from exc
+    except RecursionError as exc:  # a $ref cycle that never consumes data ({"$ref": "#/..."})
+        raise SchemaRejected("schema refers to itself without end ($ref cycle)") from exc
+    except Exception as exc:  # code generated from a hostile schema can fail (multipleOf 0, ...)
+        raise SchemaRejected(f"schema cannot be applied: {type(exc).__name__}: {exc}") from exc

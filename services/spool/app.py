@@ -23,18 +23,21 @@ from services.spool.policy import RetryPolicy
 from services.spool.settings import SpoolSettings
 
 log = logging.getLogger("skein.spool")
+# The control database's integer widths: larger values are 422s, never a database error.
+INT4 = 2**31 - 1
+INT8 = 2**63 - 1
 DestinationType = Literal["postgres", "redshift", "bigquery", "snowflake"]
 
 
 class RegisterIn(BaseModel):
     object_key: str = Field(min_length=1, max_length=2048)
-    client_id: int = Field(ge=1)
+    client_id: int = Field(ge=1, le=INT8)
     table_name: str = Field(min_length=1, max_length=255)
-    partition: int = Field(ge=0)
-    first_offset: int = Field(ge=0)
-    last_offset: int = Field(ge=0)
-    record_count: int = Field(ge=0)
-    bytes: int = Field(ge=0)
+    partition: int = Field(ge=0, le=INT4)
+    first_offset: int = Field(ge=0, le=INT8)
+    last_offset: int = Field(ge=0, le=INT8)
+    record_count: int = Field(ge=0, le=INT4)
+    bytes: int = Field(ge=0, le=INT8)
     oldest_received_at: str
     newest_received_at: str
     request_ids: list[str] = Field(default_factory=list, max_length=100_000)
@@ -45,7 +48,7 @@ class LeaseIn(BaseModel):
     owner: str = Field(min_length=1, max_length=200)
     lease_seconds: int = Field(300, ge=1)
     max_batches: int = Field(50, ge=1, le=10_000)
-    max_bytes: int = Field(256 * 1024 * 1024, ge=1)
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1, le=INT8)
 
 
 class ExtendIn(BaseModel):
@@ -53,7 +56,7 @@ class ExtendIn(BaseModel):
 
 
 class AckIn(BaseModel):
-    batch_ids: list[int] | None = None
+    batch_ids: list[Annotated[int, Field(ge=1, le=INT8)]] | None = None
     # Lease the next work in the same round trip (a loader's loop: ack, then lease again).
     next: LeaseIn | None = None
 
@@ -61,7 +64,7 @@ class AckIn(BaseModel):
 class NackIn(BaseModel):
     kind: Literal["transient", "permanent"]
     error: str = Field(max_length=100_000)
-    batch_ids: list[int] | None = None
+    batch_ids: list[Annotated[int, Field(ge=1, le=INT8)]] | None = None
 
 
 def _keep_house(db: ControlDb, stop: threading.Event, interval: float) -> None:

@@ -150,7 +150,8 @@ def _one_call(conn: Connection, sql: str, params: tuple[Any, ...]) -> Any:
             row = cur.fetchone()
             return row[0] if row else None
     finally:
-        conn.autocommit = False
+        if not conn.closed:  # a dead connection would raise here and hide the real error
+            conn.autocommit = False
 
 
 def lease(

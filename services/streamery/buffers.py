@@ -105,6 +105,14 @@ class TableBuffers:
     def oldest_opened_at(self) -> float | None:
         return min((b.opened_at for b in self._buffers.values()), default=None)
 
+    def oldest_received(self, into: dict[int, str]) -> None:
+        """Lower ``into[client_id]`` to the received-at of each buffer's first record (RFC 3339
+        strings in one format: their order is time order)."""
+        for stream, buffer in self._buffers.items():
+            stamp = buffer.messages[0].received_at
+            if stamp < into.get(stream.client_id, "\uffff"):
+                into[stream.client_id] = stamp
+
     def _cut(self, stream: Stream) -> Batch:
         buffer = self._buffers.pop(stream)
         self.bytes -= buffer.bytes

@@ -102,6 +102,8 @@ class Streamery:
         config = kafka_config(settings) | {"on_commit": self._on_commit, "error_cb": self._on_error}
         self._consumer = consumer_factory(config)
         self._in_flight: Counter[int] = Counter()  # batches not yet back, per partition
+        # Client id and oldest received-at of each batch in flight (by id(batch)), for freshness.
+        self._in_flight_received: dict[int, tuple[int, str]] = {}
         self._in_flight_bytes = 0
         self._awaiting_marks: set[int] = set()
         self._rewound: set[int] = set()
@@ -202,6 +204,11 @@ class Streamery:
             metrics.CUTS.labels(reason.value).inc()
         self._in_flight[batch.stream.partition] += 1
         self._in_flight_bytes += batch.memory
+        if not batch.unreadable:
+            self._in_flight_received[id(batch)] = (
+                batch.stream.client_id,
+                batch.messages[0].received_at,
+            )
         self._shipper.ship(batch)
 
     def _collect(self, wait_s: float = 0.0) -> None:
@@ -215,6 +222,7 @@ class Streamery:
             batch = done.batch
             self._in_flight[batch.stream.partition] -= 1
             self._in_flight_bytes -= batch.memory
+            self._in_flight_received.pop(id(batch), None)
             if done.registered:
                 self._tracker.close(batch.stream.partition, batch.unit_offset)
 
@@ -403,6 +411,12 @@ class Streamery:
         metrics.IN_FLIGHT_BATCHES.set(sum(self._in_flight.values()))
         oldest = self._buffers.oldest_opened_at()
         metrics.OLDEST_AGE.set(0.0 if oldest is None else now - oldest)
+        received: dict[int, str] = {}
+        for client_id, stamp in self._in_flight_received.values():
+            if stamp < received.get(client_id, "\uffff"):
+                received[client_id] = stamp
+        self._buffers.oldest_received(received)
+        metrics.OLDEST_UNLOADED.update(received)
         for p in self._tracker.partitions:
             committed = self._tracker.last_committed(p)
             if committed is None:

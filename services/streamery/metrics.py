@@ -1,12 +1,21 @@
 """The streamery's Prometheus metrics (one process: the default registry).
 
-Per-client labels carry the client id only (never table names: unbounded, and they may hold
-anything); per-partition labels carry the partition number.
+Per-client labels carry the client id only (see ``common.metrics``: counters by id, scrape-time
+gauges for the stalest clients); never table names (unbounded, and they may hold anything).
+Per-partition labels carry the partition number.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import time
+from collections.abc import Iterator
+from datetime import datetime
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from common.metrics import stalest_clients
 
 LAG = Gauge(
     "skein_streamery_lag_records",
@@ -68,3 +77,44 @@ UNREADABLE = Counter(
     "Messages not in the records format, kept under _unreadable/ in S3",
 )
 COMMIT_FAILURES = Counter("skein_streamery_commit_failures_total", "Failed offset commits")
+
+
+class OldestUnloaded(Collector):
+    """``skein_streamery_oldest_unloaded_age_seconds{client_id}``: now minus the received-at of
+    each client's oldest record still in this streamery (buffered, or cut and not yet registered
+    with the spool). The main loop replaces the snapshot; the age is taken at scrape time."""
+
+    def __init__(self) -> None:
+        self._received: dict[str, float] = {}
+
+    def update(self, oldest: dict[int, str]) -> None:
+        """``oldest``: client id -> RFC 3339 received-at of its oldest record held here."""
+        now = time.time()
+        at: dict[int, float] = {}
+        for client_id, stamp in oldest.items():
+            try:
+                at[client_id] = datetime.fromisoformat(stamp).timestamp()
+            except ValueError:
+                continue
+        # The stalest SKEIN_METRICS_MAX_CLIENTS clients keep their id, the rest fold into "other".
+        names = stalest_clients({c: now - t for c, t in at.items()})
+        received: dict[str, float] = {}
+        for client_id, t in at.items():
+            label = names[client_id]
+            received[label] = min(received.get(label, t), t)
+        self._received = received
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "skein_streamery_oldest_unloaded_age_seconds",
+            "Age of the oldest record held by the streamery (not yet in the spool), by client",
+            labels=["client_id"],
+        )
+        now = time.time()
+        for client, at in self._received.items():
+            family.add_metric([client], max(0.0, now - at))
+        yield family
+
+
+OLDEST_UNLOADED = OldestUnloaded()
+REGISTRY.register(OLDEST_UNLOADED)

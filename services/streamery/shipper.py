@@ -14,6 +14,7 @@ the main loop, which alone touches offsets and buffers.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -24,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from common.metrics import client_label
 from common.spool_client import BatchRegistration, SpoolConflict, SpoolUnavailable
 from services.streamery import metrics
 from services.streamery.batch import Batch, Stream
@@ -33,6 +35,7 @@ log = logging.getLogger("skein.streamery.shipper")
 T = TypeVar("T")
 _FIRST_BACKOFF_S = 0.1
 _LOG_EVERY = 10  # a failing step logs its first failure and then every tenth
+_LOGGED_REQUEST_IDS = 100  # request ids named in a "batch registered" log line, at most
 
 
 class _Abandoned(Exception):
@@ -148,7 +151,7 @@ class Shipper:
         finally:
             self._hold(-len(body))
         metrics.UPLOAD_SECONDS.observe(time.monotonic() - began)
-        metrics.BYTES_WRITTEN.labels(str(batch.stream.client_id)).inc(len(body))
+        metrics.BYTES_WRITTEN.labels(client_label(batch.stream.client_id)).inc(len(body))
         batch.object_bytes = len(body)
         return True
 
@@ -186,11 +189,25 @@ class Shipper:
         while True:
             try:
                 began = time.monotonic()
-                self._retry(batch, "register", lambda: self._spool.register(batch.registration()))
+                registration = batch.registration()
+                answer = self._retry(
+                    batch, "register", functools.partial(self._spool.register, registration)
+                )
                 metrics.REGISTER_SECONDS.observe(time.monotonic() - began)
                 metrics.BATCHES_REGISTERED.inc()
-                metrics.RECORDS_REGISTERED.labels(str(batch.stream.client_id)).inc(
+                metrics.RECORDS_REGISTERED.labels(client_label(batch.stream.client_id)).inc(
                     batch.record_count
+                )
+                # One line per batch: the link from the gate's request ids to the batch id.
+                log.info(
+                    "batch registered",
+                    extra={
+                        "batch_id": answer.get("batch_id"),
+                        "object_key": registration.object_key,
+                        "client_id": registration.client_id,
+                        "records": registration.record_count,
+                        "request_ids": list(registration.request_ids[:_LOGGED_REQUEST_IDS]),
+                    },
                 )
                 return True
             except SpoolConflict as exc:

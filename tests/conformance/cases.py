@@ -96,6 +96,10 @@ CASES = [
             ]
         ],
         {"nested": [{"id": 1, "address__city": "Oslo", "address__geo__lat": 59.9}]},
+        per_warehouse={
+            "snowflake": {"nested": [{"id": 1, "address": {"city": "Oslo", "geo": {"lat": 59.9}}}]},
+            "bigquery": {"nested": [{"id": 1, "address": {"city": "Oslo", "geo": {"lat": 59.9}}}]},
+        },
     ),
     Case(
         "arrays_of_objects",
@@ -115,6 +119,20 @@ CASES = [
                 {"_sdc_source_key_id": 11, "_sdc_level_0_id": 0, "sku": "c", "qty": 3},
             ],
         },
+        per_warehouse={
+            "snowflake": {
+                "orders": [
+                    {"id": 10, "lines": [{"sku": "a", "qty": 1}, {"sku": "b", "qty": 2}]},
+                    {"id": 11, "lines": [{"sku": "c", "qty": 3}]},
+                ]
+            },
+            "bigquery": {
+                "orders": [
+                    {"id": 10, "lines": [{"sku": "a", "qty": 1}, {"sku": "b", "qty": 2}]},
+                    {"id": 11, "lines": [{"sku": "c", "qty": 3}]},
+                ]
+            },
+        },
     ),
     Case(
         "arrays_of_scalars_and_replaced_children",
@@ -124,6 +142,10 @@ CASES = [
             [header("tagged", ["id"]), up(2, {"id": 1, "tags": ["z"]})],
         ],
         {"tagged__tags": [{"_sdc_source_key_id": 1, "_sdc_level_0_id": 0, "value": "z"}]},
+        per_warehouse={
+            "snowflake": {"tagged": [{"id": 1, "tags": ["z"]}]},
+            "bigquery": {"tagged": [{"id": 1, "tags": ["z"]}]},
+        },
     ),
     Case(
         "deep_nesting",
@@ -148,6 +170,27 @@ CASES = [
                 {"_sdc_level_0_id": 0, "_sdc_level_1_id": 1, "value": 2},
                 {"_sdc_level_0_id": 1, "_sdc_level_1_id": 0, "value": 3},
             ],
+        },
+        per_warehouse={
+            "snowflake": {
+                "deep": [
+                    {
+                        "id": 1,
+                        "l1": {"l2": {"l3": {"l4": {"l5": {"l6": "deep"}}}}},
+                        "grid": [[1, 2], [3]],
+                    }
+                ]
+            },
+            # BigQuery has no arrays of arrays: an inner array is a RECORD with a "value" field.
+            "bigquery": {
+                "deep": [
+                    {
+                        "id": 1,
+                        "l1": {"l2": {"l3": {"l4": {"l5": {"l6": "deep"}}}}},
+                        "grid": [{"value": [1, 2]}, {"value": [3]}],
+                    }
+                ]
+            },
         },
     ),
     Case(
@@ -338,6 +381,16 @@ CASES = [
         "big",
         [[header("big", ["id"]), up(1, {"id": 1, "n": 5}), up(2, {"id": 2, "n": 2**70 + 1})]],
         {"big": [{"id": 1, "n": 5}, {"id": 2, "n": 2**70 + 1}]},
+        # Redshift cannot change a column's type in place: the wider integer is split off.
+        per_warehouse={
+            "redshift": {
+                "big": [{"id": 1, "n": 5, "n__de": None}, {"id": 2, "n": None, "n__de": 2**70 + 1}]
+            },
+            # BigQuery keeps INT64 columns: the wider integer goes to a BIGNUMERIC sibling.
+            "bigquery": {
+                "big": [{"id": 1, "n": 5, "n__nu": None}, {"id": 2, "n": None, "n__nu": 2**70 + 1}]
+            },
+        },
     ),
     Case(
         "unloadable_records_go_to_sdc_rejected",

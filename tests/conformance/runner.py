@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -18,6 +19,8 @@ def _normal(value: Any) -> Any:
     # Numbers compare by value whatever their warehouse type (bigint, numeric, double).
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
+    if isinstance(value, dict | list):  # nesting kept (VARIANT): compare as canonical JSON
+        return json.dumps(value, sort_keys=True)
     try:
         as_float = float(value)
     except (TypeError, ValueError):

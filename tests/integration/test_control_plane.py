@@ -242,6 +242,8 @@ def test_destination_set_twice_replaces_with_a_password_from_the_environment(
         "TEST_DEST_PASSWORD",
         "--set",
         "iam_role=arn:aws:iam::1:role/x",
+        "--set",
+        "s3_bucket=staging",
         env={"TEST_DEST_PASSWORD": password},
     )
     assert shown["type"] == "redshift"
@@ -269,11 +271,20 @@ def test_destination_password_prompt_keeps_stdout_to_the_json(
         "--password-prompt",
         "--set",
         "account=xy12345",
+        "--set",
+        "user=loader",
+        "--set",
+        "database=ANALYTICS",
         "--schema",
         "RAW",
         stdin=password + "\n",
     )
-    assert shown["config"] == {"account": "xy12345", "schema": "RAW"}
+    assert shown["config"] == {
+        "account": "xy12345",
+        "user": "loader",
+        "database": "ANALYTICS",
+        "schema": "RAW",
+    }
     assert shown["secrets_set"] == ["password"]
     revealed = control.get_destination(
         conn, settings.secret_key.get_secret_value(), client_id, reveal=True

@@ -326,7 +326,7 @@ def test_metrics_are_aggregated_across_worker_processes(
         return sum(
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
-            if line.startswith('skein_gate_records_accepted_total{endpoint="batch"}')
+            if line.startswith("skein_gate_records_accepted_total{") and 'endpoint="batch"' in line
         )
 
     before = accepted()

@@ -221,6 +221,43 @@ def test_expired_lease_returns_batches_and_stale_tokens_are_refused(spool: Isola
     assert client.ack(second.lease_token) == 1
 
 
+def test_partial_acks_keep_the_table_leased_until_every_batch_is_acked(
+    spool: IsolatedSpool,
+) -> None:
+    client = spool.client()
+    cid = new_client(spool, "redshift")
+    for first in (0, 10, 20):
+        client.register(registration(cid, "parts", 0, first, first + 9))
+    held = client.lease("redshift", "loader", lease_seconds=60)
+    assert held is not None and held.client_id == cid
+    b1, b2, b3 = (b.batch_id for b in held.batches)
+
+    assert client.ack(held.lease_token, [b1]) == 1
+    assert client.lease("redshift", "another") is None  # the table is still leased
+    for ids in ([b1], [b2, 2**62]):  # acked already / never part of this lease
+        with pytest.raises(SpoolConflict):
+            client.ack(held.lease_token, ids)
+    assert client.ack(held.lease_token, [b2, b2]) == 1  # named twice, acked once
+    assert client.ack(held.lease_token) == 1  # the rest: b3
+    with pytest.raises(SpoolConflict):
+        client.ack(held.lease_token)
+    with closing(spool.connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT batch_id, state FROM batches WHERE client_id = %s", (cid,))
+        assert dict(cur.fetchall()) == {b1: "loaded", b2: "loaded", b3: "loaded"}
+
+    client.register(registration(cid, "parts", 0, 30, 39))  # the table is free again
+    again = client.lease("redshift", "another")
+    assert again is not None and again.client_id == cid and again.table_name == "parts"
+    assert client.ack(again.lease_token) == 1
+    # Out of the database's integer range: the request is refused (422), not a server error.
+    response = httpx.post(
+        f"{spool.url}/v1/leases/{again.lease_token}/ack",
+        json={"batch_ids": [2**63]},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert response.status_code == 422, response.text
+
+
 def test_backoff_grows_with_attempts_and_transient_never_dies_in_window(
     spool: IsolatedSpool,
 ) -> None:
@@ -263,6 +300,33 @@ def test_backoff_grows_with_attempts_and_transient_never_dies_in_window(
         batch = queue.get_batch(conn, got["batches"][0]["batch_id"])
     assert batch["state"] == "dead"
     assert "longer than the retry window" in batch["last_error"]
+
+
+def test_a_successful_load_wakes_the_clients_tables_waiting_out_a_back_off(
+    spool: IsolatedSpool,
+) -> None:
+    cid = new_client(spool, "snowflake")
+    bystander = new_client(spool, "snowflake")
+    client = spool.client()
+    policy = RetryPolicy(base_s=600.0, cap_s=600.0, window_s=86400)
+    with closing(spool.connect()) as conn:
+        for who in (cid, bystander):  # an outage: each table's load fails and backs off 10 min
+            client.register(registration(who, "stalled", 0, 0, 9))
+            got = queue.lease(conn, "snowflake", "w", 60, 10, 10**9)
+            assert got is not None and got["client_id"] == who
+            queue.nack(conn, got["lease_token"], "transient", "refused", None, policy, 0.5)
+        assert queue.lease(conn, "snowflake", "w", 60, 10, 10**9) is None  # all backing off
+        # The destination is back: a new table of the client loads ...
+        client.register(registration(cid, "fresh", 1, 0, 9))
+        fresh = queue.lease(conn, "snowflake", "w", 60, 10, 10**9)
+        assert fresh is not None and fresh["table_name"] == "fresh"
+        assert queue.ack(conn, fresh["lease_token"], None) == 1
+        # ... so its stalled table is due now, not in 10 minutes; another client's is not.
+        woken = queue.lease(conn, "snowflake", "w", 60, 10, 10**9)
+        assert woken is not None
+        assert (woken["client_id"], woken["table_name"]) == (cid, "stalled")
+        assert queue.ack(conn, woken["lease_token"], None) == 1
+        assert queue.lease(conn, "snowflake", "w", 60, 10, 10**9) is None
 
 
 def test_dead_batch_holds_back_its_table_only_until_retried_or_skipped(
@@ -356,7 +420,8 @@ def run_leasers(
     def lease_all(name: str, client: SpoolClient) -> None:
         rng = random.Random(name)
         while not done.is_set():
-            got = retrying(lambda: client.lease("postgres", name, lease_seconds=120, max_batches=3))
+            # A lease whose answer the killed spool never sent expires after this (nobody holds it).
+            got = retrying(lambda: client.lease("postgres", name, lease_seconds=20, max_batches=3))
             if got is None:
                 time.sleep(0.01)
                 continue

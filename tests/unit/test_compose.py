@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -95,6 +96,7 @@ def test_skein_services_publish_the_local_stack_ports() -> None:
         "gate": "gate",
         "streamery": "streamery",
         "loaders.postgres": "loader-postgres",
+        "extractor": "extractor",
     }
     services = compose()["services"]
     for name, port in local.items():
@@ -102,3 +104,51 @@ def test_skein_services_publish_the_local_stack_ports() -> None:
         assert published(svc) == [("127.0.0.1", port, port)], name
         assert svc["command"] == [f"services.{name}"]
     assert services["migrate"]["entrypoint"] == ["skein", "db", "migrate"]
+
+
+def test_every_warehouse_loader_has_its_own_service_on_the_local_stack_port() -> None:
+    stack_sh = (ROOT / "deploy/local/stack.sh").read_text()
+    declared = re.search(r"^declare -A LOADER_PORTS=\((.*)\)$", stack_sh, re.MULTILINE)
+    assert declared is not None
+    ports = dict(re.findall(r"\[(\w+)\]=(\d+)", declared[1]))
+    assert set(ports) == {"postgres", "redshift", "bigquery", "snowflake"}
+    services = compose()["services"]
+    for kind, port in ports.items():
+        svc = services[f"loader-{kind}"]
+        assert published(svc) == [("127.0.0.1", int(port), int(port))], kind
+        assert svc["command"] == [f"services.loaders.{kind}"]
+        assert svc["environment"][f"SKEIN_LOADER_{kind.upper()}_HOST"] == "0.0.0.0"
+
+
+def test_prometheus_and_grafana_are_provisioned_from_deploy() -> None:
+    services = compose()["services"]
+    prom = services["prometheus"]
+    assert published(prom) == [("127.0.0.1", 9090, 9090)]
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in prom["volumes"]}
+    assert mounts["./deploy/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    assert mounts["./deploy/prometheus/rules"] == "/etc/prometheus/rules"
+    assert mounts["./deploy/prometheus/compose-targets"] == "/etc/prometheus/targets"
+    # Every Skein service with a /metrics port in compose is a scrape target, under its name.
+    targets = json.loads((ROOT / "deploy/prometheus/compose-targets/skein.json").read_text())
+    scraped = {t for group in targets for t in group["targets"]}
+    for name, svc in services.items():
+        if svc.get("image") == "skein:local" and svc.get("ports"):
+            port = published(svc)[0][2]
+            assert f"{name}:{port}" in scraped, name
+
+    grafana = services["grafana"]
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in grafana["volumes"]}
+    assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    provider = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/dashboards/skein.yml").read_text()
+    )
+    assert provider["providers"][0]["options"]["path"] == mounts["./deploy/grafana/dashboards"]
+    source = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )["datasources"][0]
+    assert source["url"] == "http://prometheus:9090"
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/skein.json").read_text())
+    assert dashboard["panels"]
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == source["uid"], panel["title"]
+        assert all(t["expr"] for t in panel["targets"]), panel["title"]

@@ -125,10 +125,28 @@ def test_destination_settings_for_bigquery_keep_secrets_apart() -> None:
         schema="analytics",
         settings={"project": "p"},
         password=None,
-        secrets={"credentials_json": "{}"},
+        secrets={"credentials_json": '{"type": "service_account"}'},
     )
     assert config == {"schema": "analytics", "project": "p"}
-    assert secrets == {"credentials_json": "{}"}
+    assert secrets == {"credentials_json": '{"type": "service_account"}'}
+
+
+@pytest.mark.parametrize(
+    ("settings", "secrets", "complaint"),
+    [
+        ({}, {}, "needs --set project="),
+        ({"project": "p", "api_endpoint": "localhost:9050"}, {}, "not an http"),
+        ({"project": "p"}, {"credentials_json": "{}"}, "credentials file's JSON"),
+        ({"project": "p", "warehouse": "w"}, {}, "unknown bigquery setting"),
+    ],
+)
+def test_destination_settings_for_bigquery_are_checked_when_set(
+    settings: dict[str, str], secrets: dict[str, str], complaint: str
+) -> None:
+    with pytest.raises(control.ControlError, match=complaint):
+        destination_settings(
+            "bigquery", dsn=None, schema=None, settings=settings, password=None, secrets=secrets
+        )
 
 
 def test_pairs() -> None:

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from common.wire import Header
-from services.loaders.core.denest import denest, flat_row, is_flat
+from services.loaders.core.denest import denest, flat_row, is_flat, nested_row
 from services.loaders.core.errors import PermanentError
 from services.loaders.core.names import NameRules
 from services.loaders.core.plan import PRIMARY_KEY, PlanBuilder, append_only_key
@@ -26,9 +26,14 @@ def test_names_that_fit_are_kept_and_others_get_a_stable_hash_suffix() -> None:
     assert a != b and len(a.encode()) <= 59 and len(b.encode()) <= 59
     assert PG.column("x" * 100 + "a") == a  # stable
     upper = NameRules(max_bytes=255, case="upper")
-    assert upper.column("ID") == "ID"
-    assert upper.column("id") != upper.column("Id")  # collide after folding: disambiguated
-    assert upper.column("id").startswith("ID_")
+    assert upper.column("id") == "ID"  # lowercase JSON names fold plainly (Snowflake shows ID)
+    assert upper.column("naïve") == "NAÏVE"
+    assert len({upper.column(n) for n in ("id", "Id", "ID")}) == 3  # collide after folding
+    assert upper.column("Id").startswith("ID_")
+    assert upper.column("ß") != upper.column("ss")  # "ß".upper() == "SS": not plain
+    lower = NameRules(max_bytes=127, case="lower")
+    assert lower.column("id") == "id"
+    assert lower.column("Id") != lower.column("id") and lower.column("Id").startswith("id_")
 
 
 def test_multibyte_names_are_truncated_on_character_boundaries() -> None:
@@ -165,3 +170,16 @@ def test_object_store_failures_are_transient_but_a_missing_object_is_permanent()
     slow = ClientError({"Error": {"Code": "SlowDown", "Message": "later"}}, "GetObject")
     assert isinstance(classify(slow), TransientError)
     assert classify_source(ValueError("not S3")) is None
+
+
+def test_nesting_kept_whole_as_variant_cells() -> None:
+    row = nested_row({"id": 1, "a": {"b": [1, 2]}, "t": ["x"], "n": None}, None)
+    assert row == {"id": (1, T.BIGINT), "a": ({"b": [1, 2]}, T.VARIANT), "t": (["x"], T.VARIANT)}
+
+
+def test_splits_use_the_warehouse_suffix_and_may_not_widen_in_place() -> None:
+    rules = NameRules(max_bytes=127, case="lower", widen_in_place=False, suffixes={"bi": "it"})
+    shape = TableShape("t", columns={"n": T.BIGINT, "s": T.TEXT})
+    assert place(shape, rules, "n", T.NUMERIC) == "n__de"  # no in-place bigint -> numeric
+    assert place(shape, rules, "s", T.BIGINT) == "s__it"
+    assert shape.columns["n"] is T.BIGINT and not shape.widened

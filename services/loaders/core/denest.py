@@ -80,6 +80,22 @@ def flat_row(data: dict[str, Any], props: dict[str, Any] | None) -> Row:
     return row
 
 
+def nested_row(data: dict[str, Any], props: dict[str, Any] | None) -> Row:
+    """A record's top-level fields as one row, objects and arrays kept whole as VARIANT
+    values (warehouses with a semi-structured type: Snowflake)."""
+    row: Row = {}
+    for key, value in data.items():
+        if value is None:
+            continue
+        if type(value) is dict or type(value) is list:
+            row[key] = (value, ColumnType.VARIANT)
+            continue
+        kind = cell_type(_declared(props.get(key)) if props else None, value)
+        if kind is not None:
+            row[key] = (value, kind)
+    return row
+
+
 def _flatten(
     obj: dict[str, Any],
     props: dict[str, Any] | None,

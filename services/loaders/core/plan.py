@@ -21,7 +21,7 @@ from typing import IO, Any
 import orjson
 
 from common.wire import Header
-from services.loaders.core.denest import Denested, Row, denest, flat_row, is_flat
+from services.loaders.core.denest import Denested, Row, denest, flat_row, is_flat, nested_row
 from services.loaders.core.names import SEPARATOR, NameRules
 from services.loaders.core.reader import Record
 from services.loaders.core.shape import ColumnLimit, TableShape, place
@@ -152,8 +152,11 @@ class PlanBuilder:
         rules: NameRules,
         render: Render,
         shapes: dict[str, TableShape],
+        keep_nesting: bool = False,
     ) -> None:
         self.table_source = table_source
+        # True: objects and arrays stay whole (VARIANT) in the root row; no subtables.
+        self.keep_nesting = keep_nesting
         self.rules = rules
         self.render = render
         self.shapes = shapes  # warehouse table name -> shape (existing tables pre-filled)
@@ -210,7 +213,9 @@ class PlanBuilder:
         header = self._header
         assert header is not None and record.data is not None
         data = record.data
-        if is_flat(data):
+        if self.keep_nesting:
+            denested = Denested(nested_row(data, _props(header.schema)))
+        elif is_flat(data):
             denested = Denested(flat_row(data, _props(header.schema)))
         else:
             denested = denest(data, header.schema)

@@ -23,6 +23,7 @@ from botocore.config import Config
 from prometheus_client import Counter, Histogram
 
 from common import control, db
+from common.metrics import client_label
 from common.settings import SharedSettings
 from common.spool_client import Lease, SpoolClient, SpoolConflict, SpoolUnavailable
 from common.wire import Header
@@ -33,10 +34,16 @@ from services.loaders.core.settings import LoaderSettings
 
 log = logging.getLogger("skein.loader")
 
+# Request ids named in one "loaded" log line, at most (a lease may hold thousands of requests).
+_LOGGED_REQUEST_IDS = 100
+
+# client_id labels are bounded by common.metrics.client_label; tables are never labels.
 LOADS = Counter(
-    "skein_loader_loads_total", "Lease loads by outcome", ["destination_type", "result"]
+    "skein_loader_loads_total",
+    "Lease loads by outcome (ok, transient, permanent)",
+    ["destination_type", "client_id", "result"],
 )
-ROWS = Counter("skein_loader_rows_total", "Parent rows written", ["destination_type"])
+ROWS = Counter("skein_loader_rows_total", "Parent rows written", ["destination_type", "client_id"])
 BATCHES = Counter("skein_loader_batches_total", "Batches loaded", ["destination_type"])
 REJECTED = Counter(
     "skein_loader_rejected_records_total", "Records sent to _sdc_rejected", ["destination_type"]
@@ -187,9 +194,13 @@ class Runner:
     def _lease(self, spool: SpoolClient, owner: str) -> Lease | None:
         return spool.lease(self.kind, owner, **self.limits)
 
-    def _handle(self, lease: Lease, sessions: dict[int, Any]) -> LoadError | None:
+    def _handle(
+        self, lease: Lease, sessions: dict[int, Any], *, retry_stale: bool = True
+    ) -> LoadError | None:
         """Load the lease; None on success, else the classified failure."""
         started = time.monotonic()
+        reused = lease.client_id in sessions
+        request_ids: dict[str, None] = {}  # in load order, for the log line (tracing)
         try:
             destination = self.destinations.get(lease.client_id)
             if destination is None or destination.type != self.kind:
@@ -197,14 +208,22 @@ class Runner:
                     f"client {lease.client_id} has no {self.kind} destination any more"
                 )
             with _Extender(self.settings, lease, self.settings.lease_seconds):
-                rows, rejected = self._load(destination, lease, sessions)
+                rows, rejected = self._load(destination, lease, sessions, request_ids)
         except Exception as exc:
             failure = self.warehouse.classify(exc)
             if isinstance(failure, TransientError):
                 session = sessions.pop(lease.client_id, None)
                 if session is not None:
                     self.warehouse.close(session)
-            LOADS.labels(self.kind, failure.kind).inc()
+                if reused and retry_stale:
+                    # A cached connection dies with a warehouse restart and fails its next use:
+                    # try once on a new one before the lease pays a back-off round for it.
+                    log.info(
+                        "retrying on a new warehouse connection",
+                        extra={"client_id": lease.client_id, "err": str(failure)},
+                    )
+                    return self._handle(lease, sessions, retry_stale=False)
+            LOADS.labels(self.kind, client_label(lease.client_id), failure.kind).inc()
             log.warning(
                 "load failed",
                 extra={
@@ -218,9 +237,10 @@ class Runner:
             return failure
 
         elapsed = time.monotonic() - started
-        LOADS.labels(self.kind, "ok").inc()
+        client = client_label(lease.client_id)
+        LOADS.labels(self.kind, client, "ok").inc()
         LOAD_SECONDS.labels(self.kind).observe(elapsed)
-        ROWS.labels(self.kind).inc(rows)
+        ROWS.labels(self.kind, client).inc(rows)
         REJECTED.labels(self.kind).inc(rejected)
         BATCHES.labels(self.kind).inc(len(lease.batches))
         now = datetime.now(UTC)
@@ -233,6 +253,8 @@ class Runner:
                 "client_id": lease.client_id,
                 "table": lease.table_name,
                 "batches": len(lease.batches),
+                "batch_ids": [b.batch_id for b in lease.batches],
+                "request_ids": list(request_ids)[:_LOGGED_REQUEST_IDS],
                 "rows": rows,
                 "rejected": rejected,
                 "ms": round(elapsed * 1000, 1),
@@ -241,7 +263,11 @@ class Runner:
         return None
 
     def _load(
-        self, destination: Destination, lease: Lease, sessions: dict[int, Any]
+        self,
+        destination: Destination,
+        lease: Lease,
+        sessions: dict[int, Any],
+        request_ids: dict[str, None],
     ) -> tuple[int, int]:
         session = sessions.get(lease.client_id)
         if session is None:
@@ -251,13 +277,19 @@ class Runner:
         todo = [b for b in lease.batches if b.batch_id not in done]
         if not todo:
             return 0, 0
-        stream = self._events(todo)
+        stream = self._events(todo, request_ids)
         return self.warehouse.load(session, destination, lease, [b.batch_id for b in todo], stream)
 
-    def _events(self, batches: list[Any]) -> Iterator[Header | Record]:
+    def _events(
+        self, batches: list[Any], request_ids: dict[str, None]
+    ) -> Iterator[Header | Record]:
+        """The batches' header and record events; notes each header's request id on the way."""
         for batch in batches:
             chunks = s3_chunks(self._s3, self.settings.s3_bucket, batch.object_key)
-            yield from events(lines_of(chunks))
+            for event in events(lines_of(chunks)):
+                if isinstance(event, Header) and len(request_ids) < _LOGGED_REQUEST_IDS:
+                    request_ids[event.request_id] = None
+                yield event
 
     def _finish(
         self, spool: SpoolClient, owner: str, lease: Lease, failure: LoadError | None

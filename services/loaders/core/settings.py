@@ -13,7 +13,8 @@ class LoaderSettings(SharedSettings):
     host: str = "127.0.0.1"
     metrics_port: int = 9103
     workers: int = Field(2, ge=1)
-    lease_seconds: int = Field(300, ge=10)
+    # Extended every third while a load runs; a crashed loader's tables wait at most this long.
+    lease_seconds: int = Field(60, ge=10)
     max_batches: int = Field(20, ge=1)
     max_bytes: int = Field(32 * MB, ge=1)
     poll_interval_s: float = Field(0.5, gt=0)

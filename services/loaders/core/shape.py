@@ -48,7 +48,7 @@ def place(shape: TableShape, rules: NameRules, source: str, kind: ColumnType) ->
         return base
     if fits(current, kind):
         return base
-    wider = widens_to(current, kind)
+    wider = widens_to(current, kind) if rules.widen_in_place else None
     if wider is not None:
         shape.columns[base] = wider
         if base not in shape.added:
@@ -56,7 +56,7 @@ def place(shape: TableShape, rules: NameRules, source: str, kind: ColumnType) ->
         else:
             shape.added[base] = wider
         return base
-    split = split_name(base, kind.suffix)
+    split = split_name(base, rules.fold(rules.suffix(kind.suffix)))
     if split not in shape.columns:
         _add(shape, rules, split, kind)
     return split

@@ -19,6 +19,7 @@ class ColumnType(Enum):
     DOUBLE = "do"
     TEXT = "st"
     TIMESTAMP = "ti"
+    VARIANT = "va"  # a whole JSON object or array, kept nested (Snowflake VARIANT)
 
     @property
     def suffix(self) -> str:

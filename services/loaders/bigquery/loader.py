@@ -1,0 +1,105 @@
+"""The BigQuery warehouse as the lease loop sees it (``services.loaders.core.runner.Warehouse``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from google.api_core import exceptions as gexc
+
+from common.spool_client import Lease
+from common.wire import Header
+from services.loaders.bigquery import warehouse
+from services.loaders.bigquery.config import DestinationError, target_of
+from services.loaders.core.errors import (
+    LoadError,
+    PermanentError,
+    TransientError,
+    classify_source,
+)
+from services.loaders.core.reader import Record
+from services.loaders.core.runner import Destination
+
+# Job and API errors worth retrying: BigQuery's own "try again" answers, and the ones a
+# misconfigured or not-yet-authorised destination gives (an operator fixes it; the spool's
+# retry window keeps the batches meanwhile, and only this client waits).
+_TRANSIENT = (
+    gexc.TooManyRequests,
+    gexc.InternalServerError,
+    gexc.BadGateway,
+    gexc.ServiceUnavailable,
+    gexc.GatewayTimeout,
+    gexc.DeadlineExceeded,
+    gexc.Unauthorized,
+    gexc.Forbidden,
+    gexc.NotFound,
+    gexc.Conflict,
+    gexc.RetryError,
+)
+
+
+class BigQueryWarehouse:
+    type = "bigquery"
+
+    def __init__(self, request_timeout: float = 30.0, job_timeout: float = 600.0) -> None:
+        self.request_timeout = request_timeout
+        self.job_timeout = job_timeout
+
+    def open(self, destination: Destination) -> Any:
+        target = target_of(destination.config, destination.secrets, destination.client_id)
+        return warehouse.connect(target, self.request_timeout, self.job_timeout)
+
+    def close(self, session: Any) -> None:
+        with contextlib.suppress(Exception):
+            session.client.close()
+
+    def already_loaded(self, session: Any, destination: Destination, ids: list[int]) -> set[int]:
+        warehouse.ensure_metadata(session)
+        return warehouse.loaded_batches(session, ids)
+
+    def load(
+        self,
+        session: Any,
+        destination: Destination,
+        lease: Lease,
+        batch_ids: list[int],
+        stream: Iterator[Header | Record],
+    ) -> tuple[int, int]:
+        counts = {b.batch_id: b.record_count for b in lease.batches}
+        work = warehouse.LeaseWork(
+            destination.client_id,
+            lease.table_name,
+            batch_ids,
+            [counts[i] for i in batch_ids],
+            lease.lease_token,
+        )
+        return warehouse.load_events(session, work, stream)
+
+    def classify(self, exc: BaseException) -> LoadError:
+        return classify(exc)
+
+
+def classify(exc: BaseException) -> LoadError:
+    """The one place that decides whether a BigQuery failure is worth retrying."""
+    if isinstance(exc, LoadError):
+        return exc
+    source = classify_source(exc)
+    if source is not None:
+        return source
+    if isinstance(exc, DestinationError):
+        return TransientError(f"destination misconfigured: {exc}")
+    if isinstance(exc, _TRANSIENT):
+        return TransientError(f"BigQuery unavailable or refusing for now: {exc}")
+    if isinstance(exc, gexc.BadRequest) and "concurrent update" in str(exc):
+        return TransientError(f"BigQuery transaction conflict: {exc}")
+    if isinstance(exc, gexc.GoogleAPICallError):
+        return PermanentError(f"BigQuery rejected the load: {exc}")
+    from google.auth import exceptions as auth_exceptions
+    from requests import exceptions as http_exceptions
+
+    if isinstance(exc, auth_exceptions.GoogleAuthError):
+        return TransientError(f"BigQuery credentials: {exc}")
+    if isinstance(exc, http_exceptions.RequestException | OSError | TimeoutError):
+        return TransientError(f"BigQuery unreachable: {exc}")
+    return PermanentError(f"{type(exc).__name__}: {exc}")

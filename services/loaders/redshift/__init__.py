@@ -1,0 +1,1 @@
+"""The Redshift loader: S3 staging + COPY FORMAT JSON, merge through staging tables."""

@@ -1,0 +1,1 @@
+"""The Snowflake loader: stage + COPY INTO, MERGE, VARIANT for nested data."""

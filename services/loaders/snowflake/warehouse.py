@@ -1,0 +1,256 @@
+"""Loading one lease into Snowflake: stage CSV files, ``COPY INTO`` staging tables, then one
+``MERGE`` per segment and the batch ids in ``_SDC_LOADS`` in ONE transaction (exactly once).
+
+Snowflake commits implicitly before any DDL, so everything that is DDL or a bulk copy — new
+tables and columns, the staging tables and their ``COPY INTO`` — runs first, each step
+idempotent; the transaction then holds only DML. Nested objects and arrays stay whole in
+VARIANT columns (``keep_nesting``): no subtables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pa_parquet
+
+from common.wire import Header
+from services.loaders.core import faults
+from services.loaders.core.errors import PermanentError
+from services.loaders.core.plan import (
+    PRIMARY_KEY,
+    ROW,
+    TABLE_VERSION,
+    PlanBuilder,
+    Segment,
+    Staged,
+)
+from services.loaders.core.reader import Record
+from services.loaders.core.shape import TableShape
+from services.loaders.core.types import ColumnType
+from services.loaders.snowflake import statements as S
+from services.loaders.snowflake.statements import RULES
+
+
+@dataclass
+class LeaseLoad:
+    """A lease's not-yet-loaded batches of one table, as an event stream."""
+
+    table_source: str
+    batch_ids: list[int]
+    lease_token: str
+    events: Iterable[Header | Record]
+    batch_records: list[int] | None = None
+
+
+def ensure_metadata(cur: Any, schema: str) -> None:
+    for statement in S.metadata(schema):
+        cur.execute(statement)
+
+
+def loaded_batches(cur: Any, schema: str, batch_ids: list[int]) -> set[int]:
+    if not batch_ids:
+        return set()
+    cur.execute(S.loaded(schema, len(batch_ids)), batch_ids)
+    return {int(r[0]) for r in cur.fetchall()}
+
+
+def existing_shape(cur: Any, schema: str, table: str) -> dict[str, TableShape]:
+    cur.execute(
+        "SELECT COLUMN_NAME, DATA_TYPE FROM INFORMATION_SCHEMA.COLUMNS "
+        "WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+        [schema, table],
+    )
+    rows = cur.fetchall()
+    if not rows:
+        return {}
+    shape = TableShape(table, exists=True)
+    for name, data_type in rows:
+        shape.columns[S.planned(name)] = S.FROM_SQL.get(str(data_type).upper(), ColumnType.TEXT)
+    cur.execute(S.read_keys(schema), [table])
+    found = cur.fetchone()
+    shape.primary_key = S.keys_of(found[0] if found else None)
+    return {table: shape}
+
+
+def apply_ddl(cur: Any, schema: str, shape: TableShape) -> None:
+    """Create the table or add its new columns (a widening needs nothing: integers of any
+    size up to 38 digits share NUMBER(38,0))."""
+    if not shape.exists:
+        cur.execute(S.create_table(schema, shape))
+        shape.exists = True
+    else:
+        for statement in S.add_columns(schema, shape):
+            cur.execute(statement)
+    shape.added.clear()
+    shape.widened.clear()
+
+
+def stage(cur: Any, schema: str, staged: Staged, name: str) -> list[str]:
+    """PUT the spill as a Parquet file into the schema's stage and COPY it into a temporary
+    all-VARCHAR staging table; its data columns (casts happen in the MERGE)."""
+    order = staged.order
+    prefix = name.lower()
+    cur.execute(S.create_staging(name, order))
+    with tempfile.TemporaryDirectory(prefix="skein-snowflake-") as tmp:
+        spill = os.path.join(tmp, "rows.csv")
+        with open(spill, "wb") as out:
+            for chunk in staged.spill.text(len(order)):
+                out.write(chunk)
+        path = os.path.join(tmp, f"{prefix}.parquet")
+        to_parquet(spill, path, [S.column(c) for c in order])
+        cur.execute(S.put(schema, path, prefix))
+        cur.execute(S.copy_into(schema, name, prefix))
+    return [c for c in order if c != ROW]
+
+
+def to_parquet(csv_path: str, parquet_path: str, names: list[str]) -> None:
+    """The spill's CSV as Parquet string columns, streamed block by block: an enclosed empty
+    field stays an empty string, an unenclosed one is null."""
+    reader = pa_csv.open_csv(
+        csv_path,
+        read_options=pa_csv.ReadOptions(column_names=names, block_size=4 << 20),
+        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+        convert_options=pa_csv.ConvertOptions(
+            column_types={n: pa.string() for n in names},
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    with pa_parquet.ParquetWriter(parquet_path, reader.schema) as writer:
+        for batch in reader:
+            writer.write_batch(batch)
+
+
+def rekey(cur: Any, schema: str, shape: TableShape, keys: tuple[str, ...]) -> None:
+    """Make ``keys`` the table's key if its rows allow (inside the load's transaction)."""
+    if shape.primary_key == keys:
+        return
+    if shape.primary_key:
+        if keys == (PRIMARY_KEY,):
+            cur.execute(S.fill_primary_key(schema, shape.name, PRIMARY_KEY))
+        cur.execute(S.duplicate_keys(schema, shape.name, keys))
+        found = cur.fetchone()
+        if found and int(found[0]):
+            raise PermanentError(
+                f"key names of {shape.name} changed from {list(shape.primary_key)} to "
+                f"{list(keys)} but the existing rows cannot be re-keyed ({found[0]} duplicate "
+                "or null keys); fix the rows or the key names, then retry the batch"
+            )
+    delete, insert = S.write_keys(schema)
+    cur.execute(delete, [shape.name])
+    cur.execute(insert, [shape.name, S.key_json(keys)])
+    shape.primary_key = keys
+
+
+def load(conn: Any, schema: str, work: LeaseLoad) -> tuple[int, int]:
+    """Load a lease's batches; returns (rows written, records rejected). Batches another
+    loader committed meanwhile make the transaction roll back as already loaded: (0, 0)."""
+    cur = conn.cursor()
+    cur.execute(S.use(schema))
+    table = RULES.table(work.table_source)
+    shapes = existing_shape(cur, schema, table)
+    builder = PlanBuilder(work.table_source, RULES, S.render, shapes, keep_nesting=True)
+    run = uuid.uuid4().hex[:12].upper()
+    staging: list[tuple[Segment, str, list[str]]] = []
+    created: list[str] = []  # staging tables to drop, even when staging fails half-way
+    try:
+        for event in work.events:
+            builder.feed(event)
+        for number, segment in enumerate(builder.segments):
+            if segment.rows:
+                apply_ddl(cur, schema, segment.root.shape)
+                name = f"_SDC_STG_{run}_{number}"
+                created.append(name)
+                staging.append((segment, name, stage(cur, schema, segment.root, name)))
+        batched_at = datetime.now(UTC).isoformat()
+        cur.execute("BEGIN")
+        try:
+            written = _merge_all(cur, schema, table, builder, staging)
+            # A MERGE holds the table's lock until commit: a concurrent loader of the same
+            # batches (a lease that expired mid-load) has committed by now, or waits for us.
+            if loaded_batches(cur, schema, work.batch_ids):
+                cur.execute("ROLLBACK")
+                return 0, 0
+            _record(cur, schema, work, builder, batched_at)
+            faults.hit("before_commit")
+            cur.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                cur.execute("ROLLBACK")
+            raise
+    finally:
+        builder.close()
+        for name in created:
+            with contextlib.suppress(Exception):
+                cur.execute(S.drop_staging(name))
+    return written, len(builder.rejected)
+
+
+def _merge_all(
+    cur: Any,
+    schema: str,
+    table: str,
+    builder: PlanBuilder,
+    staging: list[tuple[Segment, str, list[str]]],
+) -> int:
+    written = 0
+    staged = {id(segment): (name, columns) for segment, name, columns in staging}
+    for segment in builder.segments:
+        shape = segment.root.shape
+        if id(segment) in staged:
+            name, columns = staged[id(segment)]
+            rekey(cur, schema, shape, segment.key_columns)
+            upsert = bool(segment.key_names)
+            cur.execute(S.merge(schema, shape, name, columns, segment.key_columns, upsert))
+            written += _affected(cur)
+        if segment.activate_version is not None and shape.exists and TABLE_VERSION in shape.columns:
+            cur.execute(S.activate(schema, table), [segment.activate_version])
+    return written
+
+
+def _affected(cur: Any) -> int:
+    """Rows a MERGE inserted or updated (its one result row: a count per action)."""
+    row = cur.fetchone()
+    return sum(int(v) for v in row) if row else 0
+
+
+def _record(cur: Any, schema: str, work: LeaseLoad, builder: PlanBuilder, batched_at: str) -> None:
+    if builder.rejected:
+        ids = json.dumps(work.batch_ids)
+        cur.executemany(
+            S.record_rejected(schema),
+            [
+                [
+                    work.table_source,
+                    r.record.decode("utf-8", "replace").replace("\x00", ""),
+                    r.reason,
+                    ids,
+                    batched_at,
+                ]
+                for r in builder.rejected
+            ],
+        )
+    counts = work.batch_records or [0] * len(work.batch_ids)
+    cur.executemany(
+        S.record_loads(schema),
+        [
+            [batch_id, work.table_source, work.lease_token, count, batched_at]
+            for batch_id, count in zip(work.batch_ids, counts, strict=True)
+        ],
+    )
+
+
+def schema_of(config: dict[str, Any], client_id: int) -> str:
+    schema = config.get("schema")
+    return S.fold_schema(str(schema)) if schema else f"SKEIN_{client_id}"

@@ -1,0 +1,105 @@
+"""``skein status``: per client and table, the last load, freshness, and the batches waiting or
+dead, read from the control database (works while the spool or a warehouse is down).
+
+The query is I/O; ``assess`` (is a table healthy?) is a pure function of its row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from common.control import Connection
+
+# A client's accepted records should be in its warehouse within this many seconds: the same
+# objective as the SkeinFreshnessOverObjective alert (deploy/prometheus/rules/skein.yml).
+FRESHNESS_OBJECTIVE_S = 60.0
+
+
+@dataclass(frozen=True)
+class TableStatus:
+    client_id: int
+    table_name: str
+    destination_type: str | None
+    last_loaded_at: str | None
+    # loaded at - oldest received at, of the last batch loaded
+    last_load_freshness_s: float | None
+    # now - received at of the oldest record registered but not loaded (None: nothing waits)
+    oldest_unloaded_age_s: float | None
+    pending: int  # pending, leased or waiting for a retry
+    dead: int
+    last_error: str | None
+    problems: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["problems"] = list(self.problems)
+        out["healthy"] = not self.problems
+        return out
+
+
+def assess(table: TableStatus, objective_s: float) -> TableStatus:
+    """The table with its problems named: dead batches (loads stopped behind them) and records
+    waiting longer than the freshness objective."""
+    problems = []
+    if table.dead:
+        problems.append(f"{table.dead} dead batch(es): later batches wait behind them")
+    age = table.oldest_unloaded_age_s
+    if age is not None and age > objective_s:
+        problems.append(
+            f"stale: oldest unloaded record is {age:.0f}s old (objective {objective_s:g}s)"
+        )
+    return TableStatus(**{**asdict(table), "problems": tuple(problems)})
+
+
+def tables(conn: Connection, client_id: int | None = None) -> list[TableStatus]:
+    """Every (client, table) the spool has seen, with its load state."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            """SELECT t.client_id, t.table_name, coalesce(w.destination_type, l.destination_type),
+                      l.loaded_at, extract(epoch FROM l.loaded_at - l.oldest_received_at),
+                      extract(epoch FROM now() - w.oldest), coalesce(w.pending, 0),
+                      coalesce(w.dead, 0), w.last_error
+               FROM table_leases t
+               LEFT JOIN LATERAL (
+                   SELECT max(b.destination_type) AS destination_type,
+                          min(b.oldest_received_at) AS oldest,
+                          count(*) FILTER (WHERE b.state <> 'dead') AS pending,
+                          count(*) FILTER (WHERE b.state = 'dead') AS dead,
+                          (array_agg(b.last_error ORDER BY b.updated_at DESC)
+                              FILTER (WHERE b.last_error IS NOT NULL))[1] AS last_error
+                   FROM batches b
+                   WHERE b.client_id = t.client_id AND b.table_name = t.table_name
+                     AND b.state IN ('pending', 'leased', 'retry_wait', 'dead')
+               ) w ON true
+               LEFT JOIN LATERAL (
+                   SELECT b.loaded_at, b.oldest_received_at, b.destination_type
+                   FROM batches b
+                   WHERE b.client_id = t.client_id AND b.table_name = t.table_name
+                     AND b.state = 'loaded'
+                   ORDER BY b.partition DESC, b.first_offset DESC
+                   LIMIT 1
+               ) l ON true
+               WHERE %(client)s::bigint IS NULL OR t.client_id = %(client)s::bigint
+               ORDER BY t.client_id, t.table_name""",
+            {"client": client_id},
+        )
+        rows = cur.fetchall()
+    return [
+        TableStatus(
+            client_id=int(c),
+            table_name=name,
+            destination_type=dest,
+            last_loaded_at=loaded.isoformat() if loaded is not None else None,
+            last_load_freshness_s=_seconds(fresh),
+            oldest_unloaded_age_s=_seconds(age),
+            pending=int(pending),
+            dead=int(dead),
+            last_error=error,
+        )
+        for c, name, dest, loaded, fresh, age, pending, dead, error in rows
+    ]
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else round(float(value), 3)

@@ -1,0 +1,413 @@
+"""Scheduled extraction on the local stack with a real tap from PyPI (MeltanoLabs tap-postgres)
+reading a real source database: source table -> tap -> built-in target -> gate -> ... -> the
+client's warehouse. Rows in the warehouse, run history and /metrics are what users see.
+
+The stack's extractor is replaced for this module by one with test-friendly settings (short
+tick, small requests, short gate retry window and back-off) and restored afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+from common import control, db
+from common.settings import SharedSettings
+from services.extractor import integrations
+from tests.conftest import ROOT, stack, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+TAP = "meltanolabs-tap-postgres==0.10.0"
+SOURCE_DB = "skein_e2e_extract_source"
+SOURCE = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": SOURCE_DB}
+SOURCE_PASSWORD = "not-needed-but-secret-4711"  # trust auth ignores it; it must never leak
+WAREHOUSE = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
+METRICS = "http://127.0.0.1:19107/metrics"
+CREATED: list[str] = []  # integrations this module added: removed at its end, whatever happens
+SKEIN = str(Path(sys.executable).parent / "skein")
+EXTRACTOR_ENV = {
+    "SKEIN_EXTRACTOR_METRICS_PORT": "19107",
+    "SKEIN_EXTRACTOR_TICK_S": "0.5",
+    "SKEIN_EXTRACTOR_BATCH_RECORDS": "200",
+    "SKEIN_EXTRACTOR_FLUSH_INTERVAL_S": "1",
+    "SKEIN_EXTRACTOR_GATE_RETRY_WINDOW_S": "3",
+    "SKEIN_EXTRACTOR_GATE_TIMEOUT_S": "10",
+    "SKEIN_EXTRACTOR_RETRY_BASE_S": "2",
+    "SKEIN_EXTRACTOR_RETRY_CAP_S": "4",
+    "SKEIN_EXTRACTOR_RUN_TIMEOUT_S": "240",
+}
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def skein(*args: str, timeout: float = 300) -> dict[str, Any]:
+    done = subprocess.run(
+        [SKEIN, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, f"skein {' '.join(args)}: {done.stdout} {done.stderr}"
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+def source(statement: str | sql.Composed, params: tuple[Any, ...] = ()) -> None:
+    with (
+        closing(
+            psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname=SOURCE_DB)
+        ) as conn,
+        conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute(statement, params)
+
+
+def fill(table: str, first: int, last: int) -> None:
+    source(
+        sql.SQL(
+            "INSERT INTO {} (id, name, amount, updated_at)"
+            " SELECT g, 'name ' || g, g * 1.25, now() FROM generate_series(%s, %s) g"
+        ).format(sql.Identifier(table)),
+        (first, last),
+    )
+
+
+def source_table(name: str, rows: int) -> None:
+    source(
+        sql.SQL(
+            "CREATE TABLE {} (id bigint PRIMARY KEY, name text, amount numeric(12, 2),"
+            " updated_at timestamptz)"
+        ).format(sql.Identifier(name))
+    )
+    fill(name, 1, rows)
+
+
+def warehouse_ids(schema: str, table: str) -> list[int]:
+    try:
+        with (
+            closing(psycopg2.connect(connect_timeout=3, **WAREHOUSE)) as conn,
+            conn.cursor() as cur,
+        ):
+            cur.execute(
+                sql.SQL("SELECT id FROM {} ORDER BY id").format(sql.Identifier(schema, table))
+            )
+            return [r[0] for r in cur.fetchall()]
+    except (psycopg2.errors.UndefinedTable, psycopg2.OperationalError):
+        return []
+
+
+def new_client() -> tuple[int, str]:
+    schema = f"e2e_ext_{uuid.uuid4().hex[:8]}"
+    with closing(db.connect()) as conn:
+        client = control.create_client(conn, "e2e-extractor")
+        control.set_destination(
+            conn,
+            SharedSettings().secret_key.get_secret_value(),
+            client["client_id"],
+            "postgres",
+            {"dsn_params": WAREHOUSE, "schema": schema},
+            {},
+        )
+    return int(client["client_id"]), schema
+
+
+def add_integration(tmp: Path, table: str, schedule: str = "0 0 1 1 *") -> tuple[str, int, str]:
+    """(integration name, client id, warehouse schema) of a new incremental integration."""
+    client_id, schema = new_client()
+    config = tmp / f"{table}.json"
+    config.write_text(
+        json.dumps({**SOURCE, "password": SOURCE_PASSWORD, "filter_schemas": ["public"]})
+    )
+    name = f"e2e-{table}-{uuid.uuid4().hex[:6]}"
+    CREATED.append(name)
+    added = skein(
+        "integrations", "add", str(client_id), name, "--tap", TAP, "--config", str(config),
+        "--schedule", schedule, "--select", f"public-{table}",
+        "--replication-key", f"public-{table}=id",
+    )  # fmt: skip
+    assert added["streams"] == [
+        {"stream": f"public-{table}", "replication_method": "INCREMENTAL", "replication_key": "id"}
+    ]
+    assert added["secret_keys"] == ["password"]
+    return name, client_id, schema
+
+
+def runs(name: str, stderr: bool = False) -> list[dict[str, Any]]:
+    """What `skein integrations runs NAME` prints, oldest first (read directly: tests poll it)."""
+    with closing(db.connect()) as conn:
+        return integrations.list_runs(conn, name, 100, stderr)[::-1]
+
+
+def integration(name: str, client_id: int) -> dict[str, Any]:
+    with closing(db.connect()) as conn:
+        found = integrations.get(conn, name)
+    assert found is not None and found["client_id"] == client_id
+    return found
+
+
+def bookmark(name: str, client_id: int) -> int | None:
+    state = integration(name, client_id)["state"]
+    if not state:
+        return None
+    value = next(iter(state["bookmarks"].values())).get("replication_key_value")
+    return None if value is None else int(value)
+
+
+def run_children() -> list[int]:
+    """Processes of extractor runs (their command lines name the private run directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"skein-run-" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+class Extractor:
+    """This module's extractor process (the stack's one is stopped meanwhile)."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(ROOT / ".run" / "logs" / "extractor-e2e.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "services.extractor"],
+            cwd=ROOT,
+            env={**os.environ, **EXTRACTOR_ENV},
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+        wait_for(self.healthy, timeout=60, what="the test extractor's /healthz")
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(METRICS.replace("metrics", "healthz"), timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def extractor() -> Iterator[Extractor]:
+    admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    admin.autocommit = True
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(SOURCE_DB))
+    with admin.cursor() as cur:
+        cur.execute(drop)
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(SOURCE_DB)))
+    stack("stop", "extractor")
+    ours = Extractor()
+    try:
+        ours.start()
+        yield ours
+    finally:
+        ours.stop()
+        with closing(db.connect()) as conn:
+            for name in CREATED:
+                if integrations.get(conn, name) is not None:
+                    integrations.remove(conn, name)
+        stack("start", "extractor")
+        with admin.cursor() as cur:
+            cur.execute(drop)
+        admin.close()
+
+
+# --- tests -----------------------------------------------------------------------------------
+
+
+def test_incremental_integration_copies_new_rows_on_each_scheduled_run(
+    extractor: Extractor, tmp_path: Path
+) -> None:
+    source_table("orders_inc", 1000)
+    name, client_id, schema = add_integration(tmp_path, "orders_inc", schedule="* * * * * */5")
+    table = "public-orders_inc"
+    wait_for(
+        lambda: warehouse_ids(schema, table) == list(range(1, 1001)),
+        timeout=180,
+        interval=1,
+        what="the first scheduled run's rows in the warehouse",
+    )
+    first = skein("integrations", "runs", name)["runs"][-1]  # newest first
+    assert (first["trigger"], first["status"], first["records"]) == (
+        "schedule",
+        "succeeded",
+        {table: 1000},
+    )
+    assert first["states_saved"] >= 1
+    assert bookmark(name, client_id) == 1000
+
+    fill("orders_inc", 1001, 1100)
+    wait_for(
+        lambda: warehouse_ids(schema, table) == list(range(1, 1101)),
+        timeout=120,
+        interval=1,
+        what="the added rows after the next scheduled run",
+    )
+    wait_for(lambda: bookmark(name, client_id) == 1100, timeout=30, what="the new bookmark")
+    paused = skein("integrations", "pause", name)
+    assert paused["paused"] is True
+    wait_for(
+        lambda: all(r["status"] != "running" for r in runs(name)),
+        timeout=60,
+        what="the run in progress to end",
+    )
+    later = [r for r in runs(name)[1:] if r["status"] == "succeeded"]
+    # Each later run starts at the saved bookmark: only the new rows are extracted, plus the
+    # bookmark row itself (taps compare replication keys with >=, as Singer taps do).
+    assert {r["records"][table] for r in later} <= {1, 101}
+    assert [r["records"][table] for r in later].count(101) == 1
+
+    scraped = httpx.get(METRICS, timeout=5).text
+    labels = f'client_id="{client_id}",integration="{name}"'
+    assert f'skein_extractor_runs_total{{{labels},status="succeeded"}}' in scraped
+    assert f"skein_extractor_seconds_since_last_success{{{labels}}}" in scraped
+    records = next(
+        float(line.rsplit(" ", 1)[1])
+        for line in scraped.splitlines()
+        if line.startswith(f"skein_extractor_records_total{{{labels}}}")
+    )
+    assert records == 1000 + sum(r["records"][table] for r in later)
+    assert f'skein_extractor_run_duration_seconds_count{{integration="{name}"' in scraped
+
+    # The tap's config is stored encrypted and its password never shows in the run's stderr.
+    with closing(db.connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT sealed FROM integrations WHERE name = %s", (name,))
+        row = cur.fetchone()
+    assert row is not None and SOURCE_PASSWORD.encode() not in bytes(row[0])
+    assert all(SOURCE_PASSWORD not in (r["stderr"] or "") for r in runs(name, stderr=True))
+    assert "Beginning sync" in (runs(name, stderr=True)[0]["stderr"] or "")
+
+    removed = skein("integrations", "remove", name)
+    assert removed["removed"] is True
+    assert skein("integrations", "ls", str(client_id))["integrations"] == []
+    with closing(db.connect()) as conn:
+        tokens = control.list_api_tokens(conn, client_id)
+    assert len(tokens) == 1 and tokens[0]["revoked_at"] is not None  # its own token, revoked
+
+
+def test_a_killed_extractor_resumes_from_the_saved_state(
+    extractor: Extractor, tmp_path: Path
+) -> None:
+    rows = 40_000
+    source_table("orders_kill", rows)
+    name, client_id, schema = add_integration(tmp_path, "orders_kill")
+    skein("integrations", "run", name)
+    wait_for(
+        lambda: (
+            bookmark(name, client_id) is not None
+            and any(r["status"] == "running" for r in runs(name))
+        ),
+        timeout=180,
+        interval=0.1,
+        what="a state saved while the run is still going",
+    )
+    extractor.kill()
+    wait_for(lambda: not run_children(), timeout=20, what="the run's tap and target to die")
+    saved = bookmark(name, client_id)
+    assert saved is not None and saved < rows
+    assert runs(name)[-1]["status"] == "running"  # as the killed extractor left it
+
+    extractor.start()
+    wait_for(
+        lambda: runs(name)[-1]["status"] == "succeeded",
+        timeout=180,
+        interval=0.5,
+        what="the retried run to succeed",
+    )
+    history = runs(name)
+    killed, resumed = history[0], history[-1]
+    assert killed["status"] == "failed" and "stopped" in killed["error"]
+    assert resumed["trigger"] == "retry"
+    # It started from the saved bookmark, not from scratch.
+    assert resumed["records"] == {"public-orders_kill": rows - saved + 1}
+    ids = wait_for(
+        lambda: (got := warehouse_ids(schema, "public-orders_kill")) and len(got) == rows and got,
+        timeout=180,
+        interval=1,
+        what="every source row in the warehouse",
+    )
+    assert ids == list(range(1, rows + 1))  # every row exactly once
+    skein("integrations", "remove", name)
+
+
+def test_a_gate_outage_fails_the_run_keeps_the_state_and_the_retry_succeeds(
+    extractor: Extractor, tmp_path: Path
+) -> None:
+    rows = 40_000
+    source_table("orders_gate", rows)
+    name, client_id, schema = add_integration(tmp_path, "orders_gate")
+    skein("integrations", "run", name)
+    wait_for(
+        lambda: (
+            bookmark(name, client_id) is not None
+            and any(r["status"] == "running" for r in runs(name))
+        ),
+        timeout=180,
+        interval=0.1,
+        what="a state saved while the run is still going",
+    )
+    stack("stop", "gate")
+    try:
+        failed = wait_for(
+            lambda: next((r for r in runs(name) if r["status"] == "failed"), None),
+            timeout=120,
+            interval=0.5,
+            what="the run to fail while the gate is down",
+        )
+        assert "gate unavailable" in failed["error"], failed["error"]
+        kept = bookmark(name, client_id)
+        assert kept is not None and kept < rows
+        assert integration(name, client_id)["consecutive_failures"] >= 1
+    finally:
+        stack("start", "gate")
+    wait_for(
+        lambda: runs(name)[-1]["status"] == "succeeded",
+        timeout=180,
+        interval=0.5,
+        what="a retry to succeed once the gate is back",
+    )
+    retried = runs(name)[-1]
+    assert retried["trigger"] == "retry"
+    assert retried["records"] == {"public-orders_gate": rows - kept + 1}
+    assert integration(name, client_id)["consecutive_failures"] == 0
+    ids = wait_for(
+        lambda: (got := warehouse_ids(schema, "public-orders_gate")) and len(got) == rows and got,
+        timeout=180,
+        interval=1,
+        what="every source row in the warehouse",
+    )
+    assert ids == list(range(1, rows + 1))
+    skein("integrations", "remove", name)

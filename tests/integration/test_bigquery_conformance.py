@@ -1,0 +1,181 @@
+"""The loader conformance suite against goccy/bigquery-emulator, through the real
+google-cloud-bigquery client (load jobs, MERGE in a transaction, schema updates)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from common.wire import Header, dumps
+from services.loaders.bigquery import statements, warehouse
+from services.loaders.bigquery.config import BigQueryTarget
+from services.loaders.bigquery.loader import classify
+from services.loaders.core.errors import PermanentError, TransientError
+from services.loaders.core.reader import Record
+from tests import bigquery_emulator
+from tests.conformance.cases import CASES, Case, Line
+from tests.conformance.runner import run_case
+
+NAMES = warehouse.NAMES
+# The first test on a machine builds the emulator (~12 min on 2 cores; cached afterwards).
+pytestmark = pytest.mark.timeout(1800)
+
+
+def to_events(lines: list[Line]) -> Iterator[Header | Record]:
+    for line in lines:
+        raw = dumps(line)
+        if "v" in line:
+            yield Header.decode(raw)
+        else:
+            yield Record(
+                line["action"], line["sequence"], line.get("data"), line.get("time_extracted"), raw
+            )
+
+
+class BigQueryHarness:
+    warehouse = "bigquery"
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.run = uuid.uuid4().hex[:6]
+        self.sessions: dict[str, warehouse.Session] = {}
+
+    def session(self, dataset: str) -> warehouse.Session:
+        found = self.sessions.get(dataset)
+        if found is None:
+            target = BigQueryTarget(bigquery_emulator.PROJECT, dataset, api_endpoint=self.endpoint)
+            found = self.sessions[dataset] = warehouse.connect(target, 30, 120)
+        return found
+
+    def dataset(self, case: Case) -> str:
+        return f"conf_{self.run}_{case.name}"
+
+    def load_lines(self, dataset: str, table: str, batch_ids: list[int], lines: list[Line]) -> int:
+        work = warehouse.LeaseWork(1, table, batch_ids, [len(lines)] * len(batch_ids), "token")
+        rows, _ = warehouse.load_events(self.session(dataset), work, to_events(lines))
+        return rows
+
+    def load(self, case: Case, batch_id: int, lines: list[Line]) -> None:
+        try:
+            self.load_lines(self.dataset(case), case.table, [batch_id], lines)
+        except Exception as exc:
+            raise classify(exc) from exc
+
+    def select(self, dataset: str, sql_tail: str) -> list[dict[str, Any]]:
+        session = self.session(dataset)
+        job = session.client.query(sql_tail, retry=session.retry, job_retry=None)
+        return [dict(row.items()) for row in job.result(timeout=60)]
+
+    def rows(self, case: Case, table: str, columns: list[str]) -> list[dict[str, Any]]:
+        dataset = self.dataset(case)
+        target = statements.Dataset(bigquery_emulator.PROJECT, dataset).table(NAMES.table(table))
+        selected = ", ".join(
+            f"{statements.quote(NAMES.column(c))} AS {statements.quote(f'c{i}')}"
+            for i, c in enumerate(columns)
+        )
+        got = self.select(dataset, f"SELECT {selected} FROM {target}")
+        return [{c: row[f"c{i}"] for i, c in enumerate(columns)} for row in got]
+
+    def rejected(self, case: Case) -> int:
+        dataset = self.dataset(case)
+        table = statements.Dataset(bigquery_emulator.PROJECT, dataset).table(statements.REJECTED)
+        return int(self.select(dataset, f"SELECT COUNT(*) AS n FROM {table}")[0]["n"])
+
+
+@pytest.fixture
+def harness() -> Iterator[BigQueryHarness]:
+    # A fresh emulator per case: its SQL analyzer (compiled to WebAssembly) keeps growing its
+    # memory with every query and panics past 2 GiB, which a whole suite on one would reach.
+    with bigquery_emulator.running() as endpoint:
+        h = BigQueryHarness(endpoint)
+        yield h
+        for session in h.sessions.values():
+            session.client.close()
+
+
+# What goccy/bigquery-emulator v0.8.1 cannot show (checked against its source):
+# - its JSON load job builds the loaded columns without their nested fields (server/handler.go)
+#   and fills a RECORD from a Go map, in random field order: a RECORD whose fields have
+#   different types loads scrambled ("ParseInt: parsing \"c\""); RECORDs of one field type load
+#   (the e2e test's address{city}); a REPEATED RECORD holding a REPEATED field fails to load;
+# - tables.patch and ALTER TABLE ADD COLUMN change only its metadata, never the stored table,
+#   so a column added to an existing table is unknown to later queries.
+EMULATOR_GAPS = {
+    "nested_objects": "emulator loads RECORD{STRING, RECORD} in random field order",
+    "arrays_of_objects": "emulator loads REPEATED RECORD{STRING, INTEGER} in random field order",
+    "deep_nesting": "emulator cannot load REPEATED RECORD{value REPEATED INTEGER}",
+    "type_change_splits_the_column": "emulator cannot add a column to an existing table",
+    "schema_types_and_new_columns_mid_stream": "emulator cannot add a column to an existing table",
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_conformance(harness: BigQueryHarness, case: Case) -> None:
+    if case.name in EMULATOR_GAPS:
+        pytest.skip(EMULATOR_GAPS[case.name])
+    run_case(harness, case, (PermanentError,))
+
+
+def test_a_batch_already_loaded_is_not_loaded_again(harness: BigQueryHarness) -> None:
+    """Exactly once: ids in _sdc_loads are skipped, and a commit of the same batches under a
+    different lease is refused inside the transaction."""
+    case = CASES[0]
+    dataset = f"conf_{harness.run}_again"
+    lines = case.batches[0]
+    assert harness.load_lines(dataset, case.table, [77], lines) == 2
+    session = harness.session(dataset)
+    assert warehouse.loaded_batches(session, [77, 78]) == {77}
+    # Same batch again (as after a crash between commit and ack, with a new lease).
+    assert harness.load_lines(dataset, case.table, [77], lines) == 0
+    table = statements.Dataset(bigquery_emulator.PROJECT, dataset).table("flat")
+    assert harness.select(dataset, f"SELECT COUNT(*) AS n FROM {table}")[0]["n"] == 2
+    # A lease holding it with another batch (a race) is refused whole, to be retried.
+    with pytest.raises(TransientError, match="committed concurrently"):
+        harness.load_lines(dataset, case.table, [77, 79], lines)
+    assert harness.select(dataset, f"SELECT COUNT(*) AS n FROM {table}")[0]["n"] == 2
+    loads = statements.Dataset(bigquery_emulator.PROJECT, dataset).table(statements.LOADS)
+    counted = harness.select(dataset, f"SELECT batch_id, job_id FROM {loads}")
+    assert [r["batch_id"] for r in counted] == [77]
+    assert counted[0]["job_id"].startswith("skein_1_")
+
+
+def test_type_split_and_nesting_within_one_lease(harness: BigQueryHarness) -> None:
+    """What the emulator can show of type splits and nesting: fields created by one load
+    (it cannot add columns to an existing table, nor load RECORDs of mixed field types)."""
+    dataset = f"conf_{harness.run}_one_lease"
+    lines: list[Line] = [
+        {
+            "v": 1,
+            "client_id": 1,
+            "table_name": "mixed",
+            "key_names": ["id"],
+            "schema": None,
+            "table_version": None,
+            "received_at": "2026-11-26T10:00:00.000000Z",
+            "request_id": "r",
+            "source": "push",
+        },
+        {"action": "upsert", "sequence": 1, "data": {"id": 1, "v": 42, "tags": ["a", "b"]}},
+        {"action": "upsert", "sequence": 2, "data": {"id": 2, "v": "x", "place": {"city": "Oslo"}}},
+        {"action": "upsert", "sequence": 3, "data": {"id": 3, "v": {"an": "object"}, "tags": [7]}},
+    ]
+    assert harness.load_lines(dataset, "mixed", [1], lines) == 3
+    table = statements.Dataset(bigquery_emulator.PROJECT, dataset).table("mixed")
+    got = harness.select(
+        dataset, f"SELECT id, v, v__st, tags, tags__it, place FROM {table} ORDER BY id"
+    )
+    assert got == [
+        {"id": 1, "v": 42, "v__st": None, "tags": ["a", "b"], "tags__it": [], "place": None},
+        {"id": 2, "v": None, "v__st": "x", "tags": [], "tags__it": [], "place": {"city": "Oslo"}},
+        {
+            "id": 3,
+            "v": None,
+            "v__st": '{"an":"object"}',
+            "tags": [],
+            "tags__it": [7],
+            "place": None,
+        },
+    ]
