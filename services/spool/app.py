@@ -139,6 +139,12 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
         """Highest registered offset per (partition, client, table) for the given partitions."""
         return {"marks": db.run(lambda conn: queue.high_water(conn, partition))}
 
+    def counted(body: LeaseIn, got: dict[str, Any] | None) -> dict[str, Any] | None:
+        if got is not None:
+            metrics.LEASES.labels(body.destination_type).inc()
+            metrics.LEASED_BATCHES.labels(body.destination_type).inc(len(got["batches"]))
+        return got
+
     def take_lease(body: LeaseIn) -> dict[str, Any] | None:
         seconds = min(body.lease_seconds, settings.max_lease_seconds)
         got = db.run(
@@ -146,10 +152,7 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
                 conn, body.destination_type, body.owner, seconds, body.max_batches, body.max_bytes
             )
         )
-        if got is not None:
-            metrics.LEASES.labels(body.destination_type).inc()
-            metrics.LEASED_BATCHES.labels(body.destination_type).inc(len(got["batches"]))
-        return got
+        return counted(body, got)
 
     @app.post("/v1/leases", dependencies=api, responses={204: {"description": "nothing ready"}})
     def lease(body: LeaseIn) -> Any:
@@ -166,10 +169,27 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
     @app.post("/v1/leases/{lease_token}/ack", dependencies=api)
     def ack(lease_token: str, body: AckIn) -> dict[str, Any]:
         """The lease's batches (all, or those named) are loaded; 409 if the token is stale.
-        With ``next``, also lease the next work (committed separately, after the ack)."""
-        count = db.run(lambda conn: queue.ack(conn, lease_token, body.batch_ids))
+        With ``next``, also lease the next work, in the same transaction as the ack."""
+        following = body.next
+        if following is None:
+            count = db.run(lambda conn: queue.ack(conn, lease_token, body.batch_ids))
+            metrics.ACKS.inc(count)
+            return {"acked": count, "next": None}
+        seconds = min(following.lease_seconds, settings.max_lease_seconds)
+        count, got = db.run(
+            lambda conn: queue.ack_and_lease(
+                conn,
+                lease_token,
+                body.batch_ids,
+                following.destination_type,
+                following.owner,
+                seconds,
+                following.max_batches,
+                following.max_bytes,
+            )
+        )
         metrics.ACKS.inc(count)
-        return {"acked": count, "next": take_lease(body.next) if body.next else None}
+        return {"acked": count, "next": counted(following, got)}
 
     @app.post("/v1/leases/{lease_token}/nack", dependencies=api)
     def nack(lease_token: str, body: NackIn) -> dict[str, Any]:

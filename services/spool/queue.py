@@ -263,6 +263,38 @@ def ack(conn: Connection, token: str, batch_ids: list[int] | None) -> int:
     return int(done["acked"])
 
 
+def ack_and_lease(
+    conn: Connection,
+    token: str,
+    batch_ids: list[int] | None,
+    destination_type: str,
+    owner: str,
+    lease_seconds: int,
+    max_batches: int,
+    max_bytes: int,
+) -> tuple[int, dict[str, Any] | None]:
+    """A loader's cycle in one round trip (``spool_ack_and_lease``): ack, then lease the next
+    work in the same transaction. Returns (acked count, next lease or None)."""
+    _check_token(token)
+    done: dict[str, Any] = _one_call(
+        conn,
+        "SELECT spool_ack_and_lease(%s::uuid, %s::bigint[], %s, %s, %s, %s, %s, %s)",
+        (
+            token,
+            batch_ids,
+            destination_type,
+            owner,
+            lease_seconds,
+            max_batches,
+            max_bytes,
+            CANDIDATES,
+        ),
+    )
+    if "error" in done:
+        raise Conflict(done["error"])
+    return int(done["acked"]), done["next"]
+
+
 def nack(
     conn: Connection,
     token: str,
