@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 import psycopg2.extensions
 
 from common.spool_client import BatchRegistration
@@ -142,13 +143,14 @@ def high_water(conn: Connection, partitions: list[int]) -> list[dict[str, Any]]:
 
 
 def _one_call(conn: Connection, sql: str, params: tuple[Any, ...]) -> Any:
-    """One statement in its own implicit transaction: no BEGIN/COMMIT round trips around it."""
+    """One statement returning jsonb as text, in its own implicit transaction (no BEGIN/COMMIT
+    round trips around it); parsed with orjson (psycopg2's own jsonb parsing is json.loads)."""
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
             cur.execute(sql, params)
             row = cur.fetchone()
-            return row[0] if row else None
+            return orjson.loads(row[0]) if row and row[0] is not None else None
     finally:
         if not conn.closed:  # a dead connection would raise here and hide the real error
             conn.autocommit = False
@@ -170,7 +172,7 @@ def lease(
     """
     got: dict[str, Any] | None = _one_call(
         conn,
-        "SELECT spool_lease(%s, %s, %s, %s, %s, %s)",
+        "SELECT spool_lease(%s, %s, %s, %s, %s, %s)::text",
         (destination_type, owner, lease_seconds, max_batches, max_bytes, CANDIDATES),
     )
     return got
@@ -256,7 +258,7 @@ def ack(conn: Connection, token: str, batch_ids: list[int] | None) -> int:
     """Mark the lease's batches loaded (all, or those named); one round trip (``spool_ack``)."""
     _check_token(token)
     done: dict[str, Any] = _one_call(
-        conn, "SELECT spool_ack(%s::uuid, %s::bigint[])", (token, batch_ids)
+        conn, "SELECT spool_ack(%s::uuid, %s::bigint[])::text", (token, batch_ids)
     )
     if "error" in done:
         raise Conflict(done["error"])
@@ -278,7 +280,7 @@ def ack_and_lease(
     _check_token(token)
     done: dict[str, Any] = _one_call(
         conn,
-        "SELECT spool_ack_and_lease(%s::uuid, %s::bigint[], %s, %s, %s, %s, %s, %s)",
+        "SELECT spool_ack_and_lease(%s::uuid, %s::bigint[], %s, %s, %s, %s, %s, %s)::text",
         (
             token,
             batch_ids,
