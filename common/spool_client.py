@@ -57,6 +57,11 @@ class Lease:
     expires_at: str
     batches: tuple[LeasedBatch, ...]
 
+    def record_counts(self, batch_ids: list[int]) -> list[int]:
+        """The record count of each of these leased batches, in the order given."""
+        counts = {b.batch_id: b.record_count for b in self.batches}
+        return [counts[i] for i in batch_ids]
+
 
 class SpoolClient:
     def __init__(self, base_url: str, token: str, timeout: float = 10.0) -> None:

@@ -66,12 +66,11 @@ class BigQueryWarehouse:
         batch_ids: list[int],
         stream: Iterator[Header | Record],
     ) -> tuple[int, int]:
-        counts = {b.batch_id: b.record_count for b in lease.batches}
         work = warehouse.LeaseWork(
             destination.client_id,
             lease.table_name,
             batch_ids,
-            [counts[i] for i in batch_ids],
+            lease.record_counts(batch_ids),
             lease.lease_token,
         )
         return warehouse.load_events(session, work, stream)

@@ -43,9 +43,8 @@ class PostgresWarehouse:
         stream: Iterator[Header | Record],
     ) -> tuple[int, int]:
         schema = warehouse.schema_of(destination.config, destination.client_id)
-        counts = {b.batch_id: b.record_count for b in lease.batches}
         work = warehouse.LeaseLoad(
-            lease.table_name, batch_ids, lease.lease_token, stream, [counts[i] for i in batch_ids]
+            lease.table_name, batch_ids, lease.lease_token, stream, lease.record_counts(batch_ids)
         )
         try:
             return warehouse.load(session, schema, work)

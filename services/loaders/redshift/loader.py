@@ -151,9 +151,8 @@ class RedshiftWarehouse:
         stream: Iterator[Header | Record],
     ) -> tuple[int, int]:
         schema = warehouse.schema_of(destination.config, destination.client_id)
-        counts = {b.batch_id: b.record_count for b in lease.batches}
         work = warehouse.LeaseLoad(
-            lease.table_name, batch_ids, lease.lease_token, stream, [counts[i] for i in batch_ids]
+            lease.table_name, batch_ids, lease.lease_token, stream, lease.record_counts(batch_ids)
         )
         copier = S3Copier(
             destination.config, destination.secrets, f"{destination.client_id}/{lease.lease_token}"
