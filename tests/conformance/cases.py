@@ -87,6 +87,25 @@ CASES = [
         },
     ),
     Case(
+        "text_with_line_breaks_quotes_and_delimiters",
+        "texts",
+        [
+            [
+                header("texts", ["id"]),
+                up(1, {"id": 1, "s": "two\nlines", "t": 'say "hi", then\r\nleave'}),
+                up(2, {"id": 2, "s": "", "t": "tab\there \\ back\\slash"}),
+                up(3, {"id": 3, "s": "\n", "t": None}),
+            ]
+        ],
+        {
+            "texts": [
+                {"id": 1, "s": "two\nlines", "t": 'say "hi", then\r\nleave'},
+                {"id": 2, "s": "", "t": "tab\there \\ back\\slash"},
+                {"id": 3, "s": "\n", "t": None},
+            ]
+        },
+    ),
+    Case(
         "nested_objects",
         "nested",
         [

@@ -69,23 +69,25 @@ def winners(staging: str, segment: Segment) -> str:
 
 def merge(target: str, source: str, segment: Segment) -> str:
     """Upsert one segment's winners (``source``): an older sequence arriving later never
-    overwrites; append-only rows (deterministic key) are inserted once."""
+    overwrites; append-only rows (deterministic key) are inserted once. The aliases are in the
+    reserved ``_sdc_`` namespace: a client column named ``t`` would otherwise be read as the
+    whole target row in ``UPDATE SET t = ...``."""
     columns = sorted(segment.columns)
     keys = list(segment.key_columns)
-    on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in keys)
+    on = " AND ".join(f"_sdc_t.{quote(k)} = _sdc_s.{quote(k)}" for k in keys)
     inserted = [*columns, BATCHED_AT]
-    values = ", ".join([*(f"s.{quote(c)}" for c in columns), "CURRENT_TIMESTAMP()"])
-    sql = f"MERGE {target} AS t\nUSING {source} AS s\nON {on}\n"
+    values = ", ".join([*(f"_sdc_s.{quote(c)}" for c in columns), "CURRENT_TIMESTAMP()"])
+    sql = f"MERGE {target} AS _sdc_t\nUSING {source} AS _sdc_s\nON {on}\n"
     if segment.key_names:
         updates = ", ".join(
             [
-                *(f"{quote(c)} = s.{quote(c)}" for c in columns if c not in keys),
+                *(f"{quote(c)} = _sdc_s.{quote(c)}" for c in columns if c not in keys),
                 f"{quote(BATCHED_AT)} = CURRENT_TIMESTAMP()",
             ]
         )
         seq = quote(SEQUENCE)
         sql += (
-            f"WHEN MATCHED AND (t.{seq} IS NULL OR t.{seq} <= s.{seq}) THEN\n"
+            f"WHEN MATCHED AND (_sdc_t.{seq} IS NULL OR _sdc_t.{seq} <= _sdc_s.{seq}) THEN\n"
             f"  UPDATE SET {updates}\n"
         )
     sql += f"WHEN NOT MATCHED THEN\n  INSERT ({_list(inserted)}) VALUES ({values})"

@@ -14,7 +14,7 @@ import json
 import tempfile
 import uuid
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -22,6 +22,7 @@ import orjson
 
 from common.wire import Header
 from services.loaders.core.denest import Denested, Row, denest, flat_row, is_flat, nested_row
+from services.loaders.core.fastplan import Layout, Plan, compile_plan, leaves
 from services.loaders.core.names import SEPARATOR, NameRules
 from services.loaders.core.reader import Record
 from services.loaders.core.shape import ColumnLimit, TableShape, place
@@ -47,6 +48,8 @@ SYSTEM_TYPES = {
     PRIMARY_KEY: ColumnType.TEXT,
 }
 _KEY_NAMESPACE = uuid.UUID("6f1c3c1e-5b7e-4d3a-9a53-5e2b1c0d5e11")
+_PLANS_PER_SHAPE_KEY = 16  # record shapes remembered per segment and header context
+_SCHEMAS_REMEMBERED = 64
 
 Render = Callable[[ColumnType, Any], str]
 
@@ -58,24 +61,52 @@ class Rejected(ValueError):
 class Spill:
     """Rows as delimited text lines in a temp file (spilled to disk past 8 MiB), read back once.
 
-    Fields are already rendered by the warehouse (``Render``). A table's column list may grow
-    while rows arrive; each line remembers how many fields it has, and ``text`` pads the
-    shorter ones with NULLs.
+    Fields are already rendered by the warehouse (``Render``); a quoted field may itself hold
+    a newline, so lines are found by their recorded byte lengths, never by splitting. A
+    table's column list may grow while rows arrive; each line remembers how many fields it
+    has, and ``text`` pads the shorter ones with NULLs.
     """
 
     def __init__(self) -> None:
         self._file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115
         self._widths = array("I")
+        self._sizes = array("I")  # each line's length in bytes (without its newline)
+        self._pending: list[str] = []  # lines not yet written, to write them a thousand at once
+
+    def __len__(self) -> int:
+        return len(self._widths)
 
     def append(self, fields: list[str]) -> None:
-        self._file.write((",".join(fields) + "\n").encode())
-        self._widths.append(len(fields))
+        self.append_line(",".join(fields), len(fields))
+
+    def append_line(self, line: str, width: int) -> None:
+        """One row whose ``width`` fields are already joined (without the newline)."""
+        pending = self._pending
+        pending.append(line)
+        self._widths.append(width)
+        if len(pending) >= 1024:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            encoded = [line.encode() for line in self._pending]
+            self._sizes.extend(map(len, encoded))
+            encoded.append(b"")
+            self._file.write(b"\n".join(encoded))
+            self._pending = []
 
     def text(self, width: int) -> Iterator[bytes]:
         """The lines, each padded to ``width`` fields, in chunks."""
+        self._flush()
         self._file.seek(0)
+        if not self._widths or min(self._widths) == width:  # nothing to pad: the file as is
+            while chunk := self._file.read(1 << 20):
+                yield chunk
+            return
         pending: list[bytes] = []
-        for line, have in zip(self._file, self._widths, strict=True):
+        read = self._file.read
+        for size, have in zip(self._sizes, self._widths, strict=True):
+            line = read(size + 1)
             pending.append(line if have == width else line[:-1] + b"," * (width - have) + b"\n")
             if len(pending) >= 2048:
                 yield b"".join(pending)
@@ -119,6 +150,9 @@ class Segment:
     children: dict[str, Staged] = field(default_factory=dict)  # by source path
     activate_version: int | None = None
     rows: int = 0
+    # Compiled plans (``fastplan``) by (schema, has table version, has time_extracted),
+    # most recently used first.
+    plans: dict[tuple[int, bool, bool], list[Plan]] = field(default_factory=dict)
 
     def close(self) -> None:
         self.root.spill.close()
@@ -153,12 +187,18 @@ class PlanBuilder:
         render: Render,
         shapes: dict[str, TableShape],
         keep_nesting: bool = False,
+        inline: Mapping[ColumnType, str] | None = None,
+        compiled: bool = True,
     ) -> None:
         self.table_source = table_source
         # True: objects and arrays stay whole (VARIANT) in the root row; no subtables.
         self.keep_nesting = keep_nesting
         self.rules = rules
         self.render = render
+        # Optional: ``render`` per column type as a Python expression over ``{0}``, for the
+        # compiled plans (saves a call per value; must equal ``render`` exactly).
+        self.inline = inline or {}
+        self.compiled = compiled and not keep_nesting  # False: the general path only
         self.shapes = shapes  # warehouse table name -> shape (existing tables pre-filled)
         self.segments: list[Segment] = []
         self.rejected: list[Rejection] = []
@@ -168,6 +208,11 @@ class PlanBuilder:
         # distinct field is decided once, not once per record.
         self._placements: dict[tuple[str, str, ColumnType], str] = {}
         self._system_text: dict[tuple[str, Any], str] = {}
+        # The fast path's header context: which schema (by content), and the header's texts.
+        self._schemas: dict[bytes, int] = {}
+        self._schema_token: int | None = None
+        self._received_text = ""
+        self._version_text = ""
 
     # -- shapes
     def shape(self, source: str) -> TableShape:
@@ -194,20 +239,125 @@ class PlanBuilder:
     def feed(self, event: Header | Record) -> None:
         if isinstance(event, Header):
             self._header = event
+            self._header_context(event)
             return
         if event.action == "activate_version":
             segment = self._segment()
             version = self._header.table_version if self._header else None
             segment.activate_version = version if version is not None else event.sequence
             return
-        if event.action != "upsert" or not isinstance(event.data, dict):
+        if event.action != "upsert" or not isinstance(event.loose, dict):
             self.rejected.append(Rejection(event.raw, f"unknown action {event.action!r}"))
             return
         segment = self._segment()
+        if self._planned(segment, event):
+            return
         try:
             self._upsert(segment, event)
         except (Rejected, ColumnLimit) as exc:
             self.rejected.append(Rejection(event.raw, str(exc)))
+            return
+        self._learn(segment, event)
+
+    # -- the fast path (see fastplan)
+    def _header_context(self, header: Header) -> None:
+        schema = orjson.dumps(header.schema, option=orjson.OPT_SORT_KEYS)
+        token = self._schemas.get(schema)
+        if token is None and len(self._schemas) < _SCHEMAS_REMEMBERED:
+            token = self._schemas[schema] = len(self._schemas)
+        self._schema_token = token
+        self._received_text = self.render(ColumnType.TIMESTAMP, header.received_at)
+        version = header.table_version
+        self._version_text = "" if version is None else self.render(ColumnType.BIGINT, version)
+
+    def _plan_key(self, record: Record) -> tuple[int, bool, bool] | None:
+        header = self._header
+        if not self.compiled or self._schema_token is None or header is None:
+            return None
+        return (self._schema_token, header.table_version is not None, bool(record.time_extracted))
+
+    def _planned(self, segment: Segment, record: Record) -> bool:
+        """Stage the record through a compiled plan of its shape, if there is one."""
+        key = self._plan_key(record)
+        plans = segment.plans.get(key) if key is not None else None
+        if not plans or b"\\u0000" in record.raw:
+            return False
+        data = record.loose
+        row = self._row + 1
+        for n, plan in enumerate(plans):
+            try:
+                line = plan(
+                    data,  # type: ignore[arg-type]
+                    record.sequence,
+                    str(row),
+                    self._received_text,
+                    self._version_text,
+                    record.time_extracted,
+                )
+            except Rejected:
+                return False  # the general path says why
+            if line is not None:
+                if n:
+                    plans.insert(0, plans.pop(n))
+                self._row = row
+                segment.root.spill.append_line(line, plan.width)  # type: ignore[attr-defined]
+                segment.rows += 1
+                return True
+        return False
+
+    def _learn(self, segment: Segment, record: Record) -> None:
+        """Compile a plan from the record the general path just staged, if its shape allows."""
+        key = self._plan_key(record)
+        header = self._header
+        if key is None or header is None or type(record.loose) is not dict:
+            return
+        plans = segment.plans.setdefault(key, [])
+        if len(plans) >= _PLANS_PER_SHAPE_KEY or b"\\u0000" in record.raw:
+            return
+        found = leaves(record.loose, _props(header.schema))
+        if found is None:
+            return
+        leaves_found, objects = found
+        root = segment.root
+        name = root.shape.name
+        index = root.index
+        data: list[tuple[Any, int]] = []
+        sources = set()
+        for leaf in leaves_found:
+            if leaf.source in sources:
+                return  # "a__b" and {"a": {"b": ...}} meet in one name: the general path's
+            sources.add(leaf.source)
+            if leaf.kind is not None:
+                column = self._placements.get((name, leaf.source, leaf.kind))
+                if column is None or column not in index:
+                    return
+                data.append((leaf, index[column]))
+        at = {leaf.source: position for leaf, position in data}
+        if segment.key_names:
+            for source, column in zip(segment.key_names, segment.key_columns, strict=True):
+                if at.get(source) != index.get(column):
+                    return
+        layout = Layout(
+            width=len(root.order),
+            data=data,
+            received_at=index[RECEIVED_AT],
+            sequence=index[SEQUENCE],
+            row=index[ROW],
+            table_version=index[TABLE_VERSION] if key[1] else None,
+            extracted_at=index[EXTRACTED_AT] if key[2] else None,
+            append_key=None if segment.key_names else index[PRIMARY_KEY],
+        )
+        table = self.table_source
+        plan = compile_plan(
+            leaves_found,
+            objects,
+            layout,
+            self.render,
+            self.inline,
+            lambda sequence, record_data: append_only_key(table, sequence, record_data),
+        )
+        if plan is not None:
+            plans.insert(0, plan)
 
     def _upsert(self, segment: Segment, record: Record) -> None:
         header = self._header

@@ -10,10 +10,10 @@ import json
 import re
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from isal import isal_zlib
 
 from common.wire import Header
 from services.loaders.core.errors import PermanentError
@@ -22,13 +22,45 @@ _LONG_NUMBER = re.compile(rb"\d{20,}|-\d{19}")
 CHUNK = 1024 * 1024
 
 
-@dataclass(frozen=True)
 class Record:
-    action: str  # "upsert" | "activate_version"
-    sequence: int
-    data: dict[str, Any] | None
-    time_extracted: str | None
-    raw: bytes  # the line as written, for _sdc_rejected
+    """One record line of a batch object.
+
+    ``loose`` is the line's ``data`` as orjson parsed it: exact except that an integer beyond
+    64 bits has become a float. ``data`` is always exact: the line is parsed again, with
+    Python's own parser, only when it holds such a long number (rare), so the common path pays
+    for one orjson parse and no scan of the line.
+    """
+
+    __slots__ = ("_data", "_exact", "action", "loose", "raw", "sequence", "time_extracted")
+
+    def __init__(
+        self,
+        action: str,  # "upsert" | "activate_version"
+        sequence: int,
+        data: dict[str, Any] | None,
+        time_extracted: str | None,
+        raw: bytes,  # the line as written, for _sdc_rejected
+        *,
+        exact: bool = True,
+    ) -> None:
+        self.action = action
+        self.sequence = sequence
+        self.loose = data
+        self.time_extracted = time_extracted
+        self.raw = raw
+        self._data = data
+        self._exact = exact
+
+    @property
+    def data(self) -> dict[str, Any] | None:
+        if not self._exact:
+            if _LONG_NUMBER.search(self.raw):
+                self._data = json.loads(self.raw).get("data")
+            self._exact = True
+        return self._data
+
+    def __repr__(self) -> str:
+        return f"Record({self.action!r}, {self.sequence!r}, {self.data!r})"
 
 
 def parse_line(line: bytes) -> dict[str, Any]:
@@ -42,7 +74,7 @@ def parse_line(line: bytes) -> dict[str, Any]:
 
 def lines_of(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """Inflate a gzip stream chunk by chunk and yield its lines (without the newline)."""
-    inflater = zlib.decompressobj(wbits=31)
+    inflater = isal_zlib.decompressobj(wbits=31)  # ISA-L: about 3x zlib's inflate speed
     pending = b""
     try:
         for chunk in chunks:
@@ -50,7 +82,7 @@ def lines_of(chunks: Iterable[bytes]) -> Iterator[bytes]:
             *complete, pending = data.split(b"\n")
             yield from (line for line in complete if line)
         data = pending + inflater.flush()
-    except zlib.error as exc:
+    except (zlib.error, isal_zlib.error) as exc:  # type: ignore[misc]
         raise PermanentError(f"batch object is not valid gzip: {exc}") from exc
     if not inflater.eof:
         raise PermanentError("batch object is truncated (gzip stream incomplete)")
@@ -61,11 +93,14 @@ def lines_of(chunks: Iterable[bytes]) -> Iterator[bytes]:
 def events(lines: Iterable[bytes]) -> Iterator[Header | Record]:
     """Headers and records of a batch object, in order."""
     seen_header = False
+    loads = orjson.loads
     for line in lines:
         try:
-            raw = parse_line(line)
+            raw = loads(line)
         except (ValueError, TypeError) as exc:
             raise PermanentError(f"batch object holds a line that is not JSON: {exc}") from exc
+        if type(raw) is not dict:
+            raise PermanentError("batch object holds a line that is not a JSON object")
         if "v" in raw and "client_id" in raw:
             try:
                 yield Header.decode(line)
@@ -75,12 +110,17 @@ def events(lines: Iterable[bytes]) -> Iterator[Header | Record]:
             continue
         if not seen_header:
             raise PermanentError("batch object does not start with a header line")
+        sequence = raw.get("sequence", 0)
+        if type(sequence) is not int:  # a sequence beyond 64 bits: read the line exactly
+            raw = parse_line(line)
+            sequence = raw.get("sequence", 0)
         yield Record(
-            action=raw.get("action", "upsert"),
-            sequence=int(raw.get("sequence", 0)),
-            data=raw.get("data"),
-            time_extracted=raw.get("time_extracted"),
-            raw=line,
+            raw.get("action", "upsert"),
+            int(sequence),
+            raw.get("data"),
+            raw.get("time_extracted"),
+            line,
+            exact=False,
         )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ from services.loaders.core.plan import (
     PlanBuilder,
     Rejection,
     Segment,
+    Spill,
     Staged,
 )
 from services.loaders.core.reader import Record
@@ -72,6 +74,17 @@ def render(kind: ColumnType, value: Any) -> str:
     if kind is ColumnType.DOUBLE:
         return repr(float(value))
     return str(value)
+
+
+# ``render`` as expressions for the compiled record plans (core.fastplan); the values there
+# are already of the plan's Python type (str for TEXT and TIMESTAMP).
+INLINE = {
+    ColumnType.TEXT: """'"' + {0}.replace('"', '""') + '"'""",
+    ColumnType.TIMESTAMP: """'"' + {0}.replace('"', '""') + '"'""",
+    ColumnType.BOOLEAN: "('true' if {0} else 'false')",
+    ColumnType.DOUBLE: "repr(float({0}))",
+    ColumnType.BIGINT: "str({0})",
+}
 
 
 def classify(exc: BaseException) -> LoadError:
@@ -310,13 +323,19 @@ def stage(cur: Any, staged: Staged, name: str) -> list[str]:
     copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
         ident(name), sql.SQL(", ").join(map(ident, order))
     )
-    cur.copy_expert(copy.as_string(cur), ChunkStream(staged.spill.text(len(order))), size=1 << 16)
+    # Large reads: this runs on the merge thread, and each read waits for the parsing thread
+    # to yield the GIL; few reads keep COPY from stalling on it.
+    spill = ChunkStream(staged.spill.text(len(order)))
+    cur.copy_expert(copy.as_string(cur), spill, size=1 << 20)
     return [c for c in order if c != ROW]
 
 
-def merge_segment(cur: Any, schema: str, segment: Segment, number: int) -> int:
+def merge_segment(cur: Any, schema: str, segment: Segment, number: int, keep_won: bool) -> int:
     """Upsert (greater sequence wins) or append (deterministic key) the segment's rows, then
-    replace the subtable rows of every parent row written. Returns the parent rows written."""
+    replace the subtable rows of every parent row written. Returns the parent rows written.
+
+    ``keep_won``: collect the keys of the parent rows written in ``won_<number>`` (for
+    subtables); without subtables that bookkeeping is skipped."""
     root = segment.root
     keys = list(segment.key_columns)
     stg, win, won = f"stg_{number}", f"win_{number}", f"won_{number}"
@@ -324,17 +343,22 @@ def merge_segment(cur: Any, schema: str, segment: Segment, number: int) -> int:
     table = ident(schema, root.shape.name)
     key_list = sql.SQL(", ").join(map(ident, keys))
     cur.execute(
-        sql.SQL(
-            """CREATE TEMP TABLE {win} ON COMMIT DROP AS
-               SELECT DISTINCT ON ({keys}) * FROM {stg}
-               ORDER BY {keys}, {seq} DESC, {row} DESC"""
-        ).format(win=ident(win), keys=key_list, stg=ident(stg), seq=ident(SEQUENCE), row=ident(ROW))
-    )
-    cur.execute(
-        sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} LIMIT 0").format(
-            ident(won), key_list, ident(win)
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {} GROUP BY {} HAVING count(*) > 1)").format(
+            ident(stg), key_list
         )
     )
+    if cur.fetchone()[0]:  # a key more than once: keep its greatest sequence (then last)
+        cur.execute(
+            sql.SQL(
+                """CREATE TEMP TABLE {win} ON COMMIT DROP AS
+                   SELECT DISTINCT ON ({keys}) * FROM {stg}
+                   ORDER BY {keys}, {seq} DESC, {row} DESC"""
+            ).format(
+                win=ident(win), keys=key_list, stg=ident(stg), seq=ident(SEQUENCE), row=ident(ROW)
+            )
+        )
+    else:
+        win = stg
     column_list = sql.SQL(", ").join(map(ident, [*columns, BATCHED_AT]))
     selected = sql.SQL(", ").join([*map(ident, columns), sql.SQL("now()")])
     if segment.key_names:
@@ -348,21 +372,28 @@ def merge_segment(cur: Any, schema: str, segment: Segment, number: int) -> int:
         ).format(updates, seq=ident(SEQUENCE))
     else:
         conflict = sql.SQL("DO NOTHING")
+    insert = sql.SQL(
+        """INSERT INTO {table} AS t ({columns}) SELECT {selected} FROM {win}
+           ON CONFLICT ({keys}) {conflict}"""
+    ).format(
+        table=table,
+        columns=column_list,
+        selected=selected,
+        win=ident(win),
+        keys=key_list,
+        conflict=conflict,
+    )
+    if not keep_won:
+        cur.execute(insert)
+        return int(cur.rowcount)
     cur.execute(
-        sql.SQL(
-            """WITH up AS (
-                   INSERT INTO {table} AS t ({columns}) SELECT {selected} FROM {win}
-                   ON CONFLICT ({keys}) {conflict}
-                   RETURNING {keys})
-               INSERT INTO {won} SELECT * FROM up"""
-        ).format(
-            table=table,
-            columns=column_list,
-            selected=selected,
-            win=ident(win),
-            keys=key_list,
-            conflict=conflict,
-            won=ident(won),
+        sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} LIMIT 0").format(
+            ident(won), key_list, ident(win)
+        )
+    )
+    cur.execute(
+        sql.SQL("WITH up AS ({insert} RETURNING {keys}) INSERT INTO {won} SELECT * FROM up").format(
+            insert=insert, keys=key_list, won=ident(won)
         )
     )
     written = int(cur.rowcount)
@@ -406,21 +437,28 @@ def _replace_children(
     )
 
 
-def delete_stale_children(
-    cur: Any, schema: str, shapes: dict[str, TableShape], root: str, segment: Segment, won: str
-) -> None:
-    """Subtables this segment did not touch still lose the rows of parents it rewrote."""
+def stale_children(shapes: dict[str, TableShape], root: str, segment: Segment) -> list[str]:
+    """Subtables a segment does not touch, which still lose the rows of parents it rewrites."""
     touched = {c.shape.name for c in segment.children.values()}
     wanted = {SOURCE_KEY + k for k in segment.key_columns}
-    for name, shape in shapes.items():
-        if name == root or name in touched or not shape.exists:
-            continue
-        if not name.startswith(root + SEPARATOR) or not wanted <= set(shape.columns):
-            continue
-        match = sql.SQL(" AND ").join(
-            sql.SQL("c.{} = w.{}").format(ident(SOURCE_KEY + k), ident(k))
-            for k in segment.key_columns
-        )
+    return [
+        name
+        for name, shape in shapes.items()
+        if name != root
+        and name not in touched
+        and shape.exists
+        and name.startswith(root + SEPARATOR)
+        and wanted <= set(shape.columns)
+    ]
+
+
+def delete_stale_children(
+    cur: Any, schema: str, tables: list[str], key_columns: tuple[str, ...], won: str
+) -> None:
+    match = sql.SQL(" AND ").join(
+        sql.SQL("c.{} = w.{}").format(ident(SOURCE_KEY + k), ident(k)) for k in key_columns
+    )
+    for name in tables:
         cur.execute(
             sql.SQL("DELETE FROM {} c USING {} w WHERE {}").format(
                 ident(schema, name), ident(won), match
@@ -428,13 +466,24 @@ def delete_stale_children(
         )
 
 
-def activate(cur: Any, schema: str, shapes: dict[str, TableShape], root: str, version: int) -> None:
+def _has_subtables(shapes: dict[str, TableShape], root: str) -> bool:
+    return any(name.startswith(root + SEPARATOR) and shape.exists for name, shape in shapes.items())
+
+
+def versioned_tables(shapes: dict[str, TableShape], root: str) -> list[str]:
+    """The table and its subtables that carry ``_sdc_table_version`` (for an activation)."""
+    return [
+        name
+        for name, shape in shapes.items()
+        if shape.exists
+        and TABLE_VERSION in shape.columns
+        and (name == root or name.startswith(root + SEPARATOR))
+    ]
+
+
+def activate(cur: Any, schema: str, tables: list[str], version: int) -> None:
     """Full-table replication: rows of older table versions are gone, subtables too."""
-    for name, shape in shapes.items():
-        if not shape.exists or TABLE_VERSION not in shape.columns:
-            continue
-        if name != root and not name.startswith(root + SEPARATOR):
-            continue
+    for name in tables:
         cur.execute(
             sql.SQL("DELETE FROM {} WHERE {} IS NULL OR {} < %s").format(
                 ident(schema, name), ident(TABLE_VERSION), ident(TABLE_VERSION)
@@ -459,6 +508,152 @@ def record_rejections(
     )
 
 
+CHUNK_ROWS = 8192  # parent rows merged at a time, while the next ones are parsed
+
+
+class _Recorder:
+    """A stand-in cursor that keeps the statements it is given (DDL composed on this thread,
+    executed in order on the merge thread)."""
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[Any, Any]] = []
+
+    def execute(self, query: Any, args: Any = None) -> None:
+        self.statements.append((query, args))
+
+
+class ChunkMerger:
+    """Merges a lease's staged rows chunk by chunk on a second thread, in order, in the lease's
+    one transaction, while this thread parses and stages the next chunk.
+
+    Merging a segment's rows in consecutive chunks gives the same rows as merging them at once:
+    within a chunk the greatest sequence (then the latest row) wins, and a later chunk
+    overwrites only where its sequence is at least as great, exactly the tie-break of the whole.
+    Every decision that reads the table shapes (DDL, subtables, activations) is taken here, on
+    the parsing thread; the merge thread only executes statements, so shapes are never read
+    while they change.
+    """
+
+    def __init__(self, conn: Connection, schema: str, shapes: dict[str, TableShape]) -> None:
+        self.conn = conn
+        self.schema = schema
+        self.shapes = shapes
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-merge")
+        self._pending: list[Future[int]] = []
+        self._chunks = 0
+        self._closed_segments = 0
+
+    def cut(self, builder: PlanBuilder, root: str, final: bool) -> None:
+        """Hand over every staged row so far; ``final``: the lease's events are all read."""
+        self._check()
+        segments = builder.segments
+        for number in range(self._closed_segments, len(segments)):
+            segment = segments[number]
+            closed = final or number < len(segments) - 1
+            if len(segment.root.spill):
+                self._submit_chunk(segment, root)
+            if closed:
+                if segment.activate_version is not None:
+                    tables = versioned_tables(self.shapes, root)
+                    version = segment.activate_version
+                    self._submit(lambda cur, t=tables, v=version: activate(cur, self.schema, t, v))
+                self._closed_segments = number + 1
+
+    def _submit_chunk(self, segment: Segment, root: str) -> None:
+        shape = segment.root.shape
+        ddl = _Recorder()
+        apply_ddl(ddl, self.schema, shape, segment.key_columns)
+        for child in segment.children.values():
+            apply_ddl(ddl, self.schema, child.shape, None)
+        if shape.primary_key != segment.key_columns:  # key names changed: rare, done in line
+            self.wait()
+            with self.conn.cursor() as cur:
+                for query, args in ddl.statements:
+                    cur.execute(query, args)
+                rekey(cur, self.schema, shape, segment.key_columns)
+            ddl.statements.clear()
+        chunk = Segment(
+            segment.key_names,
+            segment.key_columns,
+            _take(segment.root),
+            {path: _take(child) for path, child in segment.children.items()},
+        )
+        keep_won = bool(segment.children) or _has_subtables(self.shapes, root)
+        stale = stale_children(self.shapes, root, segment) if keep_won else []
+        number = self._chunks
+        self._chunks += 1
+
+        def merge(cur: Any) -> int:
+            try:
+                for query, args in ddl.statements:
+                    cur.execute(query, args)
+                written = merge_segment(cur, self.schema, chunk, number, keep_won)
+                if keep_won:
+                    delete_stale_children(
+                        cur, self.schema, stale, chunk.key_columns, f"won_{number}"
+                    )
+                cur.execute(
+                    sql.SQL("DROP TABLE IF EXISTS {}").format(
+                        sql.SQL(", ").join(
+                            ident(name)
+                            for name in [
+                                f"stg_{number}",
+                                f"win_{number}",
+                                f"won_{number}",
+                                *(f"stg_{number}_c{i}" for i in range(len(chunk.children))),
+                            ]
+                        )
+                    )
+                )
+                return written
+            finally:
+                chunk.close()
+
+        self._submit(merge)
+
+    def _submit(self, step: Any) -> None:
+        running = [f for f in self._pending if not f.done()]
+        if len(running) >= 2:  # bounded: parsing may run at most two chunks ahead
+            wait(running[:1])
+
+        def run() -> int:
+            with self.conn.cursor() as cur:
+                return int(step(cur) or 0)
+
+        self._pending.append(self._pool.submit(run))
+
+    def _check(self) -> None:
+        """Raise a merge failure as soon as it is known (the transaction is lost anyway)."""
+        for future in self._pending:
+            if future.done() and future.exception() is not None:
+                self.wait()
+
+    def wait(self) -> int:
+        """Wait for every chunk; the rows written, or the first failure."""
+        written = 0
+        failure: BaseException | None = None
+        for future in self._pending:
+            try:
+                written += future.result()
+            except BaseException as exc:
+                failure = failure or exc
+        self._pending.clear()
+        if failure is not None:
+            raise failure
+        return written
+
+    def close(self) -> None:
+        """Stop: let a running statement finish (the connection is shared), drop the rest."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _take(staged: Staged) -> Staged:
+    """The rows staged so far, leaving ``staged`` an empty spill with the same column order."""
+    taken = Staged(staged.shape, staged.spill, list(staged.order), dict(staged.index))
+    staged.spill = Spill()
+    return taken
+
+
 def load(conn: Connection, schema: str, work: LeaseLoad) -> tuple[int, int]:
     """Load a lease's batches in ONE transaction together with their ids in ``_sdc_loads``.
 
@@ -466,24 +661,18 @@ def load(conn: Connection, schema: str, work: LeaseLoad) -> tuple[int, int]:
     this one before a crash) makes the whole transaction roll back as already loaded.
     """
     with conn, conn.cursor() as cur:
-        shapes = existing_shapes(cur, schema, RULES.table(work.table_source))
-        builder = PlanBuilder(work.table_source, RULES, render, shapes)
+        root = RULES.table(work.table_source)
+        shapes = existing_shapes(cur, schema, root)
+        builder = PlanBuilder(work.table_source, RULES, render, shapes, inline=INLINE)
+        merger = ChunkMerger(conn, schema, shapes)
         try:
+            segments = builder.segments
             for event in work.events:
                 builder.feed(event)
-            root_name = RULES.table(work.table_source)
-            written = 0
-            for number, segment in enumerate(builder.segments):
-                root = segment.root.shape
-                if segment.rows:
-                    apply_ddl(cur, schema, root, segment.key_columns)
-                    rekey(cur, schema, root, segment.key_columns)
-                    for child in segment.children.values():
-                        apply_ddl(cur, schema, child.shape, None)
-                    written += merge_segment(cur, schema, segment, number)
-                    delete_stale_children(cur, schema, shapes, root_name, segment, f"won_{number}")
-                if segment.activate_version is not None:
-                    activate(cur, schema, shapes, root_name, segment.activate_version)
+                if segments and len(segments[-1].root.spill) >= CHUNK_ROWS:
+                    merger.cut(builder, root, final=False)
+            merger.cut(builder, root, final=True)
+            written = merger.wait()
             record_rejections(cur, schema, work.table_source, builder.rejected, work.batch_ids)
             counts = work.batch_records or [0] * len(work.batch_ids)
             cur.execute(
@@ -495,6 +684,7 @@ def load(conn: Connection, schema: str, work: LeaseLoad) -> tuple[int, int]:
             )
             faults.hit("before_commit")
         finally:
+            merger.close()
             builder.close()
     return written, len(builder.rejected)
 
