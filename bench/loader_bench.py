@@ -26,6 +26,7 @@ from psycopg2 import sql
 
 from common.settings import SharedSettings
 from common.wire import Header
+from services.loaders.core.process import quick_gil_handoff
 from services.loaders.core.reader import events, lines_of, s3_chunks
 from services.loaders.postgres import warehouse
 
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--batch-rows", type=int, default=20_000)
     args = parser.parse_args()
+    quick_gil_handoff()  # as the loader process does
     shared = SharedSettings()
     s3 = boto3.client(
         "s3",

@@ -107,3 +107,47 @@ def test_a_batch_already_loaded_is_not_loaded_again(harness: PostgresHarness) ->
         cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "flat")))
         assert cur.fetchone() == (2,)
         cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["straight_into_the_table", "merge_only"])
+def test_chunked_loads_keep_the_greatest_sequence_whichever_way_rows_go_in(
+    harness: PostgresHarness, monkeypatch: pytest.MonkeyPatch, direct: bool
+) -> None:
+    """Rows go in 3-row chunks, straight into the table while their keys are new (falling back
+    to the merge when a key exists or repeats), or always merged: the same table either way,
+    holding each key's greatest sequence (ties: the later record), _sdc_batched_at the load's
+    time."""
+    monkeypatch.setattr(warehouse, "CHUNK_ROWS", 3)
+    if not direct:
+        monkeypatch.setattr(warehouse.ChunkMerger, "_try_direct", lambda self, chunk: False)
+    schema = f"conf_{harness.run}_chunks_{direct}"
+    conn = harness.conn
+    warehouse.ensure_metadata(conn, schema)
+    head = {"v": 1, "client_id": 1, "table_name": "t", "key_names": ["id"], "schema": None,
+            "table_version": None, "received_at": "2026-11-26T10:00:00Z", "request_id": "r",
+            "source": "push"}  # fmt: skip
+    expected: dict[int, tuple[int, str]] = {}
+    batches = [
+        [(i, 10, f"a{i}") for i in range(1, 11)],  # all new: straight in
+        [(i, 20, f"b{i}") for i in range(11, 15)],  # new again
+        # existing keys, older and newer sequences, and a key twice in one chunk
+        [(3, 5, "old"), (4, 30, "new"), (4, 30, "tie-later"), (20, 1, "c"), (5, 10, "same")],
+    ]
+    for n, batch in enumerate(batches):
+        lines: list[Line] = [head]
+        for key, sequence, value in batch:
+            lines.append(
+                {"action": "upsert", "sequence": sequence, "data": {"id": key, "v": value}}
+            )
+            if key not in expected or sequence >= expected[key][0]:
+                expected[key] = (sequence, value)
+        warehouse.load(conn, schema, warehouse.LeaseLoad("t", [n], "token", to_events(lines)))
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "SELECT id, _sdc_sequence, v, _sdc_batched_at IS NOT NULL FROM {} ORDER BY id"
+            ).format(sql.Identifier(schema, "t"))
+        )
+        got = cur.fetchall()
+        cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    assert got == [(k, s, v, True) for k, (s, v) in sorted(expected.items())]

@@ -129,9 +129,16 @@ def _existing() -> dict[str, TableShape]:
     return {"t": TableShape("t", {"amount": ColumnType.TEXT, "Flag": ColumnType.BOOLEAN}, True)}
 
 
-WAREHOUSES = {
-    "postgres": (postgres.RULES, postgres.render, postgres.INLINE),
-    "redshift": (redshift.RULES, redshift.render, {}),
+BATCHED_AT = '"2026-11-26T12:00:00.123456+00:00"'
+# name -> (rules, render, inline, PlanBuilder options), as each loader builds its plans
+WAREHOUSES: dict[str, tuple[Any, Any, Any, dict[str, Any]]] = {
+    "postgres": (
+        postgres.RULES,
+        postgres.render,
+        postgres.INLINE,
+        {"implicit_row": True, "batched_at": BATCHED_AT},
+    ),
+    "redshift": (redshift.RULES, redshift.render, {}, {}),
 }
 
 
@@ -141,10 +148,12 @@ WAREHOUSES = {
 def test_compiled_plans_stage_exactly_what_the_general_path_stages(
     name: str, lines: list[bytes]
 ) -> None:
-    rules, render, inline = WAREHOUSES[name]
+    rules, render, inline, options = WAREHOUSES[name]
     results = []
     for compiled in (False, True):
-        builder = PlanBuilder("t", rules, render, _existing(), inline=inline, compiled=compiled)
+        builder = PlanBuilder(
+            "t", rules, render, _existing(), inline=inline, compiled=compiled, **options
+        )
         try:
             for event in events(lines):
                 builder.feed(event)
@@ -162,7 +171,9 @@ def test_plans_are_compiled_and_used_for_repeated_shapes() -> None:
         )
         for i in range(1, 101)
     ]
-    builder = PlanBuilder("t", postgres.RULES, postgres.render, {}, inline=postgres.INLINE)
+    builder = PlanBuilder(
+        "t", postgres.RULES, postgres.render, {}, inline=postgres.INLINE, batched_at=BATCHED_AT
+    )
     for event in events(lines):
         builder.feed(event)
     (plans,) = builder.segments[0].plans.values()
@@ -171,7 +182,8 @@ def test_plans_are_compiled_and_used_for_repeated_shapes() -> None:
     text = b"".join(staged.spill.text(len(staged.order))).decode().splitlines()
     assert len(text) == 100 and builder.segments[0].rows == 100
     row = dict(zip(staged.order, text[-1].split(","), strict=True))
-    assert (row["id"], row["v"], row["o__p"], row["_sdc_sequence"]) == ("100", '"x"', "1.5", "100")
+    got = (row["id"], row["v"], row["o__p"], row["_sdc_sequence"], row["_sdc_batched_at"])
+    assert got == ("100", '"x"', "1.5", "100", BATCHED_AT)
     builder.close()
 
 
@@ -185,3 +197,28 @@ def test_spill_lines_may_hold_newlines_and_are_padded_to_the_final_width() -> No
     assert b"".join(spill.text(3)) == b'1,"two\nlines",\n3,"x",""\n4,"crlf\r\n",\n'
     assert len(spill) == 3
     spill.close()
+
+
+def test_implicit_row_numbers_children_by_their_parents_line() -> None:
+    header = Header(1, "t", ("id",), None, None, "2026-11-26T10:00:00Z", "r", "push")
+    lines = [header.encode()] + [
+        orjson.dumps({"action": "upsert", "sequence": i, "data": {"id": i, "xs": [i, i + 1]}})
+        for i in (1, 2, 3)
+    ]
+    builder = PlanBuilder("t", postgres.RULES, postgres.render, {}, implicit_row=True)
+    for event in events(lines):
+        builder.feed(event)
+    segment = builder.segments[0]
+    assert "_sdc_row" not in segment.root.order
+    child = segment.children["xs"]
+    text = b"".join(child.spill.text(len(child.order))).decode().splitlines()
+    rows = [dict(zip(child.order, line.split(","), strict=True)) for line in text]
+    assert [(r["value"], r["_sdc_row"]) for r in rows] == [
+        ("1", "1"),
+        ("2", "1"),
+        ("2", "2"),
+        ("3", "2"),
+        ("3", "3"),
+        ("4", "3"),
+    ]
+    builder.close()

@@ -35,12 +35,17 @@ from services.loaders.core.types import (
     schema_type,
 )
 
-# (data, sequence, row text, received_at text, table_version text, time_extracted) -> the
-# staged line (fields joined, no newline), or None when the record does not have the shape.
-Plan = Callable[[dict[str, Any], int, str, str, str, Any], str | None]
+# (data, sequence, row text, time_extracted, (received_at, table_version, batched_at) as
+# rendered for the current header) -> the staged line (fields joined, no newline), or None when
+# the record does not have the shape.
+Plan = Callable[[dict[str, Any], int, str, Any, tuple[str, str, str | None]], str | None]
 
 # orjson reads an integer beyond 64 bits as a float: a float this large might be one.
 _FLOAT_LIMIT = float(2**63)
+# A column type's rendering inlined into a plan: (text before, Python expression over ``{0}``
+# (the value), text after); the expression may use ``Q`` ('"') and ``QQ`` ('""'), and must not
+# hold a single quote or a backslash (it goes into an f-string).
+Inline = tuple[str, str, str]
 _MAX_PLAN_FIELDS = 400  # a wider record is rare and not worth a generated function
 
 
@@ -118,7 +123,8 @@ class Layout:
     data: list[tuple[Leaf, int]]  # non-null leaves and their staging positions
     received_at: int
     sequence: int
-    row: int
+    row: int | None  # None: root rows are numbered by their line (``implicit_row``)
+    batched_at: int | None
     table_version: int | None
     extracted_at: int | None
     append_key: int | None  # __sdc_primary_key's position (append-only tables)
@@ -129,18 +135,20 @@ def compile_plan(
     objects: list[tuple[tuple[str, ...], int]],
     layout: Layout,
     render: Callable[[ColumnType, Any], str],
-    inline: Mapping[ColumnType, str],
+    inline: Mapping[ColumnType, Inline],
     append_key: Callable[[int, dict[str, Any]], str] | None,
 ) -> Plan | None:
     """The generated function for one record shape, or None when it would not pay."""
     if len(leaves_found) > _MAX_PLAN_FIELDS:
         return None
-    system = {layout.received_at, layout.sequence, layout.row}
-    system |= {p for p in (layout.table_version, layout.extracted_at, layout.append_key) if p}
+    optional = (layout.row, layout.batched_at, layout.table_version, layout.extracted_at)
+    system = {layout.received_at, layout.sequence, layout.append_key, *optional} - {None}
     positions = [at for _, at in layout.data]
     if len(set(positions)) != len(positions) or system & set(positions):
         return None  # two values meet in one column: leave that subtlety to the general path
     names: dict[str, Any] = {
+        "Q": '"',
+        "QQ": '""',
         "render": render,
         "parse_timestamp": parse_timestamp,
         "INT64_MIN": INT64_MIN,
@@ -153,7 +161,7 @@ def compile_plan(
     }
     body = [f"if len(d) != {objects[0][1]}: return None"]
     variables: dict[tuple[str, ...], str] = {(): "d"}
-    rendered: dict[tuple[str, ...], str] = {}
+    rendered: dict[tuple[str, ...], Inline] = {}
 
     def fetch(path: tuple[str, ...]) -> str:
         n = len(variables)
@@ -179,30 +187,57 @@ def compile_plan(
             check += f" or parse_timestamp({var}) is None"
         body.append(f"if {check}: return None")
         names[f"T{var}"] = leaf.kind
-        rendered[leaf.path] = inline.get(leaf.kind, f"render(T{var}, {{0}})").format(var)
-    fields = ["''"] * layout.width  # an empty field: NULL
+        rendered[leaf.path] = _field(inline.get(leaf.kind), f"render(T{var}, {{0}})", var)
+    fields: list[Inline] = [("", "", "")] * layout.width  # an empty field: NULL
     for leaf, at in layout.data:
         fields[at] = rendered[leaf.path]
-    fields[layout.received_at] = "received_at"
-    fields[layout.sequence] = "render(BIGINT, seq)"
-    fields[layout.row] = "row"
+    fields[layout.received_at] = ("", "context[0]", "")
+    fields[layout.sequence] = _field(inline.get(ColumnType.BIGINT), "render(BIGINT, {0})", "seq")
+    if layout.row is not None:
+        fields[layout.row] = ("", "row", "")
+    if layout.batched_at is not None:
+        fields[layout.batched_at] = ("", "context[2]", "")
     if layout.table_version is not None:
-        fields[layout.table_version] = "table_version"
+        fields[layout.table_version] = ("", "context[1]", "")
     if layout.extracted_at is not None:
-        fields[layout.extracted_at] = "render(TIMESTAMP, extracted)"
+        fields[layout.extracted_at] = ("", "render(TIMESTAMP, extracted)", "")
     if layout.append_key is not None:
-        fields[layout.append_key] = "render(TEXT, append_key(seq, d))"
+        fields[layout.append_key] = ("", "render(TEXT, append_key(seq, d))", "")
     source = "\n".join(
         [
-            "def plan(d, seq, row, received_at, table_version, extracted):",
+            "def plan(d, seq, row, extracted, context):",
             "    try:",
             *(f"        {line}" for line in body),
             "    except KeyError:",
             "        return None",
-            "    return ','.join((" + ", ".join(fields) + ",))",
+            f"    return {_line(fields)}",
         ]
     )
     exec(source, names)  # noqa: S102 - see the module docstring
     plan: Plan = names["plan"]
     plan.width = layout.width  # type: ignore[attr-defined]
+    plan.source = source  # type: ignore[attr-defined]  # for debugging
     return plan
+
+
+def _field(inline: Inline | None, default: str, var: str) -> Inline:
+    before, expression, after = inline or ("", default, "")
+    return before, expression.format(var), after
+
+
+def _line(fields: list[Inline]) -> str:
+    """One f-string that renders the whole line: fields joined by commas."""
+    parts: list[str] = []
+    for n, (before, expression, after) in enumerate(fields):
+        if "'" in expression or "\\" in expression or "{" in expression:
+            raise ValueError(f"cannot inline {expression!r}")
+        literal = ("," if n else "") + before
+        parts.append(_literal(literal))
+        if expression:
+            parts.append("{" + expression + "}")
+        parts.append(_literal(after))
+    return "f'" + "".join(parts) + "'"
+
+
+def _literal(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "\\'").replace("{", "{{").replace("}", "}}")

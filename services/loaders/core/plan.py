@@ -22,7 +22,7 @@ import orjson
 
 from common.wire import Header
 from services.loaders.core.denest import Denested, Row, denest, flat_row, is_flat, nested_row
-from services.loaders.core.fastplan import Layout, Plan, compile_plan, leaves
+from services.loaders.core.fastplan import Inline, Layout, Plan, compile_plan, leaves
 from services.loaders.core.names import SEPARATOR, NameRules
 from services.loaders.core.reader import Record
 from services.loaders.core.shape import ColumnLimit, TableShape, place
@@ -88,11 +88,12 @@ class Spill:
             self._flush()
 
     def _flush(self) -> None:
-        if self._pending:
-            encoded = [line.encode() for line in self._pending]
-            self._sizes.extend(map(len, encoded))
-            encoded.append(b"")
-            self._file.write(b"\n".join(encoded))
+        pending = self._pending
+        if pending:
+            # str.isascii is a flag lookup: only non-ASCII lines are encoded twice.
+            self._sizes.extend([len(x) if x.isascii() else len(x.encode()) for x in pending])
+            pending.append("")
+            self._file.write("\n".join(pending).encode())
             self._pending = []
 
     def text(self, width: int) -> Iterator[bytes]:
@@ -100,7 +101,7 @@ class Spill:
         self._flush()
         self._file.seek(0)
         if not self._widths or min(self._widths) == width:  # nothing to pad: the file as is
-            while chunk := self._file.read(1 << 20):
+            while chunk := self._file.read(8 << 20):
                 yield chunk
             return
         pending: list[bytes] = []
@@ -187,18 +188,28 @@ class PlanBuilder:
         render: Render,
         shapes: dict[str, TableShape],
         keep_nesting: bool = False,
-        inline: Mapping[ColumnType, str] | None = None,
+        inline: Mapping[ColumnType, Inline] | None = None,
         compiled: bool = True,
+        implicit_row: bool = False,
+        batched_at: str | None = None,
     ) -> None:
         self.table_source = table_source
         # True: objects and arrays stay whole (VARIANT) in the root row; no subtables.
         self.keep_nesting = keep_nesting
         self.rules = rules
         self.render = render
-        # Optional: ``render`` per column type as a Python expression over ``{0}``, for the
-        # compiled plans (saves a call per value; must equal ``render`` exactly).
+        # Optional: ``render`` per column type inlined into the compiled plans (``Inline``;
+        # saves a call per value; must equal ``render`` exactly).
         self.inline = inline or {}
         self.compiled = compiled and not keep_nesting  # False: the general path only
+        # True: root rows carry no ``_sdc_row`` field; a root row's number is its line number
+        # in its spill (1-based; the warehouse numbers them as it reads them, and a child row's
+        # ``_sdc_row`` is its parent's line number). A warehouse that can do so copies root
+        # rows straight into the table (Postgres).
+        self.implicit_row = implicit_row
+        # The load's ``_sdc_batched_at`` (rendered) on every root row, where the warehouse
+        # does not stamp it itself while merging.
+        self.batched_at = batched_at
         self.shapes = shapes  # warehouse table name -> shape (existing tables pre-filled)
         self.segments: list[Segment] = []
         self.rejected: list[Rejection] = []
@@ -213,6 +224,8 @@ class PlanBuilder:
         self._schema_token: int | None = None
         self._received_text = ""
         self._version_text = ""
+        self._plan_keys: tuple[tuple[int, bool, bool], tuple[int, bool, bool]] | None = None
+        self._context: tuple[str, str, str | None] = ("", "", None)
 
     # -- shapes
     def shape(self, source: str) -> TableShape:
@@ -270,30 +283,32 @@ class PlanBuilder:
         version = header.table_version
         self._version_text = "" if version is None else self.render(ColumnType.BIGINT, version)
 
+        if self.compiled and token is not None:
+            with_version = version is not None
+            self._plan_keys = ((token, with_version, False), (token, with_version, True))
+        else:
+            self._plan_keys = None
+        self._context = (self._received_text, self._version_text, self.batched_at)
+
     def _plan_key(self, record: Record) -> tuple[int, bool, bool] | None:
-        header = self._header
-        if not self.compiled or self._schema_token is None or header is None:
-            return None
-        return (self._schema_token, header.table_version is not None, bool(record.time_extracted))
+        keys = self._plan_keys
+        return None if keys is None else keys[1] if record.time_extracted else keys[0]
 
     def _planned(self, segment: Segment, record: Record) -> bool:
         """Stage the record through a compiled plan of its shape, if there is one."""
-        key = self._plan_key(record)
-        plans = segment.plans.get(key) if key is not None else None
-        if not plans or b"\\u0000" in record.raw:
+        keys = self._plan_keys
+        if keys is None:
+            return False
+        plans = segment.plans.get(keys[1] if record.time_extracted else keys[0])
+        raw = record.raw
+        if not plans or (b"\\" in raw and b"\\u0000" in raw):  # a NUL: the general path's
             return False
         data = record.loose
         row = self._row + 1
+        row_text = "" if self.implicit_row else str(row)
         for n, plan in enumerate(plans):
             try:
-                line = plan(
-                    data,  # type: ignore[arg-type]
-                    record.sequence,
-                    str(row),
-                    self._received_text,
-                    self._version_text,
-                    record.time_extracted,
-                )
+                line = plan(data, record.sequence, row_text, record.time_extracted, self._context)  # type: ignore[arg-type]
             except Rejected:
                 return False  # the general path says why
             if line is not None:
@@ -342,7 +357,8 @@ class PlanBuilder:
             data=data,
             received_at=index[RECEIVED_AT],
             sequence=index[SEQUENCE],
-            row=index[ROW],
+            row=None if self.implicit_row else index[ROW],
+            batched_at=None if self.batched_at is None else index[BATCHED_AT],
             table_version=index[TABLE_VERSION] if key[1] else None,
             extracted_at=index[EXTRACTED_AT] if key[2] else None,
             append_key=None if segment.key_names else index[PRIMARY_KEY],
@@ -396,7 +412,12 @@ class PlanBuilder:
         # Place everything first (may reject), then spill.
         root = self._placed(segment.root, denested.root, system)
         root.update(keys)
-        root[ROW] = str(self._row)
+        if self.batched_at is not None:
+            root[BATCHED_AT] = self.batched_at
+        if self.implicit_row:
+            row_text = str(len(segment.root.spill) + 1)  # the line the root row is about to be
+        else:
+            row_text = root[ROW] = str(self._row)
         staged_children: list[tuple[Staged, dict[str, str]]] = []
         child_system = _child_system(system) if denested.children else {}
         for path, rows in denested.children.items():
@@ -413,7 +434,7 @@ class PlanBuilder:
                 for depth, index in enumerate(levels):
                     child.shape.ensure(LEVEL.format(depth), ColumnType.BIGINT)
                     placed[LEVEL.format(depth)] = str(index)
-                placed[ROW] = str(self._row)
+                placed[ROW] = row_text
                 staged_children.append((child, placed))
         segment.root.append(root)
         for child, placed in staged_children:

@@ -6,6 +6,7 @@ batch ids recorded in the same transaction (exactly once). Identifiers are alway
 from __future__ import annotations
 
 import io
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -76,14 +77,15 @@ def render(kind: ColumnType, value: Any) -> str:
     return str(value)
 
 
-# ``render`` as expressions for the compiled record plans (core.fastplan); the values there
-# are already of the plan's Python type (str for TEXT and TIMESTAMP).
+# ``render`` inlined into the compiled record plans (core.fastplan): (text before, expression,
+# text after). The values there are already of the plan's Python type (str for TEXT and
+# TIMESTAMP); the property test in tests/unit/test_loader_fastplan.py holds these to ``render``.
 INLINE = {
-    ColumnType.TEXT: """'"' + {0}.replace('"', '""') + '"'""",
-    ColumnType.TIMESTAMP: """'"' + {0}.replace('"', '""') + '"'""",
-    ColumnType.BOOLEAN: "('true' if {0} else 'false')",
-    ColumnType.DOUBLE: "repr(float({0}))",
-    ColumnType.BIGINT: "str({0})",
+    ColumnType.TEXT: ('"', "{0}.replace(Q, QQ)", '"'),
+    ColumnType.TIMESTAMP: ('"', "{0}.replace(Q, QQ)", '"'),
+    ColumnType.BOOLEAN: ("", '("true" if {0} else "false")', ""),
+    ColumnType.DOUBLE: ("", "float({0})!r", ""),
+    ColumnType.BIGINT: ("", "{0}", ""),
 }
 
 
@@ -309,24 +311,39 @@ class ChunkStream(io.RawIOBase):
         return size
 
 
-def stage(cur: Any, staged: Staged, name: str) -> list[str]:
-    """A temporary staging table in the spill's column order, filled by COPY; its data columns."""
+def copy_spill(cur: Any, table: sql.Composable, staged: Staged) -> None:
+    """COPY the staged rows (in the spill's column order) into ``table``."""
     order = staged.order
-    shape = staged.shape
-    defs = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(
-            ident(c), sql.SQL("bigint" if c == ROW else SQL_TYPES[shape.columns[c]])
-        )
-        for c in order
-    )
-    cur.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(ident(name), defs))
     copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
-        ident(name), sql.SQL(", ").join(map(ident, order))
+        table, sql.SQL(", ").join(map(ident, order))
     )
     # Large reads: this runs on the merge thread, and each read waits for the parsing thread
     # to yield the GIL; few reads keep COPY from stalling on it.
     spill = ChunkStream(staged.spill.text(len(order)))
-    cur.copy_expert(copy.as_string(cur), spill, size=1 << 20)
+    cur.copy_expert(copy.as_string(cur), spill, size=COPY_READ_BYTES)
+
+
+def stage(cur: Any, staged: Staged, name: str) -> list[str]:
+    """A temporary staging table in the spill's column order, filled by COPY; its data columns.
+
+    Root rows without a ``_sdc_row`` field (``PlanBuilder(implicit_row=True)``) are numbered
+    by an identity column in the order COPY reads them: their line numbers."""
+    order = staged.order
+    shape = staged.shape
+    defs = [
+        sql.SQL("{} {}").format(
+            ident(c), sql.SQL("bigint" if c == ROW else SQL_TYPES[shape.columns[c]])
+        )
+        for c in order
+    ]
+    if ROW not in staged.index:
+        defs.append(sql.SQL("{} bigint GENERATED ALWAYS AS IDENTITY").format(ident(ROW)))
+    cur.execute(
+        sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
+            ident(name), sql.SQL(", ").join(defs)
+        )
+    )
+    copy_spill(cur, ident(name), staged)
     return [c for c in order if c != ROW]
 
 
@@ -359,12 +376,13 @@ def merge_segment(cur: Any, schema: str, segment: Segment, number: int, keep_won
         )
     else:
         win = stg
-    column_list = sql.SQL(", ").join(map(ident, [*columns, BATCHED_AT]))
-    selected = sql.SQL(", ").join([*map(ident, columns), sql.SQL("now()")])
+    stamped = [] if BATCHED_AT in columns else [BATCHED_AT]  # else staged: the load's now()
+    column_list = sql.SQL(", ").join(map(ident, [*columns, *stamped]))
+    selected = sql.SQL(", ").join([*map(ident, columns), *(sql.SQL("now()") for _ in stamped)])
     if segment.key_names:
         updates = sql.SQL(", ").join(
             sql.SQL("{} = EXCLUDED.{}").format(ident(c), ident(c))
-            for c in [*columns, BATCHED_AT]
+            for c in [*columns, *stamped]
             if c not in keys
         )
         conflict: sql.Composable = sql.SQL(
@@ -508,7 +526,12 @@ def record_rejections(
     )
 
 
+COPY_READ_BYTES = 8 << 20
 CHUNK_ROWS = 8192  # parent rows merged at a time, while the next ones are parsed
+# After a chunk's rows could not go straight into their table (a key already there), that
+# table's next chunks merge without trying: updates tend to come in runs.
+DIRECT_PAUSE_CHUNKS = 32
+_DIRECT_PAUSE: OrderedDict[tuple[str, str], int] = OrderedDict()  # (schema, table) -> chunks
 
 
 class _Recorder:
@@ -542,6 +565,7 @@ class ChunkMerger:
         self._pending: list[Future[int]] = []
         self._chunks = 0
         self._closed_segments = 0
+        self.direct_failed = False  # set by the merge thread, read here
 
     def cut(self, builder: PlanBuilder, root: str, final: bool) -> None:
         """Hand over every staged row so far; ``final``: the lease's events are all read."""
@@ -582,11 +606,14 @@ class ChunkMerger:
         stale = stale_children(self.shapes, root, segment) if keep_won else []
         number = self._chunks
         self._chunks += 1
+        direct = self._try_direct(chunk) and not keep_won
 
         def merge(cur: Any) -> int:
             try:
                 for query, args in ddl.statements:
                     cur.execute(query, args)
+                if direct and self._copy_direct(cur, chunk):
+                    return len(chunk.root.spill)
                 written = merge_segment(cur, self.schema, chunk, number, keep_won)
                 if keep_won:
                     delete_stale_children(
@@ -610,6 +637,41 @@ class ChunkMerger:
                 chunk.close()
 
         self._submit(merge)
+
+    def _try_direct(self, chunk: Segment) -> bool:
+        """Whether to try this chunk's rows straight into the table (see ``_copy_direct``):
+        rows numbered by line (nothing else to drop), and not soon after a try that failed."""
+        if ROW in chunk.root.index:
+            return False
+        table = (self.schema, chunk.root.shape.name)
+        if self.direct_failed:
+            self.direct_failed = False
+            _DIRECT_PAUSE[table] = DIRECT_PAUSE_CHUNKS
+            _DIRECT_PAUSE.move_to_end(table)
+            while len(_DIRECT_PAUSE) > 1000:
+                _DIRECT_PAUSE.popitem(last=False)
+        paused = _DIRECT_PAUSE.get(table, 0)
+        if paused:
+            _DIRECT_PAUSE[table] = paused - 1
+            return False
+        return True
+
+    def _copy_direct(self, cur: Any, chunk: Segment) -> bool:
+        """COPY the chunk's rows into the table itself, in a savepoint: when none of their keys
+        is in the table yet nor repeats among them (new rows, the common case of a growing
+        table), that is exactly what the merge would write, at the cost of a plain COPY. A key
+        that exists or repeats fails the primary key: roll back to the savepoint and merge.
+        (``_sdc_batched_at`` is staged on every row; a chunk with subtable rows always merges.)
+        """
+        cur.execute("SAVEPOINT skein_direct")
+        try:
+            copy_spill(cur, ident(self.schema, chunk.root.shape.name), chunk.root)
+        except psycopg2.errors.UniqueViolation:
+            cur.execute("ROLLBACK TO SAVEPOINT skein_direct")
+            self.direct_failed = True
+            return False
+        cur.execute("RELEASE SAVEPOINT skein_direct")
+        return True
 
     def _submit(self, step: Any) -> None:
         running = [f for f in self._pending if not f.done()]
@@ -663,7 +725,18 @@ def load(conn: Connection, schema: str, work: LeaseLoad) -> tuple[int, int]:
     with conn, conn.cursor() as cur:
         root = RULES.table(work.table_source)
         shapes = existing_shapes(cur, schema, root)
-        builder = PlanBuilder(work.table_source, RULES, render, shapes, inline=INLINE)
+        cur.execute("SELECT now()")  # the transaction's time: every row's _sdc_batched_at
+        (now,) = cur.fetchone() or (None,)
+        batched_at = render(ColumnType.TIMESTAMP, now.isoformat())
+        builder = PlanBuilder(
+            work.table_source,
+            RULES,
+            render,
+            shapes,
+            inline=INLINE,
+            implicit_row=True,
+            batched_at=batched_at,
+        )
         merger = ChunkMerger(conn, schema, shapes)
         try:
             segments = builder.segments
