@@ -225,6 +225,7 @@ class PlanBuilder:
         self._received_text = ""
         self._version_text = ""
         self._plan_keys: tuple[tuple[int, bool, bool], tuple[int, bool, bool]] | None = None
+        self._keys: tuple[str, ...] = ()  # the current header's key names
         self._context: tuple[str, str, str | None] = ("", "", None)
 
     # -- shapes
@@ -250,8 +251,26 @@ class PlanBuilder:
 
     # -- events
     def feed(self, event: Header | Record) -> None:
+        if (
+            type(event) is Record
+            and event.action == "upsert"
+            and self._plan_keys is not None
+            and type(event.loose) is dict
+        ):
+            segments = self.segments
+            if segments:  # the common case first: another record of the current segment
+                last = segments[-1]
+                if last.activate_version is None and last.key_names == self._keys:
+                    if self._planned(last, event):
+                        return
+                    self._general(last, event)
+                    return
+        self._feed(event)
+
+    def _feed(self, event: Header | Record) -> None:
         if isinstance(event, Header):
             self._header = event
+            self._keys = event.key_names
             self._header_context(event)
             return
         if event.action == "activate_version":
@@ -263,8 +282,11 @@ class PlanBuilder:
             self.rejected.append(Rejection(event.raw, f"unknown action {event.action!r}"))
             return
         segment = self._segment()
-        if self._planned(segment, event):
-            return
+        if not self._planned(segment, event):
+            self._general(segment, event)
+
+    def _general(self, segment: Segment, event: Record) -> None:
+        """The general path; then a plan for the record's shape, if it allows one."""
         try:
             self._upsert(segment, event)
         except (Rejected, ColumnLimit) as exc:

@@ -40,8 +40,7 @@ class Record:
         data: dict[str, Any] | None,
         time_extracted: str | None,
         raw: bytes,  # the line as written, for _sdc_rejected
-        *,
-        exact: bool = True,
+        exact: bool = True,  # False: ``data`` may hold a float where the line has a long integer
     ) -> None:
         self.action = action
         self.sequence = sequence
@@ -80,7 +79,9 @@ def lines_of(chunks: Iterable[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
             data = pending + inflater.decompress(chunk)
             *complete, pending = data.split(b"\n")
-            yield from (line for line in complete if line)
+            if b"\n\n" in data or (complete and not complete[0]):  # blank lines: rare
+                complete = [line for line in complete if line]
+            yield from complete
         data = pending + inflater.flush()
     except (zlib.error, isal_zlib.error) as exc:  # type: ignore[misc]
         raise PermanentError(f"batch object is not valid gzip: {exc}") from exc
@@ -113,14 +114,14 @@ def events(lines: Iterable[bytes]) -> Iterator[Header | Record]:
         sequence = raw.get("sequence", 0)
         if type(sequence) is not int:  # a sequence beyond 64 bits: read the line exactly
             raw = parse_line(line)
-            sequence = raw.get("sequence", 0)
+            sequence = int(raw.get("sequence", 0))
         yield Record(
             raw.get("action", "upsert"),
-            int(sequence),
+            sequence,
             raw.get("data"),
             raw.get("time_extracted"),
             line,
-            exact=False,
+            False,
         )
 
 
