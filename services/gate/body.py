@@ -110,8 +110,18 @@ def _finite_float(literal: str) -> float:
 
 
 def parse_json(body: bytes, max_depth: int) -> Any:
-    """Parse strictly: UTF-8 only, no NaN/Infinity, exact integers, at most ``max_depth`` deep."""
-    if _LONG_NUMBER.search(body):
+    """Parse strictly: UTF-8 only, no NaN/Infinity, exact integers, at most ``max_depth`` deep.
+
+    Cheap checks first, each a C-speed pass over bytes (a regular expression over every body,
+    or a Python walk over every parsed value, each cost more than the parse itself):
+    - long numbers: orjson reads an integer beyond 64 bits as a float, so a body with a run of
+      19+ digits (found by mapping digits to one byte and searching) is checked with the exact
+      pattern and, if it holds such a literal, parsed by the stdlib, exactly;
+    - depth: orjson's indented output puts a container's contents 2 spaces deeper per level,
+      so only when some line is indented ``2 * max_depth`` spaces can a container be nested too
+      deep, and only then are the containers walked to tell.
+    """
+    if _RUN_OF_19_DIGITS in body.translate(_DIGITS_AS_ZERO) and _LONG_NUMBER.search(body):
         try:
             text = body.decode("utf-8")
             value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
@@ -133,6 +143,37 @@ def parse_json(body: bytes, max_depth: int) -> Any:
     return value
 
 
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
+_RUN_OF_19_DIGITS = b"0" * 19
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """True when containers nest more than ``limit`` levels (the top level counts as one)."""
+    if type(value) is not dict and type(value) is not list:
+        return False
+    try:
+        indented = orjson.dumps(value, option=orjson.OPT_INDENT_2)
+    except (TypeError, orjson.JSONEncodeError):  # integers beyond 64 bits: walk instead
+        return _walk_too_deep(value, limit)
+    if b"\n" + b" " * (2 * limit) not in indented:
+        return False  # no value is inside ``limit`` containers, so no container is either
+    return _walk_too_deep(value, limit)
+
+
+def _walk_too_deep(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if type(node) is dict else node
+        for child in children:
+            kind = type(child)
+            if kind is dict or kind is list:
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
 def _has_lone_surrogate(value: Any) -> bool:
     stack = [value]
     while stack:
@@ -147,21 +188,4 @@ def _has_lone_surrogate(value: Any) -> bool:
                 node.encode("utf-8")
             except UnicodeEncodeError:
                 return True
-    return False
-
-
-def too_deep(value: Any, limit: int) -> bool:
-    """True when containers nest more than ``limit`` levels (the top level counts as one)."""
-    if type(value) is not dict and type(value) is not list:
-        return False
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        children = node.values() if type(node) is dict else node
-        for child in children:
-            kind = type(child)
-            if kind is dict or kind is list:
-                if depth >= limit:
-                    return True
-                stack.append((child, depth + 1))
     return False

@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from common.wire import Header, RecordTooLarge, TableRecords, decode_message, encode_messages
-from services.gate.body import Malformed, parse_json, read_limited
+from services.gate.body import Malformed, _walk_too_deep, parse_json, read_limited, too_deep
 from services.gate.errors import ApiError
 from services.gate.schemas import SchemaCache, SchemaRejected, validate
 
@@ -93,3 +95,33 @@ def test_a_record_larger_than_the_message_target_travels_alone() -> None:
         list(encode_messages(table(10, 9000), 1024, 8192))
     with pytest.raises(RecordTooLarge):  # without a record limit, the message target is one
         list(encode_messages(table(5000), 1024))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner, max_size=3)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=json_values, limit=st.integers(1, 6))
+def test_the_indentation_depth_check_agrees_with_walking_the_containers(
+    value: object, limit: int
+) -> None:
+    expected = isinstance(value, dict | list) and _walk_too_deep(value, limit)
+    assert too_deep(value, limit) == expected
+
+
+def test_long_integers_are_exact_and_long_digit_strings_are_plain_strings() -> None:
+    body = (
+        b'{"a":123456789012345678901234,"b":[-92233720368547758090,1e19],'
+        b'"c":"1234567890123456789012"}'
+    )
+    assert parse_json(body, 64) == {
+        "a": 123456789012345678901234,
+        "b": [-92233720368547758090, 1e19],
+        "c": "1234567890123456789012",
+    }
