@@ -27,6 +27,7 @@ import psycopg2
 from bench_records import make_record
 from psycopg2 import sql
 
+from common import runtime
 from common.settings import SharedSettings
 from common.wire import Header
 from services.loaders.core.process import quick_gil_handoff
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     quick_gil_handoff()  # as the loader process does
+    runtime.tune_gc()
     shared = SharedSettings()
     s3 = boto3.client(
         "s3",

@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.requests import ClientDisconnect
 
-from common import control, logs
+from common import control, logs, runtime
 from common import metrics as common_metrics
 from common.db import ControlDb
 from common.wire import HEADER_FORMAT, RecordTooLarge, TableRecords, encode_messages, message_key
@@ -224,6 +224,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.gate = build(settings)
+        runtime.tune_gc()
         yield
         gate: Gate = app.state.gate
         left = await asyncio.to_thread(gate.producer.close, 30.0)

@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 
-from common import health, logs
+from common import health, logs, runtime
 from services.loaders.core import faults
 from services.loaders.core.runner import Destinations, Runner, Warehouse
 from services.loaders.core.settings import LoaderSettings
@@ -38,6 +38,7 @@ def serve(settings: LoaderSettings, warehouse: Warehouse) -> None:
     )
     runner = Runner(settings, warehouse, destinations)
     server = health.serve(settings.host, settings.metrics_port, {})
+    runtime.tune_gc()
 
     def stop(signum: int, _frame: object) -> None:
         log.info("stopping: finishing the loads in progress", extra={"signal": signum})
