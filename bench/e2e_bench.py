@@ -1,6 +1,6 @@
 """End to end through the HTTP gate into Postgres, sustained, against dlt in the same run.
 
-    .venv/bin/python bench/e2e_bench.py [--seconds 180] [--rate 25000] [--fresh-rate 10000]
+    .venv/bin/python bench/e2e_bench.py [--seconds 180] [--rate 40000] [--fresh-rate 10000]
 
 1. Sustained: 1,000-record batches (~300-byte flat records, key ``id``) offered to the gate at
    ``--rate`` records/s for ``--seconds``; every 10 s it prints records accepted, rows loaded
@@ -212,7 +212,7 @@ def drop(schema: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=180)
-    parser.add_argument("--rate", type=float, default=25_000)
+    parser.add_argument("--rate", type=float, default=40_000)
     parser.add_argument("--fresh-rate", type=float, default=10_000)
     parser.add_argument("--fresh-seconds", type=float, default=60)
     parser.add_argument("--dlt-records", type=int, default=ID_SPACE)
