@@ -151,3 +151,41 @@ def test_chunked_loads_keep_the_greatest_sequence_whichever_way_rows_go_in(
         got = cur.fetchall()
         cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
     assert got == [(k, s, v, True) for k, (s, v) in sorted(expected.items())]
+
+
+def test_subtable_rows_follow_their_parents_across_chunks(
+    harness: PostgresHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Root rows are numbered by their line in each chunk; a child row carries its parent's
+    number. Across 2-row chunks, with parents rewritten by a later record, every parent keeps
+    exactly the child rows of its winning record."""
+    monkeypatch.setattr(warehouse, "CHUNK_ROWS", 2)
+    schema = f"conf_{harness.run}_child_chunks"
+    conn = harness.conn
+    warehouse.ensure_metadata(conn, schema)
+    head = {"v": 1, "client_id": 1, "table_name": "o", "key_names": ["id"], "schema": None,
+            "table_version": None, "received_at": "2026-11-26T10:00:00Z", "request_id": "r",
+            "source": "push"}  # fmt: skip
+    records = [
+        (1, 1, ["a", "b"]),
+        (2, 2, ["c"]),
+        (3, 3, []),
+        (1, 4, ["d"]),  # rewrites 1 in a later chunk
+        (4, 5, ["e", "f", "g"]),
+        (2, 1, ["stale"]),  # older than 2's record: loses, 2 keeps ["c"]
+        (5, 7, ["h"]),
+    ]
+    lines: list[Line] = [head]
+    lines += [
+        {"action": "upsert", "sequence": s, "data": {"id": k, "tags": t}} for k, s, t in records
+    ]
+    warehouse.load(conn, schema, warehouse.LeaseLoad("o", [1], "token", to_events(lines)))
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT _sdc_source_key_id, value FROM {} ORDER BY 1, _sdc_level_0_id").format(
+                sql.Identifier(schema, "o__tags")
+            )
+        )
+        got = cur.fetchall()
+        cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    assert got == [(1, "d"), (2, "c"), (4, "e"), (4, "f"), (4, "g"), (5, "h")]

@@ -49,6 +49,7 @@ SYSTEM_TYPES = {
 }
 _KEY_NAMESPACE = uuid.UUID("6f1c3c1e-5b7e-4d3a-9a53-5e2b1c0d5e11")
 _PLANS_PER_SHAPE_KEY = 16  # record shapes remembered per segment and header context
+_COMPILES_PER_LEASE = 64  # ~0.1-0.2 ms each
 _SCHEMAS_REMEMBERED = 64
 
 Render = Callable[[ColumnType, Any], str]
@@ -226,6 +227,7 @@ class PlanBuilder:
         self._version_text = ""
         self._plan_keys: tuple[tuple[int, bool, bool], tuple[int, bool, bool]] | None = None
         self._keys: tuple[str, ...] = ()  # the current header's key names
+        self._compiles = 0
         self._context: tuple[str, str, str | None] = ("", "", None)
 
     # -- shapes
@@ -349,7 +351,9 @@ class PlanBuilder:
         if key is None or header is None or type(record.loose) is not dict:
             return
         plans = segment.plans.setdefault(key, [])
-        if len(plans) >= _PLANS_PER_SHAPE_KEY or b"\\u0000" in record.raw:
+        if len(plans) >= _PLANS_PER_SHAPE_KEY or self._compiles >= _COMPILES_PER_LEASE:
+            return  # records of ever new shapes: the general path, without compiling for each
+        if b"\\u0000" in record.raw:
             return
         found = leaves(record.loose, _props(header.schema))
         if found is None:
@@ -394,6 +398,7 @@ class PlanBuilder:
             self.inline,
             lambda sequence, record_data: append_only_key(table, sequence, record_data),
         )
+        self._compiles += 1
         if plan is not None:
             plans.insert(0, plan)
 

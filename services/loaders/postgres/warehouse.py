@@ -6,6 +6,7 @@ batch ids recorded in the same transaction (exactly once). Identifiers are alway
 from __future__ import annotations
 
 import io
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -532,6 +533,7 @@ CHUNK_ROWS = 8192  # parent rows merged at a time, while the next ones are parse
 # table's next chunks merge without trying: updates tend to come in runs.
 DIRECT_PAUSE_CHUNKS = 32
 _DIRECT_PAUSE: OrderedDict[tuple[str, str], int] = OrderedDict()  # (schema, table) -> chunks
+_DIRECT_LOCK = threading.Lock()
 
 
 class _Recorder:
@@ -644,16 +646,17 @@ class ChunkMerger:
         if ROW in chunk.root.index:
             return False
         table = (self.schema, chunk.root.shape.name)
-        if self.direct_failed:
-            self.direct_failed = False
-            _DIRECT_PAUSE[table] = DIRECT_PAUSE_CHUNKS
-            _DIRECT_PAUSE.move_to_end(table)
-            while len(_DIRECT_PAUSE) > 1000:
-                _DIRECT_PAUSE.popitem(last=False)
-        paused = _DIRECT_PAUSE.get(table, 0)
-        if paused:
-            _DIRECT_PAUSE[table] = paused - 1
-            return False
+        with _DIRECT_LOCK:  # the runner's workers load other tables at the same time
+            if self.direct_failed:
+                self.direct_failed = False
+                _DIRECT_PAUSE[table] = DIRECT_PAUSE_CHUNKS
+                _DIRECT_PAUSE.move_to_end(table)
+                while len(_DIRECT_PAUSE) > 1000:
+                    _DIRECT_PAUSE.popitem(last=False)
+            paused = _DIRECT_PAUSE.get(table, 0)
+            if paused:
+                _DIRECT_PAUSE[table] = paused - 1
+                return False
         return True
 
     def _copy_direct(self, cur: Any, chunk: Segment) -> bool:
