@@ -118,7 +118,9 @@ class Gate:
             raise malformed(str(exc)) from exc
         except Malformed as exc:
             raise malformed("Malformed json in the body!") from exc
-        request.state.may_have_reserved = b'"_sdc' in raw
+        # A reserved name may also be spelt with escapes ("\u005fsdc_row"): any escape sends the
+        # request down the per-record check.
+        request.state.may_have_reserved = b'"_sdc' in raw or b"\\u" in raw
         request.state.raw_bytes = len(raw)
         return parsed
 

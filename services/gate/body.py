@@ -138,7 +138,7 @@ def parse_json(body: bytes, max_depth: int) -> Any:
             if "depth limit" in str(exc):
                 raise TooDeep(f"JSON nests deeper than {max_depth} levels") from exc
             raise Malformed(str(exc)) from exc
-    if too_deep(value, max_depth):
+    if too_deep(value, max_depth, body):
         raise TooDeep(f"JSON nests deeper than {max_depth} levels")
     return value
 
@@ -147,10 +147,18 @@ _DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
 _RUN_OF_19_DIGITS = b"0" * 19
 
 
-def too_deep(value: Any, limit: int) -> bool:
-    """True when containers nest more than ``limit`` levels (the top level counts as one)."""
+def too_deep(value: Any, limit: int, text: bytes | None = None) -> bool:
+    """True when containers nest more than ``limit`` levels (the top level counts as one).
+    ``text``: the JSON ``value`` was parsed from, if at hand."""
     if type(value) is not dict and type(value) is not list:
         return False
+    if text is None:
+        try:
+            text = orjson.dumps(value)
+        except TypeError:  # integers beyond 64 bits
+            return _walk_too_deep(value, limit)
+    if _indented_size_bound(text, limit) > _MAX_INDENTED_BYTES:
+        return _walk_too_deep(value, limit)  # the indented copy could be huge: walk instead
     try:
         indented = orjson.dumps(value, option=orjson.OPT_INDENT_2)
     except (TypeError, orjson.JSONEncodeError):  # integers beyond 64 bits: walk instead
@@ -158,6 +166,20 @@ def too_deep(value: Any, limit: int) -> bool:
     if b"\n" + b" " * (2 * limit) not in indented:
         return False  # no value is inside ``limit`` containers, so no container is either
     return _walk_too_deep(value, limit)
+
+
+# Each value of the indented copy starts a line of up to 2 spaces per level, and orjson parses
+# up to 1,024 levels: many values nested deep would indent to many times the body's size. The
+# copy is made only when even that worst case stays under this (one copy at a time per worker,
+# as parsing runs on its event loop); a larger body is walked instead.
+_MAX_INDENTED_BYTES = 64 * 1024 * 1024
+_ORJSON_MAX_DEPTH = 1024
+
+
+def _indented_size_bound(text: bytes, limit: int) -> int:
+    """More than the indented size of the JSON ``text`` (byte counts at C speed)."""
+    values = text.count(b",") + text.count(b"[") + text.count(b"{") + 1
+    return 2 * len(text) + values * (2 * max(limit, _ORJSON_MAX_DEPTH) + 2)
 
 
 def _walk_too_deep(value: Any, limit: int) -> bool:

@@ -526,3 +526,13 @@ def test_a_burst_with_an_expired_token_shares_one_lookup() -> None:
     results = asyncio.run(burst())
     assert results == [ApiTokenInfo(7, None)] * 50
     assert calls == 1
+
+
+def test_reserved_field_names_spelt_with_escapes_are_refused_too(world: World) -> None:
+    client, producer, _ = world
+    body = orjson.dumps(batch(1)).replace(b'"data":{', b'"data":{"\\u005fsdc_row":"x",', 1)
+    assert b'"_sdc' not in body
+    r = post(client, "/v2/import/batch", body)
+    assert r.status_code == 400
+    assert "_sdc_row" in r.json()["error"]
+    assert producer.sent == []

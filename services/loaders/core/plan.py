@@ -437,6 +437,8 @@ class PlanBuilder:
         key_types = {c: segment.root.shape.columns[c] for c in keys}
 
         # Place everything first (may reject), then spill.
+        if self.implicit_row and ROW in denested.root:
+            del denested.root[ROW]  # reserved (the gate refuses _sdc names): never a row number
         root = self._placed(segment.root, denested.root, system)
         root.update(keys)
         if self.batched_at is not None:
@@ -448,6 +450,8 @@ class PlanBuilder:
         staged_children: list[tuple[Staged, dict[str, str]]] = []
         child_system = _child_system(system) if denested.children else {}
         for path, rows in denested.children.items():
+            if not rows:  # an empty array: no rows (the parent's old ones still go)
+                continue
             child = segment.children.get(path)
             if child is None:
                 child = segment.children[path] = Staged(
@@ -488,13 +492,10 @@ class PlanBuilder:
         placements = self._placements
         render = self.render
         for source, (value, kind) in row.items():
-            if kind is ColumnType.TEXT:
-                if "\x00" in value:
-                    raise Rejected(
-                        f"field {source} holds a NUL character, which {shape.name} cannot"
-                    )
-            elif kind is ColumnType.TIMESTAMP and parse_timestamp(str(value)) is None:
+            if kind is ColumnType.TIMESTAMP and parse_timestamp(str(value)) is None:
                 kind = ColumnType.TEXT  # not a date-time after all: keep it, as text
+            if kind is ColumnType.TEXT and "\x00" in str(value):
+                raise Rejected(f"field {source} holds a NUL character, which {shape.name} cannot")
             decided = (shape.name, source, kind)
             column = placements.get(decided)
             if column is None:

@@ -20,6 +20,9 @@ class TableShape:
     primary_key: tuple[str, ...] = ()
     added: dict[str, ColumnType] = field(default_factory=dict)
     widened: dict[str, ColumnType] = field(default_factory=dict)
+    # Existing columns of a type the loader would not have made (a jsonb, a timestamp without
+    # time zone): values reach them only through the warehouse's casts.
+    foreign: set[str] = field(default_factory=set)
 
     @property
     def changed(self) -> bool:

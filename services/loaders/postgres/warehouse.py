@@ -60,6 +60,7 @@ FROM_SQL = {v: k for k, v in SQL_TYPES.items()} | {
     "character varying": ColumnType.TEXT,
     "timestamp without time zone": ColumnType.TIMESTAMP,
 }
+NATIVE_TYPES = frozenset(SQL_TYPES.values())  # as information_schema spells them
 LOADS = "_sdc_loads"
 REJECTED = "_sdc_rejected"
 Connection = psycopg2.extensions.connection
@@ -185,6 +186,8 @@ def existing_shapes(cur: Any, schema: str, table: str) -> dict[str, TableShape]:
     for name, column, data_type in cur.fetchall():
         shape = shapes.setdefault(name, TableShape(name, exists=True))
         shape.columns[column] = FROM_SQL.get(data_type, ColumnType.TEXT)
+        if data_type not in NATIVE_TYPES:
+            shape.foreign.add(column)
     cur.execute(
         """SELECT tc.table_name, array_agg(k.column_name::text ORDER BY k.ordinal_position)
            FROM information_schema.table_constraints tc
@@ -489,10 +492,12 @@ def _has_subtables(shapes: dict[str, TableShape], root: str) -> bool:
     return any(name.startswith(root + SEPARATOR) and shape.exists for name, shape in shapes.items())
 
 
-def versioned_tables(shapes: dict[str, TableShape], root: str) -> list[str]:
-    """The table and its subtables that carry ``_sdc_table_version`` (for an activation)."""
+def versioned_tables(shapes: dict[str, TableShape], root: str) -> list[tuple[str, bool]]:
+    """The existing table and subtables an activation clears, each with whether it has the
+    ``_sdc_table_version`` column yet: one this lease only plans to add (for rows still to come)
+    is not there when the activation runs, so all of that table's rows are of no version."""
     return [
-        name
+        (name, TABLE_VERSION not in shape.added)
         for name, shape in shapes.items()
         if shape.exists
         and TABLE_VERSION in shape.columns
@@ -500,9 +505,12 @@ def versioned_tables(shapes: dict[str, TableShape], root: str) -> list[str]:
     ]
 
 
-def activate(cur: Any, schema: str, tables: list[str], version: int) -> None:
+def activate(cur: Any, schema: str, tables: list[tuple[str, bool]], version: int) -> None:
     """Full-table replication: rows of older table versions are gone, subtables too."""
-    for name in tables:
+    for name, versioned in tables:
+        if not versioned:
+            cur.execute(sql.SQL("DELETE FROM {}").format(ident(schema, name)))
+            continue
         cur.execute(
             sql.SQL("DELETE FROM {} WHERE {} IS NULL OR {} < %s").format(
                 ident(schema, name), ident(TABLE_VERSION), ident(TABLE_VERSION)
@@ -532,7 +540,8 @@ CHUNK_ROWS = 8192  # parent rows merged at a time, while the next ones are parse
 # After a chunk's rows could not go straight into their table (a key already there), that
 # table's next chunks merge without trying: updates tend to come in runs.
 DIRECT_PAUSE_CHUNKS = 32
-_DIRECT_PAUSE: OrderedDict[tuple[str, str], int] = OrderedDict()  # (schema, table) -> chunks
+# (dsn, schema, table) -> chunks to merge without trying
+_DIRECT_PAUSE: OrderedDict[tuple[str, str, str], int] = OrderedDict()
 _DIRECT_LOCK = threading.Lock()
 
 
@@ -565,9 +574,13 @@ class ChunkMerger:
         self.shapes = shapes
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-merge")
         self._pending: list[Future[int]] = []
+        self._open: list[Segment] = []  # chunks handed over and not yet merged (to close)
+        self._written = 0
         self._chunks = 0
         self._closed_segments = 0
         self.direct_failed = False  # set by the merge thread, read here
+        # Which destination: the same schema and table names on two servers are two tables.
+        self._where = (conn.dsn, schema)
 
     def cut(self, builder: PlanBuilder, root: str, final: bool) -> None:
         """Hand over every staged row so far; ``final``: the lease's events are all read."""
@@ -621,10 +634,12 @@ class ChunkMerger:
                     delete_stale_children(
                         cur, self.schema, stale, chunk.key_columns, f"won_{number}"
                     )
+                # pg_temp: only this session's temporary tables, never a table of that name
+                # elsewhere on the search path.
                 cur.execute(
                     sql.SQL("DROP TABLE IF EXISTS {}").format(
                         sql.SQL(", ").join(
-                            ident(name)
+                            ident("pg_temp", name)
                             for name in [
                                 f"stg_{number}",
                                 f"win_{number}",
@@ -638,14 +653,15 @@ class ChunkMerger:
             finally:
                 chunk.close()
 
+        self._open.append(chunk)
         self._submit(merge)
 
     def _try_direct(self, chunk: Segment) -> bool:
         """Whether to try this chunk's rows straight into the table (see ``_copy_direct``):
         rows numbered by line (nothing else to drop), and not soon after a try that failed."""
-        if ROW in chunk.root.index:
-            return False
-        table = (self.schema, chunk.root.shape.name)
+        if ROW in chunk.root.index or chunk.root.shape.foreign.intersection(chunk.root.order):
+            return False  # (a column of another type than ours: only the merge casts to it)
+        table = (*self._where, chunk.root.shape.name)
         with _DIRECT_LOCK:  # the runner's workers load other tables at the same time
             if self.direct_failed:
                 self.direct_failed = False
@@ -694,27 +710,34 @@ class ChunkMerger:
                 self.wait()
 
     def wait(self) -> int:
-        """Wait for every chunk; the rows written, or the first failure."""
-        written = 0
+        """Wait for every chunk; the rows written so far, or the first failure."""
         failure: BaseException | None = None
         for future in self._pending:
             try:
-                written += future.result()
+                self._written += future.result()
             except BaseException as exc:
                 failure = failure or exc
         self._pending.clear()
         if failure is not None:
             raise failure
-        return written
+        return self._written
 
     def close(self) -> None:
         """Stop: let a running statement finish (the connection is shared), drop the rest."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        for chunk in self._open:  # those never merged were never closed
+            chunk.close()
+        self._open.clear()
 
 
 def _take(staged: Staged) -> Staged:
-    """The rows staged so far, leaving ``staged`` an empty spill with the same column order."""
-    taken = Staged(staged.shape, staged.spill, list(staged.order), dict(staged.index))
+    """The rows staged so far, leaving ``staged`` an empty spill with the same column order.
+    The shape is a copy: the merge thread reads its column types while parsing goes on."""
+    shape = staged.shape
+    frozen = TableShape(
+        shape.name, dict(shape.columns), shape.exists, shape.primary_key, foreign=shape.foreign
+    )
+    taken = Staged(frozen, staged.spill, list(staged.order), dict(staged.index))
     staged.spill = Spill()
     return taken
 
