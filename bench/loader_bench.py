@@ -30,7 +30,6 @@ from psycopg2 import sql
 from common import runtime
 from common.settings import SharedSettings
 from common.wire import Header
-from services.loaders.core.process import quick_gil_handoff
 from services.loaders.core.reader import events, lines_of, s3_chunks
 from services.loaders.postgres import warehouse
 
@@ -55,7 +54,7 @@ def main() -> None:
     parser.add_argument("--lease-batches", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    quick_gil_handoff()  # as the loader process does
+    runtime.quick_gil_handoff()  # as the loader process does
     runtime.tune_gc()
     shared = SharedSettings()
     s3 = boto3.client(

@@ -7,18 +7,14 @@ output bounded), so a 2 GB upload or a gzip bomb costs at most the limit in memo
 from __future__ import annotations
 
 import json
-import re
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 
+from common.wire import may_hold_long_integer
 from services.gate.errors import ApiError, status_error
-
-# orjson turns integers beyond 64 bits into floats, which would silently lose digits; a body
-# with such a literal (or any 20+ digit run) is parsed by the stdlib instead, keeping them exact.
-_LONG_NUMBER = re.compile(rb"\d{20,}|-\d{19}")
 
 
 class Malformed(ValueError):
@@ -121,7 +117,7 @@ def parse_json(body: bytes, max_depth: int) -> Any:
       so only when some line is indented ``2 * max_depth`` spaces can a container be nested too
       deep, and only then are the containers walked to tell.
     """
-    if _RUN_OF_19_DIGITS in body.translate(_DIGITS_AS_ZERO) and _LONG_NUMBER.search(body):
+    if may_hold_long_integer(body):
         try:
             text = body.decode("utf-8")
             value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
@@ -141,10 +137,6 @@ def parse_json(body: bytes, max_depth: int) -> Any:
     if too_deep(value, max_depth, body):
         raise TooDeep(f"JSON nests deeper than {max_depth} levels")
     return value
-
-
-_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
-_RUN_OF_19_DIGITS = b"0" * 19
 
 
 def too_deep(value: Any, limit: int, text: bytes | None = None) -> bool:

@@ -13,7 +13,7 @@ from types import FrameType
 
 import httpx
 
-from common import logs
+from common import logs, runtime
 from common.health import serve
 from common.spool_client import SpoolClient
 from services.streamery.consumer import Streamery
@@ -23,7 +23,6 @@ from services.streamery.store import S3Store
 log = logging.getLogger("skein.streamery")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 _MMAP_THRESHOLD = 2 * 1024 * 1024
-_SWITCH_INTERVAL_S = 0.001
 
 
 def tame_malloc() -> None:
@@ -53,18 +52,6 @@ def tame_malloc() -> None:
         pass  # not glibc: its allocator's defaults apply
 
 
-def quick_gil_handoff() -> None:
-    """Hand the GIL over after 1 ms instead of Python's 5 ms.
-
-    The consume loop and the upload threads each release the GIL around every blocking or C
-    call (librdkafka's consume, each deflate step of ISA-L, socket I/O, hashing), and taking it
-    back waits until its holder drops it: at most one switch interval, while another thread runs
-    Python. With 5 ms, a 1 MB deflate that needs ~1.5 ms of CPU took ~28 ms beside a busy
-    thread; with 1 ms the waits shrink about as much, for a few more (cheap) forced switches.
-    """
-    sys.setswitchinterval(_SWITCH_INTERVAL_S)
-
-
 def spool_reachable(url: str) -> bool:
     try:
         return httpx.get(f"{url.rstrip('/')}/healthz", timeout=2.0).status_code == 200
@@ -77,7 +64,7 @@ def main() -> int:
     logs.configure(settings.log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per spool call is noise
     tame_malloc()
-    quick_gil_handoff()
+    runtime.quick_gil_handoff()
     store = S3Store(settings)
     spool = SpoolClient(
         settings.spool_url, settings.spool_token.get_secret_value(), settings.spool_timeout_s

@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.loaders.bigquery.names import BigQueryNames
-from services.loaders.core.denest import cell_type
+from services.loaders.core.denest import cell_type, declared, items, properties
 from services.loaders.core.names import SEPARATOR
-from services.loaders.core.types import ColumnType, fits, parse_timestamp, schema_type
+from services.loaders.core.types import ColumnType, fits, parse_timestamp
 
 BQ_TYPES = {
     ColumnType.BIGINT: "INTEGER",
@@ -119,21 +119,6 @@ def _count(fields: dict[str, Field]) -> int:
     return sum(1 + _count(f.fields) for f in fields.values())
 
 
-def _properties(schema: Any) -> dict[str, Any] | None:
-    if isinstance(schema, dict) and isinstance(schema.get("properties"), dict):
-        props: dict[str, Any] = schema["properties"]
-        return props
-    return None
-
-
-def _items(schema: Any) -> Any:
-    return schema.get("items") if isinstance(schema, dict) else None
-
-
-def _declared(schema: Any) -> ColumnType | None:
-    return schema_type(schema) if isinstance(schema, dict) else None
-
-
 def timestamp_text(value: str) -> str | None:
     """An RFC 3339 / ISO 8601 date-time as BigQuery's canonical UTC form, or None."""
     parsed = parse_timestamp(value)
@@ -170,7 +155,7 @@ class Placer:
         return self._top_level
 
     def row(self, data: dict[str, Any], schema: dict[str, Any] | None) -> dict[str, Any]:
-        out = self._object(self.schema.fields, data, _properties(schema))
+        out = self._object(self.schema.fields, data, properties(schema))
         self._top_level.update(out)
         return out
 
@@ -181,8 +166,8 @@ class Placer:
             raise Rejected(f"missing key property {source}")
         if isinstance(value, dict | list):
             raise Rejected(f"key property {source} is not a scalar")
-        props = _properties(schema)
-        kind = cell_type(_declared(props.get(source)) if props else None, value)
+        props = properties(schema)
+        kind = cell_type(declared(props.get(source)) if props else None, value)
         assert kind is not None
         if kind is ColumnType.TIMESTAMP and timestamp_text(value) is None:
             kind = ColumnType.TEXT
@@ -223,24 +208,24 @@ class Placer:
         if shape is dict:
             if current is None:
                 record = Field(base, None)
-                sub = self._object(record.fields, value, _properties(prop))
+                sub = self._object(record.fields, value, properties(prop))
                 if record.fields:  # a RECORD needs at least one field
                     self.add(fields, record)
                     out[base] = sub
             elif current.kind is None and not current.repeated:
-                out[base] = self._object(current.fields, value, _properties(prop))
+                out[base] = self._object(current.fields, value, properties(prop))
             else:
                 self._text(fields, out, base, value)
             return
         if shape is list:
             if current is None:
-                self._new_array(fields, out, base, value, _items(prop))
+                self._new_array(fields, out, base, value, items(prop))
             elif current.repeated:
-                self._array(fields, out, current, value, _items(prop))
+                self._array(fields, out, current, value, items(prop))
             else:
                 self._text(fields, out, base, value)
             return
-        kind, rendered = self._scalar(value, _declared(prop))
+        kind, rendered = self._scalar(value, declared(prop))
         if current is None:
             self.add(fields, Field(base, kind))
             out[base] = rendered
@@ -300,7 +285,7 @@ class Placer:
                 self.add(fields, record)
                 out[base] = rows
             return
-        kind, _ = self._scalar(first, _declared(item))
+        kind, _ = self._scalar(first, declared(item))
         self.add(fields, Field(base, kind, repeated=True))
         self._array(fields, out, fields[base], values, item)
 
@@ -324,7 +309,7 @@ class Placer:
                 text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
                 self._split(fields, out, array.name, ColumnType.TEXT, text, repeated=True)
                 continue
-            kind, rendered = self._scalar(value, _declared(item))
+            kind, rendered = self._scalar(value, declared(item))
             if fits(array.kind, kind):
                 kept.append(json_value(array.kind, value) if array.kind is not kind else rendered)
             else:
@@ -336,7 +321,7 @@ class Placer:
             if value is None:
                 continue
             if isinstance(value, dict):
-                rows.append(self._object(record.fields, value, _properties(item)))
+                rows.append(self._object(record.fields, value, properties(item)))
             else:  # an inner array, or a scalar among objects: wrapped
                 rows.append(self._object(record.fields, {WRAPPED: value}, {WRAPPED: item}))
         return rows

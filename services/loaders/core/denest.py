@@ -26,18 +26,21 @@ class Denested:
     children: dict[str, list[tuple[tuple[int, ...], Row]]] = field(default_factory=dict)
 
 
-def _properties(schema: Any) -> dict[str, Any] | None:
+def properties(schema: Any) -> dict[str, Any] | None:
+    """A JSON Schema's ``properties`` object, or None."""
     if isinstance(schema, dict) and isinstance(schema.get("properties"), dict):
         props: dict[str, Any] = schema["properties"]
         return props
     return None
 
 
-def _items(schema: Any) -> Any:
+def items(schema: Any) -> Any:
+    """A JSON Schema's ``items`` (an array's item schema), or None."""
     return schema.get("items") if isinstance(schema, dict) else None
 
 
-def _declared(schema: Any) -> ColumnType | None:
+def declared(schema: Any) -> ColumnType | None:
+    """The plain scalar type a property schema declares, or None."""
     return schema_type(schema) if isinstance(schema, dict) else None
 
 
@@ -56,7 +59,7 @@ def cell_type(declared: ColumnType | None, value: Any) -> ColumnType | None:
 
 def denest(data: dict[str, Any], schema: dict[str, Any] | None) -> Denested:
     out = Denested(root={})
-    _flatten(data, _properties(schema), "", out.root, out, "", ())
+    _flatten(data, properties(schema), "", out.root, out, "", ())
     return out
 
 
@@ -74,7 +77,7 @@ def flat_row(data: dict[str, Any], props: dict[str, Any] | None) -> Row:
     for key, value in data.items():
         if value is None:
             continue
-        kind = cell_type(_declared(props.get(key)) if props else None, value)
+        kind = cell_type(declared(props.get(key)) if props else None, value)
         if kind is not None:
             row[key] = (value, kind)
     return row
@@ -90,7 +93,7 @@ def nested_row(data: dict[str, Any], props: dict[str, Any] | None) -> Row:
         if type(value) is dict or type(value) is list:
             row[key] = (value, ColumnType.VARIANT)
             continue
-        kind = cell_type(_declared(props.get(key)) if props else None, value)
+        kind = cell_type(declared(props.get(key)) if props else None, value)
         if kind is not None:
             row[key] = (value, kind)
     return row
@@ -112,12 +115,12 @@ def _flatten(
         sub_schema = props.get(key) if props else None
         shape = type(value)
         if shape is dict:
-            _flatten(value, _properties(sub_schema), name + SEPARATOR, row, out, table_path, levels)
+            _flatten(value, properties(sub_schema), name + SEPARATOR, row, out, table_path, levels)
         elif shape is list:
             child_path = f"{table_path}{SEPARATOR}{name}" if table_path else name
-            _array(value, _items(sub_schema), child_path, out, levels)
+            _array(value, items(sub_schema), child_path, out, levels)
         else:
-            kind = cell_type(_declared(sub_schema), value)
+            kind = cell_type(declared(sub_schema), value)
             if kind is not None:
                 row[name] = (value, kind)
 
@@ -131,11 +134,11 @@ def _array(
         row: Row = {}
         shape = type(item)
         if shape is dict:
-            _flatten(item, _properties(item_schema), "", row, out, path, item_levels)
+            _flatten(item, properties(item_schema), "", row, out, path, item_levels)
         elif shape is list:
-            _array(item, _items(item_schema), f"{path}{SEPARATOR}value", out, item_levels)
+            _array(item, items(item_schema), f"{path}{SEPARATOR}value", out, item_levels)
         elif item is not None:
-            kind = cell_type(_declared(item_schema), item)
+            kind = cell_type(declared(item_schema), item)
             if kind is not None:
                 row["value"] = (item, kind)
         rows.append((item_levels, row))

@@ -25,14 +25,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from services.loaders.core.denest import cell_type
+from services.loaders.core.denest import cell_type, declared, properties
 from services.loaders.core.names import SEPARATOR
 from services.loaders.core.types import (
     INT64_MAX,
     INT64_MIN,
     ColumnType,
     parse_timestamp,
-    schema_type,
 )
 
 # (data, sequence, row text, time_extracted, (received_at, table_version, batched_at) as
@@ -85,10 +84,9 @@ def _walk(
         kind_of = type(value)
         if kind_of is dict:
             objects.append((here, len(value)))
-            inner = sub.get("properties") if isinstance(sub, dict) else None
             if not _walk(
                 value,
-                inner if isinstance(inner, dict) else None,
+                properties(sub),
                 f"{prefix}{key}{SEPARATOR}",
                 here,
                 found,
@@ -105,8 +103,7 @@ def _walk(
             return False
         if kind_of is float and not -_FLOAT_LIMIT < value < _FLOAT_LIMIT:
             return False
-        declared = schema_type(sub) if isinstance(sub, dict) else None
-        kind = cell_type(declared, value)
+        kind = cell_type(declared(sub), value)
         if kind is None or kind_of not in (str, int, float, bool):
             return False
         if kind is ColumnType.TIMESTAMP and parse_timestamp(str(value)) is None:

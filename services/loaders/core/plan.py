@@ -21,7 +21,15 @@ from typing import IO, Any
 import orjson
 
 from common.wire import Header
-from services.loaders.core.denest import Denested, Row, denest, flat_row, is_flat, nested_row
+from services.loaders.core.denest import (
+    Denested,
+    Row,
+    denest,
+    flat_row,
+    is_flat,
+    nested_row,
+    properties,
+)
 from services.loaders.core.fastplan import Inline, Layout, Plan, compile_plan, leaves
 from services.loaders.core.names import SEPARATOR, NameRules
 from services.loaders.core.reader import Record
@@ -220,11 +228,10 @@ class PlanBuilder:
         # distinct field is decided once, not once per record.
         self._placements: dict[tuple[str, str, ColumnType], str] = {}
         self._system_text: dict[tuple[str, Any], str] = {}
-        # The fast path's header context: which schema (by content), and the header's texts.
+        # The fast path's header context: which schema (by content), and the header's texts
+        # (received_at, table_version, batched_at) as the plans write them.
         self._schemas: dict[bytes, int] = {}
         self._schema_token: int | None = None
-        self._received_text = ""
-        self._version_text = ""
         self._plan_keys: tuple[tuple[int, bool, bool], tuple[int, bool, bool]] | None = None
         self._keys: tuple[str, ...] = ()  # the current header's key names
         self._compiles = 0
@@ -303,16 +310,15 @@ class PlanBuilder:
         if token is None and len(self._schemas) < _SCHEMAS_REMEMBERED:
             token = self._schemas[schema] = len(self._schemas)
         self._schema_token = token
-        self._received_text = self.render(ColumnType.TIMESTAMP, header.received_at)
+        received = self.render(ColumnType.TIMESTAMP, header.received_at)
         version = header.table_version
-        self._version_text = "" if version is None else self.render(ColumnType.BIGINT, version)
-
+        version_text = "" if version is None else self.render(ColumnType.BIGINT, version)
         if self.compiled and token is not None:
             with_version = version is not None
             self._plan_keys = ((token, with_version, False), (token, with_version, True))
         else:
             self._plan_keys = None
-        self._context = (self._received_text, self._version_text, self.batched_at)
+        self._context = (received, version_text, self.batched_at)
 
     def _plan_key(self, record: Record) -> tuple[int, bool, bool] | None:
         keys = self._plan_keys
@@ -355,7 +361,7 @@ class PlanBuilder:
             return  # records of ever new shapes: the general path, without compiling for each
         if b"\\u0000" in record.raw:
             return
-        found = leaves(record.loose, _props(header.schema))
+        found = leaves(record.loose, properties(header.schema))
         if found is None:
             return
         leaves_found, objects = found
@@ -407,9 +413,9 @@ class PlanBuilder:
         assert header is not None and record.data is not None
         data = record.data
         if self.keep_nesting:
-            denested = Denested(nested_row(data, _props(header.schema)))
+            denested = Denested(nested_row(data, properties(header.schema)))
         elif is_flat(data):
-            denested = Denested(flat_row(data, _props(header.schema)))
+            denested = Denested(flat_row(data, properties(header.schema)))
         else:
             denested = denest(data, header.schema)
         self._row += 1
@@ -515,13 +521,6 @@ class PlanBuilder:
     def close(self) -> None:
         for segment in self.segments:
             segment.close()
-
-
-def _props(schema: dict[str, Any] | None) -> dict[str, Any] | None:
-    if isinstance(schema, dict) and isinstance(schema.get("properties"), dict):
-        props: dict[str, Any] = schema["properties"]
-        return props
-    return None
 
 
 def _child_system(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 
 from common import health, logs, runtime
 from services.loaders.core import faults
@@ -15,21 +14,11 @@ from services.loaders.core.runner import Destinations, Runner, Warehouse
 from services.loaders.core.settings import LoaderSettings
 
 log = logging.getLogger("skein.loader")
-SWITCH_INTERVAL_S = 0.001
-
-
-def quick_gil_handoff() -> None:
-    """Hand the GIL over after 1 ms instead of Python's 5 ms.
-
-    A load parses on one thread while another waits on the warehouse (the Postgres loader's
-    chunk merges, the runner's lease extensions); each statement's return waits for the GIL
-    until the parser yields it, up to a whole switch interval."""
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 def serve(settings: LoaderSettings, warehouse: Warehouse) -> None:
     logs.configure()
-    quick_gil_handoff()
+    runtime.quick_gil_handoff()
     faults.configure(settings.fault, settings.fault_marker)
     destinations = Destinations(
         settings.control_dsn.get_secret_value(),

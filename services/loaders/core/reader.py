@@ -7,7 +7,6 @@ the wire format of ``common.wire``) and record lines (``{"action": ...}``), in K
 from __future__ import annotations
 
 import json
-import re
 import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -15,10 +14,9 @@ from typing import Any
 import orjson
 from isal import isal_zlib
 
-from common.wire import Header
+from common.wire import Header, may_hold_long_integer
 from services.loaders.core.errors import PermanentError
 
-_LONG_NUMBER = re.compile(rb"\d{20,}|-\d{19}")
 CHUNK = 1024 * 1024
 
 
@@ -53,7 +51,7 @@ class Record:
     @property
     def data(self) -> dict[str, Any] | None:
         if not self._exact:
-            if _LONG_NUMBER.search(self.raw):
+            if may_hold_long_integer(self.raw):
                 self._data = json.loads(self.raw).get("data")
             self._exact = True
         return self._data
@@ -64,7 +62,7 @@ class Record:
 
 def parse_line(line: bytes) -> dict[str, Any]:
     """orjson, except that integers beyond 64 bits stay exact (orjson would make them floats)."""
-    if _LONG_NUMBER.search(line):
+    if may_hold_long_integer(line):
         parsed: dict[str, Any] = json.loads(line)
         return parsed
     loaded: dict[str, Any] = orjson.loads(line)

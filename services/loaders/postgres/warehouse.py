@@ -466,10 +466,9 @@ def stale_children(shapes: dict[str, TableShape], root: str, segment: Segment) -
     return [
         name
         for name, shape in shapes.items()
-        if name != root
-        and name not in touched
+        if name not in touched
         and shape.exists
-        and name.startswith(root + SEPARATOR)
+        and _subtable_of(name, root)
         and wanted <= set(shape.columns)
     ]
 
@@ -488,8 +487,12 @@ def delete_stale_children(
         )
 
 
+def _subtable_of(name: str, root: str) -> bool:
+    return name.startswith(root + SEPARATOR)
+
+
 def _has_subtables(shapes: dict[str, TableShape], root: str) -> bool:
-    return any(name.startswith(root + SEPARATOR) and shape.exists for name, shape in shapes.items())
+    return any(_subtable_of(name, root) and shape.exists for name, shape in shapes.items())
 
 
 def versioned_tables(shapes: dict[str, TableShape], root: str) -> list[tuple[str, bool]]:
@@ -501,7 +504,7 @@ def versioned_tables(shapes: dict[str, TableShape], root: str) -> list[tuple[str
         for name, shape in shapes.items()
         if shape.exists
         and TABLE_VERSION in shape.columns
-        and (name == root or name.startswith(root + SEPARATOR))
+        and (name == root or _subtable_of(name, root))
     ]
 
 
