@@ -12,7 +12,7 @@ import pytest
 from psycopg2 import sql
 
 from services.loaders.postgres import warehouse
-from tests.conformance.cases import Line, header, up
+from tests.conformance.cases import Line, activate, header, up
 from tests.integration.test_postgres_conformance import WAREHOUSE_DSN, to_events
 
 
@@ -158,3 +158,89 @@ def test_a_nul_in_a_date_time_that_does_not_parse_rejects_only_that_record(
         conn, sql.SQL("SELECT reason FROM {}").format(sql.Identifier(schema, "_sdc_rejected"))
     )
     assert len(rejected) == 1 and "NUL" in rejected[0][0]
+
+
+# 60 bytes: too long for "<root>__items" to fit in 63, so the subtable's name is hashed and
+# does not start with the whole root name. The two roots share their first 58 bytes.
+LONG_ROOT = "customer_subscription_invoice_line_items_with_tax_breakdowns"
+LONG_TWIN = LONG_ROOT[:58] + "zz"
+
+
+def subtables(conn: Any, schema: str) -> list[str]:
+    """The schema's tables other than the roots and the loader's bookkeeping."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+            "AND NOT table_name = ANY(%s) ORDER BY 1",
+            (schema, [LONG_ROOT, LONG_TWIN, warehouse.LOADS, warehouse.REJECTED]),
+        )
+        return [r[0] for r in cur.fetchall()]
+
+
+def item_rows(conn: Any, schema: str, table: str) -> list[tuple[Any, ...]]:
+    return rows(
+        conn,
+        sql.SQL(
+            "SELECT _sdc_source_key_id, _sdc_level_0_id, sku, qty, note FROM {} ORDER BY 1, 2"
+        ).format(sql.Identifier(schema, table)),
+    )
+
+
+def test_subtables_of_a_root_name_near_the_length_limit_are_found_on_later_loads(
+    db: tuple[Any, str],
+) -> None:
+    conn, schema = db
+    assert len(LONG_ROOT.encode()) == 60
+    first: list[Line] = [
+        header(LONG_ROOT, ["id"]),
+        up(1, {"id": 1, "name": "a", "items": [{"sku": "x", "qty": 1}, {"sku": "y", "qty": 2}]}),
+        up(2, {"id": 2, "name": "b", "items": [{"sku": "z", "qty": 3}]}),
+    ]
+    load(conn, schema, LONG_ROOT, 1, first)
+    (child,) = subtables(conn, schema)
+    # The items gain a field (the subtable gets a column), id 1 is updated, id 3 is new.
+    second: list[Line] = [
+        header(LONG_ROOT, ["id"]),
+        up(3, {"id": 1, "name": "a2", "items": [{"sku": "x", "qty": 5, "note": "gift"}]}),
+        up(4, {"id": 3, "name": "c", "items": [{"sku": "w", "qty": 1, "note": "n"}]}),
+    ]
+    load(conn, schema, LONG_ROOT, 2, second)
+    assert subtables(conn, schema) == [child]
+    root = sql.SQL("SELECT id, name FROM {} ORDER BY id").format(sql.Identifier(schema, LONG_ROOT))
+    assert rows(conn, root) == [(1, "a2"), (2, "b"), (3, "c")]
+    assert item_rows(conn, schema, child) == [
+        (1, 0, "x", 5, "gift"),
+        (2, 0, "z", 3, None),
+        (3, 0, "w", 1, "n"),
+    ]
+
+
+def test_long_roots_with_the_same_first_bytes_keep_their_subtables_apart(
+    db: tuple[Any, str],
+) -> None:
+    conn, schema = db
+    assert LONG_ROOT[:58] == LONG_TWIN[:58] and LONG_ROOT != LONG_TWIN
+
+    def run(table: str, batch_id: int, version: int, *lines: Line) -> set[str]:
+        before = set(subtables(conn, schema))
+        load(conn, schema, table, batch_id, [header(table, ["id"], version=version), *lines])
+        return set(subtables(conn, schema)) - before
+
+    def skus(table: str) -> list[tuple[Any, ...]]:
+        query = sql.SQL("SELECT _sdc_source_key_id, sku FROM {} ORDER BY 1, 2")
+        return rows(conn, query.format(sql.Identifier(schema, table)))
+
+    (items,) = run(LONG_ROOT, 1, 1, up(1, {"id": 1, "items": [{"sku": "a"}]}))
+    (twin_items,) = run(LONG_TWIN, 2, 1, up(1, {"id": 1, "items": [{"sku": "b"}]}))
+    # id 1 rewritten without items: its old items go, the twin's (same key) stay.
+    (tags,) = run(LONG_ROOT, 3, 1, up(2, {"id": 1, "tags": ["t"]}))
+    assert skus(items) == [] and skus(twin_items) == [(1, "b")]
+    # A new version activated: the root's older rows and subtable rows go, the twin's stay.
+    assert not run(LONG_ROOT, 4, 2, activate(3), up(4, {"id": 2, "items": [{"sku": "c"}]}))
+    assert rows(conn, sql.SQL("SELECT id FROM {}").format(sql.Identifier(schema, LONG_ROOT))) == [
+        (2,)
+    ]
+    assert skus(items) == [(2, "c")] and skus(twin_items) == [(1, "b")]
+    assert rows(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, tags))) == [
+        (0,)
+    ]

@@ -42,6 +42,53 @@ def test_multibyte_names_are_truncated_on_character_boundaries() -> None:
     name.encode().decode("utf-8")  # valid UTF-8
 
 
+ROOTS = ["t", "a" * 52, "a" * 53, "a" * 60, "a" * 60 + "b", "a" * 63, "a" * 64, "é" * 30]
+ROOTS += ["x" * 200, "x" * 199 + "y", "Orders", "50% off_\\ x", "Ünïcødé ☃ 表" * 4]
+PATHS = ["items", "b", "items__tags", "Items", "z" * 100]
+
+
+@pytest.mark.parametrize(
+    "rules", [PG, NameRules(max_bytes=127, case="lower")], ids=["postgres", "redshift"]
+)
+def test_subtable_names_fit_and_tell_whose_they_are(rules: NameRules) -> None:
+    for root in ROOTS:
+        for path in PATHS:
+            name = rules.subtable(root, path)
+            assert len(name.encode()) <= rules.max_bytes
+            assert rules.subtable(root, path) == name  # stable
+            assert name.startswith(rules.subtable_prefix(root))
+            assert rules.subtable_of(name, root), (root, path, name)
+            others = [r for r in ROOTS if r != root]
+            assert not any(rules.subtable_of(name, other) for other in others), (root, name)
+            assert name not in {rules.table(r) for r in ROOTS}
+        names = {rules.subtable(root, path) for path in PATHS}
+        assert len(names) == len(PATHS)
+        assert not rules.subtable_of(rules.table(root), root)
+
+
+def test_subtable_names_of_roots_that_show_whole_are_unchanged() -> None:
+    for root, path in [("t", "items"), ("a" * 52, "z" * 100), ("a" * 60, "b")]:
+        assert PG.subtable(root, path) == PG.table(f"{root}__{path}")
+    long_name = PG.subtable("a" * 60, "items")  # "<root>__items" is 67 bytes
+    assert long_name != PG.table("a" * 60 + "__items") and len(long_name.encode()) == 63
+    assert PG.subtable_prefix("t") == "t__" and PG.subtable_prefix("a" * 60) == "a" * 46
+
+
+def test_a_long_roots_subtable_named_before_the_roots_hash_keeps_its_name() -> None:
+    root = "r" * 60
+    earlier = PG.table(f"{root}__items")
+    shapes = {earlier: TableShape(earlier, {"v": T.TEXT}, exists=True)}
+    builder = PlanBuilder(root, PG, lambda kind, value: str(value), shapes)
+    assert not builder.is_subtable(earlier)  # its name does not tell whose it is
+    builder.feed(_header(("id",)))
+    builder.feed(_rec(1, {"id": 1, "items": [{"v": "x"}], "tags": ["y"]}))
+    children = builder.segments[0].children
+    assert children["items"].shape is shapes[earlier]
+    assert children["tags"].shape.name == PG.subtable(root, "tags") != PG.table(f"{root}__tags")
+    assert builder.is_subtable(earlier) and builder.is_subtable(children["tags"].shape.name)
+    builder.close()
+
+
 @pytest.mark.parametrize(
     ("value", "kind"),
     [

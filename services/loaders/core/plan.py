@@ -220,6 +220,7 @@ class PlanBuilder:
         # does not stamp it itself while merging.
         self.batched_at = batched_at
         self.shapes = shapes  # warehouse table name -> shape (existing tables pre-filled)
+        self._earlier_subtables: set[str] = set()  # see ``subtable_shape``
         self.segments: list[Segment] = []
         self.rejected: list[Rejection] = []
         self._header: Header | None = None
@@ -239,7 +240,26 @@ class PlanBuilder:
 
     # -- shapes
     def shape(self, source: str) -> TableShape:
-        name = self.rules.table(source)
+        return self._shape(self.rules.table(source))
+
+    def subtable_shape(self, path: str) -> TableShape:
+        """The subtable of the array at ``path``. One that exists under the name the loader
+        gave it before ``NameRules.subtable`` marked the names of long roots keeps that name."""
+        name = self.rules.subtable(self.table_source, path)
+        if name not in self.shapes:
+            earlier = self.rules.table(f"{self.table_source}{SEPARATOR}{path}")
+            found = self.shapes.get(earlier)
+            if found is not None and found.exists:
+                self._earlier_subtables.add(earlier)
+                return found
+        return self._shape(name)
+
+    def is_subtable(self, name: str) -> bool:
+        """Whether table ``name`` is a subtable of this root: by its name, or (named before
+        the root's hash was added) because this lease's array rows go there."""
+        return name in self._earlier_subtables or self.rules.subtable_of(name, self.table_source)
+
+    def _shape(self, name: str) -> TableShape:
         found = self.shapes.get(name)
         if found is None:
             found = self.shapes[name] = TableShape(name)
@@ -460,9 +480,7 @@ class PlanBuilder:
                 continue
             child = segment.children.get(path)
             if child is None:
-                child = segment.children[path] = Staged(
-                    self.shape(f"{self.table_source}{SEPARATOR}{path}")
-                )
+                child = segment.children[path] = Staged(self.subtable_shape(path))
             for levels, row in rows:
                 placed = self._placed(child, row, child_system)
                 for column, text in keys.items():

@@ -26,7 +26,7 @@ from services.loaders.core.errors import (
     TransientError,
     classify_source,
 )
-from services.loaders.core.names import SEPARATOR, NameRules
+from services.loaders.core.names import NameRules, starts_with_pattern
 from services.loaders.core.plan import (
     BATCHED_AT,
     PRIMARY_KEY,
@@ -172,9 +172,11 @@ def loaded_batches(conn: Connection, schema: str, batch_ids: list[int]) -> set[i
         return {r[0] for r in cur.fetchall()}
 
 
-def existing_shapes(cur: Any, schema: str, table: str) -> dict[str, TableShape]:
-    """The table and its subtables (``table__...``) as they are now, with their primary keys."""
-    like = table.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "\\_\\_%"
+def existing_shapes(cur: Any, schema: str, source: str) -> dict[str, TableShape]:
+    """The table of root ``source`` and its subtables as they are now, with their primary keys
+    (and maybe tables of other roots whose names start alike: ``PlanBuilder.is_subtable``)."""
+    table = RULES.table(source)
+    like = starts_with_pattern(RULES.subtable_prefix(source))
     cur.execute(
         """SELECT c.table_name, c.column_name, c.data_type
            FROM information_schema.columns c
@@ -459,7 +461,9 @@ def _replace_children(
     )
 
 
-def stale_children(shapes: dict[str, TableShape], root: str, segment: Segment) -> list[str]:
+def stale_children(
+    shapes: dict[str, TableShape], builder: PlanBuilder, segment: Segment
+) -> list[str]:
     """Subtables a segment does not touch, which still lose the rows of parents it rewrites."""
     touched = {c.shape.name for c in segment.children.values()}
     wanted = {SOURCE_KEY + k for k in segment.key_columns}
@@ -468,7 +472,7 @@ def stale_children(shapes: dict[str, TableShape], root: str, segment: Segment) -
         for name, shape in shapes.items()
         if name not in touched
         and shape.exists
-        and _subtable_of(name, root)
+        and builder.is_subtable(name)
         and wanted <= set(shape.columns)
     ]
 
@@ -487,15 +491,13 @@ def delete_stale_children(
         )
 
 
-def _subtable_of(name: str, root: str) -> bool:
-    return name.startswith(root + SEPARATOR)
+def _has_subtables(shapes: dict[str, TableShape], builder: PlanBuilder) -> bool:
+    return any(shape.exists and builder.is_subtable(name) for name, shape in shapes.items())
 
 
-def _has_subtables(shapes: dict[str, TableShape], root: str) -> bool:
-    return any(_subtable_of(name, root) and shape.exists for name, shape in shapes.items())
-
-
-def versioned_tables(shapes: dict[str, TableShape], root: str) -> list[tuple[str, bool]]:
+def versioned_tables(
+    shapes: dict[str, TableShape], root: str, builder: PlanBuilder
+) -> list[tuple[str, bool]]:
     """The existing table and subtables an activation clears, each with whether it has the
     ``_sdc_table_version`` column yet: one this lease only plans to add (for rows still to come)
     is not there when the activation runs, so all of that table's rows are of no version."""
@@ -504,7 +506,7 @@ def versioned_tables(shapes: dict[str, TableShape], root: str) -> list[tuple[str
         for name, shape in shapes.items()
         if shape.exists
         and TABLE_VERSION in shape.columns
-        and (name == root or _subtable_of(name, root))
+        and (name == root or builder.is_subtable(name))
     ]
 
 
@@ -593,15 +595,15 @@ class ChunkMerger:
             segment = segments[number]
             closed = final or number < len(segments) - 1
             if len(segment.root.spill):
-                self._submit_chunk(segment, root)
+                self._submit_chunk(segment, builder)
             if closed:
                 if segment.activate_version is not None:
-                    tables = versioned_tables(self.shapes, root)
+                    tables = versioned_tables(self.shapes, root, builder)
                     version = segment.activate_version
                     self._submit(lambda cur, t=tables, v=version: activate(cur, self.schema, t, v))
                 self._closed_segments = number + 1
 
-    def _submit_chunk(self, segment: Segment, root: str) -> None:
+    def _submit_chunk(self, segment: Segment, builder: PlanBuilder) -> None:
         shape = segment.root.shape
         ddl = _Recorder()
         apply_ddl(ddl, self.schema, shape, segment.key_columns)
@@ -620,8 +622,8 @@ class ChunkMerger:
             _take(segment.root),
             {path: _take(child) for path, child in segment.children.items()},
         )
-        keep_won = bool(segment.children) or _has_subtables(self.shapes, root)
-        stale = stale_children(self.shapes, root, segment) if keep_won else []
+        keep_won = bool(segment.children) or _has_subtables(self.shapes, builder)
+        stale = stale_children(self.shapes, builder, segment) if keep_won else []
         number = self._chunks
         self._chunks += 1
         direct = self._try_direct(chunk) and not keep_won
@@ -753,7 +755,7 @@ def load(conn: Connection, schema: str, work: LeaseLoad) -> tuple[int, int]:
     """
     with conn, conn.cursor() as cur:
         root = RULES.table(work.table_source)
-        shapes = existing_shapes(cur, schema, root)
+        shapes = existing_shapes(cur, schema, work.table_source)
         cur.execute("SELECT now()")  # the transaction's time: every row's _sdc_batched_at
         (now,) = cur.fetchone() or (None,)
         batched_at = render(ColumnType.TIMESTAMP, now.isoformat())

@@ -27,7 +27,7 @@ import orjson
 from common.wire import Header
 from services.loaders.core import faults
 from services.loaders.core.errors import PermanentError
-from services.loaders.core.names import SEPARATOR
+from services.loaders.core.names import starts_with_pattern
 from services.loaders.core.plan import (
     PRIMARY_KEY,
     ROW,
@@ -124,11 +124,13 @@ class Copier(Protocol):
 
 
 def existing_shapes(
-    cur: Any, schema: str, table: str
+    cur: Any, schema: str, source: str
 ) -> tuple[dict[str, TableShape], dict[tuple[str, str], int]]:
-    """The table and its subtables (``table__...``), key columns from the table comment, and
+    """The table of root ``source`` and its subtables (and maybe tables of other roots whose
+    names start alike: ``PlanBuilder.is_subtable``), key columns from the table comment, and
     each VARCHAR column's length."""
-    like = table.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "\\_\\_%"
+    table = RULES.table(source)
+    like = starts_with_pattern(RULES.subtable_prefix(source))
     cur.execute(S.columns_of(), (schema, table, like))
     shapes: dict[str, TableShape] = {}
     lengths: dict[tuple[str, str], int] = {}
@@ -200,7 +202,7 @@ def load(conn: Any, schema: str, work: LeaseLoad, copier: Copier) -> tuple[int, 
     temps: list[str] = []
     with tempfile.TemporaryDirectory(prefix="skein-redshift-") as tmp:
         cur = conn.cursor()
-        shapes, current = existing_shapes(cur, schema, table)
+        shapes, current = existing_shapes(cur, schema, work.table_source)
         builder = PlanBuilder(work.table_source, RULES, render, shapes)
         try:
             for event in work.events:
@@ -282,17 +284,14 @@ def _transaction(
             written += _merge(cur, schema, builder, segment, files, copier, tag, temps, batched_at)
         if segment.activate_version is not None and root.exists:
             for name, shape in builder.shapes.items():
-                if shape.exists and TABLE_VERSION in shape.columns and _family(name, table):
+                family = name == table or builder.is_subtable(name)
+                if shape.exists and TABLE_VERSION in shape.columns and family:
                     cur.execute(S.activate(schema, name), (segment.activate_version,))
     if not locked:
         cur.execute(S.loaded(schema, len(work.batch_ids)), work.batch_ids)
         if cur.fetchall():
             return None
     return written
-
-
-def _family(name: str, root: str) -> bool:
-    return name == root or name.startswith(root + SEPARATOR)
 
 
 def _merge(
@@ -331,7 +330,7 @@ def _merge(
     for name, shape in builder.shapes.items():
         if name == root.shape.name or name in touched or not shape.exists:
             continue
-        if _family(name, root.shape.name) and wanted <= set(shape.columns):
+        if builder.is_subtable(name) and wanted <= set(shape.columns):
             cur.execute(S.delete_written(schema, name, won, S.source_pairs(keys)))
     return written
 
