@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import glob
 import random
+import resource
 import string
 import subprocess
 import sys
@@ -28,6 +29,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from cpu_account import CpuWindow, stack_groups, with_children
 
 from common.settings import SharedSettings
 
@@ -108,7 +111,13 @@ def consumer_performance(settings: SharedSettings, topic: str, messages: int) ->
         "--timeout",
         "60000",
     ]
+    cpu = CpuWindow(stack_groups())
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu.start()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=True).stdout
+    cpu.stop()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    java = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
     lines = [line for line in out.splitlines() if line.strip()]
     names = [n.strip() for n in lines[-2].split(",")]
     values = [v.strip() for v in lines[-1].split(",")]
@@ -118,6 +127,8 @@ def consumer_performance(settings: SharedSettings, topic: str, messages: int) ->
         "mb_per_s": float(row["MB.sec"]),
         "fetch_mb_per_s": float(row["fetch.MB.sec"]),
         "msgs": float(row["data.consumed.in.nMsg"]),
+        "cpu": cpu.report(float(row["data.consumed.in.MB"]) / 1000),  # type: ignore[dict-item]
+        "java_cpu_s": java,
     }
 
 
@@ -151,6 +162,9 @@ def drain(
             time.sleep(0.05)
 
     streamery.start()
+    assert streamery.proc is not None
+    groups = {"streamery (bench)": lambda: with_children(streamery.proc.pid)}  # type: ignore[union-attr]
+    cpu = CpuWindow({**groups, **stack_groups()})
     sampler = threading.Thread(target=sample)
     sampler.start()
     marks: dict[str, float] = {}
@@ -162,8 +176,9 @@ def drain(
             registered = sum(
                 v for k, v in m.items() if k.startswith("skein_streamery_records_registered_total")
             )
-            if read > 0:
-                marks.setdefault("first_read", now)
+            if read > 0 and "first_read" not in marks:
+                marks["first_read"] = now
+                cpu.start()
             for share in (0.1, 0.9):
                 if registered >= share * produced.records:
                     marks.setdefault(f"r{share}", now)
@@ -171,6 +186,7 @@ def drain(
                 done = committed(settings, topic, streamery.group)
                 if all(done.get(p, -1) >= end for p, end in ends.items() if end > 0):
                     marks["done"] = now
+                    cpu.stop()
                     break
             time.sleep(0.2)
         cut = {k: v for k, v in m.items() if k.startswith("skein_streamery_batches_cut_total")}
@@ -192,6 +208,7 @@ def drain(
         "peak_rss": peak,
         "gzip_ratio": produced.bytes / written if written else 0.0,
         "cuts": cut,  # type: ignore[dict-item]
+        "cpu": cpu.report(produced.bytes / 1e9),  # type: ignore[dict-item]
     }
 
 
@@ -211,8 +228,10 @@ def main() -> None:
         print(
             f"kafka ConsumerPerformance: {baseline['fetch_mb_per_s']:.1f} MB/s while fetching "
             f"({baseline['mb_per_s']:.1f} MB/s including the group join), "
-            f"{baseline['msgs']:.0f} messages"
+            f"{baseline['msgs']:.0f} messages; its own CPU {baseline['java_cpu_s']:.1f} s "
+            f"({baseline['java_cpu_s'] / (baseline['mb'] / 1000):.2f} CPU-s/GB, JVM start included)"
         )
+        print(baseline["cpu"])
         with tempfile.TemporaryDirectory() as logs:
             result = drain(
                 settings, topic, produced, args.memory_limit_mb * MiB, args.gzip_level, Path(logs)
@@ -228,6 +247,7 @@ def main() -> None:
             f"{result['steady_records_per_s']:,.0f} records/s; gzip ratio "
             f"{result['gzip_ratio']:.1f}; cuts {result['cuts']}"
         )
+        print(result["cpu"])
         print(f"ratio streamery/ConsumerPerformance MB/s: {ratio:.2f}")
         print(
             f"peak RSS {result['peak_rss'] / MiB:.0f} MiB with a memory limit of "

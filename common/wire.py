@@ -25,7 +25,7 @@ import orjson
 FORMAT_VERSION = 1
 HEADER_FORMAT = b"skein.v1"
 # A JSON integer literal beyond 64 bits (or any 20+ digit run): orjson would read it as a float.
-_LONG_NUMBER = re.compile(rb"\d{20,}|-\d{19}")
+LONG_NUMBER = re.compile(rb"\d{20,}|-\d{19}")
 _DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
 _RUN_OF_19_DIGITS = b"0" * 19
 
@@ -34,7 +34,7 @@ def may_hold_long_integer(text: bytes) -> bool:
     """Whether JSON ``text`` may hold an integer orjson cannot read exactly (then parse it with
     the stdlib). Digits are first mapped to one byte and searched for a 19-digit run, at C
     speed; only then is the exact pattern run (over every text it cost ~4x the parse)."""
-    return _RUN_OF_19_DIGITS in text.translate(_DIGITS_AS_ZERO) and bool(_LONG_NUMBER.search(text))
+    return _RUN_OF_19_DIGITS in text.translate(_DIGITS_AS_ZERO) and bool(LONG_NUMBER.search(text))
 
 
 def dumps(value: Any) -> bytes:

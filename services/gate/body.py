@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from common.wire import may_hold_long_integer
+from common.wire import LONG_NUMBER
 from services.gate.errors import ApiError, status_error
 
 
@@ -105,19 +105,27 @@ def _finite_float(literal: str) -> float:
     return value
 
 
+# One C-speed pass over the body serves two checks: digits become "0" (a run of 19 may be an
+# integer orjson cannot read exactly) and the bytes that start a value (",", "[", "{") become
+# "," (their count bounds the values, for the depth check's indented copy); the rest ".".
+_SCAN = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2C if b in b",[{" else 0x2E for b in range(256))
+_RUN_OF_19_DIGITS = b"0" * 19
+
+
 def parse_json(body: bytes, max_depth: int) -> Any:
     """Parse strictly: UTF-8 only, no NaN/Infinity, exact integers, at most ``max_depth`` deep.
 
-    Cheap checks first, each a C-speed pass over bytes (a regular expression over every body,
-    or a Python walk over every parsed value, each cost more than the parse itself):
+    Cheap checks first, at C speed over bytes (a regular expression over every body, or a
+    Python walk over every parsed value, each cost more than the parse itself):
     - long numbers: orjson reads an integer beyond 64 bits as a float, so a body with a run of
-      19+ digits (found by mapping digits to one byte and searching) is checked with the exact
-      pattern and, if it holds such a literal, parsed by the stdlib, exactly;
+      19+ digits (found in the scanned copy, see ``_SCAN``) is checked with the exact pattern
+      and, if it holds such a literal, parsed by the stdlib, exactly;
     - depth: orjson's indented output puts a container's contents 2 spaces deeper per level,
       so only when some line is indented ``2 * max_depth`` spaces can a container be nested too
       deep, and only then are the containers walked to tell.
     """
-    if may_hold_long_integer(body):
+    scanned = body.translate(_SCAN)
+    if _RUN_OF_19_DIGITS in scanned and LONG_NUMBER.search(body):
         try:
             text = body.decode("utf-8")
             value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
@@ -134,14 +142,15 @@ def parse_json(body: bytes, max_depth: int) -> Any:
             if "depth limit" in str(exc):
                 raise TooDeep(f"JSON nests deeper than {max_depth} levels") from exc
             raise Malformed(str(exc)) from exc
-    if too_deep(value, max_depth, body):
+    if too_deep(value, max_depth, body, values=scanned.count(b",") + 1):
         raise TooDeep(f"JSON nests deeper than {max_depth} levels")
     return value
 
 
-def too_deep(value: Any, limit: int, text: bytes | None = None) -> bool:
+def too_deep(value: Any, limit: int, text: bytes | None = None, values: int | None = None) -> bool:
     """True when containers nest more than ``limit`` levels (the top level counts as one).
-    ``text``: the JSON ``value`` was parsed from, if at hand."""
+    ``text``: the JSON ``value`` was parsed from, if at hand; ``values``: at least the number of
+    values in it, if known."""
     if type(value) is not dict and type(value) is not list:
         return False
     if text is None:
@@ -149,7 +158,7 @@ def too_deep(value: Any, limit: int, text: bytes | None = None) -> bool:
             text = orjson.dumps(value)
         except TypeError:  # integers beyond 64 bits
             return _walk_too_deep(value, limit)
-    if _indented_size_bound(text, limit) > _MAX_INDENTED_BYTES:
+    if _indented_size_bound(text, limit, values) > _MAX_INDENTED_BYTES:
         return _walk_too_deep(value, limit)  # the indented copy could be huge: walk instead
     try:
         indented = orjson.dumps(value, option=orjson.OPT_INDENT_2)
@@ -168,9 +177,11 @@ _MAX_INDENTED_BYTES = 64 * 1024 * 1024
 _ORJSON_MAX_DEPTH = 1024
 
 
-def _indented_size_bound(text: bytes, limit: int) -> int:
-    """More than the indented size of the JSON ``text`` (byte counts at C speed)."""
-    values = text.count(b",") + text.count(b"[") + text.count(b"{") + 1
+def _indented_size_bound(text: bytes, limit: int, values: int | None = None) -> int:
+    """More than the indented size of the JSON ``text`` (byte counts at C speed), given at
+    least its number of values if known."""
+    if values is None:
+        values = text.count(b",") + text.count(b"[") + text.count(b"{") + 1
     return 2 * len(text) + values * (2 * max(limit, _ORJSON_MAX_DEPTH) + 2)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,8 +12,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.wire import Header, RecordTooLarge, TableRecords, decode_message, encode_messages
-from services.gate.body import Malformed, _walk_too_deep, parse_json, read_limited, too_deep
+from common.wire import (
+    Header,
+    RecordTooLarge,
+    TableRecords,
+    decode_message,
+    dumps,
+    encode_messages,
+)
+from services.gate.body import (
+    Malformed,
+    TooDeep,
+    _walk_too_deep,
+    parse_json,
+    read_limited,
+    too_deep,
+)
 from services.gate.errors import ApiError
 from services.gate.schemas import SchemaCache, SchemaRejected, validate
 
@@ -113,6 +128,13 @@ def test_the_indentation_depth_check_agrees_with_walking_the_containers(
 ) -> None:
     expected = isinstance(value, dict | list) and _walk_too_deep(value, limit)
     assert too_deep(value, limit) == expected
+    # And as parse_json checks a body (the value count taken from its one scan of the bytes).
+    body = dumps(value)
+    if expected:
+        with pytest.raises(TooDeep):
+            parse_json(body, limit)
+    else:
+        assert parse_json(body, limit) == json.loads(body)
 
 
 def test_long_integers_are_exact_and_long_digit_strings_are_plain_strings() -> None:
