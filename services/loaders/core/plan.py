@@ -14,12 +14,13 @@ import json
 import tempfile
 import uuid
 from array import array
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 import orjson
 
+from common.spool_client import Lease
 from common.wire import Header
 from services.loaders.core.denest import (
     Denested,
@@ -35,6 +36,25 @@ from services.loaders.core.names import SEPARATOR, NameRules
 from services.loaders.core.reader import Record
 from services.loaders.core.shape import ColumnLimit, TableShape, place
 from services.loaders.core.types import ColumnType, parse_timestamp
+
+
+@dataclass
+class LeaseLoad:
+    """What one load writes: a lease's not-yet-loaded batches of one table, as one stream of
+    events (each batch's header, then its records), in one transaction."""
+
+    table_source: str
+    batch_ids: list[int]
+    lease_token: str
+    events: Iterable[Header | Record]
+    batch_records: list[int] | None = None  # records in each batch (from the spool)
+
+    @classmethod
+    def of(cls, lease: Lease, batch_ids: list[int], events: Iterable[Header | Record]) -> LeaseLoad:
+        return cls(
+            lease.table_name, batch_ids, lease.lease_token, events, lease.record_counts(batch_ids)
+        )
+
 
 # System columns (Stitch's names).
 RECEIVED_AT = "_sdc_received_at"

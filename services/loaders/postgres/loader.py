@@ -11,6 +11,7 @@ import psycopg2
 from common.spool_client import Lease
 from common.wire import Header
 from services.loaders.core.errors import LoadError
+from services.loaders.core.plan import LeaseLoad
 from services.loaders.core.reader import Record
 from services.loaders.core.runner import Destination
 from services.loaders.postgres import warehouse
@@ -43,9 +44,7 @@ class PostgresWarehouse:
         stream: Iterator[Header | Record],
     ) -> tuple[int, int]:
         schema = warehouse.schema_of(destination.config, destination.client_id)
-        work = warehouse.LeaseLoad(
-            lease.table_name, batch_ids, lease.lease_token, stream, lease.record_counts(batch_ids)
-        )
+        work = LeaseLoad.of(lease, batch_ids, stream)
         try:
             return warehouse.load(session, schema, work)
         except psycopg2.errors.UniqueViolation as exc:

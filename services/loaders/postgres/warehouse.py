@@ -10,7 +10,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
@@ -18,7 +17,6 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
-from common.wire import Header
 from services.loaders.core import faults
 from services.loaders.core.errors import (
     LoadError,
@@ -34,13 +32,13 @@ from services.loaders.core.plan import (
     SEQUENCE,
     SOURCE_KEY,
     TABLE_VERSION,
+    LeaseLoad,
     PlanBuilder,
     Rejection,
     Segment,
     Spill,
     Staged,
 )
-from services.loaders.core.reader import Record
 from services.loaders.core.shape import TableShape
 from services.loaders.core.types import ColumnType
 
@@ -124,17 +122,6 @@ def classify(exc: BaseException) -> LoadError:
 
 def ident(*parts: str) -> sql.Identifier:
     return sql.Identifier(*parts)
-
-
-@dataclass
-class LeaseLoad:
-    """What to load: a lease's not-yet-loaded batches of one table, as event streams."""
-
-    table_source: str
-    batch_ids: list[int]
-    lease_token: str
-    events: Iterable[Header | Record]
-    batch_records: list[int] | None = None  # records in each batch (from the spool)
 
 
 def ensure_metadata(conn: Connection, schema: str) -> None:

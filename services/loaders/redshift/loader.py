@@ -24,6 +24,7 @@ from services.loaders.core.errors import (
     TransientError,
     classify_source,
 )
+from services.loaders.core.plan import LeaseLoad
 from services.loaders.core.reader import Record
 from services.loaders.core.runner import Destination
 from services.loaders.redshift import statements as S
@@ -151,9 +152,7 @@ class RedshiftWarehouse:
         stream: Iterator[Header | Record],
     ) -> tuple[int, int]:
         schema = warehouse.schema_of(destination.config, destination.client_id)
-        work = warehouse.LeaseLoad(
-            lease.table_name, batch_ids, lease.lease_token, stream, lease.record_counts(batch_ids)
-        )
+        work = LeaseLoad.of(lease, batch_ids, stream)
         copier = S3Copier(
             destination.config, destination.secrets, f"{destination.client_id}/{lease.lease_token}"
         )

@@ -17,14 +17,12 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
 
-from common.wire import Header
 from services.loaders.core import faults
 from services.loaders.core.errors import PermanentError
 from services.loaders.core.names import starts_with_pattern
@@ -32,12 +30,12 @@ from services.loaders.core.plan import (
     PRIMARY_KEY,
     ROW,
     TABLE_VERSION,
+    LeaseLoad,
     PlanBuilder,
     Rejected,
     Segment,
     Staged,
 )
-from services.loaders.core.reader import Record
 from services.loaders.core.shape import TableShape
 from services.loaders.core.types import ColumnType, parse_timestamp
 from services.loaders.redshift import statements as S
@@ -45,15 +43,6 @@ from services.loaders.redshift.statements import RULES
 
 _FIELD = re.compile(rb'"(?:[^"\\]|\\.)*"|[^,\n]*')
 _MAX_DIGITS = 38
-
-
-@dataclass
-class LeaseLoad:
-    table_source: str
-    batch_ids: list[int]
-    lease_token: str
-    events: Iterable[Header | Record]
-    batch_records: list[int] | None = None
 
 
 def render(kind: ColumnType, value: Any) -> str:

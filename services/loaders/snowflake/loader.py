@@ -21,6 +21,7 @@ from services.loaders.core.errors import (
     TransientError,
     classify_source,
 )
+from services.loaders.core.plan import LeaseLoad
 from services.loaders.core.reader import Record
 from services.loaders.core.runner import Destination
 from services.loaders.snowflake import warehouse
@@ -124,9 +125,7 @@ class SnowflakeWarehouse:
         stream: Iterator[Header | Record],
     ) -> tuple[int, int]:
         schema = warehouse.schema_of(destination.config, destination.client_id)
-        work = warehouse.LeaseLoad(
-            lease.table_name, batch_ids, lease.lease_token, stream, lease.record_counts(batch_ids)
-        )
+        work = LeaseLoad.of(lease, batch_ids, stream)
         try:
             return warehouse.load(session, schema, work)
         except Exception:

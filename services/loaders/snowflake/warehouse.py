@@ -14,8 +14,6 @@ import json
 import os
 import tempfile
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,33 +21,21 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pa_parquet
 
-from common.wire import Header
 from services.loaders.core import faults
 from services.loaders.core.errors import PermanentError
 from services.loaders.core.plan import (
     PRIMARY_KEY,
     ROW,
     TABLE_VERSION,
+    LeaseLoad,
     PlanBuilder,
     Segment,
     Staged,
 )
-from services.loaders.core.reader import Record
 from services.loaders.core.shape import TableShape
 from services.loaders.core.types import ColumnType
 from services.loaders.snowflake import statements as S
 from services.loaders.snowflake.statements import RULES
-
-
-@dataclass
-class LeaseLoad:
-    """A lease's not-yet-loaded batches of one table, as an event stream."""
-
-    table_source: str
-    batch_ids: list[int]
-    lease_token: str
-    events: Iterable[Header | Record]
-    batch_records: list[int] | None = None
 
 
 def ensure_metadata(cur: Any, schema: str) -> None:
