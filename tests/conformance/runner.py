@@ -1,14 +1,48 @@
-"""Runs a conformance case through any harness and checks the outcome."""
+"""Runs a conformance case through any harness and checks the outcome; what every harness
+needs to get there: the cases as pytest parameters, a case's lines as the loader reads them."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 
-from tests.conformance.cases import Case, Harness
+from common.wire import Header, dumps
+from services.loaders.core.reader import Record
+from tests.conformance.cases import CASES, Case, Harness, Line
+
+
+def to_events(lines: list[Line]) -> Iterator[Header | Record]:
+    """The events the loader's batch reader would yield for these lines."""
+    for line in lines:
+        raw = dumps(line)
+        if "v" in line:
+            yield Header.decode(raw)
+        else:
+            yield Record(
+                line["action"], line["sequence"], line.get("data"), line.get("time_extracted"), raw
+            )
+
+
+def case_params(
+    skip: Mapping[str, str] | None = None, xfail: Mapping[str, str] | None = None
+) -> list[pytest.ParameterSet]:
+    """Every case as a parameter named after it. A case a warehouse (or its stand-in) cannot
+    show is skipped, or expected to fail strictly (it must pass once the gap closes), with the
+    reason its name maps to."""
+    skip, xfail = skip or {}, xfail or {}
+    params = []
+    for case in CASES:
+        marks = []
+        if case.name in skip:
+            marks.append(pytest.mark.skip(reason=skip[case.name]))
+        if case.name in xfail:
+            marks.append(pytest.mark.xfail(strict=True, reason=xfail[case.name]))
+        params.append(pytest.param(case, marks=marks, id=case.name))
+    return params
 
 
 def _frozen(row: dict[str, Any]) -> tuple[tuple[str, Any], ...]:

@@ -9,30 +9,17 @@ from typing import Any
 
 import pytest
 
-from common.wire import Header, dumps
 from services.loaders.bigquery import statements, warehouse
 from services.loaders.bigquery.config import BigQueryTarget
 from services.loaders.bigquery.loader import classify
 from services.loaders.core.errors import PermanentError, TransientError
-from services.loaders.core.reader import Record
 from tests import bigquery_emulator
 from tests.conformance.cases import CASES, Case, Line
-from tests.conformance.runner import run_case
+from tests.conformance.runner import case_params, run_case, to_events
 
 NAMES = warehouse.NAMES
 # The first test on a machine builds the emulator (~12 min on 2 cores; cached afterwards).
 pytestmark = pytest.mark.timeout(1800)
-
-
-def to_events(lines: list[Line]) -> Iterator[Header | Record]:
-    for line in lines:
-        raw = dumps(line)
-        if "v" in line:
-            yield Header.decode(raw)
-        else:
-            yield Record(
-                line["action"], line["sequence"], line.get("data"), line.get("time_extracted"), raw
-            )
 
 
 class BigQueryHarness:
@@ -112,7 +99,7 @@ EMULATOR_GAPS = {
 }
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("case", case_params())
 def test_conformance(harness: BigQueryHarness, case: Case) -> None:
     if case.name in EMULATOR_GAPS:
         pytest.skip(EMULATOR_GAPS[case.name])

@@ -2,45 +2,25 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import psycopg2
 import pytest
 from psycopg2 import sql
 
-from common.wire import Header, dumps
 from services.loaders.core.errors import PermanentError
-from services.loaders.core.plan import ROW, SOURCE_KEY
-from services.loaders.core.reader import Record
 from services.loaders.postgres import warehouse
+from services.loaders.postgres.warehouse import REJECTED, RULES
 from tests.conformance.cases import CASES, Case, Line
-from tests.conformance.runner import run_case
-
-WAREHOUSE_DSN = "postgresql://postgres@127.0.0.1:5433/warehouse"
-
-
-def to_events(lines: list[Line]) -> Iterator[Header | Record]:
-    for line in lines:
-        raw = dumps(line)
-        if "v" in line:
-            yield Header.decode(raw)
-        else:
-            yield Record(
-                line["action"], line["sequence"], line.get("data"), line.get("time_extracted"), raw
-            )
+from tests.conformance.runner import case_params, run_case, to_events
+from tests.integration.conformance_support import SchemaHarness
 
 
-class PostgresHarness:
+class PostgresHarness(SchemaHarness):
     warehouse = "postgres"
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self.run = uuid.uuid4().hex[:6]
-
-    def schema(self, case: Case) -> str:
-        return f"conf_{self.run}_{case.name}"[:63]
+    prefix = "conf"
+    rules = RULES
+    rejected_table = REJECTED
 
     def load(self, case: Case, batch_id: int, lines: list[Line]) -> None:
         schema = self.schema(case)
@@ -51,44 +31,14 @@ class PostgresHarness:
         except Exception as exc:
             raise warehouse.classify(exc) from exc
 
-    def column(self, name: str) -> str:
-        if name.startswith(("_sdc", SOURCE_KEY)) or name == "value" or name == ROW:
-            return name
-        return warehouse.RULES.column(name)
-
-    def rows(self, case: Case, table: str, columns: list[str]) -> list[dict[str, Any]]:
-        query = sql.SQL("SELECT {} FROM {}").format(
-            sql.SQL(", ").join(sql.Identifier(self.column(c)) for c in columns),
-            sql.Identifier(self.schema(case), warehouse.RULES.table(table)),
-        )
-        with self.conn, self.conn.cursor() as cur:
-            cur.execute(query)
-            return [dict(zip(columns, r, strict=True)) for r in cur.fetchall()]
-
-    def rejected(self, case: Case) -> int:
-        with self.conn, self.conn.cursor() as cur:
-            cur.execute(
-                sql.SQL("SELECT count(*) FROM {}").format(
-                    sql.Identifier(self.schema(case), warehouse.REJECTED)
-                )
-            )
-            row = cur.fetchone()
-        return int(row[0]) if row else 0
-
 
 @pytest.fixture(scope="module")
 def harness() -> Iterator[PostgresHarness]:
-    conn = psycopg2.connect(WAREHOUSE_DSN)
-    h = PostgresHarness(conn)
-    yield h
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (f"conf_{h.run}_%",))
-        for (schema,) in cur.fetchall():
-            cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-    conn.close()
+    with PostgresHarness.connected() as h:
+        yield h
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("case", case_params())
 def test_conformance(harness: PostgresHarness, case: Case) -> None:
     run_case(harness, case, (PermanentError,))
 

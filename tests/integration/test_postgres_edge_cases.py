@@ -13,7 +13,8 @@ from psycopg2 import sql
 
 from services.loaders.postgres import warehouse
 from tests.conformance.cases import Line, activate, header, up
-from tests.integration.test_postgres_conformance import WAREHOUSE_DSN, to_events
+from tests.conformance.runner import to_events
+from tests.integration.conformance_support import WAREHOUSE_DSN
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,12 +24,11 @@ from psycopg2 import sql
 
 from common.settings import SharedSettings
 from services.loaders.core.errors import PermanentError
-from services.loaders.core.plan import ROW, SOURCE_KEY
 from services.loaders.redshift import loader, warehouse
 from services.loaders.redshift import statements as S
 from tests.conformance.cases import CASES, Case, Line
-from tests.conformance.runner import run_case
-from tests.integration.test_postgres_conformance import WAREHOUSE_DSN, to_events
+from tests.conformance.runner import case_params, run_case, to_events
+from tests.integration.conformance_support import SchemaHarness
 
 
 class PostgresCopy(loader.S3Copier):
@@ -60,19 +58,18 @@ def destination_config() -> dict[str, Any]:
     }
 
 
-class RedshiftOnPostgres:
+class RedshiftOnPostgres(SchemaHarness):
     warehouse = "redshift"
+    prefix = "rs"
+    rules = S.RULES
+    rejected_table = S.REJECTED
 
     def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self.run = uuid.uuid4().hex[:6]
+        super().__init__(conn)
         secret = SharedSettings().s3_secret_key.get_secret_value()
         self.copier = PostgresCopy(
             destination_config(), {"aws_secret_access_key": secret}, f"conf-{self.run}"
         )
-
-    def schema(self, case: Case) -> str:
-        return f"rs_{self.run}_{case.name}"[:63]
 
     def load(self, case: Case, batch_id: int, lines: list[Line]) -> None:
         schema = self.schema(case)
@@ -85,56 +82,19 @@ class RedshiftOnPostgres:
         except Exception as exc:
             raise loader.classify(exc) from exc
 
-    def column(self, name: str) -> str:
-        if name.startswith(("_sdc", SOURCE_KEY)) or name == "value" or name == ROW:
-            return name
-        return S.RULES.column(name)
-
-    def rows(self, case: Case, table: str, columns: list[str]) -> list[dict[str, Any]]:
-        query = sql.SQL("SELECT {} FROM {}").format(
-            sql.SQL(", ").join(sql.Identifier(self.column(c)) for c in columns),
-            sql.Identifier(self.schema(case), S.RULES.table(table)),
-        )
-        with self.conn, self.conn.cursor() as cur:
-            cur.execute(query)
-            return [dict(zip(columns, r, strict=True)) for r in cur.fetchall()]
-
-    def rejected(self, case: Case) -> int:
-        with self.conn, self.conn.cursor() as cur:
-            cur.execute(
-                sql.SQL("SELECT count(*) FROM {}").format(
-                    sql.Identifier(self.schema(case), S.REJECTED)
-                )
-            )
-            row = cur.fetchone()
-        return int(row[0]) if row else 0
-
 
 @pytest.fixture(scope="module")
 def harness() -> Iterator[RedshiftOnPostgres]:
-    conn = psycopg2.connect(WAREHOUSE_DSN)
-    h = RedshiftOnPostgres(conn)
-    yield h
-    conn.rollback()
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (f"rs_{h.run}_%",))
-        for (schema,) in cur.fetchall():
-            cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-    conn.close()
+    with RedshiftOnPostgres.connected() as h:
+        yield h
 
 
 # Where the dialects disagree: Redshift names reach 127 bytes, Postgres truncates at 63 (the
 # Redshift name rules are unit-tested instead).
 POSTGRES_GAPS = {"hostile_and_unicode_names": "Postgres truncates names at 63 bytes"}
-PARAMS = [
-    pytest.param(c, marks=pytest.mark.skip(reason=POSTGRES_GAPS[c.name]))
-    if c.name in POSTGRES_GAPS
-    else c
-    for c in CASES
-]
 
 
-@pytest.mark.parametrize("case", PARAMS, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("case", case_params(skip=POSTGRES_GAPS))
 def test_conformance(harness: RedshiftOnPostgres, case: Case) -> None:
     run_case(harness, case, (PermanentError,))
 

@@ -18,9 +18,8 @@ from services.loaders.core.types import ColumnType
 from services.loaders.snowflake import loader, warehouse
 from services.loaders.snowflake import statements as S
 from tests.conformance.cases import CASES, Case, Line
-from tests.conformance.runner import run_case
+from tests.conformance.runner import case_params, run_case, to_events
 from tests.integration.snowflake_support import connect, fakesnow_server, select
-from tests.integration.test_postgres_conformance import to_events
 
 
 class SnowflakeHarness:
@@ -79,15 +78,9 @@ def harness(server: dict[str, Any]) -> Iterator[SnowflakeHarness]:
 FAKESNOW_GAPS = {
     "big_integers_stay_exact": "fakesnow stores NUMBER(38,0) as a 64-bit integer",
 }
-PARAMS = [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=FAKESNOW_GAPS[c.name]))
-    if c.name in FAKESNOW_GAPS
-    else c
-    for c in CASES
-]
 
 
-@pytest.mark.parametrize("case", PARAMS, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("case", case_params(xfail=FAKESNOW_GAPS))
 def test_conformance(harness: SnowflakeHarness, case: Case) -> None:
     run_case(harness, case, (PermanentError,))
 

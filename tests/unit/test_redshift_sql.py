@@ -20,7 +20,7 @@ from services.loaders.core.shape import TableShape
 from services.loaders.core.types import ColumnType as T
 from services.loaders.redshift import loader, warehouse
 from services.loaders.redshift import statements as S
-from tests.integration.test_postgres_conformance import to_events
+from tests.conformance.runner import to_events
 
 HOSTILE = 'orders"; DROP TABLE users; --'
 
