@@ -82,7 +82,7 @@ class Streamery:
         self._topic = settings.topic
         self._clock = clock
         self._spool = spool
-        budget = settings.memory_limit_bytes - settings.fetch_queue_budget()
+        budget = settings.data_budget()
         self.cut_policy = CutPolicy(
             max_batch_bytes=settings.max_batch_bytes,
             max_batch_records=settings.max_batch_records,

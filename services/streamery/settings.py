@@ -23,7 +23,8 @@ class StreamerySettings(SharedSettings):
     # (librdkafka's 45 s default would stall those partitions that long after a SIGKILL).
     session_timeout_ms: int = Field(10_000, ge=6_000, le=300_000)
     # Everything the process may hold in record data: table buffers, batches on their way to S3
-    # and the spool, and librdkafka's fetch queue (a fixed share of this, fetch_queue_bytes).
+    # and the spool, librdkafka's fetch queue (a fixed share of this, fetch_queue_bytes), and the
+    # allocator's slack (an eighth: see data_budget).
     memory_limit_bytes: int = Field(512 * MiB, ge=32 * MiB)
     # librdkafka's pre-fetch queue; 0 = an eighth of the memory limit, at most 64 MiB.
     fetch_queue_bytes: int = Field(0, ge=0)
@@ -53,3 +54,11 @@ class StreamerySettings(SharedSettings):
         if self.fetch_queue_bytes:
             return self.fetch_queue_bytes
         return min(64 * MiB, self.memory_limit_bytes // 8)
+
+    def data_budget(self) -> int:
+        """Bytes the buffers and the batches in flight may hold: the limit less the fetch queue
+        and an eighth of the limit left to the allocator. The 2 MiB mmap threshold (see
+        ``__main__.tame_malloc``) keeps freed ~1 MiB messages in the heap for reuse rather than
+        unmapping them, so the heap holds free blocks beyond the live data; without this share
+        a drain at the 512 MiB limit peaked at ~680 MiB resident, over the limit + 150 MB."""
+        return self.memory_limit_bytes - self.fetch_queue_budget() - self.memory_limit_bytes // 8
