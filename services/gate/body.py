@@ -125,7 +125,9 @@ def parse_json(body: bytes, max_depth: int) -> Any:
       deep, and only then are the containers walked to tell.
     """
     scanned = body.translate(_SCAN)
-    if _RUN_OF_19_DIGITS in scanned and LONG_NUMBER.search(body):
+    long_run, values = _RUN_OF_19_DIGITS in scanned, scanned.count(b",") + 1
+    del scanned  # a copy of the body: not kept while the parse builds its values
+    if long_run and LONG_NUMBER.search(body):
         try:
             text = body.decode("utf-8")
             value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
@@ -142,7 +144,7 @@ def parse_json(body: bytes, max_depth: int) -> Any:
             if "depth limit" in str(exc):
                 raise TooDeep(f"JSON nests deeper than {max_depth} levels") from exc
             raise Malformed(str(exc)) from exc
-    if too_deep(value, max_depth, body, values=scanned.count(b",") + 1):
+    if too_deep(value, max_depth, body, values=values):
         raise TooDeep(f"JSON nests deeper than {max_depth} levels")
     return value
 
