@@ -113,7 +113,11 @@ def test_a_record_larger_than_the_message_target_travels_alone() -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=3),
     lambda inner: (
         st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner, max_size=3)
     ),
