@@ -397,6 +397,31 @@ def spool_skip(batch_id: int) -> None:
         emit({"skipped": queue.skip(conn, batch_id)})
 
 
+@spool_app.command("purge")
+def spool_purge(
+    older_than_days: Annotated[
+        float | None,
+        typer.Option(help="loaded at least this long ago (default SKEIN_SPOOL_RETENTION_DAYS)"),
+    ] = None,
+) -> None:
+    """Delete the S3 objects of batches loaded longer ago than the retention; rows stay, marked
+    purged. Dead and skipped batches are never touched."""
+    from services.spool import queue
+    from services.spool.objects import BatchObjects
+    from services.spool.settings import SpoolSettings
+
+    settings = SpoolSettings()
+    days = settings.retention_days if older_than_days is None else older_than_days
+    if days <= 0:
+        fail("retention is off (0 days): nothing is purged")
+    objects = BatchObjects(settings)
+    purged = 0
+    with spool_db() as conn:
+        while done := queue.purge_loaded(conn, days * 86400, objects.delete):
+            purged += done
+    emit({"purged": purged, "older_than_days": days})
+
+
 # --- integrations (Singer taps run by the extractor, services/extractor/) --------------------
 
 

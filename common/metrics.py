@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess, values
 from prometheus_client.registry import Collector
 
 from common.settings import SharedSettings
@@ -52,6 +52,11 @@ def use_multiprocess_dir(path: str, service: str) -> Path:
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    # prometheus-client picks its value class when first imported, which was before this: a
+    # single worker (uvicorn runs it in this process) would then keep its counters in memory,
+    # and the scrape, which reads the directory, would never show them. Metrics made from here
+    # on write to the directory, however many workers there are.
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
     return directory
 
 

@@ -6,6 +6,7 @@ import hmac
 import logging
 import random
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -20,6 +21,7 @@ from common import metrics as common_metrics
 from common.db import ControlDb
 from common.spool_client import BatchRegistration
 from services.spool import metrics, queue
+from services.spool.objects import BatchObjects
 from services.spool.policy import RetryPolicy
 from services.spool.settings import SpoolSettings
 
@@ -74,8 +76,13 @@ class NackIn(BaseModel):
     batch_ids: list[Annotated[int, Field(ge=1, le=INT8)]] | None = None
 
 
-def _keep_house(db: ControlDb, stop: threading.Event, interval: float) -> None:
-    while not stop.wait(interval):
+def _keep_house(
+    db: ControlDb, stop: threading.Event, settings: SpoolSettings, objects: BatchObjects | None
+) -> None:
+    """Expired leases back to pending and late destinations resolved (every interval), and
+    loaded batches' objects past retention deleted (every purge interval, if retention is on)."""
+    next_purge = time.monotonic()
+    while not stop.wait(settings.housekeeping_interval_s):
         try:
             expired, resolved = db.run(queue.housekeeping)
         except Exception as exc:  # the DB may be down for a while: keep trying
@@ -83,6 +90,27 @@ def _keep_house(db: ControlDb, stop: threading.Event, interval: float) -> None:
             continue
         if expired or resolved:
             log.info("housekeeping", extra={"expired": expired, "resolved": resolved})
+        if objects is not None and time.monotonic() >= next_purge:
+            next_purge = time.monotonic() + settings.purge_interval_s
+            _purge(db, stop, settings.retention_days * 86400, objects)
+
+
+def _purge(
+    db: ControlDb, stop: threading.Event, older_than_s: float, objects: BatchObjects
+) -> None:
+    purged = 0
+    try:
+        while not stop.is_set():
+            done = db.run(lambda conn: queue.purge_loaded(conn, older_than_s, objects.delete))
+            purged += done
+            metrics.PURGED.inc(done)
+            if done == 0:
+                break
+    except Exception as exc:  # S3 or the DB unreachable: the next round tries again
+        log.warning("purge failed", extra={"err": str(exc), "purged": purged})
+        return
+    if purged:
+        log.info("purged loaded batches' objects", extra={"purged": purged})
 
 
 def create_app(settings: SpoolSettings | None = None) -> FastAPI:
@@ -97,8 +125,9 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
+        objects = BatchObjects(settings) if settings.retention_days > 0 else None
         keeper = threading.Thread(
-            target=_keep_house, args=(db, stop, settings.housekeeping_interval_s), daemon=True
+            target=_keep_house, args=(db, stop, settings, objects), daemon=True
         )
         keeper.start()
         yield

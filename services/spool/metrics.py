@@ -19,6 +19,9 @@ ACKS = Counter("skein_spool_acked_batches_total", "Batches acknowledged loaded")
 NACKS = Counter("skein_spool_nacked_batches_total", "Batches whose load failed", ["kind"])
 REGISTERED = Counter("skein_spool_registered_batches_total", "New batches registered")
 DEAD = Counter("skein_spool_dead_batches_total", "Batches parked as dead")
+PURGED = Counter(
+    "skein_spool_purged_batches_total", "Loaded batches whose S3 object retention deleted"
+)
 
 
 class QueueCollector(Collector):

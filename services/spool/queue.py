@@ -15,6 +15,7 @@ leasers, and a live lease there keeps every other leaser off that table.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -355,7 +356,7 @@ _LIST_COLUMNS = (
     "batch_id, client_id, destination_type, table_name, object_key, partition, first_offset, "
     "last_offset, record_count, bytes, oldest_received_at, newest_received_at, state, attempts, "
     "lease_owner, lease_expires_at, next_attempt_at, last_error, last_error_kind, created_at, "
-    "updated_at, loaded_at"
+    "updated_at, loaded_at, purged_at"
 )
 
 
@@ -424,6 +425,37 @@ def skip(conn: Connection, batch_id: int) -> int:
     if count == 0:
         _require_dead(conn, batch_id)
     return count
+
+
+def purge_loaded(
+    conn: Connection,
+    older_than_s: float,
+    delete: Callable[[list[str]], set[str]],
+    limit: int = 1000,
+) -> int:
+    """Delete the objects of up to ``limit`` batches loaded more than ``older_than_s`` ago and
+    mark their rows purged; how many were. ``delete`` removes keys from S3 and returns those it
+    removed (a key it could not remove stays unpurged, for the next round). Only loaded
+    batches, the oldest first: a dead or skipped batch's object is the only copy of records that
+    never reached a warehouse. The rows stay locked (and skipped by a concurrent purge) until
+    they are marked."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            """SELECT batch_id, object_key FROM batches
+               WHERE state = 'loaded' AND purged_at IS NULL
+                 AND updated_at < now() - make_interval(secs => %s)
+               ORDER BY updated_at LIMIT %s
+               FOR UPDATE SKIP LOCKED""",
+            (older_than_s, limit),
+        )
+        rows = cur.fetchall()
+        if not rows:
+            return 0
+        removed = delete([key for _, key in rows])
+        ids = [batch_id for batch_id, key in rows if key in removed]
+        if ids:
+            cur.execute("UPDATE batches SET purged_at = now() WHERE batch_id = ANY(%s)", (ids,))
+        return len(ids)
 
 
 def _require_dead(conn: Connection, batch_id: int) -> None:

@@ -26,3 +26,7 @@ class SpoolSettings(SharedSettings):
     max_lease_seconds: int = Field(3600, ge=1)
     # Expired leases return to pending, and late destinations are resolved, this often.
     housekeeping_interval_s: float = Field(1.0, gt=0)
+    # Retention: a loaded batch's S3 object is deleted this many days after its load (0 keeps
+    # every object); the check runs this often. Dead and skipped batches are never purged.
+    retention_days: float = Field(7.0, ge=0)
+    purge_interval_s: float = Field(300.0, gt=0)

@@ -22,12 +22,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import boto3
 import httpx
+import orjson
 import psycopg2
 import pytest
 
 from common import control, db
 from common import migrate as migrations
+from common.settings import SharedSettings
 from common.spool_client import (
     BatchRegistration,
     SpoolClient,
@@ -59,6 +62,7 @@ class IsolatedSpool:
             "SKEIN_SPOOL_WORKERS": "1",  # one process: SIGKILL takes the whole spool down
             "SKEIN_SPOOL_RETRY_BASE_S": "0.05",
             "SKEIN_SPOOL_RETRY_CAP_S": "0.2",
+            "SKEIN_SPOOL_PURGE_INTERVAL_S": "0.5",  # retention stays at its 7 days
         }
         with open(ROOT / ".run" / "logs" / "spool-test.log", "ab") as log:
             self.process = subprocess.Popen(
@@ -512,3 +516,83 @@ def test_metrics_show_depth_and_oldest_age(spool: IsolatedSpool) -> None:
     got = client.lease("bigquery", "w")
     assert got is not None
     client.ack(got.lease_token)
+
+
+def test_retention_deletes_the_objects_of_old_loaded_batches_and_nothing_else(
+    spool: IsolatedSpool,
+) -> None:
+    settings = SharedSettings()
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=settings.s3_access_key,
+        aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
+    )
+
+    def stored(key: str) -> bool:
+        try:
+            s3.head_object(Bucket=settings.s3_bucket, Key=key)
+        except s3.exceptions.ClientError:
+            return False
+        return True
+
+    client = spool.client()
+    cid = new_client(spool, "snowflake")  # no other test here leases snowflake work
+    run = uuid.uuid4().hex[:6]
+    names = ["old", "recent", "dead", "skipped", "pending"]
+    regs = {n: registration(cid, f"ret_{n}_{run}", p, 0, 9) for p, n in enumerate(names)}
+    for reg in regs.values():
+        s3.put_object(Bucket=settings.s3_bucket, Key=reg.object_key, Body=b"batch")
+    ids = {n: client.register(regs[n])["batch_id"] for n in names[:4]}
+    for _ in range(4):
+        got = client.lease("snowflake", "w", max_batches=1)
+        assert got is not None and got.client_id == cid
+        name = got.table_name.split("_")[1]
+        if name in ("old", "recent"):
+            client.ack(got.lease_token)
+        else:
+            client.nack(got.lease_token, "permanent", "cannot load")
+    ids["pending"] = client.register(regs["pending"])["batch_id"]
+    with closing(spool.connect()) as conn:
+        assert queue.skip(conn, ids["skipped"]) == 1
+        with conn, conn.cursor() as cur:  # all but "recent" finished 8 days ago
+            cur.execute(
+                "UPDATE batches SET updated_at = now() - interval '8 days' "
+                "WHERE batch_id = ANY(%s)",
+                ([ids[n] for n in names if n != "recent"],),
+            )
+
+    # The spool's housekeeping (every 0.5 s here, 7 days' retention) deletes the old loaded
+    # one: its object, then the row's mark and the counter.
+    def purged_count() -> float:
+        text = httpx.get(f"{spool.url}/metrics").text
+        lines = [ln for ln in text.splitlines() if ln.startswith("skein_spool_purged_batches")]
+        return float(lines[0].split()[-1]) if lines else 0.0
+
+    wait_for(lambda: purged_count() >= 1, timeout=30, what="a purge counted")
+    assert not stored(regs["old"].object_key)
+    with closing(spool.connect()) as conn:
+        rows = {n: queue.get_batch(conn, ids[n]) for n in names}
+    assert rows["old"]["purged_at"] is not None
+    for n in ("recent", "dead", "skipped", "pending"):
+        assert stored(regs[n].object_key), n
+        assert rows[n]["purged_at"] is None, n
+    assert [rows[n]["state"] for n in names] == ["loaded", "loaded", "dead", "skipped", "pending"]
+
+    # An operator's purge with a shorter retention takes the recent loaded one, and only it.
+    env = {**os.environ, "SKEIN_CONTROL_DSN": spool.dsn}
+    cli = [str(ROOT / ".venv" / "bin" / "skein"), "spool", "purge"]
+    done = subprocess.run(
+        [*cli, "--older-than-days", "0.00001"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout)["purged"] >= 1
+    assert not stored(regs["recent"].object_key)
+    for n in ("dead", "skipped", "pending"):
+        assert stored(regs[n].object_key), n
+    refused = subprocess.run(
+        [*cli, "--older-than-days", "0"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 1
+    assert "retention is off" in orjson.loads(refused.stdout)["error"]
