@@ -11,7 +11,7 @@ from psycopg2 import sql
 from services.loaders.core.errors import PermanentError
 from services.loaders.postgres import warehouse
 from services.loaders.postgres.warehouse import REJECTED, RULES
-from tests.conformance.cases import CASES, Case, Line
+from tests.conformance.cases import CASES, Case, Line, header
 from tests.conformance.runner import case_params, run_case, to_events
 from tests.integration.conformance_support import SchemaHarness
 
@@ -73,9 +73,7 @@ def test_chunked_loads_keep_the_greatest_sequence_whichever_way_rows_go_in(
     schema = f"conf_{harness.run}_chunks_{direct}"
     conn = harness.conn
     warehouse.ensure_metadata(conn, schema)
-    head = {"v": 1, "client_id": 1, "table_name": "t", "key_names": ["id"], "schema": None,
-            "table_version": None, "received_at": "2026-11-26T10:00:00Z", "request_id": "r",
-            "source": "push"}  # fmt: skip
+    head = header("t", ["id"])
     expected: dict[int, tuple[int, str]] = {}
     batches = [
         [(i, 10, f"a{i}") for i in range(1, 11)],  # all new: straight in
@@ -113,9 +111,7 @@ def test_subtable_rows_follow_their_parents_across_chunks(
     schema = f"conf_{harness.run}_child_chunks"
     conn = harness.conn
     warehouse.ensure_metadata(conn, schema)
-    head = {"v": 1, "client_id": 1, "table_name": "o", "key_names": ["id"], "schema": None,
-            "table_version": None, "received_at": "2026-11-26T10:00:00Z", "request_id": "r",
-            "source": "push"}  # fmt: skip
+    head = header("o", ["id"])
     records = [
         (1, 1, ["a", "b"]),
         (2, 2, ["c"]),

@@ -26,7 +26,7 @@ from common.settings import SharedSettings
 from services.loaders.core.errors import PermanentError
 from services.loaders.redshift import loader, warehouse
 from services.loaders.redshift import statements as S
-from tests.conformance.cases import CASES, Case, Line
+from tests.conformance.cases import CASES, Case, Line, header
 from tests.conformance.runner import case_params, run_case, to_events
 from tests.integration.conformance_support import SchemaHarness
 
@@ -121,9 +121,7 @@ def test_varchar_columns_widen_and_keys_sit_in_the_table_comment(
     schema = f"rs_{harness.run}_widen"
     conn = harness.conn
     warehouse.ensure_metadata(conn, schema)
-    head = {"v": 1, "client_id": 1, "table_name": "w", "key_names": ["id"], "schema": None,
-            "table_version": None, "received_at": "2026-11-26T10:00:00Z", "request_id": "r",
-            "source": "push"}  # fmt: skip
+    head = header("w", ["id"])
     short = [head, {"action": "upsert", "sequence": 1, "data": {"id": 1, "s": "x"}}]
     long = [head, {"action": "upsert", "sequence": 2, "data": {"id": 2, "s": "y" * 3000}}]
     warehouse.load(
@@ -157,10 +155,10 @@ def test_subtables_of_a_root_whose_name_is_hashed_are_found_on_later_loads(
     warehouse.ensure_metadata(conn, schema)
 
     def load(batch_id: int, *records: tuple[int, dict[str, Any]]) -> None:
-        head = {"v": 1, "client_id": 1, "table_name": table, "key_names": ["id"],
-                "schema": None, "table_version": None, "received_at": "2026-11-26T10:00:00Z",
-                "request_id": "r", "source": "push"}  # fmt: skip
-        lines = [head, *({"action": "upsert", "sequence": s, "data": d} for s, d in records)]
+        lines = [
+            header(table, ["id"]),
+            *({"action": "upsert", "sequence": s, "data": d} for s, d in records),
+        ]
         work = warehouse.LeaseLoad(table, [batch_id], "t", to_events(lines))
         warehouse.load(conn, schema, work, harness.copier)
 

@@ -20,6 +20,7 @@ from services.loaders.core.shape import TableShape
 from services.loaders.core.types import ColumnType as T
 from services.loaders.redshift import loader, warehouse
 from services.loaders.redshift import statements as S
+from tests.conformance.cases import header
 from tests.conformance.runner import to_events
 
 HOSTILE = 'orders"; DROP TABLE users; --'
@@ -111,9 +112,7 @@ def test_copy_reads_gzip_json_through_jsonpaths_with_quoted_credentials() -> Non
 
 def test_staged_rows_are_json_arrays_with_nulls_and_exact_values(tmp_path: Path) -> None:
     schema = {"properties": {"at": {"type": "string", "format": "date-time"}}}
-    head = {"v": 1, "client_id": 1, "table_name": "t", "key_names": ["id"], "schema": schema,
-            "table_version": None, "received_at": "2026-11-26T10:00:00Z", "request_id": "r",
-            "source": "batch"}  # fmt: skip
+    head = header("t", ["id"], schema)
     records = [
         {"id": 1, "s": 'a,"b"\n,', "f": 1.5, "ok": True, "at": "2026-01-02T03:04:05+02:00"},
         {"id": 2, "s": "", "big": 2**70},
