@@ -21,13 +21,13 @@ import statistics
 import time
 import uuid
 
-import boto3
 import orjson
 import psycopg2
 from bench_records import make_record
 from psycopg2 import sql
 
 from common import runtime
+from common.s3 import client as s3_client
 from common.settings import SharedSettings
 from common.wire import Header
 from services.loaders.core.reader import events, lines_of, s3_chunks
@@ -57,13 +57,7 @@ def main() -> None:
     runtime.quick_gil_handoff()  # as the loader process does
     runtime.tune_gc()
     shared = SharedSettings()
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=shared.s3_endpoint,
-        aws_access_key_id=shared.s3_access_key,
-        aws_secret_access_key=shared.s3_secret_key.get_secret_value(),
-        region_name="us-east-1",
-    )
+    s3 = s3_client(shared)
     rng = random.Random(1)
     run = uuid.uuid4().hex[:8]
     schema = f"bench_{run}"

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from common.wire import LONG_NUMBER
+from common.wire import may_hold_long_integer
 from services.gate.errors import ApiError, status_error
 
 
@@ -105,11 +105,10 @@ def _finite_float(literal: str) -> float:
     return value
 
 
-# One C-speed pass over the body serves two checks: digits become "0" (a run of 19 may be an
-# integer orjson cannot read exactly) and the bytes that start a value (",", "[", "{") become
-# "," (their count bounds the values, for the depth check's indented copy); the rest ".".
+# One C-speed pass over the body serves two checks: digits become "0" (for
+# ``may_hold_long_integer``) and the bytes that start a value (",", "[", "{") become "," (their
+# count bounds the values, for the depth check's indented copy); the rest ".".
 _SCAN = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2C if b in b",[{" else 0x2E for b in range(256))
-_RUN_OF_19_DIGITS = b"0" * 19
 
 
 def parse_json(body: bytes, max_depth: int) -> Any:
@@ -125,9 +124,9 @@ def parse_json(body: bytes, max_depth: int) -> Any:
       deep, and only then are the containers walked to tell.
     """
     scanned = body.translate(_SCAN)
-    long_run, values = _RUN_OF_19_DIGITS in scanned, scanned.count(b",") + 1
+    long_number, values = may_hold_long_integer(body, scanned), scanned.count(b",") + 1
     del scanned  # a copy of the body: not kept while the parse builds its values
-    if long_run and LONG_NUMBER.search(body):
+    if long_number:
         try:
             text = body.decode("utf-8")
             value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)

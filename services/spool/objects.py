@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
 from botocore.config import Config
 
+from common.s3 import client as s3_client
 from common.settings import SharedSettings
 
 _PER_REQUEST = 1000  # S3's DeleteObjects limit
@@ -15,13 +15,8 @@ _PER_REQUEST = 1000  # S3's DeleteObjects limit
 class BatchObjects:
     def __init__(self, settings: SharedSettings) -> None:
         self.bucket = settings.s3_bucket
-        self._s3: Any = boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=settings.s3_access_key,
-            aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
-            config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=3),
+        self._s3: Any = s3_client(
+            settings, Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=3)
         )
 
     def delete(self, keys: list[str]) -> set[str]:

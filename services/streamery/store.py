@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import boto3
 from botocore.config import Config
 from botocore.handlers import convert_body_to_file_like_object
 
+from common.s3 import client as s3_client
 from services.streamery.settings import StreamerySettings
 
 
@@ -34,13 +34,9 @@ class S3Store:
 
     def __init__(self, settings: StreamerySettings) -> None:
         self.bucket = settings.s3_bucket
-        self._s3 = boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=settings.s3_access_key,
-            aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
-            config=Config(
+        self._s3 = s3_client(
+            settings,
+            Config(
                 retries={"max_attempts": 1, "mode": "standard"},
                 connect_timeout=3,
                 read_timeout=settings.s3_timeout_s,

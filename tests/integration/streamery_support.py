@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import orjson
 from botocore.config import Config
@@ -24,6 +23,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from common import control, db
+from common.s3 import client as s3_client
 from common.settings import SharedSettings
 from common.wire import Header, TableRecords, dumps, encode_messages, message_key
 from services.streamery.batch import read_body
@@ -241,14 +241,7 @@ class Landed:
             headers={"Authorization": f"Bearer {settings.spool_token.get_secret_value()}"},
             timeout=30,
         )
-        self.s3 = boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=settings.s3_access_key,
-            aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
-            config=Config(request_checksum_calculation="when_required"),
-        )
+        self.s3 = s3_client(settings, Config(request_checksum_calculation="when_required"))
 
     def batches(self, client_ids: Iterable[int]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import boto3
 import httpx
 import orjson
 import psycopg2
@@ -30,6 +29,7 @@ import pytest
 
 from common import control, db
 from common import migrate as migrations
+from common.s3 import client as s3_client
 from common.settings import SharedSettings
 from common.spool_client import (
     BatchRegistration,
@@ -522,13 +522,7 @@ def test_retention_deletes_the_objects_of_old_loaded_batches_and_nothing_else(
     spool: IsolatedSpool,
 ) -> None:
     settings = SharedSettings()
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=settings.s3_access_key,
-        aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
-    )
+    s3 = s3_client(settings)
 
     def stored(key: str) -> bool:
         try:

@@ -5,24 +5,18 @@ from __future__ import annotations
 import uuid
 from contextlib import closing
 
-import boto3
 import psycopg2
 
 from common import db
 from common import migrate as migrations
+from common.s3 import client as s3_client
 from common.settings import SharedSettings
 
 WAREHOUSE_DSN = "postgresql://postgres@127.0.0.1:5433/warehouse"
 
 
 def test_s3_put_get_list(settings: SharedSettings) -> None:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint,
-        aws_access_key_id=settings.s3_access_key,
-        aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
-        region_name="us-east-1",
-    )
+    s3 = s3_client(settings)
     prefix = f"tests/{uuid.uuid4()}/"
     body = b'{"hello": "world"}\n' * 1000
     for name in ("a.jsonl", "b.jsonl"):

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import boto3
 from botocore.config import Config
 from prometheus_client import Counter, Histogram
 
 from common import control, db
 from common.metrics import client_label
+from common.s3 import client as s3_client
 from common.settings import SharedSettings
 from common.spool_client import Lease, SpoolClient, SpoolConflict, SpoolUnavailable
 from common.wire import Header
@@ -144,13 +144,8 @@ class Runner:
             "max_bytes": settings.max_bytes,
         }
         self.stop = threading.Event()
-        self._s3 = boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint,
-            aws_access_key_id=settings.s3_access_key,
-            aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
-            region_name="us-east-1",
-            config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5),
+        self._s3 = s3_client(
+            settings, Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5)
         )
         self._threads: list[threading.Thread] = []
 
