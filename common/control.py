@@ -120,13 +120,30 @@ def _check_name(what: str, name: str) -> None:
         raise ControlError(f"{what} {name!r} starts with {_RESERVED_PREFIX!r}, which is reserved")
 
 
+# The libpq connection parameters a destination may set (the password travels as a secret).
+# Anything else could reach past the client's own database: ``options`` sets server settings
+# (``-c statement_timeout=0`` undoes the loader's limits), ``service``/``passfile`` read files
+# on the loader's machine, ``sslkey`` and friends name local paths.
+LIBPQ_ALLOWED = frozenset(
+    {"host", "port", "dbname", "user", "sslmode", "sslrootcert", "connect_timeout"}
+)
+
+
 def check_destination(type: str, config: dict[str, Any], secrets: dict[str, str]) -> None:
-    """Refuse an unknown type and any secret setting that would be stored in plain text."""
+    """Refuse an unknown type, libpq parameters outside ``LIBPQ_ALLOWED`` and any secret
+    setting that would be stored in plain text."""
     if type not in DESTINATION_TYPES:
         raise ControlError(
             f"destination type {type!r} is not one of {', '.join(DESTINATION_TYPES)}"
         )
     dsn_params = config.get("dsn_params")
+    if isinstance(dsn_params, dict):
+        refused = sorted(set(dsn_params) - LIBPQ_ALLOWED - {"password"})
+        if refused:
+            raise ControlError(
+                f"connection parameter(s) {', '.join(refused)} are not allowed; a DSN may set "
+                f"only {', '.join(sorted(LIBPQ_ALLOWED))}"
+            )
     plain_names = set(config) | (set(dsn_params) if isinstance(dsn_params, dict) else set())
     leaked = sorted(plain_names & SECRET_SETTING_NAMES)
     if leaked:

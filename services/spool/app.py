@@ -185,7 +185,13 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
         seconds = min(body.lease_seconds, settings.max_lease_seconds)
         got = db.run(
             lambda conn: queue.lease(
-                conn, body.destination_type, body.owner, seconds, body.max_batches, body.max_bytes
+                conn,
+                body.destination_type,
+                body.owner,
+                seconds,
+                body.max_batches,
+                body.max_bytes,
+                settings.max_leases_per_client,
             )
         )
         return counted(body, got)
@@ -222,6 +228,7 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
                 seconds,
                 following.max_batches,
                 following.max_bytes,
+                settings.max_leases_per_client,
             )
         )
         metrics.ACKS.inc(count)

@@ -30,6 +30,8 @@ Connection = psycopg2.extensions.connection
 OPEN_STATES = ("pending", "leased", "retry_wait", "dead")
 STATES = (*OPEN_STATES, "loaded", "skipped")
 CANDIDATES = 32
+# Live leases one client may hold per destination type (SKEIN_SPOOL_MAX_LEASES_PER_CLIENT).
+MAX_LEASES_PER_CLIENT = 2
 
 
 class Conflict(Exception):
@@ -164,17 +166,29 @@ def lease(
     lease_seconds: int,
     max_batches: int,
     max_bytes: int,
+    max_per_client: int = MAX_LEASES_PER_CLIENT,
 ) -> dict[str, Any] | None:
     """Lease the ready head of one table for ``destination_type``; None when nothing is ready.
 
-    Fair across clients: tables of clients holding the fewest live leases come first, then the
-    oldest data. One round trip: ``spool_lease`` (migration 0005) does the work in the server;
-    the ``table_leases`` row, locked with ``FOR UPDATE SKIP LOCKED``, serialises leasers.
+    Fair across clients: a client holding ``max_per_client`` live leases of this type gets no
+    more; among the rest, tables of clients holding the fewest live leases come first, then
+    the client served least recently, then the oldest data. Candidates are found from the
+    ready batches, so idle tables cost nothing. One round trip: ``spool_lease`` (migration
+    0009) does the work in the server; the ``table_leases`` row, locked with ``FOR UPDATE SKIP
+    LOCKED``, serialises leasers of a table, the client's ``client_turns`` row its cap.
     """
     got: dict[str, Any] | None = _one_call(
         conn,
-        "SELECT spool_lease(%s, %s, %s, %s, %s, %s)::text",
-        (destination_type, owner, lease_seconds, max_batches, max_bytes, CANDIDATES),
+        "SELECT spool_lease(%s, %s, %s, %s, %s, %s, %s)::text",
+        (
+            destination_type,
+            owner,
+            lease_seconds,
+            max_batches,
+            max_bytes,
+            CANDIDATES,
+            max_per_client,
+        ),
     )
     return got
 
@@ -275,13 +289,14 @@ def ack_and_lease(
     lease_seconds: int,
     max_batches: int,
     max_bytes: int,
+    max_per_client: int = MAX_LEASES_PER_CLIENT,
 ) -> tuple[int, dict[str, Any] | None]:
     """A loader's cycle in one round trip (``spool_ack_and_lease``): ack, then lease the next
     work in the same transaction. Returns (acked count, next lease or None)."""
     _check_token(token)
     done: dict[str, Any] = _one_call(
         conn,
-        "SELECT spool_ack_and_lease(%s::uuid, %s::bigint[], %s, %s, %s, %s, %s, %s)::text",
+        "SELECT spool_ack_and_lease(%s::uuid, %s::bigint[], %s, %s, %s, %s, %s, %s, %s)::text",
         (
             token,
             batch_ids,
@@ -291,6 +306,7 @@ def ack_and_lease(
             max_batches,
             max_bytes,
             CANDIDATES,
+            max_per_client,
         ),
     )
     if "error" in done:

@@ -24,6 +24,9 @@ class SpoolSettings(SharedSettings):
     # Transient failures never park a batch before they have lasted this long.
     retry_window_s: float = Field(24 * 3600.0, gt=0)
     max_lease_seconds: int = Field(3600, ge=1)
+    # Live leases one client may hold per destination type: its backlog cannot take every
+    # loader worker from the others.
+    max_leases_per_client: int = Field(2, ge=1)
     # Expired leases return to pending, and late destinations are resolved, this often.
     housekeeping_interval_s: float = Field(1.0, gt=0)
     # Retention: a loaded batch's S3 object is deleted this many days after its load (0 keeps

@@ -590,3 +590,52 @@ def test_retention_deletes_the_objects_of_old_loaded_batches_and_nothing_else(
     )
     assert refused.returncode == 1
     assert "retention is off" in orjson.loads(refused.stdout)["error"]
+
+
+def test_one_clients_backlog_never_holds_more_than_its_share_of_leases(
+    spool: IsolatedSpool,
+) -> None:
+    """A client with 50 ready tables gets at most MAX_LEASES_PER_CLIENT live leases per
+    destination type; a quiet client's one table is leased next, before the backlog's third."""
+    with closing(spool.connect()) as conn, conn, conn.cursor() as cur:
+        cur.execute("UPDATE batches SET state = 'skipped' WHERE state IN ('pending', 'retry_wait')")
+    busy = new_client(spool, "redshift")
+    quiet = new_client(spool, "redshift")
+    client = spool.client()
+    for n in range(50):
+        client.register(registration(busy, f"backlog_{n}", n % 4, 0, 9))
+    with closing(spool.connect()) as conn:
+        first = [queue.lease(conn, "redshift", "w", 60, 10, 10**9) for _ in range(2)]
+        assert all(got is not None and got["client_id"] == busy for got in first)
+        # At its cap: nothing more for the busy client, however much it has waiting.
+        assert queue.lease(conn, "redshift", "w", 60, 10, 10**9) is None
+        client.register(registration(quiet, "orders", 5, 0, 9))
+        got = queue.lease(conn, "redshift", "w", 60, 10, 10**9)
+        assert got is not None and got["client_id"] == quiet
+        # A larger cap lets the backlog take a third worker; an ack frees a place too.
+        third = queue.lease(conn, "redshift", "w", 60, 10, 10**9, max_per_client=3)
+        assert third is not None and third["client_id"] == busy
+        acked, following = queue.ack_and_lease(
+            conn, first[0]["lease_token"], None, "redshift", "w", 60, 10, 10**9, 3
+        )
+        assert acked == 1 and following is not None and following["client_id"] == busy
+
+
+def test_among_equals_the_client_served_least_recently_goes_first(spool: IsolatedSpool) -> None:
+    with closing(spool.connect()) as conn, conn, conn.cursor() as cur:
+        cur.execute("UPDATE batches SET state = 'skipped' WHERE state IN ('pending', 'retry_wait')")
+    a, b = new_client(spool, "bigquery"), new_client(spool, "bigquery")
+    client = spool.client()
+    # a's data is older, so plain oldest-first would serve a twice in a row.
+    for n in range(3):
+        client.register(registration(a, f"t{n}", n, 0, 9))
+    for n in range(3):
+        client.register(registration(b, f"t{n}", n, 0, 9))
+    order = []
+    with closing(spool.connect()) as conn:
+        for _ in range(4):
+            got = queue.lease(conn, "bigquery", "w", 60, 10, 10**9)
+            assert got is not None
+            order.append(got["client_id"])
+            queue.ack(conn, got["lease_token"], None)
+    assert order == [a, b, a, b]

@@ -54,6 +54,9 @@ class BigQueryWarehouse:
         with contextlib.suppress(Exception):
             session.client.close()
 
+    def cancel(self, session: Any) -> None:
+        """Nothing to interrupt: every API call and job wait has its own timeout."""
+
     def already_loaded(self, session: Any, destination: Destination, ids: list[int]) -> set[int]:
         warehouse.ensure_metadata(session)
         return warehouse.loaded_batches(session, ids)

@@ -1,35 +1,43 @@
 """The lease loop every loader runs: lease a table's batches from the spool, load them into the
 client's warehouse exactly once, acknowledge; on failure, nack with the warehouse's verdict.
 
-Worker threads each run the loop, so one slow or unreachable warehouse occupies one worker for
-one attempt at a time while the spool's back-off keeps it out of the way of other clients.
-Long loads keep their lease alive with a background extension.
+Worker threads each run the loop. What keeps one client's warehouse from costing the others:
+
+- ``workers`` slots: a thread needs one to lease. A load still running after
+  ``stalled_load_s`` gives its slot back and goes on beside the others (a hung or locked
+  warehouse then holds a thread and a session, not the loader's capacity); at most
+  ``max_stalled_loads`` threads do so, so threads = workers + max_stalled_loads;
+- ``max_load_s``: past it a load is cancelled, its lease no longer extended, and it fails as
+  transient (the spool's back-off then keeps that table out of the way);
+- warehouse sessions come from one process-wide pool of at most ``max_connections``
+  (``sessions.SessionPool``), keyed by client and destination version, idle ones closed.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import closing
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from botocore.config import Config
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from common import control, db
 from common.metrics import client_label
 from common.s3 import client as s3_client
-from common.settings import SharedSettings
 from common.spool_client import Lease, SpoolClient, SpoolConflict, SpoolUnavailable
 from common.wire import Header
 from services.loaders.core import faults
 from services.loaders.core.errors import LoadError, PermanentError, TransientError
 from services.loaders.core.reader import Record, events, lines_of, s3_chunks
+from services.loaders.core.sessions import SessionPool
 from services.loaders.core.settings import LoaderSettings
 
 log = logging.getLogger("skein.loader")
@@ -60,6 +68,21 @@ FRESHNESS = Histogram(
     ["destination_type"],
     buckets=(1, 2, 5, 10, 15, 30, 60, 120, 300, 900, 3600),
 )
+SESSIONS = Gauge(
+    "skein_loader_warehouse_sessions",
+    "Warehouse sessions this loader process holds open (at most its MAX_CONNECTIONS)",
+    ["destination_type"],
+)
+OPENED = Counter(
+    "skein_loader_warehouse_sessions_opened_total",
+    "Warehouse sessions opened",
+    ["destination_type"],
+)
+STALLED = Counter(
+    "skein_loader_stalled_loads_total",
+    "Loads that ran past STALLED_LOAD_S and gave their worker slot to other work",
+    ["destination_type"],
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +91,8 @@ class Destination:
     type: str
     config: dict[str, Any]
     secrets: dict[str, str]
+    # When the destination was last set: sessions opened under another version are not reused.
+    version: str = ""
 
 
 class Warehouse(Protocol):
@@ -96,6 +121,9 @@ class Warehouse(Protocol):
     def classify(self, exc: BaseException) -> LoadError:
         """Transient (retry with back-off) or permanent (park the batch)."""
 
+    def cancel(self, session: Any) -> None:
+        """Interrupt what the session is running (from another thread); best effort."""
+
 
 class Destinations:
     """Clients' destinations from the control DB, cached briefly."""
@@ -121,7 +149,13 @@ class Destinations:
         found = (
             None
             if raw is None
-            else Destination(client_id, raw["type"], raw["config"], raw.get("secrets", {}))
+            else Destination(
+                client_id,
+                raw["type"],
+                raw["config"],
+                raw.get("secrets", {}),
+                str(raw.get("updated_at") or ""),
+            )
         )
         with self._lock:
             self._cache[client_id] = (now, found)
@@ -144,6 +178,11 @@ class Runner:
             "max_bytes": settings.max_bytes,
         }
         self.stop = threading.Event()
+        self.sessions = SessionPool(
+            warehouse.close, cap=settings.max_connections, idle_s=settings.idle_connection_s
+        )
+        SESSIONS.labels(self.kind).set_function(lambda: self.sessions.open_count)
+        self._slots = threading.BoundedSemaphore(settings.workers)
         self._s3 = s3_client(
             settings, Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5)
         )
@@ -151,73 +190,93 @@ class Runner:
 
     # -- lifecycle
     def start(self) -> None:
-        for n in range(self.settings.workers):
+        for n in range(self.settings.workers + self.settings.max_stalled_loads):
             thread = threading.Thread(target=self._work, args=(n,), name=f"loader-{n}")
             thread.start()
             self._threads.append(thread)
+        reaper = threading.Thread(target=self._reap, name="session-reaper", daemon=True)
+        reaper.start()
 
     def join(self, timeout: float | None = None) -> None:
         for thread in self._threads:
             thread.join(timeout)
+        self.sessions.close_all()
+
+    def _reap(self) -> None:
+        every = min(5.0, self.settings.idle_connection_s / 4)
+        while not self.stop.wait(every):
+            self.sessions.reap()
 
     # -- the loop
     def _work(self, n: int) -> None:
         owner = f"{self.owner}/{n}"
-        sessions: dict[int, Any] = {}
         with SpoolClient(
             self.settings.spool_url, self.settings.spool_token.get_secret_value()
         ) as spool:
             lease: Lease | None = None
+            slot = False  # holds one of the workers' slots
             while not self.stop.is_set():
                 try:
+                    if not slot:
+                        slot = self._slots.acquire(timeout=0.5)
+                        continue
                     if lease is None:
                         lease = self._lease(spool, owner)
                         if lease is None:
                             self.stop.wait(self.settings.poll_interval_s)
                             continue
-                    loaded = self._handle(lease, sessions)
+                    watch = _Watch(self.settings, lease, self._slots)
+                    loaded = self._handle(lease, watch)
                     if loaded is None:
                         faults.hit("after_commit")
-                    lease = self._finish(spool, owner, lease, loaded)
+                    slot = not watch.stalled  # a stalled load gave its slot away
+                    lease = self._finish(spool, owner, lease, loaded, chain=slot)
                 except SpoolUnavailable as exc:
                     log.warning("spool unavailable", extra={"err": str(exc)})
                     lease = None
                     self.stop.wait(2.0)
-            for session in sessions.values():
-                self.warehouse.close(session)
+            if slot:
+                self._slots.release()
 
     def _lease(self, spool: SpoolClient, owner: str) -> Lease | None:
         return spool.lease(self.kind, owner, **self.limits)
 
-    def _handle(
-        self, lease: Lease, sessions: dict[int, Any], *, retry_stale: bool = True
-    ) -> LoadError | None:
+    def _handle(self, lease: Lease, watch: _Watch, *, retry_stale: bool = True) -> LoadError | None:
         """Load the lease; None on success, else the classified failure."""
         started = time.monotonic()
-        reused = lease.client_id in sessions
         request_ids: dict[str, None] = {}  # in load order, for the log line (tracing)
+        reused = False
         try:
             destination = self.destinations.get(lease.client_id)
             if destination is None or destination.type != self.kind:
                 raise PermanentError(
                     f"client {lease.client_id} has no {self.kind} destination any more"
                 )
-            with _Extender(self.settings, lease, self.settings.lease_seconds):
-                rows, rejected = self._load(destination, lease, sessions, request_ids)
+            with self.sessions.session(
+                destination.client_id, destination.version, lambda: self._open(destination)
+            ) as lent:
+                reused = lent.reused
+                try:
+                    with watch.running(lambda: self.warehouse.cancel(lent.session)):
+                        rows, rejected = self._load(destination, lease, lent.session, request_ids)
+                except BaseException:
+                    lent.discard()  # a failed session is never reused (its state is unknown)
+                    raise
         except Exception as exc:
             failure = self.warehouse.classify(exc)
-            if isinstance(failure, TransientError):
-                session = sessions.pop(lease.client_id, None)
-                if session is not None:
-                    self.warehouse.close(session)
-                if reused and retry_stale:
-                    # A cached connection dies with a warehouse restart and fails its next use:
-                    # try once on a new one before the lease pays a back-off round for it.
-                    log.info(
-                        "retrying on a new warehouse connection",
-                        extra={"client_id": lease.client_id, "err": str(failure)},
-                    )
-                    return self._handle(lease, sessions, retry_stale=False)
+            if watch.timed_out:
+                failure = TransientError(
+                    f"load took longer than {self.settings.max_load_s:g} s "
+                    f"(SKEIN_LOADER_{self.kind.upper()}_MAX_LOAD_S): {failure}"
+                )
+            elif isinstance(failure, TransientError) and reused and retry_stale:
+                # A cached connection dies with a warehouse restart and fails its next use:
+                # try once on a new one before the lease pays a back-off round for it.
+                log.info(
+                    "retrying on a new warehouse connection",
+                    extra={"client_id": lease.client_id, "err": str(failure)},
+                )
+                return self._handle(lease, watch, retry_stale=False)
             LOADS.labels(self.kind, client_label(lease.client_id), failure.kind).inc()
             log.warning(
                 "load failed",
@@ -257,16 +316,17 @@ class Runner:
         )
         return None
 
+    def _open(self, destination: Destination) -> Any:
+        OPENED.labels(self.kind).inc()
+        return self.warehouse.open(destination)
+
     def _load(
         self,
         destination: Destination,
         lease: Lease,
-        sessions: dict[int, Any],
+        session: Any,
         request_ids: dict[str, None],
     ) -> tuple[int, int]:
-        session = sessions.get(lease.client_id)
-        if session is None:
-            session = sessions[lease.client_id] = self.warehouse.open(destination)
         ids = [b.batch_id for b in lease.batches]
         done = self.warehouse.already_loaded(session, destination, ids)
         todo = [b for b in lease.batches if b.batch_id not in done]
@@ -287,16 +347,25 @@ class Runner:
                 yield event
 
     def _finish(
-        self, spool: SpoolClient, owner: str, lease: Lease, failure: LoadError | None
+        self,
+        spool: SpoolClient,
+        owner: str,
+        lease: Lease,
+        failure: LoadError | None,
+        *,
+        chain: bool = True,
     ) -> Lease | None:
-        """Ack (and take the next lease in the same call) or nack; retry while the spool is
-        briefly unreachable. A 409 means the lease is gone: the next leaser's exactly-once
-        check covers a load that committed."""
+        """Ack (and, with ``chain``, take the next lease in the same call) or nack; retry while
+        the spool is briefly unreachable. A 409 means the lease is gone: the next leaser's
+        exactly-once check covers a load that committed."""
         deadline = time.monotonic() + 60
         while True:
             try:
-                if failure is None:
+                if failure is None and chain:
                     return spool.ack_and_lease(lease.lease_token, self.kind, owner, **self.limits)
+                if failure is None:
+                    spool.ack(lease.lease_token)
+                    return None
                 spool.nack(lease.lease_token, failure.kind, str(failure))
                 return None
             except SpoolConflict as exc:
@@ -308,29 +377,70 @@ class Runner:
                 time.sleep(1.0)
 
 
-class _Extender:
-    """Extends a lease every third of its length while a load runs."""
+class _Watch:
+    """One lease's clock while it loads: extends the lease every third of its length, gives the
+    worker slot back once the load counts as stalled, and past ``max_load_s`` stops extending
+    and cancels the load (``timed_out``)."""
 
-    def __init__(self, shared: SharedSettings, lease: Lease, seconds: int) -> None:
-        self._shared = shared
+    def __init__(
+        self, settings: LoaderSettings, lease: Lease, slots: threading.BoundedSemaphore
+    ) -> None:
+        self._settings = settings
         self._lease = lease
-        self._seconds = seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="lease-extender")
+        self._slots = slots
+        self._started = time.monotonic()
+        self.stalled = False
+        self.timed_out = False
 
-    def __enter__(self) -> _Extender:
-        self._thread.start()
-        return self
+    @contextmanager
+    def running(self, cancel: Callable[[], None]) -> Iterator[None]:
+        done = threading.Event()
+        thread = threading.Thread(
+            target=self._run, args=(done, cancel), daemon=True, name="lease-watch"
+        )
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(5)
 
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        token = self._shared.spool_token.get_secret_value()
-        with SpoolClient(self._shared.spool_url, token) as spool:
-            while not self._stop.wait(max(1.0, self._seconds / 3)):
-                try:
-                    spool.extend(self._lease.lease_token, self._seconds)
-                except (SpoolConflict, SpoolUnavailable) as exc:
-                    log.warning("lease extension failed", extra={"err": str(exc)})
+    def _run(self, done: threading.Event, cancel: Callable[[], None]) -> None:
+        settings = self._settings
+        seconds = settings.lease_seconds
+        extend_every = max(1.0, seconds / 3)
+        next_extend = self._started + extend_every
+        stall_at = (
+            self._started + settings.stalled_load_s if settings.max_stalled_loads else math.inf
+        )
+        deadline = self._started + settings.max_load_s
+        token = settings.spool_token.get_secret_value()
+        with SpoolClient(settings.spool_url, token) as spool:
+            while True:
+                now = time.monotonic()
+                wake = min(next_extend, deadline, stall_at)
+                if done.wait(max(0.0, wake - now)):
+                    return
+                now = time.monotonic()
+                if now >= deadline:
+                    self.timed_out = True
+                    log.warning(
+                        "load passed its time limit: cancelling it",
+                        extra={"client_id": self._lease.client_id, "table": self._lease.table_name},
+                    )
+                    try:
+                        cancel()
+                    except Exception as exc:
+                        log.warning("cancelling the load failed", extra={"err": str(exc)})
+                    return
+                if now >= stall_at:
+                    stall_at = math.inf
+                    self.stalled = True
+                    self._slots.release()
+                    STALLED.labels(self._lease.destination_type).inc()
+                if now >= next_extend:
+                    next_extend = now + extend_every
+                    try:
+                        spool.extend(self._lease.lease_token, seconds)
+                    except (SpoolConflict, SpoolUnavailable) as exc:
+                        log.warning("lease extension failed", extra={"err": str(exc)})

@@ -14,21 +14,25 @@ from services.loaders.core.errors import LoadError
 from services.loaders.core.plan import LeaseLoad
 from services.loaders.core.reader import Record
 from services.loaders.core.runner import Destination
-from services.loaders.postgres import warehouse
+from services.loaders.postgres import connection, warehouse
+from services.loaders.postgres.connection import SessionLimits
 
 
 class PostgresWarehouse:
     type = "postgres"
 
-    def __init__(self, connect_timeout: int = 10) -> None:
-        self.connect_timeout = connect_timeout
+    def __init__(self, limits: SessionLimits | None = None) -> None:
+        self.limits = limits or SessionLimits()
 
     def open(self, destination: Destination) -> Any:
-        return warehouse.connect(destination.config, destination.secrets, self.connect_timeout)
+        return connection.connect(destination.config, destination.secrets, self.limits)
 
     def close(self, session: Any) -> None:
         with contextlib.suppress(psycopg2.Error):
             session.close()
+
+    def cancel(self, session: Any) -> None:
+        session.cancel()  # libpq's cancel request: the running statement fails QueryCanceled
 
     def already_loaded(self, session: Any, destination: Destination, ids: list[int]) -> set[int]:
         schema = warehouse.schema_of(destination.config, destination.client_id)

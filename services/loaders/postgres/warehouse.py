@@ -780,16 +780,6 @@ def load(conn: Connection, schema: str, work: LeaseLoad) -> tuple[int, int]:
     return written, len(builder.rejected)
 
 
-def connect(config: dict[str, Any], secrets: dict[str, str], timeout: int) -> Connection:
-    params = dict(config.get("dsn_params", {}))
-    if "password" in secrets:
-        params["password"] = secrets["password"]
-    params.setdefault("connect_timeout", timeout)
-    params.setdefault("application_name", "skein-loader-postgres")
-    conn: Connection = psycopg2.connect(**params)
-    return conn
-
-
 def schema_of(config: dict[str, Any], client_id: int) -> str:
     schema = config.get("schema")
     return str(schema) if schema else f"skein_{client_id}"

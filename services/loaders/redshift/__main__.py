@@ -9,7 +9,9 @@ from services.loaders.redshift.settings import RedshiftLoaderSettings
 
 def main() -> None:
     settings = RedshiftLoaderSettings()
-    process.serve(settings, RedshiftWarehouse(settings.connect_timeout_s))
+    process.serve(
+        settings, RedshiftWarehouse(settings.connect_timeout_s, settings.statement_timeout_s)
+    )
 
 
 if __name__ == "__main__":

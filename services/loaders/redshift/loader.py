@@ -36,7 +36,12 @@ TRANSIENT_CLASSES = ("08", "53", "57", "40", "28")
 TRANSIENT_CODES = {"55P03", "42501"}
 
 
-def connect(config: dict[str, Any], secrets: dict[str, str], timeout: int) -> Any:
+def connect(
+    config: dict[str, Any],
+    secrets: dict[str, str],
+    timeout: int,
+    statement_timeout_s: float = 300.0,
+) -> Any:
     params = dict(config.get("dsn_params", {}))
     kwargs: dict[str, Any] = {
         "host": params.get("host"),
@@ -46,10 +51,15 @@ def connect(config: dict[str, Any], secrets: dict[str, str], timeout: int) -> An
         "password": secrets.get("password"),
         "timeout": timeout,
         "application_name": "skein-loader-redshift",
+        "tcp_keepalive": True,
     }
     if params.get("sslmode") == "disable":
         kwargs["ssl"] = False
     conn = redshift_connector.connect(**kwargs)
+    # Redshift has no lock_timeout; a statement limit bounds both a slow query and a lock wait.
+    conn.autocommit = True
+    with contextlib.closing(conn.cursor()) as cur:
+        cur.execute(f"SET statement_timeout TO {int(statement_timeout_s * 1000)}")
     conn.autocommit = False
     return conn
 
@@ -128,15 +138,22 @@ class S3Copier:
 class RedshiftWarehouse:
     type = "redshift"
 
-    def __init__(self, connect_timeout: int = 10) -> None:
+    def __init__(self, connect_timeout: int = 10, statement_timeout_s: float = 300.0) -> None:
         self.connect_timeout = connect_timeout
+        self.statement_timeout_s = statement_timeout_s
 
     def open(self, destination: Destination) -> Any:
-        return connect(destination.config, destination.secrets, self.connect_timeout)
+        return connect(
+            destination.config, destination.secrets, self.connect_timeout, self.statement_timeout_s
+        )
 
     def close(self, session: Any) -> None:
         with contextlib.suppress(rs.Error):
             session.close()
+
+    def cancel(self, session: Any) -> None:
+        # redshift-connector has no cancel request: closing the socket ends the statement.
+        self.close(session)
 
     def already_loaded(self, session: Any, destination: Destination, ids: list[int]) -> set[int]:
         schema = warehouse.schema_of(destination.config, destination.client_id)

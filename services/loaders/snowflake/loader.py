@@ -108,6 +108,9 @@ class SnowflakeWarehouse:
         with contextlib.suppress(sf.Error):
             session.close()
 
+    def cancel(self, session: Any) -> None:
+        self.close(session)  # the connector's statements end with their connection
+
     def already_loaded(self, session: Any, destination: Destination, ids: list[int]) -> set[int]:
         schema = warehouse.schema_of(destination.config, destination.client_id)
         cur = session.cursor()

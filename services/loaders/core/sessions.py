@@ -1,0 +1,175 @@
+"""Warehouse sessions of one loader process: at most ``cap`` open in all, shared by its workers.
+
+A warehouse server is shared by many clients (each with its own schema), and its connection
+slots are the scarcest thing it has: one session per client per worker, never closed, filled
+``max_connections`` at about a hundred clients and locked everyone out, the superuser included.
+So a loader process holds at most ``cap`` sessions (``SKEIN_LOADER_<TYPE>_MAX_CONNECTIONS``):
+
+- a session is keyed by (client, destination version): a changed destination never reuses a
+  session opened with its old settings, and the old one is closed when it is next passed over;
+- a checked-out session belongs to one worker until it is given back (or discarded after a
+  failure); an idle one is reused by the next load of the same key;
+- at the cap, the least recently used idle session is closed to make room; when every session
+  is checked out the caller waits (the runner keeps its threads at or below the cap, so that
+  wait is short and never a deadlock);
+- ``reap`` closes sessions idle longer than ``idle_s`` (the runner calls it every few seconds).
+
+Opening and closing happen outside the lock (they can take a connect timeout); a slot is
+reserved first, so the count of open plus opening sessions never passes the cap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("skein.loader.sessions")
+
+
+@dataclass
+class Lent:
+    """A checked-out session. ``reused`` says it served an earlier load (it may have died with
+    a warehouse restart since); ``discard()`` closes it instead of giving it back."""
+
+    key: tuple[Hashable, Hashable]
+    session: Any
+    reused: bool
+    broken: bool = field(default=False)
+
+    def discard(self) -> None:
+        self.broken = True
+
+
+class SessionPool:
+    def __init__(
+        self,
+        close_session: Callable[[Any], None],
+        *,
+        cap: int,
+        idle_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if cap < 1:
+            raise ValueError("a session pool needs a cap of at least 1")
+        self._close = close_session
+        self._cap = cap
+        self._idle_s = idle_s
+        self._clock = clock
+        self._cond = threading.Condition()
+        # Idle sessions, least recently used first: serial -> (key, session, returned_at).
+        self._idle: OrderedDict[int, tuple[tuple[Hashable, Hashable], Any, float]] = OrderedDict()
+        self._busy = 0  # checked out, or being opened
+        self._serial = 0
+        self._closed = False
+
+    # -- what the runner and the tests read
+    @property
+    def open_count(self) -> int:
+        with self._cond:
+            return self._busy + len(self._idle)
+
+    @property
+    def cap(self) -> int:
+        return self._cap
+
+    # -- checkout
+    @contextmanager
+    def session(
+        self, client: Hashable, version: Hashable, opener: Callable[[], Any]
+    ) -> Iterator[Lent]:
+        """Lend a session of ``client``'s destination at ``version`` (opened with ``opener``
+        when none is idle). Idle sessions of the client at another version are closed."""
+        lent = self._checkout((client, version), opener)
+        try:
+            yield lent
+        except BaseException:
+            self._checkin(lent)
+            raise
+        self._checkin(lent)
+
+    def _checkout(self, key: tuple[Hashable, Hashable], opener: Callable[[], Any]) -> Lent:
+        stale: list[Any] = []
+        try:
+            with self._cond:
+                while True:
+                    if self._closed:
+                        raise RuntimeError("session pool closed")
+                    found = None
+                    outdated = []
+                    for serial, (k, _session, _at) in reversed(self._idle.items()):
+                        if k == key:
+                            found = found if found is not None else serial
+                        elif k[0] == key[0]:
+                            outdated.append(serial)
+                    stale.extend(self._idle.pop(serial)[1] for serial in outdated)
+                    if found is not None:
+                        session = self._idle.pop(found)[1]
+                        self._busy += 1
+                        return Lent(key, session, reused=True)
+                    if self._busy + len(self._idle) < self._cap:
+                        self._busy += 1
+                        break
+                    if self._idle:  # at the cap: the least recently used idle one goes
+                        stale.append(self._idle.popitem(last=False)[1][1])
+                        self._busy += 1
+                        break
+                    self._cond.wait(1.0)
+        finally:
+            for session in stale:
+                self._close_quietly(session)
+        try:
+            session = opener()
+        except BaseException:
+            with self._cond:
+                self._busy -= 1
+                self._cond.notify()
+            raise
+        return Lent(key, session, reused=False)
+
+    def _checkin(self, lent: Lent) -> None:
+        with self._cond:
+            self._busy -= 1
+            keep = not lent.broken and not self._closed
+            if keep:
+                self._serial += 1
+                self._idle[self._serial] = (lent.key, lent.session, self._clock())
+            self._cond.notify()
+        if not keep:
+            self._close_quietly(lent.session)
+
+    # -- housekeeping
+    def reap(self) -> int:
+        """Close sessions idle longer than ``idle_s``; returns how many."""
+        now = self._clock()
+        old: list[Any] = []
+        with self._cond:
+            for serial, (_k, session, at) in list(self._idle.items()):
+                if now - at >= self._idle_s:
+                    del self._idle[serial]
+                    old.append(session)
+            if old:
+                self._cond.notify_all()
+        for session in old:
+            self._close_quietly(session)
+        return len(old)
+
+    def close_all(self) -> None:
+        with self._cond:
+            self._closed = True
+            idle = [session for _k, session, _at in self._idle.values()]
+            self._idle.clear()
+            self._cond.notify_all()
+        for session in idle:
+            self._close_quietly(session)
+
+    def _close_quietly(self, session: Any) -> None:
+        try:
+            self._close(session)
+        except Exception as exc:  # a session that cannot even close is gone anyway
+            log.debug("closing a warehouse session failed", extra={"err": str(exc)})

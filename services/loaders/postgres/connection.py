@@ -1,0 +1,70 @@
+"""Sessions to a client's Postgres (and, through ``connection_params``' limits, Redshift):
+which libpq parameters a destination may set, and the limits the loader puts on every session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+
+from common import control
+
+Connection = psycopg2.extensions.connection
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """What bounds one warehouse session, so that a hung server, a held lock or a slow trigger
+    costs its own client a timeout instead of a loader thread for ever."""
+
+    connect_timeout_s: int = 10
+    statement_timeout_s: float = 300.0
+    lock_timeout_s: float = 30.0
+    # TCP keepalives (and the kernel's user timeout) notice a peer that vanished mid-statement.
+    keepalive_idle_s: int = 30
+    keepalive_interval_s: int = 10
+    keepalive_count: int = 3
+
+
+def connection_params(
+    config: dict[str, Any], secrets: dict[str, str], limits: SessionLimits, application: str
+) -> dict[str, Any]:
+    """libpq parameters for a destination: only its allowed settings (``LIBPQ_ALLOWED``: a
+    stored ``options`` or ``service`` from before that rule is dropped here), then the
+    loader's limits, which a destination cannot lift."""
+    params: dict[str, Any] = {
+        k: v for k, v in config.get("dsn_params", {}).items() if k in control.LIBPQ_ALLOWED
+    }
+    if "password" in secrets:
+        params["password"] = secrets["password"]
+    asked = int(params.get("connect_timeout") or limits.connect_timeout_s)
+    params["connect_timeout"] = max(1, min(asked, limits.connect_timeout_s))
+    statement_ms = int(limits.statement_timeout_s * 1000)
+    params.update(
+        application_name=application,
+        keepalives=1,
+        keepalives_idle=limits.keepalive_idle_s,
+        keepalives_interval=limits.keepalive_interval_s,
+        keepalives_count=limits.keepalive_count,
+        tcp_user_timeout=(
+            limits.keepalive_idle_s + limits.keepalive_interval_s * limits.keepalive_count
+        )
+        * 1000,
+        options=(
+            f"-c statement_timeout={statement_ms} "
+            f"-c lock_timeout={int(limits.lock_timeout_s * 1000)} "
+            f"-c idle_in_transaction_session_timeout={statement_ms}"
+        ),
+    )
+    return params
+
+
+def connect(
+    config: dict[str, Any], secrets: dict[str, str], limits: SessionLimits | None = None
+) -> Connection:
+    params = connection_params(config, secrets, limits or SessionLimits(), "skein-loader-postgres")
+    conn: Connection = psycopg2.connect(**params)
+    return conn
