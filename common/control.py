@@ -9,6 +9,7 @@ The gate calls :func:`lookup_api_token` and :func:`lookup_webhook` on every requ
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets as random_tokens
 from dataclasses import dataclass
 from datetime import datetime
@@ -68,6 +69,22 @@ def new_token(kind: str) -> str:
     if kind not in _TOKEN_PREFIXES:
         raise ControlError(f"unknown token kind {kind!r}; expected 'api' or 'webhook'")
     return _TOKEN_PREFIXES[kind] + random_tokens.token_urlsafe(_TOKEN_BYTES[kind])
+
+
+# What a token looks like: its prefix, then token_urlsafe's alphabet at its exact length.
+_TOKEN_SHAPES = {
+    kind: re.compile(
+        re.escape(prefix)
+        + f"[A-Za-z0-9_-]{{{len(random_tokens.token_urlsafe(_TOKEN_BYTES[kind]))}}}"
+    )
+    for kind, prefix in _TOKEN_PREFIXES.items()
+}
+
+
+def token_has_shape(kind: str, token: str) -> bool:
+    """Whether ``token`` could be one we issued (right prefix, alphabet and length): anything
+    else is refused before any cache or database is asked."""
+    return _TOKEN_SHAPES[kind].fullmatch(token) is not None
 
 
 def hash_token(token: str) -> bytes:

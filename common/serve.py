@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import uvicorn
 
-from common import logs, metrics
+from common import health, logs, metrics
 
 
-def run(service: str, factory: str, host: str, port: int, workers: int, metrics_dir: str) -> None:
+def run(
+    service: str,
+    factory: str,
+    host: str,
+    port: int,
+    workers: int,
+    metrics_dir: str,
+    metrics_port: int | None = None,
+) -> None:
     """``factory`` is "module:function" returning the app. Several worker processes share their
     Prometheus metrics through ``metrics_dir`` (emptied at start). uvicorn's access log is off:
-    the services log requests themselves, by route template (webhook URLs hold tokens)."""
+    the services log requests themselves, by route template (webhook URLs hold tokens).
+
+    With ``metrics_port``, ``/metrics`` (all workers' aggregated), ``/healthz`` and ``/readyz``
+    are also served by the supervising process on that internal port, apart from the public
+    one (the gate's public port then has no ``/metrics``)."""
     logs.configure()
     metrics.use_multiprocess_dir(metrics_dir, service)
+    if metrics_port is not None:
+        health.serve(host, metrics_port, {})
     uvicorn.run(
         factory,
         factory=True,

@@ -372,6 +372,10 @@ svc_port() { # name; any loader can be started by name even when SKEIN_LOADERS l
   if [[ $1 == loaders.* ]]; then echo "${LOADER_PORTS[${1#loaders.}]:-}"; fi
 }
 
+scrape_port() { # name port -> where Prometheus scrapes it (the gate's /metrics is internal only)
+  if [[ $1 == gate ]]; then echo "${SKEIN_GATE_METRICS_PORT:-9101}"; else echo "$2"; fi
+}
+
 svc_start() { # name (one start of a service at a time: concurrent callers wait, then see it up)
   local lockfd
   exec {lockfd}>"$PIDS/$1.lock"
@@ -388,7 +392,7 @@ _svc_start() {
   [[ -n $port ]] || die "unknown service $name"
   local job
   job=$(prom_job "$name")
-  if pid_alive "$PIDS/$name.pid"; then prom_target "$job" "$job" "127.0.0.1:$port"; return 0; fi
+  if pid_alive "$PIDS/$name.pid"; then prom_target "$job" "$job" "127.0.0.1:$(scrape_port "$name" "$port")"; return 0; fi
   log "starting $name on 127.0.0.1:$port"
   (
     # The service must not inherit svc_start's lock (it would hold it for its whole life).
@@ -404,7 +408,7 @@ _svc_start() {
     ((SECONDS < deadline)) || die "$name not healthy within 60s (see $LOGS/$name.log)"
     sleep 0.2
   done
-  prom_target "$job" "$job" "127.0.0.1:$port"
+  prom_target "$job" "$job" "127.0.0.1:$(scrape_port "$name" "$port")"
 }
 
 svc_stop() { rm -f "$PROM_DIR/targets/$(prom_job "$1").json"; stop_pid "$PIDS/$1.pid" 40; }

@@ -8,7 +8,15 @@ from services.gate.settings import GateSettings
 
 def main() -> None:
     s = GateSettings()
-    serve.run("gate", "services.gate.app:create_app", s.host, s.port, s.workers, s.metrics_dir)
+    serve.run(
+        "gate",
+        "services.gate.app:create_app",
+        s.host,
+        s.port,
+        s.workers,
+        s.metrics_dir,
+        metrics_port=s.metrics_port,
+    )
 
 
 if __name__ == "__main__":

@@ -18,16 +18,23 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from common import control, logs, runtime
 from common import metrics as common_metrics
 from common.db import ControlDb
 from common.wire import HEADER_FORMAT, RecordTooLarge, TableRecords, encode_messages, message_key
-from services.gate import api_docs, metrics
+from services.gate import api_docs, edge, metrics
 from services.gate.auth import LookupUnavailable, TokenCache
-from services.gate.body import Malformed, TooDeep, check_content_type, parse_json, read_limited
+from services.gate.body import (
+    Malformed,
+    NumberTooLong,
+    TooDeep,
+    check_content_type,
+    parse_json,
+    read_limited,
+)
 from services.gate.errors import (
     ApiError,
     batch_error,
@@ -54,6 +61,10 @@ ACCEPTED = {"status": "Accepted", "message": "The batch is queued to be processe
 T = TypeVar("T")
 
 
+# Longer than any "Bearer <token>" we issue; a longer header is cut before it is looked at.
+_MAX_AUTHORIZATION = 128
+
+
 @dataclass
 class Gate:
     """Everything a request needs, created once per worker process in the app's lifespan."""
@@ -71,12 +82,15 @@ class Gate:
         return Limits(self.settings.max_records, self.settings.max_key_length)
 
     async def client_for(self, authorization: str | None) -> control.ApiTokenInfo:
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise not_authorized()
-        return await self._known(self.api_tokens, token.strip())
+        scheme, _, token = (authorization or "")[:_MAX_AUTHORIZATION].partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not control.token_has_shape("api", token):
+            raise not_authorized()  # never reaches the cache or the database
+        return await self._known(self.api_tokens, token)
 
     async def webhook_for(self, client_id: int, token: str) -> control.WebhookInfo:
+        if not control.token_has_shape("webhook", token):
+            raise not_authorized()
         hook = await self._known(self.webhooks, token)
         if hook.client_id != client_id:
             raise not_authorized()
@@ -114,7 +128,7 @@ class Gate:
             raise malformed("The request body is empty")
         try:
             parsed = parse_json(raw, self.settings.max_depth)
-        except TooDeep as exc:
+        except (TooDeep, NumberTooLong) as exc:
             raise malformed(str(exc)) from exc
         except Malformed as exc:
             raise malformed("Malformed json in the body!") from exc
@@ -241,6 +255,11 @@ def create_app(
         description=api_docs.DESCRIPTION,
     )
     app.add_middleware(api_docs.ObserveMiddleware)
+    app.add_middleware(
+        edge.RequestBounds,
+        max_url_bytes=settings.max_url_bytes,
+        max_header_bytes=settings.max_header_bytes,
+    )
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -358,11 +377,7 @@ def create_app(
             {"status": "ERROR", **body}, 503, headers={"Retry-After": str(settings.retry_after_s)}
         )
 
-    @app.get("/metrics", include_in_schema=True, response_class=PlainTextResponse)
-    async def prometheus_metrics() -> Response:
-        """Prometheus text exposition."""
-        return Response(common_metrics.exposition(), media_type=common_metrics.CONTENT_TYPE)
-
+    # /metrics is served on the internal SKEIN_GATE_METRICS_PORT (common.serve), not here.
     return app
 
 

@@ -7,6 +7,7 @@ output bounded), so a 2 GB upload or a gzip bomb costs at most the limit in memo
 from __future__ import annotations
 
 import json
+import sys
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +20,10 @@ from services.gate.errors import ApiError, status_error
 
 class Malformed(ValueError):
     """The body is not valid JSON (or not valid UTF-8)."""
+
+
+class NumberTooLong(Malformed):
+    """An integer literal longer than Python converts; answered with its own 400 message."""
 
 
 class TooDeep(ValueError):
@@ -111,6 +116,20 @@ def _finite_float(literal: str) -> float:
 _SCAN = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2C if b in b",[{" else 0x2E for b in range(256))
 
 
+def _bounded_int(literal: str) -> int:
+    """An exact integer; one longer than Python converts (4,300 digits by default) is a client
+    error, not a ValueError from deep inside the parse."""
+    digits = len(literal.lstrip("-"))
+    if digits > _MAX_INT_DIGITS:
+        raise NumberTooLong(
+            f"an integer of {digits} digits is longer than the {_MAX_INT_DIGITS} allowed"
+        )
+    return int(literal)
+
+
+_MAX_INT_DIGITS = sys.get_int_max_str_digits() or 4300
+
+
 def parse_json(body: bytes, max_depth: int) -> Any:
     """Parse strictly: UTF-8 only, no NaN/Infinity, exact integers, at most ``max_depth`` deep.
 
@@ -129,7 +148,12 @@ def parse_json(body: bytes, max_depth: int) -> Any:
     if long_number:
         try:
             text = body.decode("utf-8")
-            value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+            value = json.loads(
+                text,
+                parse_constant=_reject_constant,
+                parse_float=_finite_float,
+                parse_int=_bounded_int,
+            )
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise Malformed(str(exc)) from exc
         except RecursionError as exc:

@@ -44,3 +44,8 @@ class GateSettings(SharedSettings):
     rate_limit_rps: float = Field(0.0, ge=0)
     rate_limit_burst_s: float = Field(2.0, gt=0)
     metrics_dir: str = ""
+    # Request line and headers: longer ones answer 414 / 431 before any route runs.
+    max_url_bytes: int = Field(8192, ge=256)
+    max_header_bytes: int = Field(16384, ge=1024)
+    # /metrics (and /healthz, /readyz) for Prometheus, apart from the public port.
+    metrics_port: int = 9101

@@ -78,6 +78,18 @@ HOSTILE_ROW = {
     LONG_A: "first",
     LONG_B: "second",
 }
+# Table (and column) names that once broke a warehouse's SQL: driver placeholders, quotes,
+# backslashes, the longest name a client may send, names with no ASCII at all. Each loads,
+# then a second table version is activated (the full-table path).
+HOSTILE_NAMES = {
+    "placeholder": "x%s",
+    "percent": "50% off",
+    "double_percent": "two%%",
+    "quotes": 'it\'s "quoted" `too`',
+    "backslashes": "back\\slash\\",
+    "bytes_255": "n" * 255,
+    "non_ascii": "データ表",
+}
 
 CASES = [
     Case(
@@ -307,6 +319,27 @@ CASES = [
         ],
         {HOSTILE_TABLE: [HOSTILE_ROW]},
     ),
+    *[
+        Case(
+            f"hostile_name_{label}",
+            name,
+            [
+                [
+                    header(name, ["id"], version=1),
+                    up(1, {"id": 1, name: "a", "%s": "b"}),
+                    up(2, {"id": 2, name: "c", "%s": "d"}),
+                    activate(3),
+                ],
+                [
+                    header(name, ["id"], version=2),
+                    up(4, {"id": 2, name: "e", "%s": "f"}),
+                    activate(5),
+                ],
+            ],
+            {name: [{"id": 2, name: "e", "%s": "f", "_sdc_table_version": 2}]},
+        )
+        for label, name in HOSTILE_NAMES.items()
+    ],
     Case(
         "nulls",
         "nullable",

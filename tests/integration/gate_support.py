@@ -18,6 +18,7 @@ from common import control, db
 from common.settings import SharedSettings
 
 GATE = "http://127.0.0.1:8080"
+GATE_METRICS = "http://127.0.0.1:9101/metrics"  # internal port, not the public one
 WAREHOUSE: dict[str, Any] = {
     "host": "127.0.0.1",
     "port": "5433",

@@ -45,6 +45,7 @@ from tests.integration.bad_input_corpus import (
 )
 from tests.integration.gate_support import (
     GATE,
+    GATE_METRICS,
     TopicWatch,
     client_keys,
     new_tenant,
@@ -438,7 +439,7 @@ def requests_counted(http: httpx.Client, route: str, status: str) -> float:
     wanted = f'skein_gate_requests_total{{route="{route}",status="{status}"}}'
     return sum(
         float(line.rsplit(" ", 1)[1])
-        for line in http.get("/metrics").text.splitlines()
+        for line in httpx.get(GATE_METRICS, timeout=5).text.splitlines()
         if line.startswith(wanted)
     )
 

@@ -28,6 +28,7 @@ from common.wire import Header, decode_message
 from tests.conftest import ROOT, stack, wait_for
 
 GATE = "http://127.0.0.1:8080"
+GATE_METRICS = "http://127.0.0.1:9101/metrics"  # internal port, not the public one
 TARGET_STITCH = "target-stitch==4.0.3"
 
 
@@ -199,8 +200,9 @@ def test_webhook_lands_in_kafka_and_its_token_is_never_logged(
     log_text = wait_for(logs_with_the_request, timeout=10, what="the request's access-log line")
     assert "/v1/clients/{client_id}/token/{webhook_token}" in log_text
     assert hook["token"] not in log_text
-    metrics = http.get("/metrics").text
+    metrics = httpx.get(GATE_METRICS, timeout=5).text
     assert hook["token"] not in metrics
+    assert http.get("/metrics").status_code == 404  # never on the public port
 
 
 @pytest.fixture(scope="module")
@@ -322,7 +324,7 @@ def test_metrics_are_aggregated_across_worker_processes(
     http: httpx.Client, tenant: dict[str, Any]
 ) -> None:
     def accepted() -> float:
-        text = http.get("/metrics").text
+        text = httpx.get(GATE_METRICS, timeout=5).text
         return sum(
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()

@@ -77,6 +77,8 @@ def harness(server: dict[str, Any]) -> Iterator[SnowflakeHarness]:
 # exactly in the same column, fail there. Strict: it must start passing if fakesnow changes.
 FAKESNOW_GAPS = {
     "big_integers_stay_exact": "fakesnow stores NUMBER(38,0) as a 64-bit integer",
+    # DuckDB itself takes this CREATE TABLE; fakesnow's own rewriting of it fails to parse.
+    "hostile_name_quotes": 'fakesnow cannot rewrite CREATE TABLE for a name holding \' and ""',
 }
 
 

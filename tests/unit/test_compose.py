@@ -133,7 +133,9 @@ def test_prometheus_and_grafana_are_provisioned_from_deploy() -> None:
     scraped = {t for group in targets for t in group["targets"]}
     for name, svc in services.items():
         if svc.get("image") == "skein:local" and svc.get("ports"):
-            port = published(svc)[0][2]
+            env = svc.get("environment", {})
+            internal = [v for k, v in env.items() if k.endswith("_METRICS_PORT")]
+            port = internal[0] if internal else published(svc)[0][2]
             assert f"{name}:{port}" in scraped, name
 
     grafana = services["grafana"]

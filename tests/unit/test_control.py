@@ -154,3 +154,22 @@ def test_pairs() -> None:
     for bad in (["a"], ["=1"]):
         with pytest.raises(control.ControlError):
             pairs(bad, "--set")
+
+
+@pytest.mark.parametrize("param", ["options", "service", "passfile", "sslkey"])
+def test_libpq_parameters_beyond_the_allow_list_are_refused(param: str) -> None:
+    params, _ = control.split_dsn(f"host=h dbname=d {param}=x")
+    with pytest.raises(control.ControlError, match=param):
+        control.check_destination("postgres", {"dsn_params": params}, {})
+
+
+def test_the_loader_limits_win_over_what_a_destination_stored() -> None:
+    from services.loaders.postgres.connection import SessionLimits, connection_params
+
+    stored = {
+        "dsn_params": {"host": "h", "options": "-c statement_timeout=0", "connect_timeout": "600"}
+    }
+    got = connection_params(stored, {"password": "p"}, SessionLimits(connect_timeout_s=10), "app")
+    assert got["connect_timeout"] == 10 and got["password"] == "p"
+    assert "statement_timeout=300000" in got["options"] and "=0" not in got["options"]
+    assert got["keepalives"] == 1 and got["tcp_user_timeout"] > 0

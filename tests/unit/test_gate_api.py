@@ -11,6 +11,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from common import metrics as common_metrics
 from common.control import ApiTokenInfo, WebhookInfo
 from common.db import ControlDb
 from common.wire import decode_message
@@ -21,9 +22,9 @@ from services.gate.ratelimit import RateLimiter
 from services.gate.schemas import SchemaCache
 from services.gate.settings import GateSettings
 
-TOKEN = "skn_good"
-OTHER = "skn_other"
-HOOK = "whk_hook"
+TOKEN = "skn_" + "g" * 43
+OTHER = "skn_" + "o" * 43
+HOOK = "whk_" + "h" * 32
 SCHEMA = {"properties": {"id": {"type": "integer"}, "name": {"type": "string"}}}
 
 
@@ -444,7 +445,7 @@ def test_control_db_down_known_tokens_work_unknown_get_503(world: World) -> None
     gate: Gate = client.app.state.gate  # type: ignore[attr-defined]
     gate.api_tokens._ttl = 0  # force a re-check that fails
     assert post(client, "/v2/import/batch", batch()).status_code == 202
-    r = post(client, "/v2/import/batch", batch(), token="skn_never_seen")
+    r = post(client, "/v2/import/batch", batch(), token="skn_" + "n" * 43)
     assert r.status_code == 503
     assert "retry-after" in r.headers
 
@@ -491,7 +492,8 @@ def test_webhook_wrong_client_or_token_is_401_and_missing_key_400(world: World) 
 def test_metrics_use_route_templates_not_token_paths(world: World) -> None:
     client, _, _ = world
     post(client, f"/v1/clients/7/token/{HOOK}", {"id": 1}, token=None)
-    text = client.get("/metrics").text
+    assert client.get("/metrics").status_code == 404  # internal port only
+    text = common_metrics.exposition().decode()
     assert HOOK not in text
     assert 'route="/v1/clients/{client_id}/token/{webhook_token}"' in text
     assert "skein_gate_records_accepted_total" in text
@@ -536,3 +538,75 @@ def test_reserved_field_names_spelt_with_escapes_are_refused_too(world: World) -
     assert r.status_code == 400
     assert "_sdc_row" in r.json()["error"]
     assert producer.sent == []
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Bearer skn_" + "a" * 42,  # one short
+        "Bearer skn_" + "a" * 44,  # one long
+        "Bearer skn_" + "a" * 5000,
+        "Bearer whk_" + "a" * 43,  # a webhook token is not an API token
+        "Bearer skn_" + "a" * 42 + "=",
+    ],
+)
+def test_tokens_of_the_wrong_shape_never_reach_the_cache_or_database(
+    world: World, authorization: str
+) -> None:
+    client, producer, directory = world
+    asked: list[str] = []
+    real = directory.api_token
+
+    async def spy(token: str) -> ApiTokenInfo | None:
+        asked.append(token)
+        return await real(token)
+
+    gate: Gate = client.app.state.gate  # type: ignore[attr-defined]
+    gate.api_tokens._lookup = spy
+    r = post(client, "/v2/import/batch", batch(), token=None, Authorization=authorization)
+    assert r.status_code == 401 and r.json() == {"message": "Not Authorized"}
+    assert asked == [] and len(gate.api_tokens) == 0 and producer.sent == []
+
+
+def test_a_flood_of_unknown_tokens_never_evicts_valid_ones() -> None:
+    import asyncio
+
+    async def lookup(token: str) -> ApiTokenInfo | None:
+        return ApiTokenInfo(7, None) if token.startswith("skn_good") else None
+
+    async def flood() -> tuple[int, int]:
+        cache: TokenCache[ApiTokenInfo] = TokenCache(lookup, ttl=60, grace=600, max_entries=100)
+        for n in range(50):
+            assert await cache.get(f"skn_good{n:035d}") is not None
+        for n in range(100_000):
+            assert await cache.get(f"skn_bad{n:036d}") is None
+        kept = sum(1 for n in range(50) if cache._valid.get(f"skn_good{n:035d}") is not None)
+        return kept, len(cache)
+
+    kept, size = asyncio.run(flood())
+    assert kept == 50  # every valid token (and so its grace) survived
+    assert size <= 100 + 10
+
+
+@pytest.mark.parametrize("digits", [4300, 4301, 5000, 100_000])
+def test_an_integer_of_any_length_is_a_client_error_or_exact(world: World, digits: int) -> None:
+    client, producer, _ = world
+    body = orjson.dumps(batch(1)).replace(b'"id":0', b'"id":0,"n":' + b"9" * digits, 1)
+    assert b"9" * digits in body
+    r = post(client, "/v2/import/batch", body)
+    if digits <= 4300:
+        assert r.status_code == 202, r.text
+        return
+    assert r.status_code == 400, r.text
+    assert f"an integer of {digits} digits" in r.json()["error"]
+    assert producer.sent == []
+
+
+def test_an_oversized_request_line_is_414_and_oversized_headers_431(world: World) -> None:
+    client, producer, _ = world
+    r = post(client, "/v2/import/batch?" + "q" * 9000, batch())
+    assert r.status_code == 414 and "URL is longer" in r.json()["error"]
+    r = post(client, "/v2/import/batch", batch(), **{"X-Padding": "p" * 20000})
+    assert r.status_code == 431 and "headers are larger" in r.json()["error"]
+    assert producer.sent == []
+    assert post(client, "/v2/import/batch", batch()).status_code == 202  # ordinary ones pass

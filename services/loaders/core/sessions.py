@@ -9,13 +9,14 @@ So a loader process holds at most ``cap`` sessions (``SKEIN_LOADER_<TYPE>_MAX_CO
   session opened with its old settings, and the old one is closed when it is next passed over;
 - a checked-out session belongs to one worker until it is given back (or discarded after a
   failure); an idle one is reused by the next load of the same key;
-- at the cap, the least recently used idle session is closed to make room; when every session
-  is checked out the caller waits (the runner keeps its threads at or below the cap, so that
-  wait is short and never a deadlock);
+- at the cap, the least recently used idle session is closed (and its close awaited) before a
+  new one opens; when every session is checked out the caller waits (the runner keeps its
+  threads at or below the cap, so that wait is short and never a deadlock);
 - ``reap`` closes sessions idle longer than ``idle_s`` (the runner calls it every few seconds).
 
-Opening and closing happen outside the lock (they can take a connect timeout); a slot is
-reserved first, so the count of open plus opening sessions never passes the cap.
+Opening and closing happen outside the lock (they can take a connect timeout). A slot is
+reserved before a session opens and released only once a session has closed, so sessions
+open, opening and closing never pass the cap together.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class SessionPool:
         # Idle sessions, least recently used first: serial -> (key, session, returned_at).
         self._idle: OrderedDict[int, tuple[tuple[Hashable, Hashable], Any, float]] = OrderedDict()
         self._busy = 0  # checked out, or being opened
+        self._closing = 0  # popped to be closed: still open on the server until close returns
         self._serial = 0
         self._closed = False
 
@@ -72,7 +74,10 @@ class SessionPool:
     @property
     def open_count(self) -> int:
         with self._cond:
-            return self._busy + len(self._idle)
+            return self._count()
+
+    def _count(self) -> int:
+        return self._busy + len(self._idle) + self._closing
 
     @property
     def cap(self) -> int:
@@ -94,35 +99,38 @@ class SessionPool:
         self._checkin(lent)
 
     def _checkout(self, key: tuple[Hashable, Hashable], opener: Callable[[], Any]) -> Lent:
-        stale: list[Any] = []
-        try:
+        while True:
+            stale: list[Any] = []
+            reserved = False
             with self._cond:
-                while True:
-                    if self._closed:
-                        raise RuntimeError("session pool closed")
-                    found = None
-                    outdated = []
-                    for serial, (k, _session, _at) in reversed(self._idle.items()):
-                        if k == key:
-                            found = found if found is not None else serial
-                        elif k[0] == key[0]:
-                            outdated.append(serial)
-                    stale.extend(self._idle.pop(serial)[1] for serial in outdated)
-                    if found is not None:
-                        session = self._idle.pop(found)[1]
-                        self._busy += 1
-                        return Lent(key, session, reused=True)
-                    if self._busy + len(self._idle) < self._cap:
-                        self._busy += 1
-                        break
-                    if self._idle:  # at the cap: the least recently used idle one goes
-                        stale.append(self._idle.popitem(last=False)[1][1])
-                        self._busy += 1
-                        break
+                if self._closed:
+                    raise RuntimeError("session pool closed")
+                found = None
+                outdated = []
+                for serial, (k, _session, _at) in reversed(self._idle.items()):
+                    if k == key:
+                        found = found if found is not None else serial
+                    elif k[0] == key[0]:
+                        outdated.append(serial)
+                stale.extend(self._idle.pop(serial)[1] for serial in outdated)
+                self._closing += len(outdated)
+                if found is not None:
+                    session = self._idle.pop(found)[1]
+                    self._busy += 1
+                elif self._count() < self._cap:
+                    self._busy += 1
+                    reserved = True
+                elif self._idle:  # at the cap: close the least recently used idle one first
+                    stale.append(self._idle.popitem(last=False)[1][1])
+                    self._closing += 1
+                elif not stale:  # every session is lent: wait for one to come back
                     self._cond.wait(1.0)
-        finally:
-            for session in stale:
-                self._close_quietly(session)
+            for old in stale:
+                self._close_quietly(old)
+            if found is not None:
+                return Lent(key, session, reused=True)
+            if reserved:
+                break
         try:
             session = opener()
         except BaseException:
@@ -139,6 +147,8 @@ class SessionPool:
             if keep:
                 self._serial += 1
                 self._idle[self._serial] = (lent.key, lent.session, self._clock())
+            else:
+                self._closing += 1
             self._cond.notify()
         if not keep:
             self._close_quietly(lent.session)
@@ -153,8 +163,7 @@ class SessionPool:
                 if now - at >= self._idle_s:
                     del self._idle[serial]
                     old.append(session)
-            if old:
-                self._cond.notify_all()
+            self._closing += len(old)
         for session in old:
             self._close_quietly(session)
         return len(old)
@@ -164,12 +173,18 @@ class SessionPool:
             self._closed = True
             idle = [session for _k, session, _at in self._idle.values()]
             self._idle.clear()
+            self._closing += len(idle)
             self._cond.notify_all()
         for session in idle:
             self._close_quietly(session)
 
     def _close_quietly(self, session: Any) -> None:
+        """Close a session popped for closing (counted in ``_closing`` until it is shut)."""
         try:
             self._close(session)
         except Exception as exc:  # a session that cannot even close is gone anyway
             log.debug("closing a warehouse session failed", extra={"err": str(exc)})
+        finally:
+            with self._cond:
+                self._closing -= 1
+                self._cond.notify_all()

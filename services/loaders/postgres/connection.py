@@ -4,6 +4,9 @@ which libpq parameters a destination may set, and the limits the loader puts on 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,3 +71,26 @@ def connect(
     params = connection_params(config, secrets, limits or SessionLimits(), "skein-loader-postgres")
     conn: Connection = psycopg2.connect(**params)
     return conn
+
+
+def close(conn: Connection, wait_s: float = 2.0) -> None:
+    """Close a session and wait (up to ``wait_s``) until the server has let it go.
+
+    libpq's close sends Terminate and returns at once; the server's backend leaves
+    ``pg_stat_activity`` a moment later, and closes its end of the socket only after that. So a
+    duplicate of the socket is read to its end: once it is, the session no longer counts
+    against the server's ``max_connections``, and a replacement opened next never stands
+    beside it.
+    """
+    try:
+        fd = os.dup(conn.fileno())
+    except (OSError, psycopg2.Error):
+        fd = -1
+    with contextlib.suppress(psycopg2.Error):
+        conn.close()
+    if fd < 0:
+        return
+    with socket.socket(fileno=fd) as sock, contextlib.suppress(OSError):
+        sock.settimeout(wait_s)
+        while sock.recv(65536):
+            pass

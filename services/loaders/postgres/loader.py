@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,8 +27,7 @@ class PostgresWarehouse:
         return connection.connect(destination.config, destination.secrets, self.limits)
 
     def close(self, session: Any) -> None:
-        with contextlib.suppress(psycopg2.Error):
-            session.close()
+        connection.close(session)
 
     def cancel(self, session: Any) -> None:
         session.cancel()  # libpq's cancel request: the running statement fails QueryCanceled

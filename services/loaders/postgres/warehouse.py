@@ -124,6 +124,12 @@ def ident(*parts: str) -> sql.Identifier:
     return sql.Identifier(*parts)
 
 
+def bound_ident(cur: Any, *parts: str) -> sql.SQL:
+    """A quoted name for a statement that also takes parameters: psycopg2 reads every ``%`` in
+    such a statement as a placeholder, so a name's own ``%`` (a table ``x%s``) is doubled."""
+    return sql.SQL(ident(*parts).as_string(cur).replace("%", "%%"))
+
+
 def ensure_metadata(conn: Connection, schema: str) -> None:
     """The schema and the two bookkeeping tables, in their own short transaction (concurrent
     loads of one client's different tables would otherwise race on CREATE ... IF NOT EXISTS)."""
@@ -152,7 +158,7 @@ def loaded_batches(conn: Connection, schema: str, batch_ids: list[int]) -> set[i
     with conn, conn.cursor() as cur:
         cur.execute(
             sql.SQL("SELECT batch_id FROM {} WHERE batch_id = ANY(%s)").format(
-                ident(schema, LOADS)
+                bound_ident(cur, schema, LOADS)
             ),
             (batch_ids,),
         )
@@ -505,7 +511,7 @@ def activate(cur: Any, schema: str, tables: list[tuple[str, bool]], version: int
             continue
         cur.execute(
             sql.SQL("DELETE FROM {} WHERE {} IS NULL OR {} < %s").format(
-                ident(schema, name), ident(TABLE_VERSION), ident(TABLE_VERSION)
+                bound_ident(cur, schema, name), ident(TABLE_VERSION), ident(TABLE_VERSION)
             ),
             (version,),
         )
@@ -518,7 +524,7 @@ def record_rejections(
         return
     cur.executemany(
         sql.SQL("INSERT INTO {} (table_name, record, reason, batch_ids) VALUES (%s, %s, %s, %s)")
-        .format(ident(schema, REJECTED))
+        .format(bound_ident(cur, schema, REJECTED))
         .as_string(cur),
         [
             (table, r.record.decode("utf-8", "replace").replace("\x00", ""), r.reason, batch_ids)
@@ -770,7 +776,7 @@ def load(conn: Connection, schema: str, work: LeaseLoad) -> tuple[int, int]:
                 sql.SQL(
                     "INSERT INTO {} (batch_id, table_name, lease_token, records) "
                     "SELECT unnest(%s::bigint[]), %s, %s, unnest(%s::bigint[])"
-                ).format(ident(schema, LOADS)),
+                ).format(bound_ident(cur, schema, LOADS)),
                 (work.batch_ids, work.table_source, work.lease_token, counts),
             )
             faults.hit("before_commit")

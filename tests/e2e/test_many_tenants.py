@@ -1,0 +1,302 @@
+"""Many tenants on one platform (the tenant boundary): hundreds of clients share one warehouse
+server within the loader's connection cap, one client's backlog does not starve a quiet one,
+and a warehouse that hangs, locks or stalls costs only its own client."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+from tests.conftest import ROOT, stack, wait_for
+from tests.support.tenants import (
+    DEMO_WAREHOUSE,
+    Tenant,
+    batches_of,
+    count_rows,
+    drop_schemas,
+    new_tenants,
+    push,
+)
+
+pytestmark = pytest.mark.e2e
+
+LOADER_APP = "skein-loader-postgres"
+
+
+class ConnectionSampler:
+    """Counts the loader's sessions on the demo warehouse every 50 ms (pg_stat_activity)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ConnectionSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        with closing(psycopg2.connect(**DEMO_WAREHOUSE)) as conn:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                while not self._stop.wait(0.05):
+                    cur.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                        (LOADER_APP,),
+                    )
+                    self.peak = max(self.peak, int(cur.fetchone()[0]))  # type: ignore[index]
+                    self.samples += 1
+
+
+def test_three_hundred_clients_share_one_warehouse_within_the_connection_cap() -> None:
+    """300 clients, own schema each, 3 tables each, on the demo warehouse (max_connections
+    200): every row lands, the loader never holds more than its cap (16), no batch retries."""
+    tenants = new_tenants(300, prefix="cap")
+    tables = ("orders", "users", "events")
+    jobs = [(t, table) for t in tenants for table in tables]
+    try:
+        with ConnectionSampler() as sampler:
+            with httpx.Client() as http, ThreadPoolExecutor(8) as pool:
+                list(
+                    pool.map(
+                        lambda job: push(
+                            http, job[0], job[1], [{"id": i, "v": i} for i in range(4)]
+                        ),
+                        jobs,
+                    )
+                )
+
+            def landed() -> int:
+                done = 0
+                for t in tenants:
+                    with closing(t.connect()) as conn, conn.cursor() as cur:
+                        cur.execute(
+                            "SELECT count(*) FROM pg_tables WHERE schemaname = %s"
+                            " AND tablename = ANY(%s)",
+                            (t.schema, list(tables)),
+                        )
+                        done += int(cur.fetchone()[0])  # type: ignore[index]
+                return done == len(jobs)
+
+            wait_for(landed, timeout=600, interval=5, what="every client's three tables")
+        for t in tenants[::50]:
+            assert all(count_rows(t, table) == 4 for table in tables)
+        open_batches = batches_of([t.client_id for t in tenants])
+        assert {b["state"] for b in open_batches} == {"loaded"}
+        assert not [b for b in open_batches if b["last_error"]], "a batch went to retry_wait"
+        assert sampler.samples > 100
+        assert 0 < sampler.peak <= 16, f"loader sessions peaked at {sampler.peak}"
+    finally:
+        drop_schemas(tenants)
+
+
+# ------------------------------------------------------------------- hostile destinations
+
+
+class HangingProxy:
+    """A TCP listener that accepts and never answers while ``hang`` is set; afterwards it
+    forwards new connections to the demo warehouse (the obstacle is gone)."""
+
+    def __init__(self) -> None:
+        self.hang = True
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.port = self._sock.getsockname()[1]
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            if self.hang:
+                self._held.append(conn)  # never read, never answered
+                continue
+            upstream = socket.create_connection(("127.0.0.1", int(DEMO_WAREHOUSE["port"])))
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+    def close(self) -> None:
+        self._sock.close()
+        for conn in self._held:
+            conn.close()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := src.recv(65536):
+            dst.sendall(data)
+    with contextlib.suppress(OSError):
+        dst.shutdown(socket.SHUT_WR)
+
+
+def run_loader(tmp: Path, **env: str) -> subprocess.Popen[bytes]:
+    settings = {
+        "SKEIN_LOADER_POSTGRES_METRICS_PORT": "19113",
+        # Short limits so the test sees a whole cycle of give-up and back-off in a minute.
+        "SKEIN_LOADER_POSTGRES_CONNECT_TIMEOUT_S": "4",
+        "SKEIN_LOADER_POSTGRES_LOCK_TIMEOUT_S": "6",
+        "SKEIN_LOADER_POSTGRES_STATEMENT_TIMEOUT_S": "8",
+        "SKEIN_LOADER_POSTGRES_STALLED_LOAD_S": "2",
+        **env,
+    }
+    with open(ROOT / ".run" / "logs" / "loader-hostile.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.loaders.postgres"],
+            cwd=ROOT,
+            env={**os.environ, **settings},
+            stdout=log,
+            stderr=log,
+        )
+
+
+@contextlib.contextmanager
+def own_loader(tmp: Path) -> Iterator[subprocess.Popen[bytes]]:
+    stack("stop", "loaders.postgres")
+    loader = run_loader(tmp)
+    try:
+        yield loader
+    finally:
+        loader.terminate()
+        try:
+            loader.wait(60)
+        except subprocess.TimeoutExpired:
+            loader.kill()
+            loader.wait()
+        stack("start", "loaders.postgres")
+
+
+def freshness(tenant: Tenant, table: str) -> list[float]:
+    """Seconds from just before each record's request to its load (``_sdc_batched_at``)."""
+    with closing(tenant.connect()) as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT extract(epoch FROM _sdc_batched_at) - sent FROM {} ORDER BY id").format(
+                sql.Identifier(tenant.schema, table)
+            )
+        )
+        return [float(r[0]) for r in cur.fetchall()]
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def test_a_hung_a_locked_and_a_stalled_warehouse_cost_only_their_own_clients(
+    tmp_path: Path,
+) -> None:
+    proxy = HangingProxy()
+    hung_dsn = {**DEMO_WAREHOUSE, "port": str(proxy.port)}
+    hung = new_tenants(1, hung_dsn, prefix="hung")[0]
+    locked, stalled, *healthy = new_tenants(6, prefix="hostile")
+    everyone = [hung, locked, stalled, *healthy]
+    hung_seen = replace(hung, dsn=DEMO_WAREHOUSE)  # its rows, read past the proxy
+    holder = psycopg2.connect(**DEMO_WAREHOUSE)
+    try:
+        with own_loader(tmp_path), httpx.Client() as http:
+            # The locked and stalled clients' tables exist first, as a customer's would.
+            for t in (locked, stalled):
+                push(http, t, "orders", [{"id": 0, "sent": time.time()}])
+            wait_for(
+                lambda: count_rows(locked, "orders") == 1 and count_rows(stalled, "orders") == 1,
+                timeout=120,
+                what="the first rows of the locked and stalled clients",
+            )
+            with closing(locked.connect()) as conn, conn, conn.cursor() as cur:
+                cur.execute(
+                    sql.SQL(
+                        "CREATE FUNCTION {}.nap() RETURNS trigger LANGUAGE plpgsql AS "
+                        "$$ BEGIN PERFORM pg_sleep(3600); RETURN NEW; END $$"
+                    ).format(sql.Identifier(stalled.schema))
+                )
+                cur.execute(
+                    sql.SQL(
+                        "CREATE TRIGGER nap BEFORE INSERT OR UPDATE ON {} "
+                        "FOR EACH ROW EXECUTE FUNCTION {}.nap()"
+                    ).format(
+                        sql.Identifier(stalled.schema, "orders"),
+                        sql.Identifier(stalled.schema),
+                    )
+                )
+            with holder.cursor() as cur:  # held until the obstacle goes
+                cur.execute(
+                    sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+                        sql.Identifier(locked.schema, "orders")
+                    )
+                )
+            # Every obstacle in place: the hostile clients send, the healthy ones keep sending.
+            for t in (hung, locked, stalled):
+                push(http, t, "orders", [{"id": i, "sent": time.time()} for i in range(1, 21)])
+            started = time.monotonic()
+            seq = 0
+            while time.monotonic() - started < 30:
+                seq += 1
+                for t in healthy:
+                    push(http, t, "orders", [{"id": seq, "sent": time.time()}], first_seq=seq)
+                time.sleep(1)
+            wait_for(
+                lambda: all(count_rows(t, "orders") == seq for t in healthy),
+                timeout=60,
+                what="the healthy clients' rows",
+            )
+            lags = [lag for t in healthy for lag in freshness(t, "orders")]
+            assert p99(lags) <= 15, f"healthy clients' p99 freshness {p99(lags):.1f} s"
+            # Nothing of theirs loaded meanwhile (read from the spool: the locked table cannot
+            # even be counted while the lock is held).
+            for t, before in ((hung, 0), (locked, 1), (stalled, 1)):
+                loaded = [b for b in batches_of([t.client_id]) if b["state"] == "loaded"]
+                assert len(loaded) == before, (t.client_id, loaded)
+            # The obstacles go: the stuck clients' batches load, exactly once.
+            proxy.hang = False
+            holder.rollback()
+            with closing(stalled.connect()) as conn, conn, conn.cursor() as cur:
+                cur.execute(
+                    sql.SQL("DROP TRIGGER nap ON {}").format(
+                        sql.Identifier(stalled.schema, "orders")
+                    )
+                )
+            for t, expected in ((hung_seen, 20), (locked, 21), (stalled, 21)):
+                wait_for(
+                    lambda t=t, expected=expected: count_rows(t, "orders") == expected,
+                    timeout=300,
+                    interval=2,
+                    what=f"client {t.client_id}'s rows once its obstacle is gone",
+                )
+            for t in (hung_seen, locked, stalled):
+                with closing(t.connect()) as conn, conn.cursor() as cur:
+                    cur.execute(
+                        sql.SQL("SELECT count(*), count(DISTINCT batch_id) FROM {}").format(
+                            sql.Identifier(t.schema, "_sdc_loads")
+                        )
+                    )
+                    total, distinct = cur.fetchone()  # type: ignore[misc]
+                    assert total == distinct
+            states = {b["state"] for b in batches_of([t.client_id for t in everyone])}
+            assert states == {"loaded"}, states
+    finally:
+        holder.close()
+        proxy.close()
+        drop_schemas([hung_seen, locked, stalled, *healthy])
