@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from enum import StrEnum
@@ -13,7 +14,7 @@ from typing import Annotated, Any, NoReturn
 import orjson
 import typer
 
-from common import control, crypto, db, kafka_admin
+from common import control, crypto, db, kafka_admin, netpolicy
 from common import migrate as migrations
 from common.settings import SharedSettings
 from services.spool import status as table_status
@@ -312,10 +313,64 @@ def destinations_set(
             password=password,
             secrets={k: from_env(v) for k, v in pairs(secret_env or [], "--secret-env").items()},
         )
+        try:  # nothing is stored for a destination pointing where clients may not reach
+            netpolicy.check_destination(
+                netpolicy.from_settings(SharedSettings()), destination_type.value, config
+            )
+        except netpolicy.DestinationRefused as exc:
+            raise control.ControlError(str(exc)) from None
         control.set_destination(
             conn, secret_key, client_id, destination_type.value, config, secrets
         )
         emit(shown_destination(conn, secret_key, client_id))
+
+
+@destinations_app.command("test")
+def destinations_test(client_id: int) -> None:
+    """Connect to the client's destination as its loader would (network policy, credentials,
+    a round trip) and report, as JSON; exit 1 when it cannot be reached."""
+    shared = SharedSettings()
+    with control_db() as conn:
+        require_client(conn, client_id)
+        raw = control.get_destination(
+            conn, shared.secret_key.get_secret_value(), client_id, reveal=True
+        )
+    if raw is None:
+        raise control.ControlError(f"client {client_id} has no destination")
+    report = probe_destination(shared, client_id, raw)
+    emit(report)
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+def probe_destination(
+    shared: SharedSettings, client_id: int, raw: dict[str, Any]
+) -> dict[str, Any]:
+    from services.loaders.core.runner import Destination
+
+    type_ = raw["type"]
+    report: dict[str, Any] = {"client_id": client_id, "type": type_, "ok": False}
+    started = time.monotonic()
+    try:
+        netpolicy.check_destination(netpolicy.from_settings(shared), type_, raw["config"])
+        warehouse = importlib.import_module(f"services.loaders.{type_}.loader")
+        target = warehouse.probe_warehouse()
+        destination = Destination(
+            client_id, type_, raw["config"], raw.get("secrets", {}), raw.get("updated_at") or ""
+        )
+        session = target.open(destination)
+        try:
+            report["server"] = target.probe(session, destination)
+        finally:
+            target.close(session)
+    except netpolicy.DestinationRefused as exc:
+        report["error"] = f"refused by the network policy: {exc}"
+    except Exception as exc:  # what the loader would meet: reported, never a traceback
+        report["error"] = f"{type(exc).__name__}: {str(exc).strip()}"
+    else:
+        report["ok"] = True
+    report["ms"] = round((time.monotonic() - started) * 1000, 1)
+    return report
 
 
 @destinations_app.command("show")

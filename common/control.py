@@ -438,6 +438,15 @@ def set_destination(
             (type, orjson.dumps(config).decode(), sealed, client_id),
         )
         row = cur.fetchone()
+        if row is not None:
+            # Waiting batches follow the destination to its new type's loaders (takes effect
+            # on their next load; a batch loading now finishes or fails under the old one).
+            cur.execute(
+                "UPDATE batches SET destination_type = %s, updated_at = now()"
+                " WHERE client_id = %s AND state IN ('pending', 'retry_wait')"
+                " AND destination_type <> %s",
+                (type, client_id, type),
+            )
     if row is None:
         raise ControlError(f"no client {client_id}")
 

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_SECRET_KEY = "skein-local-development-key-change-me"  # noqa: S105 (documented placeholder)
 LOCAL_SPOOL_TOKEN = "skein-local-spool-token"  # noqa: S105 (documented placeholder)
+LOCAL_ALLOWED_NETWORKS = "127.0.0.1:5433"  # the local stack's demo warehouse
 
 
 class ConfigError(ValueError):
@@ -53,6 +54,17 @@ class SharedSettings(BaseSettings):
     # Scrape-time per-client gauges name at most this many clients (the stalest); the rest share
     # the label "other" (docs/architecture.md, Operations).
     metrics_max_clients: int = Field(1000, ge=1, validation_alias="SKEIN_METRICS_MAX_CLIENTS")
+    # Non-public networks a destination may point at (common/netpolicy.py). Unset: the demo
+    # warehouse of the local stack when SKEIN_ENV=local, nothing otherwise.
+    allowed_networks: str | None = Field(
+        None, validation_alias="SKEIN_DESTINATION_ALLOWED_NETWORKS"
+    )
+
+    @property
+    def destination_allowed_networks(self) -> str:
+        if self.allowed_networks is not None:
+            return self.allowed_networks
+        return LOCAL_ALLOWED_NETWORKS if self.env == "local" else ""
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets_in_production(self) -> SharedSettings:

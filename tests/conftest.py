@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -14,6 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "deploy" / "local" / "stack.sh"
 
 T = TypeVar("T")
+
+# The test suite's fakes (fakesnow, the BigQuery emulator, hanging listeners, a second warehouse
+# database on the control cluster) listen on loopback ports: destinations set, and loaders
+# started, by the tests may reach any of them. The platform's own addresses (the control
+# database, Kafka, S3, the spool) stay refused whatever this says; the network-policy tests
+# build their own policies. (`make up`'s services keep the local default, 127.0.0.1:5433.)
+os.environ.setdefault("SKEIN_DESTINATION_ALLOWED_NETWORKS", "127.0.0.0/8")
 
 
 def stack(*args: str, timeout: float = 180) -> str:

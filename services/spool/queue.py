@@ -195,7 +195,8 @@ def lease(
 
 def housekeeping(conn: Connection) -> tuple[int, int]:
     """Return expired leases' batches to pending; give batches of clients that had no
-    destination when they registered the type set since. The service runs this every second
+    destination when they registered the type set since, and waiting batches of a client whose
+    destination type changed the new type. The service runs this every second
     (off the lease path, which it would slow down). Returns (expired, resolved) counts."""
     with conn, conn.cursor() as cur:
         cur.execute(
@@ -208,7 +209,15 @@ def housekeeping(conn: Connection) -> tuple[int, int]:
             """UPDATE batches b SET destination_type = d.type, updated_at = now()
                FROM destinations d WHERE b.destination_type IS NULL AND d.client_id = b.client_id"""
         )
-        return expired, int(cur.rowcount)
+        resolved = int(cur.rowcount)
+        # A destination whose type changed: its waiting batches go to the new type's loaders.
+        cur.execute(
+            """UPDATE batches b SET destination_type = d.type, updated_at = now()
+               FROM destinations d
+               WHERE b.state IN ('pending', 'retry_wait') AND d.client_id = b.client_id
+                 AND b.destination_type <> d.type"""
+        )
+        return expired, resolved + int(cur.rowcount)
 
 
 def _check_token(token: str) -> None:
@@ -418,8 +427,12 @@ def retry(conn: Connection, batch_id: int | None = None) -> int:
     """Put a dead batch (or, with None, every dead batch) back to pending for another go."""
     with conn, conn.cursor() as cur:
         cur.execute(
-            """UPDATE batches SET state = 'pending', attempts = 0, first_failed_at = NULL,
-                   next_attempt_at = now(), updated_at = now()
+            """UPDATE batches b SET state = 'pending', attempts = 0, first_failed_at = NULL,
+                   next_attempt_at = now(), updated_at = now(),
+                   -- to the client's destination as it is now (its type may have changed)
+                   destination_type = coalesce(
+                       (SELECT d.type FROM destinations d WHERE d.client_id = b.client_id),
+                       b.destination_type)
                WHERE state = 'dead' AND (%(id)s::bigint IS NULL OR batch_id = %(id)s)""",
             {"id": batch_id},
         )

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg2
@@ -300,3 +301,28 @@ def test_a_hung_a_locked_and_a_stalled_warehouse_cost_only_their_own_clients(
         holder.close()
         proxy.close()
         drop_schemas([hung_seen, locked, stalled, *healthy])
+
+
+def test_a_destination_aimed_at_the_control_database_never_reaches_it() -> None:
+    """Stored past the CLI's check (as a DNS change would make it), a destination naming the
+    control database is refused again by the loader at connect time: the batch is parked with
+    the reason, and nothing is written to the control database."""
+    control_dsn = {"host": "127.0.0.1", "port": "5432", "dbname": "skein", "user": "postgres"}
+    tenant = new_tenants(1, control_dsn, prefix="aimed")[0]
+    table = f"stolen_{tenant.client_id}"
+    with httpx.Client() as http:
+        push(http, tenant, table, [{"id": 1, "sent": time.time()}])
+
+    def parked() -> list[dict[str, Any]]:
+        return [b for b in batches_of([tenant.client_id]) if b["state"] == "dead"]
+
+    dead = wait_for(parked, timeout=120, what="the batch parked by the network policy")
+    assert "network policy" in dead[0]["last_error"]
+    assert "control database" in dead[0]["last_error"]
+    with closing(psycopg2.connect(**control_dsn)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = %s"
+            " OR table_schema = %s",
+            (table, tenant.schema),
+        )
+        assert cur.fetchone()[0] == 0  # type: ignore[index]

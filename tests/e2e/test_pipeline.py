@@ -113,6 +113,11 @@ def other_warehouse() -> Iterator[dict[str, str]]:
             )
         )
         cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(OTHER_WAREHOUSE_DB)))
+    # The stack's loader allows only the demo warehouse (127.0.0.1:5433): restarted here, it
+    # takes the suite's SKEIN_DESTINATION_ALLOWED_NETWORKS (tests/conftest.py), which also
+    # allows this database on the control cluster (the control database itself stays refused).
+    stack("stop", "loaders.postgres")
+    stack("start", "loaders.postgres")
     yield {"host": "127.0.0.1", "port": "5432", "dbname": OTHER_WAREHOUSE_DB, "user": "postgres"}
     with admin.cursor() as cur:
         cur.execute(

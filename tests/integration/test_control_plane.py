@@ -229,7 +229,14 @@ def test_destination_password_in_the_dsn_is_stored_only_encrypted(
 def test_destination_set_twice_replaces_with_a_password_from_the_environment(
     conn: control.Connection, settings: SharedSettings, client_id: int
 ) -> None:
-    ok("destinations", "set", str(client_id), "postgres", "--dsn", "postgresql://a:first@h/db")
+    ok(
+        "destinations",
+        "set",
+        str(client_id),
+        "postgres",
+        "--dsn",
+        "postgresql://a:first@127.0.0.1:5433/db",
+    )
     password = f"env-{uuid.uuid4().hex}"
     shown = ok(
         "destinations",
@@ -237,7 +244,7 @@ def test_destination_set_twice_replaces_with_a_password_from_the_environment(
         str(client_id),
         "redshift",
         "--dsn",
-        "host=rs.example dbname=dev user=loader port=5439",
+        "host=127.0.0.1 dbname=dev user=loader port=5433",
         "--password-env",
         "TEST_DEST_PASSWORD",
         "--set",
@@ -325,7 +332,14 @@ def test_a_secret_in_plain_config_is_refused(client_id: int) -> None:
 
 
 def test_the_wrong_secret_key_cannot_show_a_destination(client_id: int) -> None:
-    ok("destinations", "set", str(client_id), "postgres", "--dsn", "postgresql://a:pw@h/db")
+    ok(
+        "destinations",
+        "set",
+        str(client_id),
+        "postgres",
+        "--dsn",
+        "postgresql://a:pw@127.0.0.1:5433/db",
+    )
     code, out = skein("destinations", "show", str(client_id), env={"SKEIN_SECRET_KEY": "other"})
     assert code == 1
     assert "SKEIN_SECRET_KEY" in out["error"]
@@ -344,7 +358,7 @@ def test_a_client_without_destination_is_an_error(client_id: int) -> None:
         ("webhooks", "create"),
         ("webhooks", "list"),
         ("destinations", "show"),
-        ("destinations", "set", "{id}", "postgres", "--dsn", "postgresql://a:pw@h/db"),
+        ("destinations", "set", "{id}", "postgres", "--dsn", "postgresql://a:pw@127.0.0.1:5433/db"),
     ],
 )
 def test_an_unknown_client_is_an_error(unknown_client_id: int, command: tuple[str, ...]) -> None:
@@ -353,3 +367,64 @@ def test_an_unknown_client_is_an_error(unknown_client_id: int, command: tuple[st
         args.append(str(unknown_client_id))
     code, out = skein(*args)
     assert (code, out) == (1, {"error": f"no client {unknown_client_id}"})
+
+
+@pytest.mark.parametrize(
+    ("dsn", "reason"),
+    [
+        ("postgresql://postgres@127.0.0.1:5432/skein", "control database"),
+        ("postgresql://u@169.254.169.254/db", "link-local"),
+        ("postgresql://u@10.1.2.3:5432/db", "private"),
+        ("postgresql://u@127.0.0.1:8333/db", "S3 endpoint"),
+        ("host=/var/run/postgresql dbname=warehouse", "does not resolve"),
+        ("host=127.0.0.1 port=5433 dbname=w user=u options='-c statement_timeout=0'", "options"),
+        ("host=127.0.0.1 port=5433 dbname=w user=u service=prod", "service"),
+        ("host=127.0.0.1 port=5433 dbname=w user=u passfile=/root/.pgpass", "passfile"),
+    ],
+)
+def test_a_destination_pointing_where_clients_may_not_reach_is_refused_and_not_stored(
+    conn: control.Connection, client_id: int, dsn: str, reason: str
+) -> None:
+    code, out = skein(
+        "destinations",
+        "set",
+        str(client_id),
+        "postgres",
+        "--dsn",
+        dsn,
+        "--schema",
+        "public",
+        env={"SKEIN_DESTINATION_ALLOWED_NETWORKS": "127.0.0.1:5433"},
+    )
+    assert code == 1, out
+    assert reason in out["error"]
+    assert scalar(conn, "SELECT count(*) FROM destinations WHERE client_id = %s", (client_id,)) == 0
+
+
+def test_destinations_test_connects_and_reports(
+    conn: control.Connection, settings: SharedSettings, client_id: int
+) -> None:
+    ok(
+        "destinations",
+        "set",
+        str(client_id),
+        "postgres",
+        "--dsn",
+        "postgresql://postgres@127.0.0.1:5433/warehouse",
+    )
+    report = ok("destinations", "test", str(client_id))
+    assert report["ok"] is True and report["type"] == "postgres"
+    assert "PostgreSQL" in report["server"] and report["ms"] > 0
+    # Stored past the CLI (as a DNS change would make it): the test refuses it, as loaders do.
+    control.set_destination(
+        conn,
+        settings.secret_key.get_secret_value(),
+        client_id,
+        "postgres",
+        {"dsn_params": {"host": "127.0.0.1", "port": "5432", "dbname": "skein"}},
+        {},
+    )
+    code, report = skein("destinations", "test", str(client_id))
+    assert code == 1 and report["ok"] is False
+    assert "refused by the network policy" in report["error"]
+    assert "control database" in report["error"]

@@ -54,6 +54,11 @@ class BigQueryWarehouse:
         with contextlib.suppress(Exception):
             session.client.close()
 
+    def probe(self, session: Any, destination: Destination) -> str:
+        """One round trip (``skein destinations test``): a query job in the project."""
+        rows = list(session.client.query("SELECT 1 AS ok").result(timeout=self.job_timeout))
+        return f"project {session.client.project}: query ok ({len(rows)} row)"
+
     def cancel(self, session: Any) -> None:
         """Nothing to interrupt: every API call and job wait has its own timeout."""
 
@@ -105,3 +110,8 @@ def classify(exc: BaseException) -> LoadError:
     if isinstance(exc, http_exceptions.RequestException | OSError | TimeoutError):
         return TransientError(f"BigQuery unreachable: {exc}")
     return PermanentError(f"{type(exc).__name__}: {exc}")
+
+
+def probe_warehouse() -> BigQueryWarehouse:
+    """The warehouse as ``skein destinations test`` connects to it (default limits)."""
+    return BigQueryWarehouse()

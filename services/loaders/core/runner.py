@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from botocore.config import Config
 from prometheus_client import Counter, Gauge, Histogram
 
-from common import control, db
+from common import control, db, netpolicy
 from common.metrics import client_label
 from common.s3 import client as s3_client
 from common.spool_client import Lease, SpoolClient, SpoolConflict, SpoolUnavailable
@@ -124,6 +124,9 @@ class Warehouse(Protocol):
     def cancel(self, session: Any) -> None:
         """Interrupt what the session is running (from another thread); best effort."""
 
+    def probe(self, session: Any, destination: Destination) -> str:
+        """One round trip to the warehouse, described (``skein destinations test``)."""
+
 
 class Destinations:
     """Clients' destinations from the control DB, cached briefly."""
@@ -183,6 +186,8 @@ class Runner:
         )
         SESSIONS.labels(self.kind).set_function(lambda: self.sessions.open_count)
         self._slots = threading.BoundedSemaphore(settings.workers)
+        # Checked again at every connect: the host's address may have changed since it was set.
+        self.policy = netpolicy.from_settings(settings)
         self._s3 = s3_client(
             settings, Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5)
         )
@@ -248,9 +253,13 @@ class Runner:
         reused = False
         try:
             destination = self.destinations.get(lease.client_id)
-            if destination is None or destination.type != self.kind:
-                raise PermanentError(
-                    f"client {lease.client_id} has no {self.kind} destination any more"
+            if destination is None:
+                raise PermanentError(f"client {lease.client_id} has no destination any more")
+            if destination.type != self.kind:
+                # The spool moves waiting batches to the new type; this lease goes back to wait.
+                raise TransientError(
+                    f"client {lease.client_id}'s destination is now {destination.type}, "
+                    f"not {self.kind}: its batches move to the {destination.type} loader"
                 )
             with self.sessions.session(
                 destination.client_id, destination.version, lambda: self._open(destination)
@@ -317,6 +326,10 @@ class Runner:
         return None
 
     def _open(self, destination: Destination) -> Any:
+        try:
+            netpolicy.check_destination(self.policy, destination.type, destination.config)
+        except netpolicy.DestinationRefused as exc:
+            raise PermanentError(f"destination refused by the network policy: {exc}") from None
         OPENED.labels(self.kind).inc()
         return self.warehouse.open(destination)
 

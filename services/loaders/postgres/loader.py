@@ -29,6 +29,14 @@ class PostgresWarehouse:
     def close(self, session: Any) -> None:
         connection.close(session)
 
+    def probe(self, session: Any, destination: Destination) -> str:
+        """One round trip (``skein destinations test``): the server's version."""
+        with session.cursor() as cur:
+            cur.execute("SELECT version()")
+            version = str(cur.fetchone()[0])
+        session.rollback()
+        return version
+
     def cancel(self, session: Any) -> None:
         session.cancel()  # libpq's cancel request: the running statement fails QueryCanceled
 
@@ -56,3 +64,8 @@ class PostgresWarehouse:
 
     def classify(self, exc: BaseException) -> LoadError:
         return warehouse.classify(exc)
+
+
+def probe_warehouse() -> PostgresWarehouse:
+    """The warehouse as ``skein destinations test`` connects to it (default limits)."""
+    return PostgresWarehouse()

@@ -151,6 +151,14 @@ class RedshiftWarehouse:
         with contextlib.suppress(rs.Error):
             session.close()
 
+    def probe(self, session: Any, destination: Destination) -> str:
+        """One round trip (``skein destinations test``): the server's version."""
+        cur = session.cursor()
+        cur.execute("SELECT version()")
+        version = str(cur.fetchone()[0])
+        session.rollback()
+        return version
+
     def cancel(self, session: Any) -> None:
         # redshift-connector has no cancel request: closing the socket ends the statement.
         self.close(session)
@@ -177,3 +185,8 @@ class RedshiftWarehouse:
 
     def classify(self, exc: BaseException) -> LoadError:
         return classify(exc)
+
+
+def probe_warehouse() -> RedshiftWarehouse:
+    """The warehouse as ``skein destinations test`` connects to it (default limits)."""
+    return RedshiftWarehouse()

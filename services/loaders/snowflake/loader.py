@@ -108,6 +108,12 @@ class SnowflakeWarehouse:
         with contextlib.suppress(sf.Error):
             session.close()
 
+    def probe(self, session: Any, destination: Destination) -> str:
+        """One round trip (``skein destinations test``): the account's Snowflake version."""
+        cur = session.cursor()
+        cur.execute("SELECT CURRENT_VERSION()")
+        return str(cur.fetchone()[0])
+
     def cancel(self, session: Any) -> None:
         self.close(session)  # the connector's statements end with their connection
 
@@ -137,3 +143,8 @@ class SnowflakeWarehouse:
 
     def classify(self, exc: BaseException) -> LoadError:
         return classify(exc)
+
+
+def probe_warehouse() -> SnowflakeWarehouse:
+    """The warehouse as ``skein destinations test`` connects to it (default limits)."""
+    return SnowflakeWarehouse()
