@@ -20,6 +20,10 @@ class SpoolConflict(Exception):
     """The spool refused the request as inconsistent with its state (HTTP 409)."""
 
 
+class SpoolRefused(Exception):
+    """The spool refused the request for good (another 4xx): retrying cannot help."""
+
+
 @dataclass(frozen=True)
 class BatchRegistration:
     object_key: str
@@ -87,6 +91,14 @@ class SpoolClient:
             raise SpoolConflict(response.json().get("detail", response.text))
         if response.status_code >= 500:
             raise SpoolUnavailable(f"{method} {path}: HTTP {response.status_code}")
+        if response.status_code >= 400 and response.status_code not in (401, 403, 404):
+            # 401/403/404 are this deployment's own mistakes (token, URL): raised as HTTP errors
+            # and retried, never taken as a verdict on the batch.
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise SpoolRefused(f"{method} {path}: HTTP {response.status_code}: {detail}")
         response.raise_for_status()
         return response
 
@@ -96,6 +108,12 @@ class SpoolClient:
         ``{"batch_id": int, "created": bool}``."""
         body = {**asdict(batch), "request_ids": list(batch.request_ids)}
         result: dict[str, Any] = self._call("POST", "/v1/batches", json=body).json()
+        return result
+
+    def dead_letter(self, batch: BatchRegistration, reason: str) -> dict[str, Any]:
+        """Keep a batch the spool refused to register as dead, with the reason."""
+        body = {**asdict(batch), "request_ids": list(batch.request_ids), "reason": reason}
+        result: dict[str, Any] = self._call("POST", "/v1/batches/dead", json=body).json()
         return result
 
     def high_water(self, partitions: list[int]) -> dict[tuple[int, int, str], int]:

@@ -46,6 +46,10 @@ class RegisterIn(BaseModel):
     request_ids: list[str] = Field(default_factory=list, max_length=100_000)
 
 
+class DeadLetterIn(RegisterIn):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
 def _json(payload: Any) -> Response:
     """The loaders' hot path answers without FastAPI's generic encoder (a measurable share of a
     lease + ack cycle); payloads are plain JSON types already."""
@@ -156,7 +160,18 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
     async def not_found(_r: Request, exc: queue.NotFound) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, 404)
 
-    @app.post("/v1/batches", dependencies=api, responses={409: {"description": "out of order"}})
+    @app.exception_handler(queue.Refused)
+    async def refused(_r: Request, exc: queue.Refused) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, 422)
+
+    @app.post(
+        "/v1/batches",
+        dependencies=api,
+        responses={
+            409: {"description": "out of order"},
+            422: {"description": "refused (its client does not exist): dead-letter it"},
+        },
+    )
     def register(body: RegisterIn, response: Response) -> dict[str, Any]:
         """Register an uploaded batch (idempotent on object_key); advances the high-water mark.
         A new key starting at or below its (partition, client, table) mark is refused (409)."""
@@ -169,6 +184,20 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
             metrics.REGISTERED.inc()
         response.status_code = 201 if done.created else 200
         return {"batch_id": done.batch_id, "created": done.created}
+
+    @app.post("/v1/batches/dead", dependencies=api, status_code=201)
+    def dead_letter(body: DeadLetterIn, response: Response) -> dict[str, Any]:
+        """Keep a batch the spool refused to register as ``dead``, with the reason (idempotent
+        on object_key): the streamery commits past it and consumption goes on."""
+        fields = body.model_dump(exclude={"reason"})
+        fields["request_ids"] = tuple(fields["request_ids"])
+        done = db.run(
+            lambda conn: queue.dead_letter(conn, BatchRegistration(**fields), body.reason)
+        )
+        if done.created:
+            metrics.DEAD.inc()
+        response.status_code = 201 if done.created else 200
+        return {"batch_id": done.batch_id, "created": done.created, "state": "dead"}
 
     @app.get("/v1/high-water", dependencies=api)
     def high_water(partition: Annotated[list[int], Query()]) -> dict[str, Any]:

@@ -42,6 +42,11 @@ class NotFound(Exception):
     pass
 
 
+class Refused(Exception):
+    """The batch cannot be registered at all (its client does not exist): the streamery
+    dead-letters it (``dead_letter``) and goes on."""
+
+
 @dataclass(frozen=True)
 class Registered:
     batch_id: int
@@ -70,6 +75,9 @@ def register(conn: Connection, batch: BatchRegistration) -> Registered:
         found = cur.fetchone()
         if found:
             return Registered(found[0], False, found[1])
+        cur.execute("SELECT 1 FROM clients WHERE client_id = %s", (batch.client_id,))
+        if cur.fetchone() is None:
+            raise Refused(f"client {batch.client_id} does not exist")
         cur.execute(
             """SELECT last_offset FROM high_water
                WHERE partition = %s AND client_id = %s AND table_name = %s FOR UPDATE""",
@@ -127,6 +135,50 @@ def register(conn: Connection, batch: BatchRegistration) -> Registered:
             (batch.client_id, batch.table_name),
         )
         return Registered(row[0], True, row[1])
+
+
+def dead_letter(conn: Connection, batch: BatchRegistration, reason: str) -> Registered:
+    """Keep a batch that could not be registered as ``dead`` with the reason (its object stays
+    in S3; ``skein spool ls --state dead`` shows it); idempotent on the object key. The
+    high-water mark advances as for a registration, so a re-read skips these offsets."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            """INSERT INTO batches (client_id, table_name, object_key, partition, first_offset,
+                   last_offset, record_count, bytes, oldest_received_at, newest_received_at,
+                   request_ids, state, last_error, last_error_kind, first_failed_at)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'dead', %s, 'permanent', now())
+               ON CONFLICT (object_key) DO NOTHING
+               RETURNING batch_id""",
+            (
+                batch.client_id,
+                batch.table_name,
+                batch.object_key,
+                batch.partition,
+                batch.first_offset,
+                batch.last_offset,
+                batch.record_count,
+                batch.bytes,
+                batch.oldest_received_at,
+                batch.newest_received_at,
+                list(batch.request_ids),
+                f"refused at registration: {reason}",
+            ),
+        )
+        row = cur.fetchone()
+        if row is None:
+            cur.execute("SELECT batch_id FROM batches WHERE object_key = %s", (batch.object_key,))
+            found = cur.fetchone()
+            assert found is not None
+            return Registered(found[0], False, None)
+        cur.execute(
+            """INSERT INTO high_water (partition, client_id, table_name, last_offset)
+               VALUES (%s, %s, %s, %s)
+               ON CONFLICT (partition, client_id, table_name)
+               DO UPDATE SET last_offset =
+                   GREATEST(high_water.last_offset, EXCLUDED.last_offset)""",
+            (batch.partition, batch.client_id, batch.table_name, batch.last_offset),
+        )
+        return Registered(row[0], True, None)
 
 
 def high_water(conn: Connection, partitions: list[int]) -> list[dict[str, Any]]:

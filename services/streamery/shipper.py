@@ -26,7 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from common.metrics import client_label
-from common.spool_client import BatchRegistration, SpoolConflict, SpoolUnavailable
+from common.spool_client import (
+    BatchRegistration,
+    SpoolConflict,
+    SpoolRefused,
+    SpoolUnavailable,
+)
 from services.streamery import metrics
 from services.streamery.batch import Batch, Stream
 from services.streamery.store import ObjectStore
@@ -44,6 +49,8 @@ class _Abandoned(Exception):
 
 class Registrar(Protocol):
     def register(self, batch: BatchRegistration) -> dict[str, Any]: ...
+
+    def dead_letter(self, batch: BatchRegistration, reason: str) -> dict[str, Any]: ...
 
     def high_water(self, partitions: list[int]) -> dict[tuple[int, int, str], int]: ...
 
@@ -210,6 +217,30 @@ class Shipper:
                     },
                 )
                 return True
+            except SpoolRefused as exc:
+                # A batch that can never register (its client does not exist: a forged or stale
+                # message) is kept as a dead row, its object stays in S3, and its offsets are
+                # committed: one poison message must not stop consumption for every client.
+                metrics.REGISTRATION_FAILURES.labels("refused").inc()
+                reason = str(exc)
+                try:
+                    answer = self._retry(
+                        batch,
+                        "dead-letter",
+                        functools.partial(self._dead_letter, registration, reason),
+                    )
+                except _Abandoned:
+                    return False
+                log.error(
+                    "batch refused by the spool: dead-lettered",
+                    extra={
+                        "batch_id": answer.get("batch_id"),
+                        "object_key": registration.object_key,
+                        "client_id": registration.client_id,
+                        "reason": reason,
+                    },
+                )
+                return True
             except SpoolConflict as exc:
                 # Another writer (a consumer this partition moved away from) registered some of
                 # these offsets after our marks were read: keep only what is above its mark.
@@ -220,6 +251,12 @@ class Shipper:
                     return False
             except _Abandoned:
                 return False
+
+    def _dead_letter(self, registration: BatchRegistration, reason: str) -> dict[str, Any]:
+        try:
+            return self._spool.dead_letter(registration, reason)
+        except SpoolRefused as refused:  # retried with back-off (_retry), never dropped
+            raise RuntimeError(str(refused)) from refused
 
     def _trim(self, batch: Batch, reason: str) -> bool:
         """Drop what the stream's mark covers; False when nothing is left (or abandoned)."""
@@ -254,7 +291,7 @@ class Shipper:
             while not batch.abandoned.is_set():
                 try:
                     result = attempt()
-                except SpoolConflict:
+                except (SpoolConflict, SpoolRefused):
                     raise
                 except Exception as exc:
                     failures += 1

@@ -21,8 +21,13 @@ from typing import Any
 import httpx
 import psycopg2
 import pytest
+from confluent_kafka import Producer
 from psycopg2 import sql
 
+from common import db
+from common.s3 import client as s3_client
+from common.settings import SharedSettings
+from common.wire import Header, TableRecords, encode_messages, message_key
 from tests.conftest import ROOT, stack, wait_for
 from tests.support.tenants import (
     DEMO_WAREHOUSE,
@@ -326,3 +331,127 @@ def test_a_destination_aimed_at_the_control_database_never_reaches_it() -> None:
             (table, tenant.schema),
         )
         assert cur.fetchone()[0] == 0  # type: ignore[index]
+
+
+def test_one_clients_backlog_does_not_starve_a_quiet_client() -> None:
+    """One client sends a backlog of 2M records over 50 tables while a quiet client posts 10
+    records every second: the quiet client's records reach its warehouse within 10 s (p99),
+    because the backlog holds at most SKEIN_SPOOL_MAX_LEASES_PER_CLIENT leases and the quiet
+    client, holding none, is leased first."""
+    total = int(os.environ.get("SKEIN_FAIRNESS_RECORDS", "2000000"))
+    busy, quiet = new_tenants(2, prefix="fair")
+    per_request = 2000
+    tables = [f"backlog_{n}" for n in range(50)]
+    jobs = [
+        (tables[i % len(tables)], first) for i, first in enumerate(range(0, total, per_request))
+    ]
+    done = threading.Event()
+
+    def backlog() -> None:
+        with httpx.Client() as http, ThreadPoolExecutor(6) as pool:
+            list(
+                pool.map(
+                    lambda job: push(
+                        http,
+                        busy,
+                        job[0],
+                        [{"id": i, "v": "x" * 40} for i in range(job[1], job[1] + per_request)],
+                        first_seq=job[1] + 1,
+                    ),
+                    jobs,
+                )
+            )
+        done.set()
+
+    sender = threading.Thread(target=backlog)
+    sender.start()
+    seq = 0
+    try:
+        with httpx.Client() as http:
+            started = time.monotonic()
+            # Through the whole backlog: while it is sent, and while it loads.
+            while not done.is_set() or time.monotonic() - started < 30:
+                seq += 1
+                push(
+                    http,
+                    quiet,
+                    "orders",
+                    [{"id": seq * 10 + i, "sent": time.time()} for i in range(10)],
+                    first_seq=seq * 10,
+                )
+                time.sleep(max(0.0, started + seq - time.monotonic()))
+                if seq > 600:
+                    break
+        sender.join()
+        wait_for(
+            lambda: count_rows(quiet, "orders") == seq * 10,
+            timeout=120,
+            what="every quiet record",
+        )
+        lags = freshness(quiet, "orders")
+        assert p99(lags) <= 10, f"quiet client's p99 {p99(lags):.1f} s over {len(lags)} records"
+        wait_for(
+            lambda: sum(count_rows(busy, t) for t in tables) == total,
+            timeout=600,
+            interval=5,
+            what="the whole backlog",
+        )
+    finally:
+        done.set()
+        sender.join()
+        drop_schemas([busy, quiet])
+
+
+def test_a_forged_message_for_a_missing_client_is_dead_lettered_and_consumption_goes_on() -> None:
+    """A message naming a client that does not exist (written straight to the topic, as a
+    forged or stale message would be) cannot be registered: the streamery keeps it as a dead
+    batch with the reason (its object stays in S3) and goes on; other clients' records load."""
+    settings = SharedSettings()
+    with closing(db.connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT coalesce(max(client_id), 0) + 100000 FROM clients")
+        missing = int(cur.fetchone()[0])  # type: ignore[index]
+    header = Header(
+        missing, "forged", ("id",), None, None, "2026-12-04T00:00:00.000000Z", "forged", "push"
+    )
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all"})
+    for value in encode_messages(
+        TableRecords(header, [b'{"action":"upsert","sequence":1,"data":{"id":1}}']), 1 << 20
+    ):
+        producer.produce(settings.topic, value=value, key=message_key(missing, "forged"))
+    assert producer.flush(30) == 0
+    tenant = new_tenants(1, prefix="after")[0]
+    try:
+        with httpx.Client() as http:
+            # Several tables, so that some share the forged message's partition.
+            for n in range(12):
+                push(http, tenant, f"t{n}", [{"id": 1, "sent": time.time()}])
+
+        def dead() -> list[dict[str, Any]]:
+            return [b for b in batches_of([missing]) if b["state"] == "dead"]
+
+        parked = wait_for(dead, timeout=60, what="the forged batch, dead-lettered")
+        assert f"client {missing} does not exist" in parked[0]["last_error"]
+        s3 = s3_client(settings)
+        assert s3.head_object(Bucket=settings.s3_bucket, Key=parked[0]["object_key"])
+        wait_for(
+            lambda: all(count_rows(tenant, f"t{n}") == 1 for n in range(12)),
+            timeout=60,
+            what="the other client's rows, after the forged message",
+        )
+        listed = subprocess.run(
+            [
+                str(ROOT / ".venv/bin/skein"),
+                "spool",
+                "ls",
+                "--state",
+                "dead",
+                "--client",
+                str(missing),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert parked[0]["object_key"] in listed
+    finally:
+        drop_schemas([tenant])

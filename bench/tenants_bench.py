@@ -1,0 +1,204 @@
+"""Many tenants against one table: the same records loaded two ways in one run.
+
+    .venv/bin/python bench/tenants_bench.py [--clients 100] [--tables 3] [--records 300000]
+
+1. Many: ``--clients`` clients, each with its own schema on the demo warehouse and ``--tables``
+   tables; the records are spread evenly over every (client, table) and sent through the gate
+   (1,000-record requests, 8 concurrent senders).
+2. One: a single client, one table, the same number of records, the same way.
+
+For each: records/s end to end (first request sent to the last row committed, rows counted by
+``_sdc_loads``), and the peak number of the loader's warehouse sessions seen in
+``pg_stat_activity`` (sampled every 50 ms). Prints both rates, their ratio (target >= 0.6 at
+300 tables) and the connection cap. Bench schemas are dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from pathlib import Path
+
+import httpx
+import orjson
+import psycopg2
+from psycopg2 import sql
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_records import make_record
+
+from common import control, db
+from common.settings import SharedSettings
+
+GATE = "http://127.0.0.1:8080"
+WAREHOUSE = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
+PER_REQUEST = 1000
+LOADER_APP = "skein-loader-postgres"
+
+
+def tenants(count: int, prefix: str) -> list[tuple[int, str, str]]:
+    """(client id, token, schema) for ``count`` new clients on the demo warehouse."""
+    key = SharedSettings().secret_key.get_secret_value()
+    made = []
+    with closing(db.connect()) as conn:
+        for _ in range(count):
+            client_id = control.create_client(conn, "bench-tenants")["client_id"]
+            token = control.create_api_token(conn, client_id)["token"]
+            schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+            control.set_destination(
+                conn, key, client_id, "postgres", {"dsn_params": WAREHOUSE, "schema": schema}, {}
+            )
+            made.append((client_id, token, schema))
+    return made
+
+
+def bodies(targets: list[tuple[str, str]], total: int) -> list[tuple[str, bytes]]:
+    """(token, body) requests spreading ``total`` records evenly over ``targets``
+    ((token, table) pairs), 1,000 records (or fewer) a request."""
+    rng = random.Random(5)
+    per_target = max(1, total // len(targets))
+    out = []
+    for token, table in targets:
+        for start in range(0, per_target, PER_REQUEST):
+            n = min(PER_REQUEST, per_target - start)
+            messages = [
+                {"action": "upsert", "sequence": start + i + 1, "data": make_record(start + i, rng)}
+                for i in range(n)
+            ]
+            body = {
+                "table_name": table,
+                "schema": {"properties": {"id": {"type": "integer"}}},
+                "key_names": ["id"],
+                "messages": messages,
+            }
+            out.append((token, orjson.dumps(body)))
+    rng.shuffle(out)
+    return out
+
+
+def send(requests: list[tuple[str, bytes]]) -> None:
+    def post(item: tuple[str, bytes]) -> None:
+        token, body = item
+        while True:
+            r = http.post(
+                f"{GATE}/v2/import/batch",
+                content=body,
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                timeout=60,
+            )
+            if r.status_code == 202:
+                return
+            if r.status_code not in (429, 503):
+                raise SystemExit(f"gate answered {r.status_code}: {r.text}")
+            time.sleep(0.5)
+
+    with httpx.Client() as http, ThreadPoolExecutor(8) as pool:
+        list(pool.map(post, requests))
+
+
+def loaded(schemas: list[str]) -> int:
+    with closing(psycopg2.connect(**WAREHOUSE)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT table_schema FROM information_schema.tables"
+            " WHERE table_name = '_sdc_loads' AND table_schema = ANY(%s)",
+            (schemas,),
+        )
+        present = [r[0] for r in cur.fetchall()]
+        if not present:
+            return 0
+        union = sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT coalesce(sum(records), 0) AS n FROM {}").format(
+                sql.Identifier(s, "_sdc_loads")
+            )
+            for s in present
+        )
+        cur.execute(sql.SQL("SELECT sum(n) FROM ({}) t").format(union))
+        return int(cur.fetchone()[0] or 0)  # type: ignore[index]
+
+
+class Sampler:
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with closing(psycopg2.connect(**WAREHOUSE)) as conn:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                while not self._stop.wait(0.05):
+                    cur.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                        (LOADER_APP,),
+                    )
+                    self.peak = max(self.peak, int(cur.fetchone()[0]))  # type: ignore[index]
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(5)
+        return self.peak
+
+
+def run(name: str, clients: int, tables: int, total: int) -> dict[str, float]:
+    made = tenants(clients, f"bt_{name}")
+    targets = [(token, f"t{n}") for _, token, _ in made for n in range(tables)]
+    requests = bodies(targets, total)
+    expected = sum(body.count(b'"action"') for _, body in requests)
+    schemas = [schema for _, _, schema in made]
+    sampler = Sampler()
+    started = time.monotonic()
+    send(requests)
+    sent = time.monotonic()
+    while (done := loaded(schemas)) < expected:
+        if time.monotonic() - sent > 900:
+            raise SystemExit(f"{name}: only {done} of {expected} rows after 15 minutes")
+        time.sleep(0.5)
+    elapsed = time.monotonic() - started
+    peak = sampler.stop()
+    drop(schemas)
+    return {
+        "records": expected,
+        "tables": len(targets),
+        "seconds": round(elapsed, 1),
+        "rate": round(expected / elapsed),
+        "send_rate": round(expected / (sent - started)),
+        "peak_connections": peak,
+    }
+
+
+def drop(schemas: list[str]) -> None:
+    with closing(psycopg2.connect(**WAREHOUSE)) as conn, conn, conn.cursor() as cur:
+        for schema in schemas:
+            cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--tables", type=int, default=3)
+    parser.add_argument("--records", type=int, default=300_000)
+    args = parser.parse_args()
+    many = run("many", args.clients, args.tables, args.records)
+    print(orjson.dumps({"many": many}).decode(), flush=True)
+    one = run("one", 1, 1, args.records)
+    print(orjson.dumps({"one": one}).decode(), flush=True)
+    print(
+        orjson.dumps(
+            {
+                "ratio_many_to_one": round(many["rate"] / one["rate"], 2),
+                "target": 0.6,
+                "peak_loader_connections": max(many["peak_connections"], one["peak_connections"]),
+            }
+        ).decode()
+    )
+
+
+if __name__ == "__main__":
+    main()
