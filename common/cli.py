@@ -145,6 +145,47 @@ def clients_list() -> None:
         emit({"clients": control.list_clients(conn)})
 
 
+@clients_app.command("set-limits")
+def clients_set_limits(
+    client_id: int,
+    rps: Annotated[int | None, typer.Option(help="Requests per second.")] = None,
+    bytes_per_s: Annotated[int | None, typer.Option(help="Request body bytes per second.")] = None,
+    concurrent: Annotated[int | None, typer.Option(help="Requests in progress at once.")] = None,
+    tables: Annotated[int | None, typer.Option(help="Distinct tables.")] = None,
+    reset: Annotated[
+        list[str] | None,
+        typer.Option(help="Back to the gate's default: rps, bytes_per_s, concurrent, tables."),
+    ] = None,
+) -> None:
+    """Set a client's own quotas (the gate's defaults apply to those never set); prints all
+    four, null meaning the default."""
+    names = {
+        "rps": "rate_limit_rps",
+        "bytes_per_s": "bytes_per_s",
+        "concurrent": "max_concurrent_requests",
+        "tables": "max_tables",
+    }
+    changes: dict[str, int | None] = {
+        names[k]: v
+        for k, v in {
+            "rps": rps,
+            "bytes_per_s": bytes_per_s,
+            "concurrent": concurrent,
+            "tables": tables,
+        }.items()
+        if v is not None
+    }
+    for name in reset or []:
+        if name not in names:
+            raise control.ControlError(f"--reset takes one of {', '.join(names)}, not {name!r}")
+        if names[name] in changes:
+            raise control.ControlError(f"{name} is both set and reset")
+        changes[names[name]] = None
+    with control_db() as conn:
+        require_client(conn, client_id)
+        emit({"client_id": client_id, "limits": control.set_limits(conn, client_id, changes)})
+
+
 @tokens_app.command("create")
 def tokens_create(client_id: int) -> None:
     """Issue an Import API token. The token is printed now and never again."""

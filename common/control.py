@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import psycopg2
 import psycopg2.extensions
+from psycopg2 import sql
 
 from common import crypto
 
@@ -45,6 +46,9 @@ class ApiTokenInfo:
 
     client_id: int
     rate_limit_rps: int | None
+    bytes_per_s: int | None = None
+    max_concurrent_requests: int | None = None
+    max_tables: int | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,9 @@ class WebhookInfo:
     table_name: str
     key_field: str | None
     rate_limit_rps: int | None
+    bytes_per_s: int | None = None
+    max_concurrent_requests: int | None = None
+    max_tables: int | None = None
 
 
 # --- tokens (pure) ---------------------------------------------------------------------------
@@ -222,6 +229,79 @@ def list_clients(conn: Connection) -> list[dict[str, Any]]:
     return [_client_row(row) for row in rows]
 
 
+# --- limits ----------------------------------------------------------------------------------
+
+# A client's own quotas (NULL: the gate's default), in the order the lookups return them.
+LIMITS = ("rate_limit_rps", "bytes_per_s", "max_concurrent_requests", "max_tables")
+_LIMIT_COLUMNS = sql.SQL(", ").join(sql.Identifier("c", name) for name in LIMITS)
+
+
+def get_limits(conn: Connection, client_id: int) -> dict[str, int | None]:
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT {} FROM clients c WHERE c.client_id = %s").format(_LIMIT_COLUMNS),
+            (client_id,),
+        )
+        row = cur.fetchone()
+    if row is None:
+        raise ControlError(f"no client {client_id}")
+    return dict(zip(LIMITS, row, strict=True))
+
+
+def set_limits(
+    conn: Connection, client_id: int, changes: dict[str, int | None]
+) -> dict[str, int | None]:
+    """Set (a positive number) or reset to the gate's default (None) some of a client's
+    limits; returns them all."""
+    unknown = sorted(set(changes) - set(LIMITS))
+    if unknown:
+        raise ControlError(f"unknown limit(s) {', '.join(unknown)}; known: {', '.join(LIMITS)}")
+    for name, value in changes.items():
+        if value is not None and value <= 0:
+            raise ControlError(f"{name} must be a positive number (or reset to the default)")
+    if changes:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("UPDATE clients SET {} WHERE client_id = %s").format(
+                    sql.SQL(", ").join(
+                        sql.SQL("{} = %s").format(sql.Identifier(name)) for name in changes
+                    )
+                ),
+                (*changes.values(), client_id),
+            )
+    return get_limits(conn, client_id)
+
+
+# Advisory-lock namespace of the distinct-tables quota (two-key form: namespace, client).
+_TABLES_LOCK = 0x5E1_7AB
+
+
+def admit_tables(conn: Connection, client_id: int, names: list[str], limit: int) -> list[str]:
+    """Record a client's new tables if all of them fit under ``limit`` distinct tables; return
+    the names refused (all the new ones when they do not all fit, else none). Serialised per
+    client, so concurrent gate processes cannot both take the last places."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_TABLES_LOCK, client_id % 2**31))
+        cur.execute(
+            "SELECT table_name FROM client_tables WHERE client_id = %s AND table_name = ANY(%s)",
+            (client_id, names),
+        )
+        known = {row[0] for row in cur.fetchall()}
+        new = [n for n in names if n not in known]
+        if not new:
+            return []
+        cur.execute("SELECT count(*) FROM client_tables WHERE client_id = %s", (client_id,))
+        held = int(cur.fetchone()[0])  # type: ignore[index]
+        if held + len(new) > limit:
+            return new
+        cur.executemany(
+            "INSERT INTO client_tables (client_id, table_name) VALUES (%s, %s)"
+            " ON CONFLICT DO NOTHING",
+            [(client_id, n) for n in new],
+        )
+        return []
+
+
 # --- API tokens ------------------------------------------------------------------------------
 
 
@@ -275,13 +355,15 @@ def lookup_api_token(conn: Connection, token: str) -> ApiTokenInfo | None:
         return None  # not one of ours: no need to ask the database
     with conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT t.client_id, c.rate_limit_rps FROM api_tokens t"
-            " JOIN clients c ON c.client_id = t.client_id"
-            " WHERE t.token_hash = %s AND t.revoked_at IS NULL",
+            sql.SQL(
+                "SELECT t.client_id, {} FROM api_tokens t"
+                " JOIN clients c ON c.client_id = t.client_id"
+                " WHERE t.token_hash = %s AND t.revoked_at IS NULL"
+            ).format(_LIMIT_COLUMNS),
             (hash_token(token),),
         )
         row = cur.fetchone()
-    return None if row is None else ApiTokenInfo(client_id=row[0], rate_limit_rps=row[1])
+    return None if row is None else ApiTokenInfo(row[0], *row[1:])
 
 
 # --- webhooks --------------------------------------------------------------------------------
@@ -351,9 +433,11 @@ def lookup_webhook(conn: Connection, token: str) -> WebhookInfo | None:
         return None
     with conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT w.webhook_id, w.client_id, w.table_name, w.key_field, c.rate_limit_rps"
-            " FROM webhooks w JOIN clients c ON c.client_id = w.client_id"
-            " WHERE w.token_hash = %s AND w.revoked_at IS NULL",
+            sql.SQL(
+                "SELECT w.webhook_id, w.client_id, w.table_name, w.key_field, {}"
+                " FROM webhooks w JOIN clients c ON c.client_id = w.client_id"
+                " WHERE w.token_hash = %s AND w.revoked_at IS NULL"
+            ).format(_LIMIT_COLUMNS),
             (hash_token(token),),
         )
         row = cur.fetchone()
@@ -365,6 +449,9 @@ def lookup_webhook(conn: Connection, token: str) -> WebhookInfo | None:
         table_name=row[2],
         key_field=row[3],
         rate_limit_rps=row[4],
+        bytes_per_s=row[5],
+        max_concurrent_requests=row[6],
+        max_tables=row[7],
     )
 
 

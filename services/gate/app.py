@@ -40,11 +40,10 @@ from services.gate.errors import (
     batch_error,
     not_authorized,
     status_error,
-    too_many_requests,
     unavailable,
 )
 from services.gate.producer import DurableProducer, NotDelivered, OutgoingMessage
-from services.gate.ratelimit import RateLimiter
+from services.gate.quotas import Limited, Quotas, TableAdmission
 from services.gate.records import (
     Limits,
     RequestContext,
@@ -75,7 +74,7 @@ class Gate:
     api_tokens: TokenCache[control.ApiTokenInfo]
     webhooks: TokenCache[control.WebhookInfo]
     schemas: SchemaCache
-    limiter: RateLimiter
+    quotas: Quotas
 
     @property
     def limits(self) -> Limits:
@@ -110,12 +109,6 @@ class Gate:
             raise not_authorized()
         return info
 
-    def check_rate(self, client_id: int, client_rps: int | None) -> None:
-        rps = float(client_rps) if client_rps is not None else self.settings.rate_limit_rps
-        wait = self.limiter.retry_after(client_id, rps)
-        if wait:
-            raise too_many_requests(wait)
-
     async def body(self, request: Request, *, malformed: Callable[[str], ApiError]) -> Any:
         check_content_type(request.headers.get("content-type"))
         raw = await read_limited(
@@ -138,6 +131,18 @@ class Gate:
         request.state.may_have_reserved = b'"_sdc' in raw or (b"\\" in raw and b"\\u" in raw)
         request.state.raw_bytes = len(raw)
         return parsed
+
+    async def accept(
+        self, client: Limited, tables: list[TableRecords], request: Request, endpoint: str
+    ) -> None:
+        """The client's new tables admitted (its distinct-tables quota), then produced."""
+        try:
+            await self.quotas.admit_tables(client, [t.header.table_name for t in tables])
+        except ControlUnavailable as exc:
+            raise unavailable(
+                "New tables cannot be admitted now; retry the request", self.settings.retry_after_s
+            ) from exc
+        await self.produce(tables, request, endpoint)
 
     async def produce(self, tables: list[TableRecords], request: Request, endpoint: str) -> None:
         """Return only when Kafka acknowledged every record; else 503 with Retry-After."""
@@ -227,8 +232,24 @@ def build_gate(settings: GateSettings) -> Gate:
             lookup(control.lookup_webhook), settings.token_ttl_s, settings.token_grace_s
         ),
         schemas=SchemaCache(settings.schema_cache_size, settings.max_schema_bytes),
-        limiter=RateLimiter(settings.rate_limit_burst_s, settings.workers),
+        quotas=Quotas(settings, admit_tables(db)),
     )
+
+
+class ControlUnavailable(Exception):
+    """The control database could not be asked (a new table cannot be admitted)."""
+
+
+def admit_tables(db: ControlDb) -> TableAdmission:
+    async def admit(client_id: int, names: list[str], limit: int) -> list[str]:
+        try:
+            return await asyncio.to_thread(
+                db.run, lambda conn: control.admit_tables(conn, client_id, names, limit)
+            )
+        except Exception as exc:
+            raise ControlUnavailable(str(exc)) from exc
+
+    return admit
 
 
 def create_app(
@@ -303,12 +324,14 @@ def create_app(
     ) -> Any:
         """One table's records with a JSON Schema; 202 once every record is durable in Kafka."""
         client = await gate.client_for(authorization)
-        gate.check_rate(client.client_id, client.rate_limit_rps)
-        body = await gate.body(request, malformed=batch_error)
-        tables = batch_tables(
-            body, gate.context(request, client.client_id), gate.limits, gate.schemas
-        )
-        await gate.produce(tables, request, "batch")
+        gate.quotas.check_rate(client)
+        async with gate.quotas.concurrent(client):
+            body = await gate.body(request, malformed=batch_error)
+            gate.quotas.charge_bytes(client, request.state.raw_bytes)
+            tables = batch_tables(
+                body, gate.context(request, client.client_id), gate.limits, gate.schemas
+            )
+            await gate.accept(client, tables, request, "batch")
         return ACCEPTED
 
     @app.post(
@@ -320,10 +343,12 @@ def create_app(
     async def import_push(request: Request, gate: GateDep, authorization: AuthHeader = None) -> Any:
         """Records of one or more tables, no schema; 202 once every record is durable."""
         client = await gate.client_for(authorization)
-        gate.check_rate(client.client_id, client.rate_limit_rps)
-        body = await gate.body(request, malformed=_push_malformed)
-        tables = push_tables(body, gate.context(request, client.client_id), gate.limits)
-        await gate.produce(tables, request, "push")
+        gate.quotas.check_rate(client)
+        async with gate.quotas.concurrent(client):
+            body = await gate.body(request, malformed=_push_malformed)
+            gate.quotas.charge_bytes(client, request.state.raw_bytes)
+            tables = push_tables(body, gate.context(request, client.client_id), gate.limits)
+            await gate.accept(client, tables, request, "push")
         return ACCEPTED
 
     @app.post(
@@ -351,12 +376,14 @@ def create_app(
     ) -> Any:
         """Any JSON object (or array of objects): one row each in the webhook's table."""
         hook = await gate.webhook_for(client_id, webhook_token)
-        gate.check_rate(hook.client_id, hook.rate_limit_rps)
-        body = await gate.body(request, malformed=_push_malformed)
-        tables = webhook_tables(
-            body, gate.context(request, hook.client_id), gate.limits, hook, time.time_ns()
-        )
-        await gate.produce(tables, request, "webhook")
+        gate.quotas.check_rate(hook)
+        async with gate.quotas.concurrent(hook):
+            body = await gate.body(request, malformed=_push_malformed)
+            gate.quotas.charge_bytes(hook, request.state.raw_bytes)
+            tables = webhook_tables(
+                body, gate.context(request, hook.client_id), gate.limits, hook, time.time_ns()
+            )
+            await gate.accept(hook, tables, request, "webhook")
         return ACCEPTED
 
     @app.get("/healthz", include_in_schema=True)

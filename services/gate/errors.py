@@ -55,9 +55,3 @@ def unprocessable(reasons: list[str]) -> ApiError:
 
 def unavailable(message: str, retry_after: int) -> ApiError:
     return status_error(503, message, {"Retry-After": str(retry_after)})
-
-
-def too_many_requests(retry_after: int) -> ApiError:
-    return status_error(
-        429, "Rate limit exceeded for this client.", {"Retry-After": str(retry_after)}
-    )

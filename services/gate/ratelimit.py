@@ -16,8 +16,10 @@ class RateLimiter:
         self._clock = clock
         self._buckets: dict[int, tuple[float, float]] = {}  # client -> (tokens, last refill)
 
-    def retry_after(self, client_id: int, rps: float) -> int:
-        """0 when the request may go ahead (and is counted), else seconds to wait."""
+    def retry_after(self, client_id: int, rps: float, cost: float = 1.0) -> int:
+        """0 when ``cost`` units may go ahead (and are counted), else seconds to wait. A cost
+        larger than the bucket (a 20 MB body under a 1 MB/s limit) may go when the bucket is
+        full, leaving it in debt: it is then refused until the debt is paid back."""
         if rps <= 0:
             return 0
         rate = rps / self._processes
@@ -25,8 +27,8 @@ class RateLimiter:
         now = self._clock()
         tokens, last = self._buckets.get(client_id, (capacity, now))
         tokens = min(capacity, tokens + (now - last) * rate)
-        if tokens >= 1.0:
-            self._buckets[client_id] = (tokens - 1.0, now)
+        if tokens >= min(cost, capacity):
+            self._buckets[client_id] = (tokens - cost, now)
             return 0
         self._buckets[client_id] = (tokens, now)
-        return max(1, math.ceil((1.0 - tokens) / rate))
+        return max(1, math.ceil((min(cost, capacity) - tokens) / rate))

@@ -40,9 +40,15 @@ class GateSettings(SharedSettings):
     # Untrusted client schemas.
     schema_cache_size: int = Field(512, ge=1)
     max_schema_bytes: int = Field(256 * 1024, ge=1024)
-    # Requests per second per client (0 = unlimited); a client's rate_limit_rps overrides it.
-    rate_limit_rps: float = Field(0.0, ge=0)
+    # Per-client quotas (0 = unlimited); a client's own settings (skein clients set-limits)
+    # override each. Defaults are generous: they stop a runaway client, not a busy one.
+    rate_limit_rps: float = Field(1000.0, ge=0)
     rate_limit_burst_s: float = Field(2.0, gt=0)
+    bytes_per_s: float = Field(128.0 * 1024 * 1024, ge=0)
+    max_concurrent_requests: int = Field(64, ge=0)
+    max_tables_per_client: int = Field(2000, ge=0)
+    # (client, table) pairs already admitted, remembered per process.
+    known_tables_cache: int = Field(100_000, ge=1)
     metrics_dir: str = ""
     # Request line and headers: longer ones answer 414 / 431 before any route runs.
     max_url_bytes: int = Field(8192, ge=256)

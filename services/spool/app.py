@@ -115,6 +115,18 @@ def _purge(
         return
     if purged:
         log.info("purged loaded batches' objects", extra={"purged": purged})
+    pruned = 0
+    try:
+        while not stop.is_set():
+            done = db.run(lambda conn: queue.prune_idle_tables(conn, older_than_s))
+            pruned += done
+            if done == 0:
+                break
+    except Exception as exc:  # the next round tries again
+        log.warning("pruning idle tables failed", extra={"err": str(exc), "pruned": pruned})
+        return
+    if pruned:
+        log.info("forgot tables idle past retention", extra={"tables": pruned})
 
 
 def create_app(settings: SpoolSettings | None = None) -> FastAPI:

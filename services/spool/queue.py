@@ -539,6 +539,45 @@ def purge_loaded(
         return len(ids)
 
 
+def prune_idle_tables(conn: Connection, older_than_s: float, limit: int = 1000) -> int:
+    """Forget up to ``limit`` tables idle longer than ``older_than_s``: their ``table_leases``,
+    ``high_water`` and ``client_tables`` rows (batch rows stay, for history and status). A table
+    is idle when its newest batch (the last in Kafka order: a table stays in one partition) is
+    loaded or skipped, registered that long ago, and nobody holds its lease. The rows of idle
+    tables would otherwise grow for ever and count against the client's tables quota; a
+    table sent to again is registered anew. (Kafka's retention should not be longer than this,
+    or a re-read of offsets that old would find no high-water mark.)"""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            """WITH idle AS (
+                   SELECT l.client_id, l.table_name FROM table_leases l
+                   CROSS JOIN LATERAL (
+                       SELECT b.state, b.created_at FROM batches b
+                       WHERE b.client_id = l.client_id AND b.table_name = l.table_name
+                       ORDER BY b.partition DESC, b.first_offset DESC LIMIT 1
+                   ) newest
+                   WHERE (l.expires_at IS NULL OR l.expires_at < now())
+                     AND newest.state IN ('loaded', 'skipped')
+                     AND newest.created_at < now() - make_interval(secs => %s)
+                   LIMIT %s
+                   FOR UPDATE OF l SKIP LOCKED
+               ), gone AS (
+                   DELETE FROM table_leases t USING idle i
+                   WHERE t.client_id = i.client_id AND t.table_name = i.table_name
+                   RETURNING t.client_id, t.table_name
+               ), marks AS (
+                   DELETE FROM high_water h USING gone g
+                   WHERE h.client_id = g.client_id AND h.table_name = g.table_name
+               ), quota AS (
+                   DELETE FROM client_tables c USING gone g
+                   WHERE c.client_id = g.client_id AND c.table_name = g.table_name
+               )
+               SELECT count(*) FROM gone""",
+            (older_than_s, limit),
+        )
+        return int(cur.fetchone()[0])  # type: ignore[index]
+
+
 def _require_dead(conn: Connection, batch_id: int) -> None:
     state = get_batch(conn, batch_id)["state"]
     raise Conflict(f"batch {batch_id} is {state}, not dead")

@@ -393,3 +393,47 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_quotas_set_with_the_cli_answer_429_naming_the_limit(http: httpx.Client) -> None:
+    """``skein clients set-limits``: over the distinct-tables limit a new table is 429 naming
+    it, nothing of the request reaches Kafka, known tables keep working; a reset lifts it.
+    Requests per second likewise. Another client is not affected."""
+    with closing(db.connect()) as conn:
+        client = control.create_client(conn, "quota-test")
+        token = control.create_api_token(conn, client["client_id"])["token"]
+        other = control.create_api_token(conn, control.create_client(conn, "q2")["client_id"])
+    cid = client["client_id"]
+    skein = str(ROOT / ".venv" / "bin" / "skein")
+
+    def limits(*args: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [skein, "clients", "set-limits", str(cid), *args],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return dict(orjson.loads(done.stdout))
+
+    assert limits("--tables", "2")["limits"]["max_tables"] == 2
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def post(table: str, who: dict[str, str] = headers) -> httpx.Response:
+        return http.post(
+            "/v2/import/batch", content=orjson.dumps(batch_body(table, 2)), headers=who
+        )
+
+    assert post("a").status_code == 202 and post("b").status_code == 202
+    r = post("c")
+    assert r.status_code == 429, r.text
+    assert r.json()["limit"] == "tables" and r.json()["value"] == 2 and "c" in r.json()["message"]
+    assert post("a").status_code == 202  # a table it already has
+    other_headers = {**headers, "Authorization": f"Bearer {other['token']}"}
+    assert post("c", other_headers).status_code == 202
+    assert limits("--reset", "tables")["limits"]["max_tables"] is None
+    assert wait_for(lambda: post("c").status_code == 202, timeout=15, what="the reset quota")
+    limits("--rps", "1")
+    wait_for(lambda: post("a").status_code == 429, timeout=15, what="the requests/s limit to apply")
+    r = post("a")
+    assert r.status_code == 429 and r.json()["limit"] == "requests_per_s"
+    assert int(r.headers["retry-after"]) >= 1

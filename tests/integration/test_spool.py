@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import orjson
 import psycopg2
+import psycopg2.sql
 import pytest
 
 from common import control, db
@@ -639,3 +640,38 @@ def test_among_equals_the_client_served_least_recently_goes_first(spool: Isolate
             order.append(got["client_id"])
             queue.ack(conn, got["lease_token"], None)
     assert order == [a, b, a, b]
+
+
+def test_tables_idle_past_retention_are_forgotten_and_others_kept(spool: IsolatedSpool) -> None:
+    with closing(spool.connect()) as conn, conn, conn.cursor() as cur:
+        cur.execute("UPDATE batches SET state = 'skipped' WHERE state IN ('pending', 'retry_wait')")
+    cid = new_client(spool, "snowflake")
+    client = spool.client()
+    client.register(registration(cid, "idle", 0, 0, 9))
+    client.register(registration(cid, "busy", 1, 0, 9))
+    with closing(spool.connect()) as conn:
+        got = queue.lease(conn, "snowflake", "w", 60, 10, 10**9)
+        assert got is not None
+        queue.ack(conn, got["lease_token"], None)  # one of the two tables loaded
+        control.admit_tables(conn, cid, ["idle", "busy"], 10)
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "UPDATE batches SET created_at = now() - interval '8 days' WHERE client_id = %s",
+                (cid,),
+            )
+        assert queue.prune_idle_tables(conn, 7 * 86400) == 1
+        assert queue.prune_idle_tables(conn, 7 * 86400) == 0
+        with conn, conn.cursor() as cur:
+            for table in ("table_leases", "high_water", "client_tables"):
+                cur.execute(
+                    psycopg2.sql.SQL("SELECT table_name FROM {} WHERE client_id = %s").format(
+                        psycopg2.sql.Identifier(table)
+                    ),
+                    (cid,),
+                )
+                left = {r[0] for r in cur.fetchall()}
+                assert left == {"busy" if got["table_name"] == "idle" else "idle"}, table
+        # A table sent to again registers anew, above its old offsets or not.
+        client.register(
+            registration(cid, got["table_name"], got["batches"][0]["partition"], 10, 19)
+        )

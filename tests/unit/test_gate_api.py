@@ -18,7 +18,7 @@ from common.wire import decode_message
 from services.gate.app import Gate, create_app
 from services.gate.auth import TokenCache
 from services.gate.producer import NotDelivered, OutgoingMessage
-from services.gate.ratelimit import RateLimiter
+from services.gate.quotas import Quotas
 from services.gate.schemas import SchemaCache
 from services.gate.settings import GateSettings
 
@@ -54,6 +54,7 @@ class FakeDirectory:
     hooks: dict[str, WebhookInfo] = field(
         default_factory=lambda: {HOOK: WebhookInfo(3, 7, "events", "id", None)}
     )
+    tables: dict[int, set[str]] = field(default_factory=dict)
 
     async def api_token(self, token: str) -> ApiTokenInfo | None:
         if self.down:
@@ -64,6 +65,15 @@ class FakeDirectory:
         if self.down:
             raise ConnectionError("control db down")
         return self.hooks.get(token)
+
+    async def admit_tables(self, client_id: int, names: list[str], limit: int) -> list[str]:
+        """control.admit_tables in memory: all of a request's new tables, or none."""
+        held = self.tables.setdefault(client_id, set())
+        new = [n for n in names if n not in held]
+        if len(held) + len(new) > limit:
+            return new
+        held.update(new)
+        return []
 
 
 @pytest.fixture
@@ -80,7 +90,7 @@ def world() -> Iterator[tuple[TestClient, FakeProducer, FakeDirectory]]:
             api_tokens=TokenCache(directory.api_token, s.token_ttl_s, s.token_grace_s),
             webhooks=TokenCache(directory.webhook, s.token_ttl_s, s.token_grace_s),
             schemas=SchemaCache(s.schema_cache_size, s.max_schema_bytes),
-            limiter=RateLimiter(s.rate_limit_burst_s, s.workers),
+            quotas=Quotas(s, directory.admit_tables),
         )
 
     with TestClient(create_app(settings, build)) as client:
@@ -610,3 +620,56 @@ def test_an_oversized_request_line_is_414_and_oversized_headers_431(world: World
     assert r.status_code == 431 and "headers are larger" in r.json()["error"]
     assert producer.sent == []
     assert post(client, "/v2/import/batch", batch()).status_code == 202  # ordinary ones pass
+
+
+LIMITED = "skn_" + "l" * 43
+
+
+def test_a_client_over_its_distinct_tables_gets_429_naming_the_limit(world: World) -> None:
+    client, producer, directory = world
+    directory.api[LIMITED] = ApiTokenInfo(9, None, max_tables=3)
+    for n in range(3):
+        assert (
+            post(client, "/v2/import/push", push(1, 9, f"t{n}"), token=LIMITED).status_code == 202
+        )
+    sent = len(producer.sent)
+    r = post(client, "/v2/import/push", push(1, 9, "t3"), token=LIMITED)
+    assert r.status_code == 429
+    assert r.json()["limit"] == "tables" and r.json()["value"] == 3
+    assert "t3" in r.json()["message"]
+    assert len(producer.sent) == sent  # nothing of it accepted
+    # Known tables keep working; another client is not affected.
+    assert post(client, "/v2/import/push", push(1, 9, "t0"), token=LIMITED).status_code == 202
+    assert post(client, "/v2/import/push", push(1, 7, "t3")).status_code == 202
+
+
+def test_a_client_over_its_bytes_per_second_gets_429(world: World) -> None:
+    client, _, directory = world
+    directory.api[LIMITED] = ApiTokenInfo(9, None, bytes_per_s=2000)
+    codes = [
+        post(client, "/v2/import/push", push(20, 9), token=LIMITED).status_code for _ in range(8)
+    ]
+    assert codes[0] == 202 and 429 in codes
+    r = post(client, "/v2/import/push", push(20, 9), token=LIMITED)
+    assert r.status_code == 429 and r.json()["limit"] == "bytes_per_s"
+    assert int(r.headers["retry-after"]) >= 1
+
+
+def test_a_client_over_its_concurrent_requests_gets_429(world: World) -> None:
+    import asyncio
+
+    client, _, directory = world
+    directory.api[LIMITED] = ApiTokenInfo(9, None, max_concurrent_requests=1)
+    gate: Gate = client.app.state.gate  # type: ignore[attr-defined]
+    info = directory.api[LIMITED]
+
+    async def two_at_once() -> str:
+        async with gate.quotas.concurrent(info):
+            try:
+                async with gate.quotas.concurrent(info):
+                    return "admitted"
+            except Exception as exc:
+                return str(getattr(exc, "body", exc))
+
+    assert "concurrent_requests" in asyncio.run(two_at_once())
+    assert post(client, "/v2/import/push", push(1, 9), token=LIMITED).status_code == 202
