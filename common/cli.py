@@ -145,6 +145,57 @@ def clients_list() -> None:
         emit({"clients": control.list_clients(conn)})
 
 
+GrantOption = Annotated[list[str] | None, typer.Option()]
+
+
+def _grants(
+    bigquery_project: list[str] | None,
+    redshift_role: list[str] | None,
+    s3_endpoint: list[str] | None,
+) -> list[tuple[str, str]]:
+    found = [
+        *(("bigquery_project", v) for v in bigquery_project or []),
+        *(("redshift_role", v) for v in redshift_role or []),
+        *(("s3_endpoint", v) for v in s3_endpoint or []),
+    ]
+    if not found:
+        raise control.ControlError(
+            "name at least one --bigquery-project, --redshift-role or --s3-endpoint"
+        )
+    return found
+
+
+@clients_app.command("allow")
+def clients_allow(
+    client_id: int,
+    bigquery_project: GrantOption = None,
+    redshift_role: GrantOption = None,
+    s3_endpoint: GrantOption = None,
+) -> None:
+    """Let a client use the platform's credentials for these BigQuery projects / Redshift IAM
+    roles, or stage to these S3 endpoints; prints the client's grants."""
+    with control_db() as conn:
+        require_client(conn, client_id)
+        for kind, value in _grants(bigquery_project, redshift_role, s3_endpoint):
+            grants = control.grant_platform(conn, client_id, kind, value)
+        emit({"client_id": client_id, "grants": grants})
+
+
+@clients_app.command("disallow")
+def clients_disallow(
+    client_id: int,
+    bigquery_project: GrantOption = None,
+    redshift_role: GrantOption = None,
+    s3_endpoint: GrantOption = None,
+) -> None:
+    """Withdraw grants; the client's next load that needs one is refused."""
+    with control_db() as conn:
+        require_client(conn, client_id)
+        for kind, value in _grants(bigquery_project, redshift_role, s3_endpoint):
+            grants = control.revoke_platform(conn, client_id, kind, value)
+        emit({"client_id": client_id, "grants": grants})
+
+
 @clients_app.command("set-limits")
 def clients_set_limits(
     client_id: int,
@@ -360,6 +411,11 @@ def destinations_set(
             )
         except netpolicy.DestinationRefused as exc:
             raise control.ControlError(str(exc)) from None
+        refusal = control.platform_refusal(
+            destination_type.value, config, secrets, control.list_grants(conn, client_id)
+        )
+        if refusal:
+            raise control.ControlError(refusal)
         control.set_destination(
             conn, secret_key, client_id, destination_type.value, config, secrets
         )

@@ -302,6 +302,86 @@ def admit_tables(conn: Connection, client_id: int, names: list[str], limit: int)
         return []
 
 
+# --- platform grants -------------------------------------------------------------------------
+
+GRANT_KINDS = ("bigquery_project", "redshift_role", "s3_endpoint")
+
+
+def grant_platform(conn: Connection, client_id: int, kind: str, value: str) -> list[dict[str, str]]:
+    """Allow a client one use of the platform's credentials; returns its grants."""
+    if kind not in GRANT_KINDS:
+        raise ControlError(f"unknown grant {kind!r}; known: {', '.join(GRANT_KINDS)}")
+    if not value:
+        raise ControlError(f"a {kind} grant needs a value")
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO platform_grants (client_id, kind, value) VALUES (%s, %s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (client_id, kind, value),
+        )
+    return list_grants(conn, client_id)
+
+
+def revoke_platform(
+    conn: Connection, client_id: int, kind: str, value: str
+) -> list[dict[str, str]]:
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "DELETE FROM platform_grants WHERE client_id = %s AND kind = %s AND value = %s",
+            (client_id, kind, value),
+        )
+    return list_grants(conn, client_id)
+
+
+def list_grants(conn: Connection, client_id: int) -> list[dict[str, str]]:
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT kind, value FROM platform_grants WHERE client_id = %s ORDER BY kind, value",
+            (client_id,),
+        )
+        return [{"kind": k, "value": v} for k, v in cur.fetchall()]
+
+
+def platform_refusal(
+    type_: str, config: dict[str, Any], secrets: dict[str, str], grants: list[dict[str, str]]
+) -> str | None:
+    """Why this destination may not use the platform's credentials, or None when it may.
+
+    The platform's credentials are used where a destination brings none of its own: BigQuery
+    without ``credentials_json`` (and not at an emulator ``api_endpoint``) runs jobs in the
+    named project as the platform; Redshift with ``iam_role`` has COPY assume that role, and
+    without an access key pair stages batches with the platform's AWS credentials. Each is
+    allowed only for what an operator granted that client (``skein clients allow``); a
+    client-set ``s3_endpoint`` likewise (staging requests, signed, would go there).
+    """
+    allowed = {(g["kind"], g["value"]) for g in grants}
+    if type_ == "bigquery" and "credentials_json" not in secrets and not config.get("api_endpoint"):
+        project = str(config.get("project") or "")
+        if ("bigquery_project", project) not in allowed:
+            return (
+                f"bigquery project {project!r} would be loaded with the platform's credentials; "
+                "give credentials_json, or an operator allows it: skein clients allow "
+                "CLIENT_ID --bigquery-project PROJECT"
+            )
+    if type_ == "redshift":
+        role = config.get("iam_role")
+        own_keys = bool(config.get("aws_access_key_id")) and "aws_secret_access_key" in secrets
+        if role and ("redshift_role", str(role)) not in allowed:
+            return (
+                f"iam_role {role!r} is not allowed for this client; an operator allows it: "
+                "skein clients allow CLIENT_ID --redshift-role ARN"
+            )
+        if not own_keys and not role:
+            return "a redshift destination needs its own access key pair or an allowed iam_role"
+    endpoint = config.get("s3_endpoint")
+    if endpoint and ("s3_endpoint", str(endpoint)) not in allowed:
+        return (
+            f"s3_endpoint {endpoint!r} is not allowed for this client; an operator allows it: "
+            "skein clients allow CLIENT_ID --s3-endpoint URL"
+        )
+    return None
+
+
 # --- API tokens ------------------------------------------------------------------------------
 
 
@@ -568,4 +648,5 @@ def get_destination(
     }
     if reveal:
         result["secrets"] = secrets
+        result["grants"] = list_grants(conn, client_id)
     return result

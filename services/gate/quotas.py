@@ -47,9 +47,10 @@ TableAdmission = Callable[[int, list[str], int], Awaitable[list[str]]]
 
 def over_quota(limit: str, value: float, message: str, retry_after: int | None) -> ApiError:
     headers = {"Retry-After": str(retry_after)} if retry_after else {}
+    shown: float = int(value) if float(value).is_integer() else value
     return ApiError(
         429,
-        {"status": "ERROR", "message": message, "limit": limit, "value": value},
+        {"status": "ERROR", "message": message, "limit": limit, "value": shown},
         headers,
     )
 
@@ -76,7 +77,7 @@ class Quotas:
             raise over_quota(
                 "bytes_per_s",
                 limit,
-                f"This client's limit of {limit:g} body bytes per second is exceeded.",
+                f"This client's limit of {limit:,.0f} body bytes per second is exceeded.",
                 wait,
             )
 
@@ -89,7 +90,7 @@ class Quotas:
             raise over_quota(
                 "concurrent_requests",
                 limit,
-                f"This client already has its limit of {limit:g} requests in progress.",
+                f"This client already has its limit of {limit:,.0f} requests in progress.",
                 1,
             )
         self._in_flight[client.client_id] = running + 1

@@ -137,6 +137,10 @@ def test_an_unreachable_redshift_is_retried_with_back_off_not_parked(
 ) -> None:
     client = tenant
     skein(
+        "clients", "allow", str(client["client_id"]),
+        "--redshift-role", "arn:aws:iam::123456789012:role/skein-test",
+    )  # fmt: skip
+    skein(
         "destinations", "set", str(client["client_id"]), "redshift",
         "--dsn", "postgresql://loader@127.0.0.1:1/dev", "--set", "s3_bucket=skein",
         "--set", "iam_role=arn:aws:iam::123456789012:role/skein-test",

@@ -238,6 +238,7 @@ def test_destination_set_twice_replaces_with_a_password_from_the_environment(
         "postgresql://a:first@127.0.0.1:5433/db",
     )
     password = f"env-{uuid.uuid4().hex}"
+    ok("clients", "allow", str(client_id), "--redshift-role", "arn:aws:iam::1:role/x")
     shown = ok(
         "destinations",
         "set",
@@ -428,3 +429,28 @@ def test_destinations_test_connects_and_reports(
     assert code == 1 and report["ok"] is False
     assert "refused by the network policy" in report["error"]
     assert "control database" in report["error"]
+
+
+def test_the_platforms_credentials_only_for_what_an_operator_allowed(client_id: int) -> None:
+    role = "arn:aws:iam::1:role/platform"
+    redshift = (
+        "destinations", "set", str(client_id), "redshift",
+        "--dsn", "host=127.0.0.1 port=5433 dbname=dev user=loader",
+        "--set", "s3_bucket=skein", "--set", f"iam_role={role}",
+    )  # fmt: skip
+    code, out = skein(*redshift)
+    assert code == 1 and "iam_role" in out["error"] and "skein clients allow" in out["error"]
+    bigquery = ("destinations", "set", str(client_id), "bigquery", "--set", "project=platform-p")
+    code, out = skein(*bigquery)
+    assert code == 1 and "platform's credentials" in out["error"]
+    code, out = skein(*redshift, "--set", "s3_endpoint=https://s3.example.net")
+    assert code == 1
+    granted = ok("clients", "allow", str(client_id), "--redshift-role", role,
+                 "--bigquery-project", "platform-p")  # fmt: skip
+    assert {"kind": "redshift_role", "value": role} in granted["grants"]
+    assert ok(*redshift)["type"] == "redshift"
+    assert ok(*bigquery)["type"] == "bigquery"
+    left = ok("clients", "disallow", str(client_id), "--bigquery-project", "platform-p")
+    assert left["grants"] == [{"kind": "redshift_role", "value": role}]
+    code, _ = skein(*bigquery)
+    assert code == 1

@@ -93,6 +93,8 @@ class Destination:
     secrets: dict[str, str]
     # When the destination was last set: sessions opened under another version are not reused.
     version: str = ""
+    # What an operator allowed this client to do with the platform's credentials.
+    grants: tuple[tuple[str, str], ...] = ()
 
 
 class Warehouse(Protocol):
@@ -158,6 +160,7 @@ class Destinations:
                 raw["config"],
                 raw.get("secrets", {}),
                 str(raw.get("updated_at") or ""),
+                tuple((g["kind"], g["value"]) for g in raw.get("grants", [])),
             )
         )
         with self._lock:
@@ -330,6 +333,14 @@ class Runner:
             netpolicy.check_destination(self.policy, destination.type, destination.config)
         except netpolicy.DestinationRefused as exc:
             raise PermanentError(f"destination refused by the network policy: {exc}") from None
+        refusal = control.platform_refusal(
+            destination.type,
+            destination.config,
+            destination.secrets,
+            [{"kind": k, "value": v} for k, v in destination.grants],
+        )
+        if refusal:
+            raise PermanentError(f"destination refused: {refusal}")
         OPENED.labels(self.kind).inc()
         return self.warehouse.open(destination)
 
