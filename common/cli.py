@@ -8,13 +8,14 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, NoReturn
 
 import orjson
 import typer
 
-from common import control, crypto, db, kafka_admin, netpolicy
+from common import audit, control, crypto, db, kafka_admin, netpolicy
 from common import migrate as migrations
 from common.settings import SharedSettings
 from services.spool import status as table_status
@@ -40,6 +41,14 @@ integrations_app = typer.Typer(
     no_args_is_help=True, help="Singer taps the extractor runs on a schedule (integrations)."
 )
 app.add_typer(integrations_app, name="integrations")
+audit_app = typer.Typer(no_args_is_help=True, help="Who changed what in the control plane.")
+app.add_typer(audit_app, name="audit")
+
+
+@app.callback()
+def _every_command() -> None:
+    # Changes this process makes are audited as this OS user's.
+    audit.set_actor(audit.os_actor())
 
 
 def emit(obj: dict[str, Any]) -> None:
@@ -784,3 +793,20 @@ def status(
 
 def main() -> None:
     app()
+
+
+@audit_app.command("ls")
+def audit_ls(
+    client: Annotated[int | None, typer.Option(help="Only this client's changes.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only changes at or after this ISO 8601 time.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 1000,
+) -> None:
+    """Control-plane changes, newest first: when, who, what, on which client (never secrets)."""
+    try:
+        after = datetime.fromisoformat(since) if since else None
+    except ValueError:
+        raise control.ControlError(f"--since {since!r} is not an ISO 8601 time") from None
+    with control_db() as conn:
+        emit({"entries": audit.entries(conn, client_id=client, since=after, limit=limit)})

@@ -20,7 +20,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from common import crypto
+from common import audit, crypto
 
 DESTINATION_TYPES = ("postgres", "redshift", "bigquery", "snowflake")
 # Names that always hold a secret: refused in a destination's plain-text config.
@@ -204,7 +204,8 @@ def create_client(conn: Connection, name: str) -> dict[str, Any]:
             (name,),
         )
         row = cur.fetchone()
-    assert row is not None
+        assert row is not None
+        audit.record(cur, "client.create", client_id=row[0], subject=name)
     return _client_row(row)
 
 
@@ -269,6 +270,7 @@ def set_limits(
                 ),
                 (*changes.values(), client_id),
             )
+            audit.record(cur, "client.set_limits", client_id=client_id, details=changes)
     return get_limits(conn, client_id)
 
 
@@ -319,6 +321,7 @@ def grant_platform(conn: Connection, client_id: int, kind: str, value: str) -> l
             " ON CONFLICT DO NOTHING",
             (client_id, kind, value),
         )
+        audit.record(cur, "client.allow", client_id=client_id, details={kind: value})
     return list_grants(conn, client_id)
 
 
@@ -330,6 +333,7 @@ def revoke_platform(
             "DELETE FROM platform_grants WHERE client_id = %s AND kind = %s AND value = %s",
             (client_id, kind, value),
         )
+        audit.record(cur, "client.disallow", client_id=client_id, details={kind: value})
     return list_grants(conn, client_id)
 
 
@@ -396,6 +400,14 @@ def create_api_token(conn: Connection, client_id: int) -> dict[str, Any]:
             (hash_token(token), token_prefix(token), client_id),
         )
         row = cur.fetchone()
+        if row is not None:
+            audit.record(
+                cur,
+                "token.create",
+                client_id=client_id,
+                subject=f"token {row[0]}",
+                details={"token_prefix": token_prefix(token)},
+            )
     if row is None:
         raise ControlError(f"no client {client_id}")
     return {
@@ -426,7 +438,7 @@ def revoke_api_token(conn: Connection, token_id: int) -> bool:
 
     Raises :class:`ControlError` for an unknown id, so a typo is not mistaken for success.
     """
-    return _revoke(conn, _REVOKE_API_TOKEN, token_id, "API token")
+    return _revoke(conn, _REVOKE_API_TOKEN, token_id, "API token", "token")
 
 
 def lookup_api_token(conn: Connection, token: str) -> ApiTokenInfo | None:
@@ -464,6 +476,18 @@ def create_webhook(
             (hash_token(token), token_prefix(token), table_name, key_field, client_id),
         )
         row = cur.fetchone()
+        if row is not None:
+            audit.record(
+                cur,
+                "webhook.create",
+                client_id=client_id,
+                subject=f"webhook {row[0]}",
+                details={
+                    "token_prefix": token_prefix(token),
+                    "table_name": table_name,
+                    "key_field": key_field,
+                },
+            )
     if row is None:
         raise ControlError(f"no client {client_id}")
     return {
@@ -504,7 +528,7 @@ def revoke_webhook(conn: Connection, webhook_id: int) -> bool:
 
     Raises :class:`ControlError` for an unknown id.
     """
-    return _revoke(conn, _REVOKE_WEBHOOK, webhook_id, "webhook")
+    return _revoke(conn, _REVOKE_WEBHOOK, webhook_id, "webhook", "webhook")
 
 
 def lookup_webhook(conn: Connection, token: str) -> WebhookInfo | None:
@@ -539,21 +563,25 @@ def lookup_webhook(conn: Connection, token: str) -> WebhookInfo | None:
 # "no such id" need different answers.
 _REVOKE_API_TOKEN = (
     "UPDATE api_tokens SET revoked_at = now()"
-    " WHERE token_id = %s AND revoked_at IS NULL RETURNING token_id",
+    " WHERE token_id = %s AND revoked_at IS NULL RETURNING client_id",
     "SELECT 1 FROM api_tokens WHERE token_id = %s",
 )
 _REVOKE_WEBHOOK = (
     "UPDATE webhooks SET revoked_at = now()"
-    " WHERE webhook_id = %s AND revoked_at IS NULL RETURNING webhook_id",
+    " WHERE webhook_id = %s AND revoked_at IS NULL RETURNING client_id",
     "SELECT 1 FROM webhooks WHERE webhook_id = %s",
 )
 
 
-def _revoke(conn: Connection, statements: tuple[str, str], row_id: int, what: str) -> bool:
+def _revoke(
+    conn: Connection, statements: tuple[str, str], row_id: int, what: str, kind: str
+) -> bool:
     revoke, exists = statements
     with conn, conn.cursor() as cur:
         cur.execute(revoke, (row_id,))
-        if cur.fetchone() is not None:
+        revoked = cur.fetchone()
+        if revoked is not None:
+            audit.record(cur, f"{kind}.revoke", client_id=revoked[0], subject=f"{kind} {row_id}")
             return True
         cur.execute(exists, (row_id,))
         if cur.fetchone() is None:
@@ -613,6 +641,14 @@ def set_destination(
                 " WHERE client_id = %s AND state IN ('pending', 'retry_wait')"
                 " AND destination_type <> %s",
                 (type, client_id, type),
+            )
+            audit.record(
+                cur,
+                "destination.set",
+                client_id=client_id,
+                subject=type,
+                # The non-secret settings as stored, and only the names of the secrets.
+                details={"type": type, "config": config, "secrets_set": sorted(secrets)},
             )
     if row is None:
         raise ControlError(f"no client {client_id}")

@@ -20,7 +20,7 @@ import orjson
 import psycopg2
 import psycopg2.extensions
 
-from common import control, crypto
+from common import audit, control, crypto
 
 Connection = psycopg2.extensions.connection
 _LOCK_BASE = 0x5EE1 << 48  # advisory lock ids of integrations: this + integration_id
@@ -186,6 +186,18 @@ def _insert(
                 next_run_at,
             ),
         )
+        audit.record(
+            cur,
+            "integration.add",
+            client_id=client_id,
+            subject=name,
+            # The config's key names only: its values may be credentials.
+            details={
+                "tap": f"{tap_package}=={tap_version}",
+                "schedule": schedule,
+                "config_keys": sorted(config),
+            },
+        )
 
 
 def get(conn: Connection, name: str) -> dict[str, Any] | None:
@@ -233,8 +245,16 @@ def set_paused(conn: Connection, name: str, paused: bool, next_run_at: datetime 
     with conn, conn.cursor() as cur:
         cur.execute(
             "UPDATE integrations SET paused = %s, run_requested_at = NULL,"
-            " next_run_at = coalesce(%s, next_run_at), updated_at = now() WHERE name = %s",
+            " next_run_at = coalesce(%s, next_run_at), updated_at = now() WHERE name = %s"
+            " RETURNING client_id",
             (paused, next_run_at, name),
+        )
+        row = cur.fetchone()
+        audit.record(
+            cur,
+            "integration.pause" if paused else "integration.resume",
+            client_id=row[0] if row else None,
+            subject=name,
         )
 
 
@@ -242,8 +262,12 @@ def remove(conn: Connection, name: str) -> dict[str, Any]:
     """Delete it with its run history and revoke its API token."""
     found = require(conn, name)
     with conn, conn.cursor() as cur:
-        cur.execute("DELETE FROM integrations WHERE name = %s RETURNING token_id", (name,))
+        cur.execute(
+            "DELETE FROM integrations WHERE name = %s RETURNING token_id, client_id", (name,)
+        )
         row = cur.fetchone()
+        if row is not None:
+            audit.record(cur, "integration.remove", client_id=row[1], subject=name)
         if row is not None and row[0] is not None:
             cur.execute(
                 "UPDATE api_tokens SET revoked_at = now() WHERE token_id = %s"

@@ -35,6 +35,7 @@ from services.gate.body import (
     parse_json,
     read_limited,
 )
+from services.gate.compiler import CompileBudget, CompileWorker
 from services.gate.errors import (
     ApiError,
     batch_error,
@@ -51,7 +52,7 @@ from services.gate.records import (
     push_tables,
     webhook_tables,
 )
-from services.gate.schemas import SchemaCache
+from services.gate.schemas import Prepared, SchemaCache, SchemaRejected
 from services.gate.settings import GateSettings
 
 log = logging.getLogger("skein.gate")
@@ -231,7 +232,14 @@ def build_gate(settings: GateSettings) -> Gate:
         webhooks=TokenCache(
             lookup(control.lookup_webhook), settings.token_ttl_s, settings.token_grace_s
         ),
-        schemas=SchemaCache(settings.schema_cache_size, settings.max_schema_bytes),
+        schemas=SchemaCache(
+            settings.schema_cache_size,
+            settings.max_schema_bytes,
+            CompileWorker(
+                settings.schema_compile_timeout_s, settings.schema_compile_memory_bytes
+            ).compile,
+            CompileBudget(settings.schema_compile_budget_s, settings.schema_compile_failures),
+        ),
         quotas=Quotas(settings, admit_tables(db)),
     )
 
@@ -328,8 +336,17 @@ def create_app(
         async with gate.quotas.concurrent(client):
             body = await gate.body(request, malformed=batch_error)
             gate.quotas.charge_bytes(client, request.state.raw_bytes)
+            try:  # a new schema compiles in the worker, off the event loop
+                prepared = await gate.schemas.prepare(
+                    client.client_id, body.get("schema") if isinstance(body, dict) else None
+                )
+            except SchemaRejected as exc:
+                raise batch_error(f"Invalid schema: {exc}") from exc
             tables = batch_tables(
-                body, gate.context(request, client.client_id), gate.limits, gate.schemas
+                body,
+                gate.context(request, client.client_id),
+                gate.limits,
+                gate.schemas if prepared is None else Prepared(prepared),
             )
             await gate.accept(client, tables, request, "batch")
         return ACCEPTED

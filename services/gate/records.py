@@ -13,7 +13,13 @@ from typing import Any
 from common.control import WebhookInfo
 from common.wire import Header, TableRecords, dumps
 from services.gate.errors import batch_error, forbidden, status_error, unprocessable
-from services.gate.schemas import RecordInvalid, SchemaCache, SchemaRejected, validate
+from services.gate.schemas import (
+    Prepared,
+    RecordInvalid,
+    SchemaCache,
+    SchemaRejected,
+    validate,
+)
 
 MAX_SEQUENCE = 2**63 - 1
 RESERVED = "_sdc"
@@ -128,7 +134,7 @@ def _count_problem(count: int, limits: Limits) -> str | None:
 
 
 def batch_tables(
-    body: Any, ctx: RequestContext, limits: Limits, schemas: SchemaCache
+    body: Any, ctx: RequestContext, limits: Limits, schemas: SchemaCache | Prepared
 ) -> list[TableRecords]:
     """Validate a /batch body (one table, JSON Schema); every error is 400 ``{"error": ...}``."""
     if not isinstance(body, dict):

@@ -9,12 +9,16 @@ and ``format`` is an annotation only (JSON Schema's default), so records pass th
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import marshal
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
 
 import fastjsonschema
 import orjson
@@ -82,10 +86,12 @@ class _Re2Pattern:
         return self._compiled.match(text)
 
 
-def compile_schema(schema: dict[str, Any]) -> Validator:
+def compile_to_blob(schema: dict[str, Any]) -> bytes:
+    """Generate and compile ``schema``'s validator; the marshalled module code (the costly
+    part, run in the compile worker). Patterns are checked against RE2 here too."""
     _inspect(schema)
     try:
-        validate: Validator = fastjsonschema.compile(
+        source = fastjsonschema.compile_to_code(
             schema, handlers=_NO_FETCH, use_default=False, use_formats=False
         )
     except fastjsonschema.JsonSchemaDefinitionException as exc:
@@ -96,46 +102,141 @@ def compile_schema(schema: dict[str, Any]) -> Validator:
         raise
     except Exception as exc:  # a malformed schema can trip fastjsonschema in many ways
         raise SchemaRejected(f"invalid schema: {type(exc).__name__}: {exc}") from exc
-    patterns = validate.__globals__.get("REGEX_PATTERNS")
-    if patterns:
-        for source in list(patterns):
-            patterns[source] = _Re2Pattern(source)
-    return validate
+    code = compile(source, "<client schema>", "exec")
+    blob = marshal.dumps(code)
+    for pattern in _load(blob)[1]:
+        _Re2Pattern(pattern)  # refuses what RE2 cannot run
+    return blob
+
+
+def _load(blob: bytes) -> tuple[Validator, list[str]]:
+    namespace: dict[str, Any] = {}
+    try:
+        # Code this gate's own worker generated and marshalled, never bytes from a client.
+        exec(marshal.loads(blob), namespace)  # noqa: S102, S302
+    except Exception as exc:  # a pattern Python's re refuses, ...
+        raise SchemaRejected(f"invalid schema: {type(exc).__name__}: {exc}") from exc
+    patterns = namespace.get("REGEX_PATTERNS") or {}
+    sources = list(patterns)
+    for source in sources:
+        patterns[source] = _Re2Pattern(source)
+    validate_fn: Validator = namespace["validate"]
+    return validate_fn, sources
+
+
+def load_validator(blob: bytes) -> Validator:
+    """The validator from a compile worker's answer (cheap: defines the functions)."""
+    return _load(blob)[0]
+
+
+def compile_schema(schema: dict[str, Any]) -> Validator:
+    return load_validator(compile_to_blob(schema))
+
+
+class Budget(Protocol):
+    """Who may compile now (``compiler.CompileBudget``)."""
+
+    def check(self, client_id: int) -> None: ...
+    def start(self, client_id: int) -> None: ...
+    def finish(self, client_id: int, seconds: float, failed: bool) -> None: ...
 
 
 class SchemaCache:
-    """Distinct schema content -> compiled validator, least recently used evicted."""
+    """Distinct schema content -> compiled validator, least recently used evicted.
 
-    def __init__(self, max_entries: int, max_schema_bytes: int) -> None:
+    ``prepare`` (the gate's /batch path) compiles a new schema off the event loop: in
+    ``compile_blob`` (the compile worker process) when given, else in a thread, under
+    ``budget``. ``validator`` is the synchronous lookup (compiling inline when missing: tools
+    and tests)."""
+
+    def __init__(
+        self,
+        max_entries: int,
+        max_schema_bytes: int,
+        compile_blob: Callable[[dict[str, Any]], bytes] | None = None,
+        budget: Budget | None = None,
+    ) -> None:
         self._max_entries = max_entries
         self._max_bytes = max_schema_bytes
         self._entries: OrderedDict[bytes, Validator] = OrderedDict()
         self._lock = threading.Lock()
+        self._compile_blob = compile_blob or compile_to_blob
+        self._budget = budget
+        # Its own thread: a compile waiting on the worker never holds a thread that token
+        # lookups and the other to_thread calls of the event loop need.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="schema-compile")
         self.compiles = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def validator(self, schema: dict[str, Any]) -> Validator:
+    def _key(self, schema: dict[str, Any]) -> bytes:
         try:
             encoded = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
         except TypeError:  # an integer beyond 64 bits somewhere in the schema
             encoded = json.dumps(schema, sort_keys=True).encode()
         if len(encoded) > self._max_bytes:
             raise SchemaRejected(f"schema exceeds the limit of {self._max_bytes} bytes")
-        key = hashlib.sha256(encoded).digest()
+        return hashlib.sha256(encoded).digest()
+
+    def _cached(self, key: bytes) -> Validator | None:
         with self._lock:
             found = self._entries.get(key)
             if found is not None:
                 self._entries.move_to_end(key)
-                return found
-        compiled = compile_schema(schema)
+            return found
+
+    def _store(self, key: bytes, compiled: Validator) -> None:
         with self._lock:
             self.compiles += 1
             self._entries[key] = compiled
             while len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
+
+    def validator(self, schema: dict[str, Any]) -> Validator:
+        key = self._key(schema)
+        found = self._cached(key)
+        if found is not None:
+            return found
+        compiled = compile_schema(schema)
+        self._store(key, compiled)
         return compiled
+
+    async def prepare(self, client_id: int, schema: Any) -> Validator | None:
+        """The validator of a /batch body's schema, compiled off the event loop if new; None
+        for a schema that is not an object (the body's own checks report it)."""
+        if not isinstance(schema, dict):
+            return None
+        key = self._key(schema)
+        found = self._cached(key)
+        if found is not None:
+            return found
+        if self._budget is not None:
+            self._budget.check(client_id)
+            self._budget.start(client_id)
+        began = time.monotonic()
+        failed = True
+        try:
+            blob = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._compile_blob, schema
+            )
+            compiled = load_validator(blob)
+            failed = False
+        finally:
+            if self._budget is not None:
+                self._budget.finish(client_id, time.monotonic() - began, failed)
+        self._store(key, compiled)
+        return compiled
+
+
+class Prepared:
+    """A validator already at hand, as ``batch_tables`` asks for one."""
+
+    def __init__(self, validator: Validator) -> None:
+        self._validator = validator
+
+    def validator(self, _schema: dict[str, Any]) -> Validator:
+        return self._validator
 
 
 def validate(validator: Validator, data: Any) -> None:

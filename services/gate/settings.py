@@ -39,6 +39,12 @@ class GateSettings(SharedSettings):
     token_grace_s: float = Field(600.0, ge=0)
     # Untrusted client schemas.
     schema_cache_size: int = Field(512, ge=1)
+    # New schemas compile in a worker process (services/gate/compiler.py): its caps, and what
+    # one client may spend on compiles per minute (0 = no limit) before a new schema is 429.
+    schema_compile_timeout_s: float = Field(5.0, gt=0)
+    schema_compile_memory_bytes: int = Field(1 << 30, ge=64 << 20)
+    schema_compile_budget_s: float = Field(10.0, ge=0)
+    schema_compile_failures: int = Field(10, ge=0)
     max_schema_bytes: int = Field(256 * 1024, ge=1024)
     # Per-client quotas (0 = unlimited); a client's own settings (skein clients set-limits)
     # override each. Defaults are generous: they stop a runaway client, not a busy one.

@@ -121,20 +121,24 @@ def register(conn: Connection, batch: BatchRegistration) -> Registered:
             row = cur.fetchone()
             assert row is not None
             return Registered(row[0], False, row[1])
-        cur.execute(
-            """INSERT INTO high_water (partition, client_id, table_name, last_offset)
-               VALUES (%s, %s, %s, %s)
-               ON CONFLICT (partition, client_id, table_name)
-               DO UPDATE SET last_offset =
-                   GREATEST(high_water.last_offset, EXCLUDED.last_offset)""",
-            (batch.partition, batch.client_id, batch.table_name, batch.last_offset),
-        )
+        _advance_mark(cur, batch)
         cur.execute(
             """INSERT INTO table_leases (client_id, table_name) VALUES (%s, %s)
                ON CONFLICT DO NOTHING""",
             (batch.client_id, batch.table_name),
         )
         return Registered(row[0], True, row[1])
+
+
+def _advance_mark(cur: Any, batch: BatchRegistration) -> None:
+    """The (partition, client, table) high-water mark moves up to the batch's last offset."""
+    cur.execute(
+        """INSERT INTO high_water (partition, client_id, table_name, last_offset)
+           VALUES (%s, %s, %s, %s)
+           ON CONFLICT (partition, client_id, table_name)
+           DO UPDATE SET last_offset = GREATEST(high_water.last_offset, EXCLUDED.last_offset)""",
+        (batch.partition, batch.client_id, batch.table_name, batch.last_offset),
+    )
 
 
 def dead_letter(conn: Connection, batch: BatchRegistration, reason: str) -> Registered:
@@ -170,14 +174,7 @@ def dead_letter(conn: Connection, batch: BatchRegistration, reason: str) -> Regi
             found = cur.fetchone()
             assert found is not None
             return Registered(found[0], False, None)
-        cur.execute(
-            """INSERT INTO high_water (partition, client_id, table_name, last_offset)
-               VALUES (%s, %s, %s, %s)
-               ON CONFLICT (partition, client_id, table_name)
-               DO UPDATE SET last_offset =
-                   GREATEST(high_water.last_offset, EXCLUDED.last_offset)""",
-            (batch.partition, batch.client_id, batch.table_name, batch.last_offset),
-        )
+        _advance_mark(cur, batch)
         return Registered(row[0], True, None)
 
 

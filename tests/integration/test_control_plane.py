@@ -454,3 +454,40 @@ def test_the_platforms_credentials_only_for_what_an_operator_allowed(client_id: 
     assert left["grants"] == [{"kind": "redshift_role", "value": role}]
     code, _ = skein(*bigquery)
     assert code == 1
+
+
+def test_every_control_plane_change_is_audited_without_secrets() -> None:
+    started = ok("audit", "ls", "--limit", "1")["entries"]
+    since = started[0]["at"] if started else "2000-01-01T00:00:00+00:00"
+    cid = ok("clients", "create", f"audited-{uuid.uuid4().hex[:6]}")["client_id"]
+    token = ok("tokens", "create", str(cid))
+    ok("tokens", "revoke", str(token["token_id"]))
+    hook = ok("webhooks", "create", str(cid))
+    password = f"pw-{uuid.uuid4().hex}"
+    ok(
+        "destinations", "set", str(cid), "postgres",
+        "--dsn", f"postgresql://loader:{password}@127.0.0.1:5433/warehouse",
+    )  # fmt: skip
+    ok("clients", "set-limits", str(cid), "--tables", "50")
+    ok("clients", "allow", str(cid), "--bigquery-project", "p-1")
+    listed = ok("audit", "ls", "--client", str(cid))["entries"]
+    actions = [e["action"] for e in reversed(listed)]
+    assert actions == [
+        "client.create",
+        "token.create",
+        "token.revoke",
+        "webhook.create",
+        "destination.set",
+        "client.set_limits",
+        "client.allow",
+    ]
+    assert all(e["actor"].startswith("os:") and e["client_id"] == cid for e in listed)
+    text = orjson.dumps(listed).decode()
+    for secret in (password, token["token"], hook["token"]):
+        assert secret not in text
+    assert token["token_prefix"] in text  # what was changed is named, by prefix
+    # --since: nothing of this client before the test began is listed.
+    newer = ok("audit", "ls", "--since", since)["entries"]
+    assert {e["audit_id"] for e in listed} <= {e["audit_id"] for e in newer}
+    code, out = skein("audit", "ls", "--since", "yesterday")
+    assert code == 1 and "ISO 8601" in out["error"]

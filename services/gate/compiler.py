@@ -1,0 +1,168 @@
+"""Client schemas compiled off the gate's event loop, in a worker process with time and memory
+caps, and a per-client budget: one client's costly or failing schemas cost it a 429, never
+the other clients their latency.
+
+Compiling a JSON Schema (fastjsonschema generates Python source, which Python then compiles)
+takes milliseconds for an ordinary schema and seconds, or gigabytes, for a hostile 250 KB one.
+On the event loop that stalled every request of the process. Now:
+
+- the worker process (one per gate process, started on first use, ``spawn``ed) generates and
+  compiles the code and sends back the marshalled code object; the gate process only ``exec``s
+  it, which defines the functions (fast). The worker runs under ``RLIMIT_AS``
+  (``SKEIN_GATE_SCHEMA_COMPILE_MEMORY_BYTES``); past ``SKEIN_GATE_SCHEMA_COMPILE_TIMEOUT_S`` it
+  is killed and replaced, and the schema refused (400);
+- per client and gate process: one compile at a time, and within a minute at most
+  ``SKEIN_GATE_SCHEMA_COMPILE_BUDGET_S`` seconds of compiling and
+  ``SKEIN_GATE_SCHEMA_COMPILE_FAILURES`` refused schemas; past either, a new schema answers 429
+  naming ``schema_compiles`` (schemas already compiled keep working).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from services.gate.errors import ApiError
+from services.gate.schemas import SchemaRejected, compile_to_blob
+
+
+class CompileWorker:
+    """One worker process compiling schemas, one at a time; killed and replaced on a timeout."""
+
+    def __init__(self, timeout_s: float, memory_bytes: int) -> None:
+        self._timeout_s = timeout_s
+        self._memory_bytes = memory_bytes
+        self._lock = threading.Lock()
+        self._process: Any = None
+        self._conn: multiprocessing.connection.Connection | None = None
+
+    def compile(self, schema: dict[str, Any]) -> bytes:
+        """The marshalled code of ``schema``'s validator; raises SchemaRejected. Blocking: call
+        it from a thread (``asyncio.to_thread``)."""
+        with self._lock:
+            conn = self._ensure()
+            conn.send(schema)
+            if not conn.poll(self._timeout_s):
+                self._kill()
+                raise SchemaRejected(f"schema took longer than {self._timeout_s:g} s to compile")
+            try:
+                kind, payload = conn.recv()
+            except (EOFError, OSError):
+                self._kill()
+                raise SchemaRejected("schema compilation failed (out of memory)") from None
+        if kind != "ok":
+            raise SchemaRejected(payload)
+        blob: bytes = payload
+        return blob
+
+    def close(self) -> None:
+        with self._lock:
+            self._kill()
+
+    def _ensure(self) -> multiprocessing.connection.Connection:
+        if self._process is None or not self._process.is_alive() or self._conn is None:
+            self._kill()
+            ctx = multiprocessing.get_context("spawn")
+            ours, theirs = ctx.Pipe()
+            self._process = ctx.Process(
+                target=_serve,
+                args=(theirs, self._memory_bytes),
+                daemon=True,
+                name="skein-gate-schema-compiler",
+            )
+            self._process.start()
+            theirs.close()
+            self._conn = ours
+        return self._conn
+
+    def _kill(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.close()
+            self._conn = None
+        if self._process is not None:
+            with contextlib.suppress(Exception):
+                self._process.kill()
+                self._process.join(5)
+            self._process = None
+
+
+def _serve(conn: multiprocessing.connection.Connection, memory_bytes: int) -> None:
+    import resource
+
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    while True:
+        try:
+            schema = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            conn.send(("ok", compile_to_blob(schema)))
+        except SchemaRejected as exc:
+            conn.send(("error", str(exc)))
+        except MemoryError:
+            conn.send(("error", f"schema needs more than {memory_bytes >> 20} MiB to compile"))
+        except Exception as exc:  # a hostile schema can trip the generator in many ways
+            conn.send(("error", f"invalid schema: {type(exc).__name__}: {exc}"))
+
+
+class CompileBudget:
+    """Per client (in one gate process): one compile at a time; compile seconds and refused
+    schemas within the last minute."""
+
+    WINDOW_S = 60.0
+
+    def __init__(self, seconds: float, failures: int) -> None:
+        self._seconds = seconds
+        self._failures = failures
+        self._busy: set[int] = set()
+        self._spent: dict[int, deque[tuple[float, float, bool]]] = {}
+
+    def check(self, client_id: int, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if client_id in self._busy:
+            raise _over("a schema of this client is being compiled; retry in a moment")
+        spent = self._recent(client_id, now)
+        seconds = sum(s for _, s, _ in spent)
+        failed = sum(1 for _, _, f in spent if f)
+        if self._seconds and seconds >= self._seconds:
+            raise _over(
+                f"this client's new schemas took {seconds:.1f} s to compile in the last "
+                f"minute (limit {self._seconds:g} s); schemas already seen keep working"
+            )
+        if self._failures and failed >= self._failures:
+            raise _over(
+                f"{failed} of this client's schemas were refused in the last minute "
+                f"(limit {self._failures}); fix the schema and retry later"
+            )
+
+    def start(self, client_id: int) -> None:
+        self._busy.add(client_id)
+
+    def finish(self, client_id: int, seconds: float, failed: bool) -> None:
+        self._busy.discard(client_id)
+        self._spent.setdefault(client_id, deque()).append((time.monotonic(), seconds, failed))
+
+    def _recent(self, client_id: int, now: float) -> deque[tuple[float, float, bool]]:
+        spent = self._spent.get(client_id)
+        if spent is None:
+            return deque()
+        while spent and now - spent[0][0] > self.WINDOW_S:
+            spent.popleft()
+        if not spent:
+            del self._spent[client_id]
+        return spent
+
+
+def _over(message: str) -> ApiError:
+    return ApiError(
+        429,
+        {"status": "ERROR", "message": message, "limit": "schema_compiles"},
+        {"Retry-After": "5"},
+    )

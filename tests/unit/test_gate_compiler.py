@@ -1,0 +1,82 @@
+"""Schemas compile in a worker process with time and memory caps, under a per-client budget."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.gate.compiler import CompileBudget, CompileWorker
+from services.gate.errors import ApiError
+from services.gate.schemas import SchemaRejected, load_validator, validate
+
+SMALL = {"type": "object", "properties": {"id": {"type": "integer"}, "s": {"pattern": "^a+$"}}}
+
+
+def big_schema(n: int) -> dict[str, object]:
+    return {
+        "type": "object",
+        "properties": {
+            f"p{i}": {"type": "object", "properties": {"a": {"type": "string", "maxLength": i}}}
+            for i in range(n)
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def worker() -> CompileWorker:
+    w = CompileWorker(timeout_s=20, memory_bytes=1 << 30)
+    yield w  # type: ignore[misc]
+    w.close()
+
+
+def test_the_worker_compiles_a_validator_the_gate_process_runs(worker: CompileWorker) -> None:
+    check = load_validator(worker.compile(SMALL))
+    validate(check, {"id": 1, "s": "aaa"})
+    with pytest.raises(ValueError, match="must be integer"):
+        validate(check, {"id": "x"})
+
+
+def test_a_schema_the_worker_refuses_is_a_schema_error(worker: CompileWorker) -> None:
+    with pytest.raises(SchemaRejected, match="RE2"):
+        worker.compile({"properties": {"s": {"pattern": "(a)\\1"}}})
+    with pytest.raises(SchemaRejected, match="remote"):
+        worker.compile({"properties": {"s": {"$ref": "http://example.com/s.json"}}})
+    assert load_validator(worker.compile(SMALL))  # the worker lives on
+
+
+def test_a_compile_past_the_time_cap_kills_the_worker_and_a_new_one_takes_over() -> None:
+    slow = CompileWorker(timeout_s=0.05, memory_bytes=1 << 30)
+    try:
+        with pytest.raises(SchemaRejected, match=r"longer than 0\.05 s"):
+            slow.compile(big_schema(4000))
+        slow._timeout_s = 20
+        assert load_validator(slow.compile(SMALL))
+    finally:
+        slow.close()
+
+
+def test_a_compile_past_the_memory_cap_is_refused() -> None:
+    tight = CompileWorker(timeout_s=60, memory_bytes=200 << 20)
+    try:
+        with pytest.raises(SchemaRejected):
+            tight.compile(big_schema(20000))
+        assert load_validator(tight.compile(SMALL))
+    finally:
+        tight.close()
+
+
+def test_the_budget_refuses_a_client_that_compiles_too_much_or_keeps_failing() -> None:
+    budget = CompileBudget(seconds=1.0, failures=3)
+    for _ in range(3):
+        budget.check(7)
+        budget.start(7)
+        budget.finish(7, 0.01, failed=True)
+    with pytest.raises(ApiError) as refused:
+        budget.check(7)
+    assert refused.value.status == 429 and refused.value.body["limit"] == "schema_compiles"
+    budget.check(8)  # another client is not affected
+    budget.start(8)
+    with pytest.raises(ApiError, match="being compiled"):
+        budget.check(8)  # one at a time
+    budget.finish(8, 1.5, failed=False)
+    with pytest.raises(ApiError, match=r"took 1\.5 s"):
+        budget.check(8)
