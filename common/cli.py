@@ -43,6 +43,8 @@ integrations_app = typer.Typer(
 app.add_typer(integrations_app, name="integrations")
 audit_app = typer.Typer(no_args_is_help=True, help="Who changed what in the control plane.")
 app.add_typer(audit_app, name="audit")
+secrets_app = typer.Typer(no_args_is_help=True, help="The keyring in SKEIN_SECRET_KEY.")
+app.add_typer(secrets_app, name="secrets")
 
 
 @app.callback()
@@ -403,6 +405,16 @@ def destinations_set(
         if password_env is not None and password_prompt:
             raise control.ControlError("give either --password-env or --password-prompt")
         password = from_env(password_env) if password_env is not None else None
+        if (
+            dsn is not None
+            and control.split_dsn(dsn)[1] is not None
+            and (SharedSettings().env == "production")
+        ):
+            # argv is visible to every local user (ps, /proc) and kept in shell history.
+            raise control.ControlError(
+                "a password on the command line is refused in production: give it with "
+                "--password-env or --password-prompt"
+            )
         if password_prompt:
             # The prompt goes to stderr: stdout carries only the JSON answer.
             password = str(typer.prompt("Password", hide_input=True, err=True))
@@ -810,3 +822,12 @@ def audit_ls(
         raise control.ControlError(f"--since {since!r} is not an ISO 8601 time") from None
     with control_db() as conn:
         emit({"entries": audit.entries(conn, client_id=client, since=after, limit=limit)})
+
+
+@secrets_app.command("rotate")
+def secrets_rotate() -> None:
+    """Re-encrypt every destination secret and integration config under the newest key of
+    SKEIN_SECRET_KEY, in one transaction (safe to run again: values already under it stay)."""
+    keys = SharedSettings().secret_key.get_secret_value()
+    with control_db() as conn:
+        emit(control.rotate_secrets(conn, keys))

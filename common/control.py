@@ -618,7 +618,12 @@ def set_destination(
     check_destination(type, config, secrets)
     sealed = (
         psycopg2.Binary(
-            crypto.encrypt(secret_key, orjson.dumps(secrets, option=orjson.OPT_SORT_KEYS))
+            crypto.encrypt(
+                secret_key,
+                orjson.dumps(secrets, option=orjson.OPT_SORT_KEYS),
+                purpose="destination",
+                client_id=client_id,
+            )
         )
         if secrets
         else None
@@ -673,7 +678,11 @@ def get_destination(
         return None
     type_, config, sealed, updated_at = row
     secrets: dict[str, str] = (
-        {} if sealed is None else orjson.loads(crypto.decrypt(secret_key, bytes(sealed)))
+        {}
+        if sealed is None
+        else orjson.loads(
+            crypto.decrypt(secret_key, bytes(sealed), purpose="destination", client_id=client_id)
+        )
     )
     result: dict[str, Any] = {
         "client_id": client_id,
@@ -686,3 +695,49 @@ def get_destination(
         result["secrets"] = secrets
         result["grants"] = list_grants(conn, client_id)
     return result
+
+
+# --- secret keys -----------------------------------------------------------------------------
+
+
+def rotate_secrets(conn: Connection, keys: str) -> dict[str, Any]:
+    """Re-encrypt every destination secret and integration config under the keyring's newest
+    key, in one transaction; values already under it are left alone, so a second run changes
+    nothing. Audited (the key id, never a key)."""
+    newest = crypto.keyring(keys)[-1].id
+    counts = {"destinations": 0, "integrations": 0}
+    with conn, conn.cursor() as cur:
+        for table, column, purpose, kind in (
+            ("destinations", "secrets", "destination", "destinations"),
+            ("integrations", "sealed", "integration", "integrations"),
+        ):
+            cur.execute(
+                sql.SQL(
+                    "SELECT client_id, {column}, {id} FROM {table}"
+                    " WHERE {column} IS NOT NULL FOR UPDATE"
+                ).format(
+                    column=sql.Identifier(column),
+                    table=sql.Identifier(table),
+                    id=sql.Identifier("client_id" if table == "destinations" else "integration_id"),
+                )
+            )
+            for client_id, blob, row_id in cur.fetchall():
+                sealed = bytes(blob)
+                if crypto.key_id_of(sealed) == newest:
+                    continue
+                plain = crypto.decrypt(keys, sealed, purpose=purpose, client_id=client_id)
+                fresh = crypto.encrypt(keys, plain, purpose=purpose, client_id=client_id)
+                cur.execute(
+                    sql.SQL("UPDATE {table} SET {column} = %s WHERE {id} = %s").format(
+                        table=sql.Identifier(table),
+                        column=sql.Identifier(column),
+                        id=sql.Identifier(
+                            "client_id" if table == "destinations" else "integration_id"
+                        ),
+                    ),
+                    (psycopg2.Binary(fresh), row_id),
+                )
+                counts[kind] += 1
+        done = {"key_id": newest, **counts}
+        audit.record(cur, "secrets.rotate", subject=newest, details=done)
+    return done

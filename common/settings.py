@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common import crypto
+
 LOCAL_SECRET_KEY = "skein-local-development-key-change-me"  # noqa: S105 (documented placeholder)
 LOCAL_SPOOL_TOKEN = "skein-local-spool-token"  # noqa: S105 (documented placeholder)
 LOCAL_ALLOWED_NETWORKS = "127.0.0.1:5433"  # the local stack's demo warehouse
@@ -76,6 +78,9 @@ class SharedSettings(BaseSettings):
         ):
             if value.get_secret_value() == placeholder:
                 raise ConfigError(f"{name} must be set to a real secret when SKEIN_ENV=production")
+        problem = crypto.weak_key_problem(self.secret_key.get_secret_value())
+        if problem:
+            raise ConfigError(f"{problem} (SKEIN_ENV=production)")
         return self
 
     @model_validator(mode="before")

@@ -126,7 +126,12 @@ def create(
     if get(conn, name) is not None:
         raise IntegrationError(f"an integration named {name!r} already exists")
     token = control.create_api_token(conn, client_id)
-    sealed = crypto.encrypt(secret_key, orjson.dumps({"config": config, "token": token["token"]}))
+    sealed = crypto.encrypt(
+        secret_key,
+        orjson.dumps({"config": config, "token": token["token"]}),
+        purpose="integration",
+        client_id=client_id,
+    )
     try:
         _insert(
             conn,
@@ -375,7 +380,9 @@ def load(conn: Connection, secret_key: str, integration_id: int) -> RunSpec | No
         row = cur.fetchone()
     if row is None or row[12] or not row[13]:
         return None
-    sealed = orjson.loads(crypto.decrypt(secret_key, bytes(row[5])))
+    sealed = orjson.loads(
+        crypto.decrypt(secret_key, bytes(row[5]), purpose="integration", client_id=row[0])
+    )
     return RunSpec(
         integration_id=integration_id,
         client_id=row[0],

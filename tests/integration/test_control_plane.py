@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from common import control, db
+from common import control, crypto, db
 from common import migrate as migrations
 from common.settings import SharedSettings
 
@@ -491,3 +492,34 @@ def test_every_control_plane_change_is_audited_without_secrets() -> None:
     assert {e["audit_id"] for e in listed} <= {e["audit_id"] for e in newer}
     code, out = skein("audit", "ls", "--since", "yesterday")
     assert code == 1 and "ISO 8601" in out["error"]
+
+
+def test_secrets_rotate_moves_every_secret_to_the_newest_key_and_is_safe_twice(
+    conn: control.Connection, client_id: int
+) -> None:
+    old = SharedSettings().secret_key.get_secret_value()  # the stack's key (a passphrase)
+    new = "k2:" + base64.b64encode(os.urandom(32)).decode()
+    password = f"pw-{uuid.uuid4().hex}"
+    ok(
+        "destinations", "set", str(client_id), "postgres",
+        "--dsn", f"postgresql://loader:{password}@127.0.0.1:5433/warehouse",
+    )  # fmt: skip
+    forward = {"SKEIN_SECRET_KEY": f"legacy:{old},{new}"}
+    back = {"SKEIN_SECRET_KEY": f"{new},legacy:{old}"}
+    try:
+        first = ok("secrets", "rotate", env=forward)
+        assert first["key_id"] == "k2" and first["destinations"] >= 1
+        again = ok("secrets", "rotate", env=forward)
+        assert again["destinations"] == 0 and again["integrations"] == 0
+        # Only the new key is needed now; the old one alone no longer opens them.
+        revealed = control.get_destination(conn, new, client_id, reveal=True)
+        assert revealed is not None and revealed["secrets"] == {"password": password}
+        with pytest.raises(crypto.SecretKeyError):
+            control.get_destination(conn, old, client_id, reveal=True)
+        entries = ok("audit", "ls", "--limit", "5")["entries"]
+        assert any(e["action"] == "secrets.rotate" and e["subject"] == "k2" for e in entries)
+        assert new.split(":", 1)[1] not in orjson.dumps(entries).decode()
+    finally:  # the rest of the stack keeps its key
+        ok("secrets", "rotate", env=back)
+    revealed = control.get_destination(conn, old, client_id, reveal=True)
+    assert revealed is not None and revealed["secrets"] == {"password": password}

@@ -241,15 +241,19 @@ def test_the_control_database_holds_tokens_only_hashed_and_secrets_only_encrypte
         "private key": credentials[16:50],
     }.items():
         assert plain.encode() not in dump, f"the {what} is stored in plain text"
-    # What is stored instead: the tokens' SHA-256 and the Fernet ciphertext of the secrets.
+    # What is stored instead: the tokens' SHA-256 and the AES-GCM ciphertext of the secrets.
     for plain in (token, hook):
         assert control.hash_token(plain).hex().encode() in dump
-    assert orjson.loads(crypto.decrypt(key, stored)) == {
+    bound = {"purpose": "destination", "client_id": client_id}
+    assert orjson.loads(crypto.decrypt(key, stored, **bound)) == {
         "password": password,
         "credentials_json": credentials,
     }
     with pytest.raises(crypto.SecretKeyError):
-        crypto.decrypt("another key", stored)
+        crypto.decrypt("another key", stored, **bound)
+    # Bound to its client: copied into another client's row, it does not open.
+    with pytest.raises(crypto.SecretKeyError, match="another client"):
+        crypto.decrypt(key, stored, purpose="destination", client_id=client_id + 1)
     revealed: dict[str, Any] | None
     with closing(db.connect()) as conn:
         revealed = control.get_destination(conn, key, client_id)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import base64
+import os
 from typing import ClassVar
 
 import pytest
@@ -43,7 +45,8 @@ def test_placeholder_secret_refused_in_production(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("SKEIN_SECRET_KEY", raising=False)
     with pytest.raises(ValidationError, match="SKEIN_SECRET_KEY"):
         SharedSettings()
-    monkeypatch.setenv("SKEIN_SECRET_KEY", "a-real-secret-from-the-vault")
+    # A keyring of one random 32-byte key (a passphrase is refused in production).
+    monkeypatch.setenv("SKEIN_SECRET_KEY", "k1:" + base64.b64encode(os.urandom(32)).decode())
     monkeypatch.delenv("SKEIN_SPOOL_TOKEN", raising=False)
     with pytest.raises(ValidationError, match="SKEIN_SPOOL_TOKEN"):
         SharedSettings()
