@@ -816,11 +816,11 @@ def audit_ls(
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 1000,
 ) -> None:
     """Control-plane changes, newest first: when, who, what, on which client (never secrets)."""
-    try:
-        after = datetime.fromisoformat(since) if since else None
-    except ValueError:
-        raise control.ControlError(f"--since {since!r} is not an ISO 8601 time") from None
     with control_db() as conn:
+        try:
+            after = datetime.fromisoformat(since) if since else None
+        except ValueError:
+            raise control.ControlError(f"--since {since!r} is not an ISO 8601 time") from None
         emit({"entries": audit.entries(conn, client_id=client, since=after, limit=limit)})
 
 

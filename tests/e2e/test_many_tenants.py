@@ -110,6 +110,7 @@ def test_three_hundred_clients_share_one_warehouse_within_the_connection_cap() -
         open_batches = batches_of([t.client_id for t in tenants])
         assert {b["state"] for b in open_batches} == {"loaded"}
         assert not [b for b in open_batches if b["last_error"]], "a batch went to retry_wait"
+        print(f"300 clients x 3 tables: loader sessions peaked at {sampler.peak} (cap 16)")
         assert sampler.samples > 100
         assert 0 < sampler.peak <= 16, f"loader sessions peaked at {sampler.peak}"
     finally:
@@ -269,6 +270,7 @@ def test_a_hung_a_locked_and_a_stalled_warehouse_cost_only_their_own_clients(
                 what="the healthy clients' rows",
             )
             lags = [lag for t in healthy for lag in freshness(t, "orders")]
+            print(f"hostile destinations: healthy clients' p99 freshness {p99(lags):.2f} s")
             assert p99(lags) <= 15, f"healthy clients' p99 freshness {p99(lags):.1f} s"
             # Nothing of theirs loaded meanwhile (read from the spool: the locked table cannot
             # even be counted while the lock is held).

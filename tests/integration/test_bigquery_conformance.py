@@ -59,11 +59,13 @@ class BigQueryHarness:
     def rows(self, case: Case, table: str, columns: list[str]) -> list[dict[str, Any]]:
         dataset = self.dataset(case)
         target = statements.Dataset(bigquery_emulator.PROJECT, dataset).table(NAMES.table(table))
+        # Qualified: a column named like its table (hostile_name_*) would otherwise read as
+        # the table's whole row (a STRUCT).
         selected = ", ".join(
-            f"{statements.quote(NAMES.column(c))} AS {statements.quote(f'c{i}')}"
+            f"_sdc_read.{statements.quote(NAMES.column(c))} AS {statements.quote(f'c{i}')}"
             for i, c in enumerate(columns)
         )
-        got = self.select(dataset, f"SELECT {selected} FROM {target}")
+        got = self.select(dataset, f"SELECT {selected} FROM {target} AS _sdc_read")
         return [{c: row[f"c{i}"] for i, c in enumerate(columns)} for row in got]
 
     def rejected(self, case: Case) -> int:
