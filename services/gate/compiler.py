@@ -11,7 +11,8 @@ On the event loop that stalled every request of the process. Now:
   it, which defines the functions (fast). The worker runs under ``RLIMIT_AS``
   (``SKEIN_GATE_SCHEMA_COMPILE_MEMORY_BYTES``); past ``SKEIN_GATE_SCHEMA_COMPILE_TIMEOUT_S`` it
   is killed and replaced, and the schema refused (400);
-- per client and gate process: one compile at a time, and within a minute at most
+- per client and gate process: one compile at a time (requests with the same new schema wait
+  for its one compile; distinct ones queue behind each other), and within a minute at most
   ``SKEIN_GATE_SCHEMA_COMPILE_BUDGET_S`` seconds of compiling and
   ``SKEIN_GATE_SCHEMA_COMPILE_FAILURES`` refused schemas; past either, a new schema answers 429
   naming ``schema_compiles`` (schemas already compiled keep working).
@@ -113,21 +114,18 @@ def _serve(conn: multiprocessing.connection.Connection, memory_bytes: int) -> No
 
 
 class CompileBudget:
-    """Per client (in one gate process): one compile at a time; compile seconds and refused
-    schemas within the last minute."""
+    """Per client (in one gate process): compile seconds and refused schemas within the last
+    minute. (A client's compiles also run one after another: ``SchemaCache``.)"""
 
     WINDOW_S = 60.0
 
     def __init__(self, seconds: float, failures: int) -> None:
         self._seconds = seconds
         self._failures = failures
-        self._busy: set[int] = set()
         self._spent: dict[int, deque[tuple[float, float, bool]]] = {}
 
     def check(self, client_id: int, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        if client_id in self._busy:
-            raise _over("a schema of this client is being compiled; retry in a moment")
         spent = self._recent(client_id, now)
         seconds = sum(s for _, s, _ in spent)
         failed = sum(1 for _, _, f in spent if f)
@@ -142,11 +140,7 @@ class CompileBudget:
                 f"(limit {self._failures}); fix the schema and retry later"
             )
 
-    def start(self, client_id: int) -> None:
-        self._busy.add(client_id)
-
     def finish(self, client_id: int, seconds: float, failed: bool) -> None:
-        self._busy.discard(client_id)
         self._spent.setdefault(client_id, deque()).append((time.monotonic(), seconds, failed))
 
     def _recent(self, client_id: int, now: float) -> deque[tuple[float, float, bool]]:

@@ -137,7 +137,6 @@ class Budget(Protocol):
     """Who may compile now (``compiler.CompileBudget``)."""
 
     def check(self, client_id: int) -> None: ...
-    def start(self, client_id: int) -> None: ...
     def finish(self, client_id: int, seconds: float, failed: bool) -> None: ...
 
 
@@ -165,6 +164,9 @@ class SchemaCache:
         # Its own thread: a compile waiting on the worker never holds a thread that token
         # lookups and the other to_thread calls of the event loop need.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="schema-compile")
+        self._compiling: dict[bytes, asyncio.Future[Validator]] = {}
+        # A client's new schemas compile one after another: (its lock, requests using it).
+        self._client_locks: dict[int, tuple[asyncio.Lock, int]] = {}
         self.compiles = 0
 
     def __len__(self) -> int:
@@ -204,29 +206,58 @@ class SchemaCache:
 
     async def prepare(self, client_id: int, schema: Any) -> Validator | None:
         """The validator of a /batch body's schema, compiled off the event loop if new; None
-        for a schema that is not an object (the body's own checks report it)."""
+        for a schema that is not an object (the body's own checks report it). Requests with
+        a schema already being compiled wait for that compile; a client's distinct new
+        schemas compile one after another, each under its budget."""
         if not isinstance(schema, dict):
             return None
         key = self._key(schema)
         found = self._cached(key)
         if found is not None:
             return found
-        if self._budget is not None:
-            self._budget.check(client_id)
-            self._budget.start(client_id)
-        began = time.monotonic()
-        failed = True
+        pending = self._compiling.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Validator] = asyncio.get_running_loop().create_future()
+        self._compiling[key] = future
         try:
-            blob = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._compile_blob, schema
-            )
-            compiled = load_validator(blob)
-            failed = False
+            compiled = await self._compile_for(client_id, schema)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: the waiters re-raise it, nobody else must
+            raise
+        else:
+            future.set_result(compiled)
+            self._store(key, compiled)
+            return compiled
         finally:
-            if self._budget is not None:
-                self._budget.finish(client_id, time.monotonic() - began, failed)
-        self._store(key, compiled)
-        return compiled
+            del self._compiling[key]
+
+    async def _compile_for(self, client_id: int, schema: dict[str, Any]) -> Validator:
+        lock, users = self._client_locks.get(client_id, (asyncio.Lock(), 0))
+        self._client_locks[client_id] = (lock, users + 1)
+        try:
+            async with lock:
+                if self._budget is not None:
+                    self._budget.check(client_id)
+                began = time.monotonic()
+                failed = True
+                try:
+                    blob = await asyncio.get_running_loop().run_in_executor(
+                        self._executor, self._compile_blob, schema
+                    )
+                    compiled = load_validator(blob)
+                    failed = False
+                    return compiled
+                finally:
+                    if self._budget is not None:
+                        self._budget.finish(client_id, time.monotonic() - began, failed)
+        finally:
+            lock, users = self._client_locks[client_id]
+            if users > 1:
+                self._client_locks[client_id] = (lock, users - 1)
+            else:
+                del self._client_locks[client_id]
 
 
 class Prepared:

@@ -68,15 +68,35 @@ def test_the_budget_refuses_a_client_that_compiles_too_much_or_keeps_failing() -
     budget = CompileBudget(seconds=1.0, failures=3)
     for _ in range(3):
         budget.check(7)
-        budget.start(7)
         budget.finish(7, 0.01, failed=True)
     with pytest.raises(ApiError) as refused:
         budget.check(7)
     assert refused.value.status == 429 and refused.value.body["limit"] == "schema_compiles"
     budget.check(8)  # another client is not affected
-    budget.start(8)
-    with pytest.raises(ApiError, match="being compiled"):
-        budget.check(8)  # one at a time
     budget.finish(8, 1.5, failed=False)
     with pytest.raises(ApiError, match=r"took 1\.5 s"):
         budget.check(8)
+
+
+def test_requests_with_the_same_new_schema_share_one_compile() -> None:
+    import asyncio
+
+    from services.gate.schemas import SchemaCache
+
+    calls = []
+
+    def slow_compile(schema: dict[str, object]) -> bytes:
+        import time
+
+        from services.gate.schemas import compile_to_blob
+
+        calls.append(1)
+        time.sleep(0.2)
+        return compile_to_blob(schema)
+
+    async def burst() -> list[object]:
+        cache = SchemaCache(8, 1 << 20, slow_compile, CompileBudget(10, 10))
+        return await asyncio.gather(*(cache.prepare(7, SMALL) for _ in range(6)))
+
+    got = asyncio.run(burst())
+    assert len(calls) == 1 and all(v is got[0] for v in got)
