@@ -137,3 +137,16 @@ def test_a_failed_open_frees_its_slot() -> None:
         pass
     with pool.session(2, "v", wh.opener(2)) as lent:
         assert lent.session
+
+
+def test_after_a_failure_the_clients_other_idle_sessions_are_not_handed_out() -> None:
+    wh = FakeWarehouse()
+    pool = SessionPool(wh.close, cap=8, idle_s=60)
+    with pool.session(1, "v", wh.opener(1)) as a, pool.session(1, "v", wh.opener(1)) as b:
+        pass  # two idle sessions of client 1 (a warehouse restart kills both)
+    with pool.session(2, "v", wh.opener(2)):
+        pass
+    assert pool.discard_idle(1) == 2
+    with pool.session(1, "v", wh.opener(1)) as fresh:
+        assert not fresh.reused and fresh.session not in (a.session, b.session)
+    assert pool.open_count == 2  # client 2's session and the fresh one

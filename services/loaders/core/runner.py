@@ -283,7 +283,9 @@ class Runner:
                 )
             elif isinstance(failure, TransientError) and reused and retry_stale:
                 # A cached connection dies with a warehouse restart and fails its next use:
-                # try once on a new one before the lease pays a back-off round for it.
+                # try once on a new one before the lease pays a back-off round for it. Its
+                # client's other idle sessions died with it: none of them is tried.
+                self.sessions.discard_idle(lease.client_id)
                 log.info(
                     "retrying on a new warehouse connection",
                     extra={"client_id": lease.client_id, "err": str(failure)},

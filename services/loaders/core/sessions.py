@@ -153,6 +153,17 @@ class SessionPool:
         if not keep:
             self._close_quietly(lent.session)
 
+    def discard_idle(self, client: Hashable) -> int:
+        """Close every idle session of ``client``: one of them just failed as a whole server
+        does (a restart kills them all), so none is handed out again."""
+        with self._cond:
+            gone = [serial for serial, (k, _s, _at) in self._idle.items() if k[0] == client]
+            sessions = [self._idle.pop(serial)[1] for serial in gone]
+            self._closing += len(sessions)
+        for session in sessions:
+            self._close_quietly(session)
+        return len(sessions)
+
     # -- housekeeping
     def reap(self) -> int:
         """Close sessions idle longer than ``idle_s``; returns how many."""
