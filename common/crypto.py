@@ -151,7 +151,7 @@ def decrypt(keys: str, blob: bytes, *, purpose: str, client_id: int) -> bytes:
         )
     except (InvalidTag, ValueError):
         raise SecretKeyError(
-            f"stored secrets do not open as this client's {purpose} secrets under key "
+            f"cannot decrypt stored secrets as this client's {purpose} secrets under key "
             f"{found.id!r} of SKEIN_SECRET_KEY: that key is not the one that sealed them, they "
             "belong to another client or purpose (copied from another row?), or the bytes are "
             "corrupt"
