@@ -9,6 +9,10 @@ baseline measured in the same run.
 3. Baseline: kafka-tools' ProducerPerformance writes the very message values the gate produced
    (same bytes, acks=all, idempotent, lz4) to a separate RF 3 / min ISR 2 topic, deleted after;
    the median of three runs.
+4. Authentication: the same ProducerPerformance run over the stack's SASL/SCRAM-SHA-512 listener
+   and over a PLAINTEXT listener added to each broker for this measurement only (dynamic broker
+   config on 127.0.0.1:N9095, anonymous writes allowed on this bench's topics; both removed
+   after), alternated three times each: the median change is authentication's cost.
 Prints each figure and the ratio gate bytes/s : raw producer bytes/s, and where the machine's
 CPU went during the best closed loop and the baseline (bench/cpu_account.py).
 The open loop runs first, while the pipeline keeps up; after the closed loops the streamery and
@@ -22,16 +26,30 @@ import asyncio
 import glob
 import random
 import resource
+import socket
 import subprocess
 import tempfile
 import time
 import uuid
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import orjson
 from bench_records import make_record
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+)
 from cpu_account import CpuWindow, stack_groups
 
 from common import control, db
@@ -220,10 +238,15 @@ def message_values(bodies: list[bytes]) -> list[bytes]:
 
 
 def raw_producer(
-    settings: SharedSettings, values: list[bytes], total_bytes: int
+    settings: SharedSettings,
+    values: list[bytes],
+    total_bytes: int,
+    producer: SharedSettings | None = None,
 ) -> dict[str, float]:
-    """kafka-tools ProducerPerformance over the same message values, to a throwaway topic."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    """kafka-tools ProducerPerformance over the same message values, to a throwaway topic
+    (created with ``settings``, written as ``producer``: by default the same)."""
+    producer = producer or settings
+    admin = AdminClient(settings.kafka_config())
     topic = f"skein.bench.{uuid.uuid4().hex[:8]}"
     admin.create_topics([NewTopic(topic, 12, 3, config={"min.insync.replicas": "2"})])[
         topic
@@ -254,7 +277,7 @@ def raw_producer(
             "--payload-delimiter",
             delimiter,
             "--producer-props",
-            f"bootstrap.servers={settings.kafka_bootstrap}",
+            *(f"{k}={v}" for k, v in producer.kafka_java_properties().items()),
             "acks=all",
             "enable.idempotence=true",
             "compression.type=lz4",
@@ -288,6 +311,102 @@ def raw_producer(
         Path(payload).unlink(missing_ok=True)
 
 
+BENCH_PORT = 9095  # node N listens on N9095 while the PLAINTEXT comparison runs
+
+
+@contextmanager
+def plaintext_listener(settings: SharedSettings) -> Iterator[SharedSettings]:
+    """Each broker also listens PLAINTEXT on 127.0.0.1:N9095 (anonymous: allowed to write this
+    bench's ``skein.bench.`` topics only) until the block ends; yields settings reaching it."""
+    admin = AdminClient(settings.kafka_config())
+    nodes = (1, 2, 3)
+
+    def alter(node: int, op: AlterConfigOpType) -> None:
+        listeners = f"CLIENT://127.0.0.1:{node}9092,CONTROLLER://127.0.0.1:{node}9093"
+        entries = {
+            "listeners": f"{listeners},BENCH://127.0.0.1:{node}{BENCH_PORT}",
+            "advertised.listeners": (
+                f"CLIENT://127.0.0.1:{node}9092,BENCH://127.0.0.1:{node}{BENCH_PORT}"
+            ),
+            "listener.security.protocol.map": (
+                "CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT,BENCH:PLAINTEXT"
+            ),
+        }
+        resource = ConfigResource(
+            ResourceType.BROKER,
+            str(node),
+            incremental_configs=[
+                ConfigEntry(k, v if op == AlterConfigOpType.SET else None, incremental_operation=op)
+                for k, v in entries.items()
+            ],
+        )
+        admin.incremental_alter_configs([resource])[resource].result(30)
+
+    acls = [
+        AclBinding(
+            ResourceType.TOPIC,
+            "skein.bench.",
+            ResourcePatternType.PREFIXED,
+            "User:ANONYMOUS",
+            "*",
+            op,
+            AclPermissionType.ALLOW,
+        )
+        for op in (AclOperation.WRITE, AclOperation.DESCRIBE)
+    ]
+    try:
+        for node in nodes:
+            alter(node, AlterConfigOpType.SET)
+        for future in admin.create_acls(acls).values():
+            future.result(30)
+        deadline = time.monotonic() + 60
+        for node in nodes:
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", int(f"{node}{BENCH_PORT}")), 1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+        bootstrap = ",".join(f"127.0.0.1:{n}{BENCH_PORT}" for n in nodes)
+        yield settings.model_copy(update={"kafka_bootstrap": bootstrap, "kafka_username": None})
+    finally:
+        for node in nodes:
+            alter(node, AlterConfigOpType.DELETE)
+        for future in admin.delete_acls(
+            [
+                AclBindingFilter(
+                    ResourceType.TOPIC,
+                    "skein.bench.",
+                    ResourcePatternType.PREFIXED,
+                    "User:ANONYMOUS",
+                    "*",
+                    AclOperation.ANY,
+                    AclPermissionType.ANY,
+                )
+            ]
+        ).values():
+            future.result(30)
+
+
+def authentication_cost(settings: SharedSettings, values: list[bytes], total: int) -> None:
+    """ProducerPerformance over SASL/SCRAM and over PLAINTEXT, alternated, on the same stack."""
+    sasl: list[float] = []
+    plain: list[float] = []
+    with plaintext_listener(settings) as anonymous:
+        for _ in range(3):
+            sasl.append(raw_producer(settings, values, total)["bytes_per_s"])
+            plain.append(raw_producer(settings, values, total, anonymous)["bytes_per_s"])
+    s, p = sorted(sasl)[1], sorted(plain)[1]
+    print(
+        f"kafka producer over SASL/SCRAM-SHA-512: median {s / 1e6:.1f} MB/s "
+        f"({', '.join(f'{x / 1e6:.1f}' for x in sasl)}); over PLAINTEXT: median {p / 1e6:.1f} "
+        f"MB/s ({', '.join(f'{x / 1e6:.1f}' for x in plain)})"
+    )
+    print(f"authentication's cost: {(1 - s / p) * 100:+.1f} % throughput (target <= 10 % slower)")
+
+
 def latency_text(result: dict[str, float]) -> str:
     return f"p50 {result['p50_ms']:.0f} ms p99 {result['p99_ms']:.0f} ms errors {result['errors']}"
 
@@ -297,6 +416,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--offered", type=float, default=25_000)
+    parser.add_argument(
+        "--auth-only", action="store_true", help="only the SASL vs PLAINTEXT comparison"
+    )
     args = parser.parse_args()
 
     settings = SharedSettings()
@@ -306,6 +428,9 @@ def main() -> None:
     bodies = make_bodies(16)
     requests = requests_for(token, bodies)
     values = message_values(bodies)
+    if args.auth_only:
+        authentication_cost(settings, values, 200_000_000)
+        return
     record_bytes = sum(len(v) for v in values) / (len(bodies) * RECORDS_PER_BATCH)
     print(
         f"batch: {RECORDS_PER_BATCH} records, {len(bodies[0]) / 1024:.0f} KiB body, "
@@ -358,6 +483,7 @@ def main() -> None:
     print(raw["cpu"])
     print(f"gate best: {gate_bytes_per_s / 1e6:.1f} MB/s of record bytes = {best:,.0f} records/s")
     print(f"ratio gate/raw producer bytes/s: {gate_bytes_per_s / raw['bytes_per_s']:.2f}")
+    authentication_cost(settings, values, int(gate_bytes_per_s * args.seconds) or 100_000_000)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,15 @@ def fill(settings: SharedSettings, topic: str, client: int, tables: int, mb: int
     return produced
 
 
+def client_properties(settings: SharedSettings) -> str:
+    """A 0600 properties file authenticating Kafka's Java tools as ``settings``' principal."""
+    fd, path = tempfile.mkstemp(suffix=".properties")
+    with open(fd, "w") as f:
+        for key, value in settings.kafka_java_properties().items():
+            f.write(f"{key}={value}\n")
+    return path
+
+
 def consumer_performance(settings: SharedSettings, topic: str, messages: int) -> dict[str, float]:
     libs = glob.glob(str(ROOT / ".cache" / "kafka-*" / "libs"))
     if not libs:
@@ -110,6 +119,8 @@ def consumer_performance(settings: SharedSettings, topic: str, messages: int) ->
         f"bench-cp-{topic}",
         "--timeout",
         "60000",
+        "--command-config",
+        client_properties(settings),
     ]
     cpu = CpuWindow(stack_groups())
     children = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -35,6 +35,7 @@ from bench_records import make_record
 
 from common import control, db
 from common.settings import SharedSettings
+from tests.conftest import demo_warehouse_secrets  # (and PGPASSFILE for the stack)
 
 GATE = "http://127.0.0.1:8080"
 WAREHOUSE = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
@@ -52,7 +53,12 @@ def tenants(count: int, prefix: str) -> list[tuple[int, str, str]]:
             token = control.create_api_token(conn, client_id)["token"]
             schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
             control.set_destination(
-                conn, key, client_id, "postgres", {"dsn_params": WAREHOUSE, "schema": schema}, {}
+                conn,
+                key,
+                client_id,
+                "postgres",
+                {"dsn_params": WAREHOUSE, "schema": schema},
+                demo_warehouse_secrets(),
             )
             made.append((client_id, token, schema))
     return made

@@ -87,10 +87,18 @@ def kafka_ensure_topic(
 ) -> None:
     """Create the records topic (RF 3, min.insync.replicas 2) if it does not exist."""
     settings = SharedSettings()
-    created = kafka_admin.ensure_topic(
-        kafka_admin.admin(settings.kafka_bootstrap), settings.topic, partitions
-    )
+    created = kafka_admin.ensure_topic(kafka_admin.admin(settings), settings.topic, partitions)
     emit({"topic": settings.topic, "created": created})
+
+
+@kafka_app.command("ensure-acls")
+def kafka_ensure_acls(
+    group: Annotated[str, typer.Option(help="The streamery's consumer group.")] = "skein-streamery",
+) -> None:
+    """Let the gate write the records topic and the streamery read it in its group (as admin)."""
+    settings = SharedSettings()
+    acls = kafka_admin.ensure_acls(kafka_admin.admin(settings), settings.topic, group)
+    emit({"topic": settings.topic, "acls": acls})
 
 
 @kafka_app.command("wait-ready")
@@ -101,7 +109,7 @@ def kafka_wait_ready(
     settings = SharedSettings()
     try:
         state = kafka_admin.wait_ready(
-            kafka_admin.admin(settings.kafka_bootstrap), settings.topic, brokers, isr, timeout
+            kafka_admin.admin(settings), settings.topic, brokers, isr, timeout
         )
     except TimeoutError as exc:
         fail(str(exc))
@@ -112,7 +120,7 @@ def kafka_wait_ready(
 def kafka_status() -> None:
     """Registered brokers and the smallest ISR of the records topic."""
     settings = SharedSettings()
-    state = kafka_admin.topic_state(kafka_admin.admin(settings.kafka_bootstrap), settings.topic)
+    state = kafka_admin.topic_state(kafka_admin.admin(settings), settings.topic)
     emit(
         {
             "topic": settings.topic,
@@ -642,10 +650,11 @@ def integrations_add(
     from datetime import UTC, datetime
     from pathlib import Path
 
-    from services.extractor import catalog, integrations, redact, schedule, taps
+    from services.extractor import catalog, integrations, redact, sandbox, schedule, taps
     from services.extractor.settings import ExtractorSettings
 
     settings = ExtractorSettings()
+    policy = settings.install_policy()
     secret_key = settings.secret_key.get_secret_value()
     with integrations_db() as conn:
         require_client(conn, client_id)
@@ -660,10 +669,16 @@ def integrations_add(
         if not isinstance(tap_config, dict):
             raise control.ControlError("--config must hold a JSON object")
         keys = pairs(split_values(replication_key), "--replication-key")
-        installed = taps.install(
-            Path(settings.taps_dir), taps.parse_spec(tap), settings.install_timeout_s
-        )
-        chosen = catalog.select(taps.discover(installed, tap_config), split_values(select), keys)
+        spec = taps.parse_spec(tap)
+        policy.check(spec.package)
+        try:
+            box = sandbox.choose(settings.sandbox, settings.tap_user)
+        except sandbox.SandboxError as exc:
+            raise taps.TapError(str(exc)) from None
+        root = Path(settings.taps_dir)
+        installed = taps.install(root, spec, settings.install_timeout_s, policy, box)
+        discovered = taps.discover(installed, tap_config, sandbox=box)
+        chosen = catalog.select(discovered, split_values(select), keys)
         emit(
             integrations.create(
                 conn,

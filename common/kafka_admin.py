@@ -6,7 +6,18 @@ import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+)
+
+from common.settings import SharedSettings
 
 REPLICATION_FACTOR = 3
 MIN_INSYNC_REPLICAS = 2
@@ -22,8 +33,9 @@ class TopicState:
         return min((len(isr) for isr in self.partitions.values()), default=0)
 
 
-def admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
+def admin(settings: SharedSettings) -> AdminClient:
+    """An admin client as ``settings``' principal (``admin`` for ``skein kafka ...``)."""
+    return AdminClient(settings.kafka_config(**{"socket.timeout.ms": 5000}))
 
 
 def topic_state(client: AdminClient, topic: str, timeout: float = 5.0) -> TopicState:
@@ -89,3 +101,35 @@ def wait_ready(
         if time.monotonic() > deadline:
             raise TimeoutError(f"Kafka not ready within {timeout:.0f}s: {last}")
         time.sleep(0.5)
+
+
+# What each service principal may do (docs/architecture.md, Security). broker, controller and
+# admin are the brokers' super users; every other principal, anonymous included, gets nothing.
+GATE_PRINCIPAL = "User:gate"
+STREAMERY_PRINCIPAL = "User:streamery"
+
+
+def service_acls(topic: str, streamery_group: str) -> list[AclBinding]:
+    """gate: write (and describe) the records topic; streamery: read it, in its own group."""
+
+    def allow(principal: str, kind: ResourceType, name: str, op: AclOperation) -> AclBinding:
+        return AclBinding(
+            kind, name, ResourcePatternType.LITERAL, principal, "*", op, AclPermissionType.ALLOW
+        )
+
+    return [
+        allow(GATE_PRINCIPAL, ResourceType.TOPIC, topic, AclOperation.WRITE),
+        allow(GATE_PRINCIPAL, ResourceType.TOPIC, topic, AclOperation.DESCRIBE),
+        allow(STREAMERY_PRINCIPAL, ResourceType.TOPIC, topic, AclOperation.READ),
+        allow(STREAMERY_PRINCIPAL, ResourceType.TOPIC, topic, AclOperation.DESCRIBE),
+        allow(STREAMERY_PRINCIPAL, ResourceType.GROUP, streamery_group, AclOperation.READ),
+        allow(STREAMERY_PRINCIPAL, ResourceType.GROUP, streamery_group, AclOperation.DESCRIBE),
+    ]
+
+
+def ensure_acls(client: AdminClient, topic: str, streamery_group: str) -> list[str]:
+    """Create the service principals' ACLs (creating an existing one changes nothing)."""
+    bindings = service_acls(topic, streamery_group)
+    for future in client.create_acls(bindings, request_timeout=30).values():
+        future.result(timeout=30)
+    return [f"{b.principal} {b.operation} {b.restype} {b.name}" for b in bindings]

@@ -8,20 +8,45 @@ no field of that service's class matches is a configuration error, not silently 
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from common import crypto
 
 LOCAL_SECRET_KEY = "skein-local-development-key-change-me"  # noqa: S105 (documented placeholder)
 LOCAL_SPOOL_TOKEN = "skein-local-spool-token"  # noqa: S105 (documented placeholder)
+LOCAL_S3_SECRET_KEY = "skein-local-secret"  # noqa: S105 (documented placeholder)
 LOCAL_ALLOWED_NETWORKS = "127.0.0.1:5433"  # the local stack's demo warehouse
+
+
+# The local stack writes its generated secrets (Kafka, Postgres, S3, spool) as SKEIN_* lines to
+# this file at the first `make up` (deploy/local/stack.sh); `skein` and the tests read it.
+LOCAL_ENV_FILE = Path(__file__).resolve().parents[1] / ".run" / "skein.env"
 
 
 class ConfigError(ValueError):
     """A setting is missing, misspelt or unsafe."""
+
+
+def env_file() -> Path | None:
+    """The env file settings fall back to (below real environment variables):
+    ``SKEIN_ENV_FILE`` when set (empty: none), else the local stack's ``.run/skein.env`` when
+    SKEIN_ENV is local and the file exists. The services the stack starts get ``SKEIN_ENV_FILE=``
+    and only their own credentials in their environment."""
+    named = os.environ.get("SKEIN_ENV_FILE")
+    if named is not None:
+        return Path(named) if named else None
+    if os.environ.get("SKEIN_ENV", "local") == "local" and LOCAL_ENV_FILE.is_file():
+        return LOCAL_ENV_FILE
+    return None
 
 
 class SharedSettings(BaseSettings):
@@ -37,6 +62,14 @@ class SharedSettings(BaseSettings):
         "127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092", validation_alias="SKEIN_KAFKA_BOOTSTRAP"
     )
     topic: str = Field("skein.records", validation_alias="SKEIN_TOPIC")
+    # SASL/SCRAM-SHA-512 principal of this process on Kafka (docs/architecture.md, Security):
+    # gate, streamery or admin. Unset: an anonymous PLAINTEXT client, which the local stack and
+    # docker-compose refuse; production requires one.
+    kafka_username: str | None = Field(None, validation_alias="SKEIN_KAFKA_USERNAME")
+    kafka_password: SecretStr = Field(SecretStr(""), validation_alias="SKEIN_KAFKA_PASSWORD")
+    kafka_security_protocol: Literal["SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "SASL_PLAINTEXT", validation_alias="SKEIN_KAFKA_SECURITY_PROTOCOL"
+    )
     control_dsn: SecretStr = Field(
         SecretStr("postgresql://postgres@127.0.0.1:5432/skein"),
         validation_alias="SKEIN_CONTROL_DSN",
@@ -45,7 +78,7 @@ class SharedSettings(BaseSettings):
     s3_bucket: str = Field("skein", validation_alias="SKEIN_S3_BUCKET")
     s3_access_key: str = Field("skein", validation_alias="SKEIN_S3_ACCESS_KEY")
     s3_secret_key: SecretStr = Field(
-        SecretStr("skein-local-secret"), validation_alias="SKEIN_S3_SECRET_KEY"
+        SecretStr(LOCAL_S3_SECRET_KEY), validation_alias="SKEIN_S3_SECRET_KEY"
     )
     spool_url: str = Field("http://127.0.0.1:8081", validation_alias="SKEIN_SPOOL_URL")
     # The spool's internal API token (sent as a Bearer token by the streamery and the loaders).
@@ -62,6 +95,50 @@ class SharedSettings(BaseSettings):
         None, validation_alias="SKEIN_DESTINATION_ALLOWED_NETWORKS"
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The env file is chosen when the settings are read, not when this module is imported.
+        found = env_file()
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if found is not None:
+            sources += (DotEnvSettingsSource(settings_cls, env_file=found),)
+        return sources
+
+    def kafka_config(self, **extra: Any) -> dict[str, Any]:
+        """librdkafka settings reaching the cluster as this process's principal, plus ``extra``
+        (keys with dots spelt with underscores are not translated: pass a dict)."""
+        config: dict[str, Any] = {"bootstrap.servers": self.kafka_bootstrap}
+        if self.kafka_username:
+            config |= {
+                "security.protocol": self.kafka_security_protocol,
+                "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.username": self.kafka_username,
+                "sasl.password": self.kafka_password.get_secret_value(),
+            }
+        return config | extra
+
+    def kafka_java_properties(self) -> dict[str, str]:
+        """The same as Java client properties (Kafka's own tools: benchmarks, the stack)."""
+        props = {"bootstrap.servers": self.kafka_bootstrap}
+        if self.kafka_username:
+            user = self.kafka_username.replace("\\", "\\\\").replace('"', '\\"')
+            password = self.kafka_password.get_secret_value()
+            password = password.replace("\\", "\\\\").replace('"', '\\"')
+            props |= {
+                "security.protocol": self.kafka_security_protocol,
+                "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule "
+                f'required username="{user}" password="{password}";',
+            }
+        return props
+
     @property
     def destination_allowed_networks(self) -> str:
         if self.allowed_networks is not None:
@@ -75,12 +152,18 @@ class SharedSettings(BaseSettings):
         for name, value, placeholder in (
             ("SKEIN_SECRET_KEY", self.secret_key, LOCAL_SECRET_KEY),
             ("SKEIN_SPOOL_TOKEN", self.spool_token, LOCAL_SPOOL_TOKEN),
+            ("SKEIN_S3_SECRET_KEY", self.s3_secret_key, LOCAL_S3_SECRET_KEY),
         ):
             if value.get_secret_value() == placeholder:
                 raise ConfigError(f"{name} must be set to a real secret when SKEIN_ENV=production")
         problem = crypto.weak_key_problem(self.secret_key.get_secret_value())
         if problem:
             raise ConfigError(f"{problem} (SKEIN_ENV=production)")
+        if not self.kafka_username or not self.kafka_password.get_secret_value():
+            raise ConfigError(
+                "SKEIN_KAFKA_USERNAME and SKEIN_KAFKA_PASSWORD must be set "
+                "when SKEIN_ENV=production"
+            )
         return self
 
     @model_validator(mode="before")

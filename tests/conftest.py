@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "deploy" / "local" / "stack.sh"
+RUN_DIR = Path(os.environ.get("SKEIN_RUN_DIR", ROOT / ".run"))
 
 T = TypeVar("T")
 
@@ -22,6 +23,23 @@ T = TypeVar("T")
 # database, Kafka, S3, the spool) stay refused whatever this says; the network-policy tests
 # build their own policies. (`make up`'s services keep the local default, 127.0.0.1:5433.)
 os.environ.setdefault("SKEIN_DESTINATION_ALLOWED_NETWORKS", "127.0.0.0/8")
+# The tests' own connections to the stack's Postgres clusters find their generated passwords
+# here (a libpq password file `make up` writes). Destinations store theirs: demo_warehouse_secrets.
+if (RUN_DIR / "secrets" / "pgpass").is_file():
+    os.environ.setdefault("PGPASSFILE", str(RUN_DIR / "secrets" / "pgpass"))
+
+
+def stack_secret(name: str) -> str:
+    """A secret the local stack generated at its first `make up` (.run/secrets/NAME)."""
+    return (RUN_DIR / "secrets" / name).read_text().strip()
+
+
+def demo_warehouse_secrets(dsn_params: dict[str, str] | None = None) -> dict[str, str]:
+    """The secrets of a destination as the superuser of the demo warehouse (or, when
+    ``dsn_params`` names port 5432, of the control cluster: some tests use a database there as
+    a second warehouse server)."""
+    port = str((dsn_params or {}).get("port", "5433"))
+    return {"password": stack_secret("pg-control" if port == "5432" else "pg-warehouse")}
 
 
 def stack(*args: str, timeout: float = 180) -> str:

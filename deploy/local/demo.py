@@ -25,7 +25,7 @@ TABLE = "demo_orders"
 
 def demo_client(run_dir: Path) -> tuple[int, str]:
     """The demo client's id and token (created once, kept in the run directory), with the demo
-    warehouse as its destination."""
+    warehouse as its destination (set each time: its password is the stack's, in .run/secrets)."""
     saved = run_dir / "demo-client.json"
     with closing(db.connect()) as conn:
         if saved.exists():
@@ -36,25 +36,29 @@ def demo_client(run_dir: Path) -> tuple[int, str]:
             token = control.create_api_token(conn, client_id)["token"]
             saved.write_bytes(orjson.dumps({"client_id": client_id, "token": token}))
             saved.chmod(0o600)
-        if (
-            control.get_destination(conn, SharedSettings().secret_key.get_secret_value(), client_id)
-            is None
-        ):
-            control.set_destination(
-                conn,
-                SharedSettings().secret_key.get_secret_value(),
-                client_id,
-                "postgres",
-                {"dsn_params": WAREHOUSE, "schema": SCHEMA},
-                {},
-            )
+        control.set_destination(
+            conn,
+            SharedSettings().secret_key.get_secret_value(),
+            client_id,
+            "postgres",
+            {"dsn_params": WAREHOUSE, "schema": SCHEMA},
+            {"password": warehouse_password(run_dir)},
+        )
     return client_id, token
 
 
-def demo_rows(run: str) -> list[tuple[object, ...]]:
+def warehouse_password(run_dir: Path) -> str:
+    return (run_dir / "secrets" / "pg-warehouse").read_text().strip()
+
+
+def demo_rows(run_dir: Path, run: str) -> list[tuple[object, ...]]:
     try:
         with (
-            closing(psycopg2.connect(connect_timeout=3, **WAREHOUSE)) as conn,
+            closing(
+                psycopg2.connect(
+                    connect_timeout=3, password=warehouse_password(run_dir), **WAREHOUSE
+                )
+            ) as conn,
             conn.cursor() as cur,
         ):
             cur.execute(
@@ -95,7 +99,7 @@ def main(run_dir: Path) -> int:
         return 1
     began = time.monotonic()
     while time.monotonic() - began < 120:
-        rows = demo_rows(run)
+        rows = demo_rows(run_dir, run)
         if len(rows) == 5:
             took = time.monotonic() - began
             print(

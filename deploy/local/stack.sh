@@ -28,8 +28,15 @@ TOPIC=${SKEIN_TOPIC:-skein.records}
 PARTITIONS=${SKEIN_TOPIC_PARTITIONS:-12}
 S3_BUCKET=${SKEIN_S3_BUCKET:-skein}
 S3_ACCESS_KEY=${SKEIN_S3_ACCESS_KEY:-skein}
-S3_SECRET_KEY=${SKEIN_S3_SECRET_KEY:-skein-local-secret}
 PG_CLUSTERS=(control:5432:skein warehouse:5433:warehouse)
+# Secrets generated at the first `up` (mode 0600), and the env file `skein`, the tests and the
+# demo read them from (common/settings.py). The services get only their own (svc_start).
+SECRETS=$RUN_DIR/secrets
+ENV_FILE=$RUN_DIR/skein.env
+export SKEIN_ENV_FILE=${SKEIN_ENV_FILE:-$ENV_FILE}
+# SCRAM-SHA-512 principals on Kafka: broker (inter-broker), admin (skein kafka, tests), gate and
+# streamery (ACLs from `skein kafka ensure-acls`). The controllers use SASL/PLAIN as `controller`.
+KAFKA_SCRAM_USERS=(broker admin gate streamery)
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -77,6 +84,48 @@ stop_pid() { # pidfile seconds-before-kill
   rm -f "$f"
 }
 
+# ---------------------------------------------------------------- secrets
+secret() { # name -> prints the secret, generating it (48 hex digits, mode 0600) on first use
+  local f=$SECRETS/$1
+  if [[ ! -s $f ]]; then
+    (
+      umask 077
+      mkdir -p "$SECRETS"
+      python3 -c 'import secrets; print(secrets.token_hex(24), end="")' >"$f.tmp"
+      mv "$f.tmp" "$f"
+    )
+  fi
+  cat "$f"
+}
+
+control_dsn() { echo "postgresql://postgres:$(secret pg-control)@127.0.0.1:5432/skein"; }
+
+secrets_up() { # every secret of the stack, and the env file for skein and the tests
+  (umask 077; mkdir -p "$SECRETS")
+  chmod 700 "$SECRETS"
+  local u
+  for u in "${KAFKA_SCRAM_USERS[@]}"; do secret "kafka-$u" >/dev/null; done
+  for u in kafka-controller pg-control pg-warehouse s3 spool-token; do secret "$u" >/dev/null; done
+  (
+    umask 077
+    cat >"$ENV_FILE.tmp" <<EOF
+# Written by deploy/local/stack.sh from $SECRETS: the local stack's credentials for skein,
+# the tests and the demo (Kafka as the admin principal). Services get only their own.
+SKEIN_KAFKA_USERNAME=admin
+SKEIN_KAFKA_PASSWORD=$(secret kafka-admin)
+SKEIN_CONTROL_DSN=$(control_dsn)
+SKEIN_S3_SECRET_KEY=$(secret s3)
+SKEIN_SPOOL_TOKEN=$(secret spool-token)
+# Not a service setting: the demo warehouse, for the demo, the tests and psql.
+SKEIN_DEMO_WAREHOUSE_DSN=postgresql://postgres:$(secret pg-warehouse)@127.0.0.1:5433/warehouse
+EOF
+    mv "$ENV_FILE.tmp" "$ENV_FILE"
+    # A libpq password file for the tests' and operators' own connections (PGPASSFILE).
+    printf '127.0.0.1:5432:*:postgres:%s\n127.0.0.1:5433:*:postgres:%s\n' \
+      "$(secret pg-control)" "$(secret pg-warehouse)" >"$SECRETS/pgpass"
+  )
+}
+
 # ---------------------------------------------------------------- prerequisites
 as_root() { if [[ $EUID -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
 
@@ -106,9 +155,15 @@ ensure_prereqs() {
   command -v mvn >/dev/null || missing+=(maven)
   pg_bin >/dev/null || missing+=(postgresql)
   command -v prometheus >/dev/null || missing+=(prometheus)
+  command -v bwrap >/dev/null || missing+=(bubblewrap)  # the extractor's tap sandbox
   if ((${#missing[@]})); then
     command -v apt-get >/dev/null && apt_install "${missing[@]}" ||
       die "missing prerequisites: ${missing[*]} (install them, e.g. apt-get install ${missing[*]})"
+  fi
+  # Taps run as this unprivileged user when the extractor runs as root (services/extractor/sandbox.py).
+  if [[ $EUID -eq 0 ]] && ! id -u skein-tap >/dev/null 2>&1; then
+    log "creating the system user skein-tap (taps run as it)"
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin skein-tap
   fi
   [[ -x $VENV/bin/skein ]] || die "no virtualenv at $VENV: run 'make install' first"
   [[ -x $VENV/bin/weed ]] || die "SeaweedFS missing from $VENV: run 'make install' first"
@@ -147,17 +202,25 @@ kafka_java() { # log4j-dir main-class args...
   "${JAVA_CMD[@]}" "$@"
 }
 
-kafka_configure() { # node -> props path; formats storage once
+kafka_configure() { # node -> props path; formats storage once (with the SCRAM credentials)
   local n=$1 dir=$RUN_DIR/kafka/$n
   mkdir -p "$dir/data" "$LOGS/kafka-$n"
+  (umask 077; touch "$dir/server.properties")  # it holds the broker's and controller's passwords
   sed -e "s|@NODE_ID@|$n|g" -e "s|@DATA_DIR@|$dir/data|g" -e "s|@PARTITIONS@|$PARTITIONS|g" \
+    -e "s|@BROKER_PASSWORD@|$(secret kafka-broker)|g" -e "s|@CONTROLLER_PASSWORD@|$(secret kafka-controller)|g" \
     "$ROOT/deploy/local/kafka/server.properties.tmpl" >"$dir/server.properties"
+  if [[ -f $dir/data/meta.properties && ! -f $dir/scram ]]; then
+    die "kafka node $n was formatted before the stack authenticated its clients (no SCRAM users). Let the pipeline drain, then start afresh: 'make down && rm -rf $RUN_DIR && make up' (the spool's offsets would not match a new cluster)"
+  fi
   if [[ ! -f $dir/data/meta.properties ]]; then
     [[ -f $RUN_DIR/kafka/cluster-id ]] ||
       kafka_java "$LOGS/kafka-$n" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1 >"$RUN_DIR/kafka/cluster-id"
     log "formatting storage of kafka node $n"
+    local scram=() u
+    for u in "${KAFKA_SCRAM_USERS[@]}"; do scram+=(--add-scram "SCRAM-SHA-512=[name=$u,password=$(secret "kafka-$u")]"); done
     kafka_java "$LOGS/kafka-$n" kafka.tools.StorageTool format -t "$(cat "$RUN_DIR/kafka/cluster-id")" \
-      -c "$dir/server.properties" >>"$LOGS/kafka-$n/format.log" 2>&1 || die "formatting kafka node $n failed"
+      -c "$dir/server.properties" "${scram[@]}" >>"$LOGS/kafka-$n/format.log" 2>&1 || die "formatting kafka node $n failed"
+    touch "$dir/scram"
   fi
   echo "$dir/server.properties"
 }
@@ -192,6 +255,7 @@ kafka_up() {
   for n in 1 2 3; do wait_port "${n}9092" 90 || die "kafka node $n did not open ${n}9092 (see $LOGS/kafka-$n)"; done
   SKEIN_TOPIC=$TOPIC "$VENV/bin/skein" kafka wait-ready --brokers 3 --isr 0 --timeout 90 >/dev/null || die "kafka brokers did not register"
   SKEIN_TOPIC=$TOPIC SKEIN_TOPIC_PARTITIONS=$PARTITIONS "$VENV/bin/skein" kafka ensure-topic >&2
+  SKEIN_TOPIC=$TOPIC "$VENV/bin/skein" kafka ensure-acls >&2
   SKEIN_TOPIC=$TOPIC "$VENV/bin/skein" kafka wait-ready --brokers 3 --isr 3 --timeout 90 >&2 ||
     die "kafka not ready (see $LOGS/kafka-*/server.log)"
 }
@@ -226,10 +290,16 @@ pg_start() { # name
   if [[ ${#PG_USER_RUN[@]} -gt 0 ]] && ! runuser -u postgres -- test -x "$RUN_DIR/pg"; then
     die "user postgres cannot reach $RUN_DIR/pg; set SKEIN_RUN_DIR to a directory it can traverse"
   fi
+  local password
+  password=$(secret "pg-$1")
   if [[ ! -f $data/PG_VERSION ]]; then
-    log "initialising Postgres cluster '$1' in $data"
-    "${PG_USER_RUN[@]}" "$bin/initdb" -D "$data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$LOGS/pg-$1-initdb.log" 2>&1 ||
-      die "initdb failed (see $LOGS/pg-$1-initdb.log)"
+    log "initialising Postgres cluster '$1' in $data (SCRAM-SHA-256, password in $SECRETS/pg-$1)"
+    local pwfile=$RUN_DIR/pg/.pwfile-$1
+    (umask 077; printf '%s\n' "$password" >"$pwfile")
+    [[ $EUID -eq 0 ]] && chown postgres: "$pwfile"
+    "${PG_USER_RUN[@]}" "$bin/initdb" -D "$data" -U postgres -A scram-sha-256 --pwfile="$pwfile" -E UTF8 --locale=C.UTF-8 >"$LOGS/pg-$1-initdb.log" 2>&1 ||
+      { rm -f "$pwfile"; die "initdb failed (see $LOGS/pg-$1-initdb.log)"; }
+    rm -f "$pwfile"
   fi
   if ! "${PG_USER_RUN[@]}" "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
     log "starting Postgres '$1' on 127.0.0.1:$port"
@@ -239,9 +309,18 @@ pg_start() { # name
       -o "-p $port -c listen_addresses=127.0.0.1 -k $data -c max_connections=200 -c shared_buffers=128MB -c fsync=on" \
       start >/dev/null || die "postgres '$1' failed to start (see $LOGS/pg-$1.log)"
   fi
-  "${PG_USER_RUN[@]}" "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAq \
+  if grep -Eq '^[^#]*[[:space:]]trust([[:space:]]|$)' "$data/pg_hba.conf"; then
+    # A cluster from before the stack used passwords: set one, then allow only SCRAM.
+    log "Postgres '$1': replacing trust authentication by SCRAM-SHA-256"
+    "${PG_USER_RUN[@]}" "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAq -v ON_ERROR_STOP=1 \
+      -v pw="$password" <<<"SET password_encryption = 'scram-sha-256'; ALTER ROLE postgres PASSWORD :'pw';" >/dev/null ||
+      die "could not set the password of Postgres '$1'"
+    "${PG_USER_RUN[@]}" sed -i -E 's/[[:space:]]trust([[:space:]]*)$/ scram-sha-256\1/' "$data/pg_hba.conf"
+    "${PG_USER_RUN[@]}" "$bin/pg_ctl" -D "$data" reload >/dev/null
+  fi
+  PGPASSWORD=$password "${PG_USER_RUN[@]}" "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAq \
     -c "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 ||
-    "${PG_USER_RUN[@]}" "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres "$db"
+    PGPASSWORD=$password "${PG_USER_RUN[@]}" "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres "$db"
 }
 
 pg_stop() { # name
@@ -265,10 +344,13 @@ pg_up() {
 s3_start() {
   pid_alive "$PIDS/s3.pid" && return 0
   mkdir -p "$RUN_DIR/s3/data"
-  cat >"$RUN_DIR/s3/identities.json" <<EOF
-{"identities":[{"name":"skein","credentials":[{"accessKey":"$S3_ACCESS_KEY","secretKey":"$S3_SECRET_KEY"}],
+  (
+    umask 077
+    cat >"$RUN_DIR/s3/identities.json" <<EOF
+{"identities":[{"name":"skein","credentials":[{"accessKey":"$S3_ACCESS_KEY","secretKey":"$(secret s3)"}],
  "actions":["Admin","Read","Write","List","Tagging"]}]}
 EOF
+  )
   log "starting SeaweedFS S3 on 127.0.0.1:8333"
   # Every component's port is pinned so nothing wanders onto ours; WebDAV, Iceberg, Lance and
   # the admin UI are not needed.
@@ -280,12 +362,12 @@ EOF
 
 s3_wait() {
   wait_port 8333 60 || die "S3 did not open 8333 (see $LOGS/s3.log)"
-  "$VENV/bin/python" - "$S3_BUCKET" <<'EOF' || die "S3 bucket not reachable (see $LOGS/s3.log)"
+  SKEIN_S3_SECRET_KEY=$(secret s3) "$VENV/bin/python" - "$S3_BUCKET" <<'EOF' || die "S3 bucket not reachable (see $LOGS/s3.log)"
 import sys, time, boto3, os
 from botocore.config import Config
 s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:8333", region_name="us-east-1",
                   aws_access_key_id=os.environ.get("SKEIN_S3_ACCESS_KEY", "skein"),
-                  aws_secret_access_key=os.environ.get("SKEIN_S3_SECRET_KEY", "skein-local-secret"),
+                  aws_secret_access_key=os.environ["SKEIN_S3_SECRET_KEY"],
                   config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5))
 deadline = time.monotonic() + 60
 while True:
@@ -376,6 +458,22 @@ scrape_port() { # name port -> where Prometheus scrapes it (the gate's /metrics 
   if [[ $1 == gate ]]; then echo "${SKEIN_GATE_METRICS_PORT:-9101}"; else echo "$2"; fi
 }
 
+svc_credentials() { # name: exports the service's own credentials, and no env file
+  export SKEIN_ENV_FILE=
+  unset SKEIN_KAFKA_USERNAME SKEIN_KAFKA_PASSWORD
+  SKEIN_CONTROL_DSN=$(control_dsn)
+  SKEIN_S3_SECRET_KEY=$(secret s3)
+  SKEIN_SPOOL_TOKEN=$(secret spool-token)
+  export SKEIN_CONTROL_DSN SKEIN_S3_SECRET_KEY SKEIN_SPOOL_TOKEN
+  case $1 in
+    gate | streamery)
+      SKEIN_KAFKA_USERNAME=$1
+      SKEIN_KAFKA_PASSWORD=$(secret "kafka-$1")
+      export SKEIN_KAFKA_USERNAME SKEIN_KAFKA_PASSWORD
+      ;;
+  esac
+}
+
 svc_start() { # name (one start of a service at a time: concurrent callers wait, then see it up)
   local lockfd
   exec {lockfd}>"$PIDS/$1.lock"
@@ -398,6 +496,7 @@ _svc_start() {
     # The service must not inherit svc_start's lock (it would hold it for its whole life).
     if [[ -n ${lockfd:-} ]]; then exec {lockfd}>&-; fi
     cd "$ROOT"
+    svc_credentials "$name"
     export SKEIN_GATE_METRICS_DIR=${SKEIN_GATE_METRICS_DIR:-$RUN_DIR/metrics/gate}
     export SKEIN_SPOOL_METRICS_DIR=${SKEIN_SPOOL_METRICS_DIR:-$RUN_DIR/metrics/spool}
     daemon "$PIDS/$name.pid" "$LOGS/$name.log" "$VENV/bin/python" -m "services.$name"
@@ -418,6 +517,7 @@ cmd_up() {
   local t0=$SECONDS
   ((${#UNKNOWN_LOADERS[@]} == 0)) || die "SKEIN_LOADERS: unknown warehouse type(s) ${UNKNOWN_LOADERS[*]} (${!LOADER_PORTS[*]})"
   ensure_prereqs
+  secrets_up
   s3_start
   pg_up
   kafka_up
@@ -437,9 +537,11 @@ cmd_up() {
 cmd_endpoints() {
   cat <<EOF
 Kafka        127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092  topic $TOPIC (RF 3, min.insync.replicas 2, $PARTITIONS partitions)
-Control DB   postgresql://postgres@127.0.0.1:5432/skein
-Warehouse    postgresql://postgres@127.0.0.1:5433/warehouse
-S3           http://127.0.0.1:8333  bucket $S3_BUCKET  (access key $S3_ACCESS_KEY)
+             SASL/SCRAM-SHA-512 only; principals admin, gate, streamery (passwords in $SECRETS)
+Control DB   postgresql://postgres@127.0.0.1:5432/skein       (password: $SECRETS/pg-control)
+Warehouse    postgresql://postgres@127.0.0.1:5433/warehouse  (password: $SECRETS/pg-warehouse)
+S3           http://127.0.0.1:8333  bucket $S3_BUCKET  (access key $S3_ACCESS_KEY, secret: $SECRETS/s3)
+Secrets      $ENV_FILE (skein and the tests read it; psql: deploy/local/psql control|warehouse)
 Gate         http://127.0.0.1:8080  (Import API v2; /metrics, /healthz, /readyz)
 Prometheus   http://127.0.0.1:9090  (alerts: deploy/prometheus/rules; dashboard: deploy/grafana)
 Logs         $LOGS
@@ -499,7 +601,7 @@ case ${1:-} in
   logs) shift; cmd_logs "${1:-}" ;;
   endpoints) cmd_endpoints ;;
   kafka-fetch) kafka_fetch; jmx_fetch ;;
-  kafka-start) kafka_fetch; jmx_fetch; kafka_start "$2"; wait_port "${2}9092" 90 ;;
+  kafka-start) secrets_up; kafka_fetch; jmx_fetch; kafka_start "$2"; wait_port "${2}9092" 90 ;;
   kafka-stop) kafka_stop "$2" ;;
   kafka-kill) kafka_kill "$2" ;;
   s3-start) s3_start; s3_wait ;;

@@ -3,9 +3,11 @@
 The tap's stdout is the target's stdin (an OS pipe; the extractor does not touch the records).
 The target's stdout is read here: each STATE it emits was acknowledged by the gate for every
 record before it, and is handed to ``save_state`` at once. The tap's stderr is kept (its
-tail, secrets redacted). Both children run in a private temporary directory holding the
-config, catalog and state files (mode 0600), with none of Skein's environment, and die with
-the extractor (``PR_SET_PDEATHSIG``) so a killed extractor leaves no orphans behind.
+tail, secrets redacted). The tap runs in its sandbox (``sandbox.py``) in a private directory
+holding its config, catalog and state files (mode 0600, owned by the tap user); the target's
+config (the client's gate token) is in another the tap cannot reach. Neither child has any of
+Skein's environment, and both die with the extractor (``PR_SET_PDEATHSIG``) so a killed
+extractor leaves no orphans behind.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import IO, Any
 import orjson
 
 from services.extractor.redact import Redactor
+from services.extractor.sandbox import Sandbox
 from services.extractor.taps import tap_env
 from services.extractor.target import EXIT_TEMPORARY
 
@@ -77,6 +80,11 @@ class RunRequest:
     save_state: Callable[[Any, dict[str, int]], None]
     on_records: Callable[[int], None] = lambda n: None
     cancel: threading.Event = field(default_factory=threading.Event)
+    sandbox: Sandbox = field(default_factory=lambda: Sandbox(None, None))
+
+    @property
+    def venv(self) -> Path:
+        return self.executable.parent.parent
 
 
 class _Tail:
@@ -131,11 +139,14 @@ def _stop(process: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
 
 def execute(request: RunRequest) -> RunOutcome:
     """Run the pipeline to its end, its timeout, or ``request.cancel``."""
-    with tempfile.TemporaryDirectory(prefix="skein-run-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="skein-run-") as tmp,
+        tempfile.TemporaryDirectory(prefix="skein-target-") as target_tmp,
+    ):
         work = Path(tmp)
         config_path = _private_file(work, "config.json", request.config)
         catalog_path = _private_file(work, "catalog.json", request.catalog)
-        target_path = _private_file(work, "target.json", request.target_config)
+        target_path = _private_file(Path(target_tmp), "target.json", request.target_config)
         tap_command = [
             str(request.executable),
             "--config",
@@ -145,9 +156,10 @@ def execute(request: RunRequest) -> RunOutcome:
         ]
         if request.state is not None:
             tap_command += ["--state", str(_private_file(work, "state.json", request.state))]
-        env = tap_env({"TMPDIR": str(work)})
+        env = tap_env({"TMPDIR": str(work), "HOME": str(work)})
+        request.sandbox.give(work)
         tap = subprocess.Popen(
-            tap_command,
+            request.sandbox.command(tap_command, venv=request.venv, workdir=work),
             cwd=work,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -156,10 +168,10 @@ def execute(request: RunRequest) -> RunOutcome:
             preexec_fn=_PREEXEC,  # one prctl call: async-signal-safe
         )
         assert tap.stdout is not None and tap.stderr is not None
-        target_env = {**env, "PYTHONPATH": os.pathsep.join(sys.path)}
+        target_env = {**tap_env({"TMPDIR": target_tmp}), "PYTHONPATH": os.pathsep.join(sys.path)}
         target = subprocess.Popen(
             [sys.executable, "-m", "services.extractor.target", str(target_path)],
-            cwd=work,
+            cwd=target_tmp,
             env=target_env,
             stdin=tap.stdout,
             stdout=subprocess.PIPE,

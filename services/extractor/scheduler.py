@@ -23,7 +23,7 @@ from typing import Any
 import psycopg2
 
 from common import crypto, db
-from services.extractor import integrations, metrics, schedule, taps
+from services.extractor import integrations, metrics, sandbox, schedule, taps
 from services.extractor.redact import Redactor, secret_values
 from services.extractor.run import RunOutcome, RunRequest, execute
 from services.extractor.settings import ExtractorSettings
@@ -42,6 +42,9 @@ class Scheduler:
         connect: Callable[[], integrations.Connection] | None = None,
     ) -> None:
         self.settings = settings
+        # Refuses to start when the sandbox asked for cannot be had (SandboxError).
+        self.sandbox = sandbox.choose(settings.sandbox, settings.tap_user)
+        self.policy = settings.install_policy()
         self.stop = threading.Event()
         self._connect = connect or (lambda: db.connect(settings.control_dsn.get_secret_value()))
         self._running: dict[int, threading.Thread] = {}
@@ -238,6 +241,7 @@ class Scheduler:
         labels: tuple[str, str],
     ) -> RunOutcome:
         root = Path(self.settings.taps_dir)
+        self.policy.check(spec.tap_package)  # the allowed taps may have changed since its add
         tap = taps.installed(root, spec.tap_package, spec.tap_version, spec.tap_executable)
         if tap is None:  # a new machine or container: install it (cached from now on)
             try:
@@ -245,6 +249,8 @@ class Scheduler:
                     root,
                     taps.TapSpec(spec.tap_package, spec.tap_version),
                     self.settings.install_timeout_s,
+                    self.policy,
+                    self.sandbox,
                 )
                 metrics.TAP_INSTALLS.labels("ok").inc()
             except taps.TapError:
@@ -276,5 +282,6 @@ class Scheduler:
             save_state=save_state,
             on_records=lambda n: metrics.RECORDS.labels(*labels).inc(max(0, n)),
             cancel=self.stop,
+            sandbox=self.sandbox,
         )
         return execute(request)

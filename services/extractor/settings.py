@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import SharedSettings
+from services.extractor.taps import InstallPolicy
 
 MiB = 1024 * 1024
 
@@ -48,4 +49,21 @@ class ExtractorSettings(SharedSettings):
     # Installing a tap (pip) may take this long.
     install_timeout_s: float = Field(600.0, gt=0)
     shutdown_timeout_s: float = Field(30.0, ge=0)
+    # Tap code runs sandboxed (sandbox.py): as this user when the extractor runs as root, in a
+    # bubblewrap namespace (auto: when the machine allows; bwrap: required; none: never).
+    tap_user: str = "skein-tap"
+    sandbox: Literal["auto", "bwrap", "none"] = "auto"
+    # Comma-separated package names: the taps clients may use (empty: any), and the packages
+    # that may build from source (every other one installs from wheels only).
+    allowed_taps: str = ""
+    allow_sdist: str = ""
+    # Where pip finds taps: a private index, and/or a directory or page of wheels.
+    pip_index_url: str | None = None
+    pip_find_links: str | None = None
+
+    def install_policy(self) -> InstallPolicy:
+        return InstallPolicy.parse(
+            self.allowed_taps, self.allow_sdist, self.pip_index_url, self.pip_find_links
+        )
+
     log_level: str = "INFO"

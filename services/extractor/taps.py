@@ -5,6 +5,12 @@ Layout under the taps directory (``SKEIN_EXTRACTOR_TAPS_DIR``, outside any check
 console script), so a half-finished install is never used; ``<package>.lock`` serialises
 installs of one package across processes. Taps never share the extractor's environment: their
 dependencies pin freely (old psycopg2, SQLAlchemy, ...).
+
+Installing runs no code of the tap's: wheels only (a source distribution runs its build code
+as the installer), except the packages ``SKEIN_EXTRACTOR_ALLOW_SDIST`` names, which are built
+from source. ``SKEIN_EXTRACTOR_ALLOWED_TAPS`` restricts which packages clients may use. Anything
+that runs the installed code (inspecting its entry points: a wheel's ``.pth`` file runs at
+interpreter start; discovery) runs in the sandbox (``sandbox.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+
+from services.extractor.sandbox import Sandbox
 
 MARKER = ".skein-tap.json"
 # What a tap process may see of the environment: nothing of Skein's (control DSN, secret key).
@@ -50,6 +58,46 @@ class TapSpec:
     @property
     def requirement(self) -> str:
         return self.package if self.version is None else f"{self.package}=={self.version}"
+
+
+@dataclass(frozen=True)
+class InstallPolicy:
+    """Which taps may be installed, and how (from the extractor's settings)."""
+
+    allowed_taps: frozenset[str] = frozenset()  # canonical names; empty: any package
+    allow_sdist: frozenset[str] = frozenset()  # canonical names that may build from source
+    index_url: str | None = None
+    find_links: str | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        allowed_taps: str = "",
+        allow_sdist: str = "",
+        index_url: str | None = None,
+        find_links: str | None = None,
+    ) -> InstallPolicy:
+        def names(value: str) -> frozenset[str]:
+            return frozenset(canonicalize_name(n) for n in value.split(",") if n.strip())
+
+        return cls(names(allowed_taps), names(allow_sdist), index_url or None, find_links or None)
+
+    def check(self, package: str) -> None:
+        if self.allowed_taps and canonicalize_name(package) not in self.allowed_taps:
+            raise TapError(
+                f"tap {package!r} is not allowed on this platform (SKEIN_EXTRACTOR_ALLOWED_TAPS: "
+                f"{', '.join(sorted(self.allowed_taps))})"
+            )
+
+    def pip_options(self) -> list[str]:
+        options = ["--only-binary", ":all:"]
+        if self.allow_sdist:
+            options += ["--no-binary", ",".join(sorted(self.allow_sdist))]
+        if self.index_url:
+            options += ["--index-url", self.index_url]
+        if self.find_links:
+            options += ["--find-links", self.find_links]
+        return options
 
 
 @dataclass(frozen=True)
@@ -120,8 +168,12 @@ def _choose_script(package: str, scripts: list[str]) -> str:
     raise TapError(f"{package} installs no single tap command (console scripts: {scripts})")
 
 
-def resolve_version(spec: TapSpec, timeout_s: float = 120.0) -> str:
+def resolve_version(
+    spec: TapSpec, timeout_s: float = 120.0, policy: InstallPolicy | None = None
+) -> str:
     """The exact version ``spec`` names, or the newest the package index offers."""
+    policy = policy or InstallPolicy()
+    policy.check(spec.package)
     if spec.version is not None:
         return spec.version
     report = _run(
@@ -138,6 +190,7 @@ def resolve_version(spec: TapSpec, timeout_s: float = 120.0) -> str:
             "--no-input",
             "--report",
             "-",
+            *policy.pip_options(),
             spec.package,
         ],
         timeout_s,
@@ -149,9 +202,17 @@ def resolve_version(spec: TapSpec, timeout_s: float = 120.0) -> str:
         raise TapError(f"pip did not report a version for {spec.package}") from None
 
 
-def install(root: Path, spec: TapSpec, timeout_s: float = 600.0) -> InstalledTap:
+def install(
+    root: Path,
+    spec: TapSpec,
+    timeout_s: float = 600.0,
+    policy: InstallPolicy | None = None,
+    sandbox: Sandbox | None = None,
+) -> InstalledTap:
     """The tap's virtualenv, installed now unless this package and version already is."""
-    version = resolve_version(spec, timeout_s)
+    policy = policy or InstallPolicy()
+    sandbox = sandbox or Sandbox(None, None)
+    version = resolve_version(spec, timeout_s, policy)
     with _package_lock(root, spec.package):
         directory = root / spec.package / version
         found = _installed(directory, spec.package)
@@ -171,12 +232,14 @@ def install(root: Path, spec: TapSpec, timeout_s: float = 600.0) -> InstalledTap
                     "--quiet",
                     "--disable-pip-version-check",
                     "--no-input",
+                    *policy.pip_options(),
                     f"{spec.package}=={version}",
                 ],
                 timeout_s,
-                f"install {spec.package}=={version}",
+                f"install {spec.package}=={version} (wheels only, see SKEIN_EXTRACTOR_ALLOW_SDIST)",
             )
-            info = json.loads(_run([python, "-c", _ENTRY_POINTS, spec.package], 60, "inspect it"))
+            inspect = [python, "-c", _ENTRY_POINTS, spec.package]
+            info = json.loads(_sandboxed(sandbox, directory, inspect, {}, 60, "inspect it"))
             script = _choose_script(spec.package, list(info["scripts"]))
             (directory / MARKER).write_text(json.dumps({"version": version, "executable": script}))
         except BaseException:
@@ -187,10 +250,44 @@ def install(root: Path, spec: TapSpec, timeout_s: float = 600.0) -> InstalledTap
         return found
 
 
-def _run(command: list[str], timeout_s: float, what: str) -> str:
+def _sandboxed(
+    sandbox: Sandbox,
+    venv: Path,
+    command: list[str],
+    files: Mapping[str, Any],
+    timeout_s: float,
+    what: str,
+) -> str:
+    """Run tap code in ``sandbox`` in a private directory holding ``files`` (JSON, 0600)."""
+    with tempfile.TemporaryDirectory(prefix="skein-tap-") as tmp:
+        work = Path(tmp)
+        for name, content in files.items():
+            path = work / name
+            path.touch(mode=0o600)
+            path.write_text(json.dumps(content))
+        sandbox.give(work)
+        wrapped = sandbox.command(
+            [a.replace("{work}", tmp) for a in command], venv=venv, workdir=work
+        )
+        return _run(wrapped, timeout_s, what, {"TMPDIR": tmp, "HOME": tmp}, cwd=work)
+
+
+def _run(
+    command: list[str],
+    timeout_s: float,
+    what: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> str:
     try:
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout_s, check=False, env=tap_env()
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+            env=tap_env(env),
+            cwd=cwd,
         )
     except subprocess.TimeoutExpired:
         raise TapError(f"could not {what}: no answer within {timeout_s:g} s") from None
@@ -200,17 +297,21 @@ def _run(command: list[str], timeout_s: float, what: str) -> str:
     return done.stdout
 
 
-def discover(tap: InstalledTap, config: Mapping[str, Any], timeout_s: float = 300.0) -> Any:
-    """The tap's catalog (``--discover``), its config in a private temporary file."""
-    with tempfile.TemporaryDirectory(prefix="skein-discover-") as tmp:
-        config_path = Path(tmp) / "config.json"
-        config_path.touch(mode=0o600)
-        config_path.write_text(json.dumps(config))
-        out = _run(
-            [str(tap.executable), "--config", str(config_path), "--discover"],
-            timeout_s,
-            f"discover streams with {tap.package} (check the config)",
-        )
+def discover(
+    tap: InstalledTap,
+    config: Mapping[str, Any],
+    timeout_s: float = 300.0,
+    sandbox: Sandbox | None = None,
+) -> Any:
+    """The tap's catalog (``--discover``), in the sandbox, its config in a private file."""
+    out = _sandboxed(
+        sandbox or Sandbox(None, None),
+        tap.executable.parent.parent,
+        [str(tap.executable), "--config", "{work}/config.json", "--discover"],
+        {"config.json": dict(config)},
+        timeout_s,
+        f"discover streams with {tap.package} (check the config)",
+    )
     try:
         return json.loads(out)
     except ValueError:

@@ -203,7 +203,7 @@ AuthHeader = Annotated[str | None, Header(include_in_schema=False)]
 def build_gate(settings: GateSettings) -> Gate:
     producer = DurableProducer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **settings.kafka_config(),
             "compression.type": settings.compression,
             "linger.ms": settings.linger_ms,
             "message.max.bytes": settings.kafka_message_limit_bytes,

@@ -8,7 +8,8 @@ On the event loop that stalled every request of the process. Now:
 
 - the worker process (one per gate process, started on first use, ``spawn``ed) generates and
   compiles the code and sends back the marshalled code object; the gate process only ``exec``s
-  it, which defines the functions (fast). The worker runs under ``RLIMIT_AS``
+  it, which defines the functions (fast). The worker runs at nice 10 (the gate's event loops
+  come first for the CPU) under ``RLIMIT_AS``
   (``SKEIN_GATE_SCHEMA_COMPILE_MEMORY_BYTES``); past ``SKEIN_GATE_SCHEMA_COMPILE_TIMEOUT_S`` it
   is killed and replaced, and the schema refused (400);
 - per client and gate process: one compile at a time (requests with the same new schema wait
@@ -94,10 +95,14 @@ class CompileWorker:
 
 
 def _serve(conn: multiprocessing.connection.Connection, memory_bytes: int) -> None:
+    import os
     import resource
 
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    # compiling is background work: on a busy host the event loops answering requests come first
+    with contextlib.suppress(OSError):
+        os.nice(10)
     while True:
         try:
             schema = conn.recv()

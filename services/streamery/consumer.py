@@ -49,7 +49,7 @@ def kafka_config(settings: StreamerySettings) -> dict[str, Any]:
     its share of the memory limit (the queue, plus up to one fetch response per broker)."""
     fetch = settings.fetch_queue_budget()
     return {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **settings.kafka_config(),
         "group.id": settings.group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -435,7 +435,7 @@ class Streamery:
         used by the loop's thread; a metadata call beside a running consume() blocks)."""
         with self._probe_lock:
             if self._probe is None:
-                self._probe = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap})
+                self._probe = AdminClient(self.settings.kafka_config())
             try:
                 meta = self._probe.list_topics(self._topic, timeout=timeout)
             except KafkaException:

@@ -103,9 +103,7 @@ class Fault:
 
 def kafka_ready(timeout: float = 180) -> None:
     settings = SharedSettings()
-    kafka_admin.wait_ready(
-        kafka_admin.admin(settings.kafka_bootstrap), settings.topic, 3, 3, timeout
-    )
+    kafka_admin.wait_ready(kafka_admin.admin(settings), settings.topic, 3, 3, timeout)
 
 
 def _kill_broker(what: str, rng: random.Random) -> str:

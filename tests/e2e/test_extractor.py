@@ -27,14 +27,15 @@ from psycopg2 import sql
 from common import control, db
 from common.settings import SharedSettings
 from services.extractor import integrations
-from tests.conftest import ROOT, stack, wait_for
+from tests.conftest import ROOT, demo_warehouse_secrets, stack, stack_secret, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 TAP = "meltanolabs-tap-postgres==0.10.0"
 SOURCE_DB = "skein_e2e_extract_source"
 SOURCE = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": SOURCE_DB}
-SOURCE_PASSWORD = "not-needed-but-secret-4711"  # trust auth ignores it; it must never leak
+# The control cluster's generated password (the source database lives there): it must never leak.
+SOURCE_PASSWORD = stack_secret("pg-control")
 WAREHOUSE = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
 METRICS = "http://127.0.0.1:19107/metrics"
 CREATED: list[str] = []  # integrations this module added: removed at its end, whatever happens
@@ -119,7 +120,7 @@ def new_client() -> tuple[int, str]:
             client["client_id"],
             "postgres",
             {"dsn_params": WAREHOUSE, "schema": schema},
-            {},
+            demo_warehouse_secrets(),
         )
     return int(client["client_id"]), schema
 
@@ -222,7 +223,7 @@ class Extractor:
 
 @pytest.fixture(scope="module")
 def extractor() -> Iterator[Extractor]:
-    admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")  # PGPASSFILE
     admin.autocommit = True
     drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(SOURCE_DB))
     with admin.cursor() as cur:

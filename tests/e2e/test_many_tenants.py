@@ -131,6 +131,7 @@ class HangingProxy:
         self._sock.listen(64)
         self.port = self._sock.getsockname()[1]
         self._held: list[socket.socket] = []
+        self._forwarded: list[socket.socket] = []  # closed by close(), not left to the GC
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -143,12 +144,15 @@ class HangingProxy:
                 self._held.append(conn)  # never read, never answered
                 continue
             upstream = socket.create_connection(("127.0.0.1", int(DEMO_WAREHOUSE["port"])))
+            self._forwarded += [conn, upstream]
             for a, b in ((conn, upstream), (upstream, conn)):
                 threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() of the thread
         self._sock.close()
-        for conn in self._held:
+        for conn in [*self._held, *self._forwarded]:
             conn.close()
 
 
@@ -425,7 +429,7 @@ def test_a_forged_message_for_a_missing_client_is_dead_lettered_and_consumption_
     header = Header(
         missing, "forged", ("id",), None, None, "2026-12-04T00:00:00.000000Z", "forged", "push"
     )
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all"})
+    producer = Producer({**settings.kafka_config(), "acks": "all"})
     for value in encode_messages(
         TableRecords(header, [b'{"action":"upsert","sequence":1,"data":{"id":1}}']), 1 << 20
     ):

@@ -24,7 +24,7 @@ import yaml
 
 from common import control, db
 from common.settings import SharedSettings
-from tests.conftest import ROOT, stack, wait_for
+from tests.conftest import ROOT, demo_warehouse_secrets, stack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -123,7 +123,7 @@ def tenant() -> dict[str, Any]:
             client["client_id"],
             "postgres",
             {"dsn_params": dsn, "schema": schema},
-            {},
+            demo_warehouse_secrets(dsn),
         )
     return {"client_id": client["client_id"], "token": token["token"]}
 

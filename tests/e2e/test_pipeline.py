@@ -21,7 +21,7 @@ from psycopg2 import sql
 from common import control, db
 from common.settings import SharedSettings
 from services.spool import queue
-from tests.conftest import ROOT, stack, wait_for
+from tests.conftest import ROOT, demo_warehouse_secrets, stack, wait_for
 
 GATE = "http://127.0.0.1:8080"
 WAREHOUSE = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
@@ -42,7 +42,7 @@ def new_tenant(dsn_params: dict[str, str]) -> dict[str, Any]:
             client["client_id"],
             "postgres",
             {"dsn_params": dsn_params, "schema": schema},
-            {},
+            demo_warehouse_secrets(dsn_params),
         )
     return {
         "client_id": client["client_id"],

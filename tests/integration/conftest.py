@@ -22,7 +22,7 @@ def settings() -> SharedSettings:
 
 @pytest.fixture(scope="session")
 def admin(settings: SharedSettings) -> AdminClient:
-    client = kafka_admin.admin(settings.kafka_bootstrap)
+    client = kafka_admin.admin(settings)
     kafka_admin.wait_ready(client, settings.topic, timeout=120)
     return client
 

@@ -16,6 +16,7 @@ from psycopg2 import sql
 
 from common import control, db
 from common.settings import SharedSettings
+from tests.conftest import demo_warehouse_secrets
 
 GATE = "http://127.0.0.1:8080"
 GATE_METRICS = "http://127.0.0.1:9101/metrics"  # internal port, not the public one
@@ -41,11 +42,28 @@ class Tenant:
         }
 
 
+def warehouse_role(password: str) -> str:
+    """A new login role of the demo warehouse with ``password`` (it may create schemas)."""
+    role = f"t_{uuid.uuid4().hex[:12]}"
+    with (
+        closing(psycopg2.connect(connect_timeout=5, **WAREHOUSE)) as conn,
+        conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(role)), (password,)
+        )
+        cur.execute(
+            sql.SQL("GRANT CREATE ON DATABASE warehouse TO {}").format(sql.Identifier(role))
+        )
+    return role
+
+
 def new_tenant(
     name: str, *, destination: bool = False, password: str | None = None, schema: str = ""
 ) -> Tenant:
     """A client with an API token; with ``destination``, its own schema in the demo warehouse
-    (``password`` stored as its encrypted secret: the warehouse trusts loopback and ignores it)."""
+    (as a new role with ``password``, stored as its encrypted secret, when one is given)."""
     with closing(db.connect()) as conn:
         client = control.create_client(conn, f"{name}-{uuid.uuid4().hex[:6]}")
         token = control.create_api_token(conn, client["client_id"])
@@ -56,8 +74,13 @@ def new_tenant(
                 SharedSettings().secret_key.get_secret_value(),
                 client["client_id"],
                 "postgres",
-                {"dsn_params": WAREHOUSE, "schema": schema},
-                {"password": password} if password else {},
+                {
+                    "dsn_params": {**WAREHOUSE, "user": warehouse_role(password)}
+                    if password
+                    else WAREHOUSE,
+                    "schema": schema,
+                },
+                {"password": password} if password else demo_warehouse_secrets(),
             )
     return Tenant(client["client_id"], token["token"], schema if destination else None)
 
@@ -88,7 +111,7 @@ class TopicWatch:
         self.settings = settings or SharedSettings()
         self.consumer = Consumer(
             {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
+                **self.settings.kafka_config(),
                 "group.id": f"test-watch-{uuid.uuid4()}",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,

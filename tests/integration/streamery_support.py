@@ -37,7 +37,7 @@ def scratch_topic(
     settings: SharedSettings, partitions: int = 6, prefix: str = "skein.test"
 ) -> Iterator[str]:
     """A fresh RF 3 / min ISR 2 topic, deleted afterwards."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(settings.kafka_config())
     topic = f"{prefix}.{uuid.uuid4().hex[:10]}"
     new = NewTopic(topic, partitions, 3, config={"min.insync.replicas": "2"})
     admin.create_topics([new])[topic].result(30)
@@ -95,7 +95,7 @@ class Produced:
         self.keep_lines = keep_lines
         self.producer = Producer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                **settings.kafka_config(),
                 "enable.idempotence": True,
                 "acks": "all",
                 "compression.type": "lz4",
@@ -210,7 +210,7 @@ class StreameryProcess:
 
 
 def committed(settings: SharedSettings, topic: str, group: str) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
+    consumer = Consumer({**settings.kafka_config(), "group.id": group})
     try:
         parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         tps = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=10)
@@ -220,7 +220,7 @@ def committed(settings: SharedSettings, topic: str, group: str) -> dict[int, int
 
 
 def end_offsets(settings: SharedSettings, topic: str) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "unused"})
+    consumer = Consumer({**settings.kafka_config(), "group.id": "unused"})
     try:
         parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         return {

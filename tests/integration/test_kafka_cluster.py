@@ -17,7 +17,7 @@ from tests.conftest import stack, wait_for
 def durable_producer(settings: SharedSettings, timeout_ms: int = 10_000) -> Producer:
     return Producer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **settings.kafka_config(),
             "enable.idempotence": True,
             "acks": "all",
             "message.timeout.ms": timeout_ms,
@@ -135,7 +135,7 @@ def test_full_restart_keeps_the_topic_data(
 
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **settings.kafka_config(),
             "group.id": f"test-{uuid.uuid4()}",
             "enable.auto.commit": False,
         }

@@ -32,7 +32,7 @@ import services
 from common import control, crypto, db
 from common.settings import SharedSettings
 from services.spool import queue
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, RUN_DIR, stack_secret, wait_for
 
 SPOOL = "http://127.0.0.1:8081"
 # Every listener the local stack must have; each must be on a loopback address.
@@ -258,3 +258,68 @@ def test_the_control_database_holds_tokens_only_hashed_and_secrets_only_encrypte
     with closing(db.connect()) as conn:
         revealed = control.get_destination(conn, key, client_id)
     assert revealed is not None and password not in orjson.dumps(revealed).decode()
+
+
+# --- every internal door asks for the stack's generated secrets (docs/architecture.md, Security)
+
+
+@pytest.mark.parametrize(("port", "dbname"), [(5432, "skein"), (5433, "warehouse")])
+def test_postgres_refuses_a_connection_without_the_password(port: int, dbname: str) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    for password in (None, "postgres", "wrong"):
+        command = ["psql", "-w", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]
+        command += ["-d", dbname, "-tAc", "SELECT 1"]
+        env = clean | ({"PGPASSWORD": password} if password else {})
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        assert done.returncode != 0, (port, password)
+        assert "password" in done.stderr, done.stderr
+    # The generated one opens it (and it is SCRAM, not md5 or trust).
+    right = clean | {"PGPASSWORD": stack_secret(f"pg-{'control' if port == 5432 else 'warehouse'}")}
+    done = subprocess.run(
+        ["psql", "-w", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", dbname, "-tAc",
+         "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'postgres'"],
+        capture_output=True, text=True, env=right, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout.strip()) == (0, "t"), done.stderr
+
+
+def test_s3_refuses_the_old_fixed_secret_and_accepts_the_generated_one() -> None:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    def s3(secret: str) -> Any:
+        return boto3.client(
+            "s3",
+            endpoint_url="http://127.0.0.1:8333",
+            region_name="us-east-1",
+            aws_access_key_id="skein",
+            aws_secret_access_key=secret,
+            config=Config(retries={"max_attempts": 1}),
+        )
+
+    with pytest.raises(ClientError):
+        s3("skein-local-secret").list_objects_v2(Bucket="skein", MaxKeys=1)
+    assert s3(stack_secret("s3")).list_objects_v2(Bucket="skein", MaxKeys=1)["ResponseMetadata"]
+
+
+def test_the_spool_refuses_the_built_in_placeholder_token() -> None:
+    from common.settings import LOCAL_SPOOL_TOKEN
+
+    r = httpx.get(f"{SPOOL}/v1/batches", headers={"Authorization": f"Bearer {LOCAL_SPOOL_TOKEN}"})
+    assert r.status_code == 401, r.text
+    ok = httpx.get(
+        f"{SPOOL}/v1/batches", headers={"Authorization": f"Bearer {stack_secret('spool-token')}"}
+    )
+    assert ok.status_code == 200, ok.text
+
+
+def test_generated_secrets_are_readable_by_their_owner_only() -> None:
+    secrets = RUN_DIR / "secrets"
+    assert secrets.stat().st_mode & 0o777 == 0o700
+    names = {p.name for p in secrets.iterdir()}
+    assert {"kafka-admin", "kafka-gate", "pg-control", "pg-warehouse", "s3", "spool-token"} <= names
+    for path in [*secrets.iterdir(), RUN_DIR / "skein.env"]:
+        assert path.stat().st_mode & 0o077 == 0, path
+    for n in (1, 2, 3):  # the brokers' configuration holds their passwords
+        assert (RUN_DIR / "kafka" / str(n) / "server.properties").stat().st_mode & 0o077 == 0

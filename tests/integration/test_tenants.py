@@ -27,6 +27,7 @@ from tests.integration.gate_support import (
     new_tenant,
     push_record,
     table_rows,
+    warehouse_role,
 )
 
 FORBIDDEN = {
@@ -263,7 +264,10 @@ def test_no_token_or_password_reaches_any_log() -> None:
             settings.secret_key.get_secret_value(),
             failing.client_id,
             "postgres",
-            {"dsn_params": WAREHOUSE, "schema": f"logfail_{failing.client_id}"},
+            {
+                "dsn_params": {**WAREHOUSE, "user": warehouse_role(failing_password)},
+                "schema": f"logfail_{failing.client_id}",
+            },
             {"password": failing_password},
         )
 

@@ -17,6 +17,7 @@ from psycopg2 import sql
 from common import control, db
 from common.settings import SharedSettings
 from services.spool import queue
+from tests.conftest import demo_warehouse_secrets
 
 GATE = "http://127.0.0.1:8080"
 DEMO_WAREHOUSE = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
@@ -49,7 +50,7 @@ def new_tenants(count: int, dsn: dict[str, str] | None = None, prefix: str = "mt
                 client["client_id"],
                 "postgres",
                 {"dsn_params": dsn, "schema": schema},
-                {},
+                demo_warehouse_secrets(dsn),
             )
             made.append(Tenant(client["client_id"], token["token"], schema, dsn))
     return made

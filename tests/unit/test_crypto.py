@@ -89,7 +89,10 @@ def test_production_refuses_a_passphrase_a_placeholder_or_a_weak_key() -> None:
                   f"k1:{base64.b64encode(bytes(32)).decode()}"):  # fmt: skip
         with pytest.raises(ValueError):  # a ConfigError, as pydantic reports it
             SharedSettings(SKEIN_ENV="production", SKEIN_SECRET_KEY=value,
-                           SKEIN_SPOOL_TOKEN="a-real-token")  # fmt: skip
+                           SKEIN_SPOOL_TOKEN="a-real-token", SKEIN_KAFKA_USERNAME="gate",
+                           SKEIN_S3_SECRET_KEY="an-s3-secret",
+                           SKEIN_KAFKA_PASSWORD="pw")  # fmt: skip
     ok = SharedSettings(SKEIN_ENV="production", SKEIN_SECRET_KEY=f"k1:{key()}",
-                        SKEIN_SPOOL_TOKEN="a-real-token")  # fmt: skip
+                        SKEIN_SPOOL_TOKEN="a-real-token", SKEIN_KAFKA_USERNAME="gate",
+                        SKEIN_S3_SECRET_KEY="an-s3-secret", SKEIN_KAFKA_PASSWORD="pw")  # fmt: skip
     assert ok.env == "production"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import os
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -51,7 +52,50 @@ def test_placeholder_secret_refused_in_production(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ValidationError, match="SKEIN_SPOOL_TOKEN"):
         SharedSettings()
     monkeypatch.setenv("SKEIN_SPOOL_TOKEN", "another-real-secret")
+    monkeypatch.delenv("SKEIN_S3_SECRET_KEY", raising=False)
+    with pytest.raises(ValidationError, match="SKEIN_S3_SECRET_KEY"):
+        SharedSettings()
+    monkeypatch.setenv("SKEIN_S3_SECRET_KEY", "an-s3-secret")
+    monkeypatch.delenv("SKEIN_KAFKA_USERNAME", raising=False)
+    with pytest.raises(ValidationError, match="SKEIN_KAFKA_USERNAME"):
+        SharedSettings()
+    monkeypatch.setenv("SKEIN_KAFKA_USERNAME", "gate")
+    monkeypatch.setenv("SKEIN_KAFKA_PASSWORD", "a-kafka-password")
     assert SharedSettings().env == "production"
+
+
+def test_kafka_clients_authenticate_with_scram_as_their_principal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SKEIN_KAFKA_USERNAME", raising=False)
+    anonymous = SharedSettings().kafka_config()
+    assert "sasl.username" not in anonymous and "security.protocol" not in anonymous
+    monkeypatch.setenv("SKEIN_KAFKA_USERNAME", "streamery")
+    monkeypatch.setenv("SKEIN_KAFKA_PASSWORD", "pw")
+    config = SharedSettings().kafka_config(**{"group.id": "g"})
+    assert config["security.protocol"] == "SASL_PLAINTEXT"
+    assert config["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert (config["sasl.username"], config["sasl.password"], config["group.id"]) == (
+        "streamery",
+        "pw",
+        "g",
+    )
+
+
+def test_the_env_file_fills_what_the_environment_does_not_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env = tmp_path / "skein.env"
+    env.write_text("SKEIN_KAFKA_USERNAME=admin\nSKEIN_KAFKA_PASSWORD=from-file\nSKEIN_TOPIC=t1\n")
+    monkeypatch.setenv("SKEIN_ENV_FILE", str(env))
+    monkeypatch.delenv("SKEIN_KAFKA_USERNAME", raising=False)
+    monkeypatch.delenv("SKEIN_KAFKA_PASSWORD", raising=False)
+    monkeypatch.setenv("SKEIN_TOPIC", "from-env")
+    s = SharedSettings()
+    assert (s.kafka_username, s.kafka_password.get_secret_value()) == ("admin", "from-file")
+    assert s.topic == "from-env"  # the environment wins
+    monkeypatch.setenv("SKEIN_ENV_FILE", "")
+    assert SharedSettings().kafka_username is None
 
 
 def test_shared_names_under_a_service_prefix_are_not_misspellings(

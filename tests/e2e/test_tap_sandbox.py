@@ -1,0 +1,162 @@
+"""Through the whole extractor: a client's hostile tap, a wheel built by the test, added with
+`skein integrations add` and run on schedule beside another client's integration. Every attempt
+it makes against the platform and the other run fails and its run's stderr shows it; the other
+client's records reach its warehouse (docs/architecture.md, Security)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+from common import control, db
+from common.settings import SharedSettings
+from services.extractor import integrations
+from tests.conftest import ROOT, RUN_DIR, demo_warehouse_secrets, stack, wait_for
+from tests.support import hostile_tap
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+WAREHOUSE = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
+HEALTH = "http://127.0.0.1:19108/healthz"
+SKEIN = str(Path(sys.executable).parent / "skein")
+VICTIM_SECRET = f"victim-secret-{uuid.uuid4().hex}"
+CANARY = f"extractor-canary-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="module")
+def extractor_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The settings this module's extractor and CLI share: the hostile wheel's directory, the
+    sandbox required, a fast tick; the stack's extractor is stopped meanwhile."""
+    wheels = tmp_path_factory.mktemp("wheels")
+    hostile_tap.build_wheel(wheels)
+    env = {
+        **os.environ,
+        "SKEIN_EXTRACTOR_PIP_FIND_LINKS": str(wheels),
+        "SKEIN_EXTRACTOR_TAPS_DIR": str(tmp_path_factory.mktemp("taps")),
+        "SKEIN_EXTRACTOR_SANDBOX": "bwrap",
+        "SKEIN_EXTRACTOR_METRICS_PORT": "19108",
+        "SKEIN_EXTRACTOR_TICK_S": "0.5",
+        "SKEIN_EXTRACTOR_FLUSH_INTERVAL_S": "1",
+        "SKEIN_SANDBOX_CANARY": CANARY,  # in the extractor's environment: the tap hunts it
+    }
+    stack("stop", "extractor")
+    log = open(RUN_DIR / "logs" / "extractor-sandbox-e2e.log", "ab")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.extractor"], cwd=ROOT, env=env, stdout=log, stderr=log
+    )
+    log.close()
+    try:
+        wait_for(lambda: healthy(), timeout=60, what="the test extractor's /healthz")
+        yield env
+    finally:
+        process.terminate()
+        process.wait(60)
+        stack("start", "extractor")
+
+
+def healthy() -> bool:
+    try:
+        return httpx.get(HEALTH, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def skein(env: dict[str, str], *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [SKEIN, *args], capture_output=True, text=True, timeout=300, check=False, env=env
+    )
+    assert done.returncode == 0, f"skein {' '.join(args)}: {done.stdout} {done.stderr}"
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+def add(env: dict[str, str], tmp: Path, label: str, config: dict[str, Any]) -> tuple[str, str]:
+    """A new client (its destination: a fresh schema of the demo warehouse) with one integration
+    of the hostile tap; (integration name, schema)."""
+    schema = f"e2e_sandbox_{uuid.uuid4().hex[:8]}"
+    with closing(db.connect()) as conn:
+        client = control.create_client(conn, f"e2e-sandbox-{label}")
+        control.set_destination(
+            conn,
+            SharedSettings().secret_key.get_secret_value(),
+            client["client_id"],
+            "postgres",
+            {"dsn_params": WAREHOUSE, "schema": schema},
+            demo_warehouse_secrets(),
+        )
+    path = tmp / f"{label}.json"
+    path.write_text(json.dumps(config))
+    name = f"e2e-sandbox-{label}-{uuid.uuid4().hex[:6]}"
+    tap = f"{hostile_tap.NAME}=={hostile_tap.VERSION}"
+    skein(env, "integrations", "add", str(client["client_id"]), name, "--tap", tap,
+          "--config", str(path), "--schedule", "0 0 1 1 *")  # fmt: skip
+    return name, schema
+
+
+def finished_runs(name: str) -> list[dict[str, Any]]:
+    with closing(db.connect()) as conn:
+        runs = integrations.list_runs(conn, name, 10, True)
+    return [r for r in runs if r["status"] != "running"]
+
+
+def warehouse_notes(schema: str) -> list[str]:
+    try:
+        with (
+            closing(psycopg2.connect(connect_timeout=3, **WAREHOUSE)) as conn,
+            conn.cursor() as cur,
+        ):
+            cur.execute(sql.SQL("SELECT note FROM {}").format(sql.Identifier(schema, "probe")))
+            return [r[0] for r in cur.fetchall()]
+    except (psycopg2.errors.UndefinedTable, psycopg2.OperationalError):
+        return []
+
+
+def test_a_hostile_tap_reaches_nothing_and_the_other_client_keeps_loading(
+    extractor_env: dict[str, str], tmp_path: Path
+) -> None:
+    victim, victim_schema = add(
+        extractor_env,
+        tmp_path,
+        "victim",
+        {"mode": "victim", "sleep": 10, "password": VICTIM_SECRET},
+    )
+    secret_paths = [str(RUN_DIR / "skein.env"), *map(str, sorted((RUN_DIR / "secrets").iterdir()))]
+    hostile, hostile_schema = add(
+        extractor_env,
+        tmp_path,
+        "hostile",
+        {"victim_secret": VICTIM_SECRET, "needles": [CANARY], "secret_paths": secret_paths},
+    )
+    skein(extractor_env, "integrations", "run", victim)
+    skein(extractor_env, "integrations", "run", hostile)  # while the victim's run is going on
+    wait_for(lambda: finished_runs(hostile), timeout=180, what="the hostile run to end")
+    run = finished_runs(hostile)[0]
+    stderr = run["stderr"] or ""
+    print(stderr)
+    found = dict(re.findall(r"^ATTEMPT ([^:]+): (.*)$", stderr, re.MULTILINE))
+    assert set(found) == {"environ", "other runs", "secrets", "kafka", "control db"}, stderr
+    for what, result in found.items():
+        assert not result.startswith(("OPEN", "FOUND")), f"{what}: {result}"
+    assert VICTIM_SECRET not in stderr and CANARY not in stderr
+    # Both clients' runs succeed and their records land, each in its own schema.
+    wait_for(lambda: finished_runs(victim), timeout=180, what="the victim's run to end")
+    assert finished_runs(victim)[0]["status"] == "succeeded", finished_runs(victim)[0]
+    assert run["status"] == "succeeded", run
+    wait_for(lambda: warehouse_notes(victim_schema) == ["victim"], timeout=120, what="its rows")
+    wait_for(lambda: warehouse_notes(hostile_schema) == ["hostile"], timeout=120, what="its rows")
+    with closing(db.connect()) as conn:
+        for name in (victim, hostile):
+            integrations.remove(conn, name)
