@@ -10,9 +10,9 @@ baseline measured in the same run.
    (same bytes, acks=all, idempotent, lz4) to a separate RF 3 / min ISR 2 topic, deleted after;
    the median of three runs.
 4. Authentication: the same ProducerPerformance run over the stack's SASL/SCRAM-SHA-512 listener
-   and over a PLAINTEXT listener added to each broker for this measurement only (dynamic broker
-   config on 127.0.0.1:N9095, anonymous writes allowed on this bench's topics; both removed
-   after), alternated three times each: the median change is authentication's cost.
+   and over a PLAINTEXT listener the brokers get for this measurement only (a rolling restart
+   adds 127.0.0.1:N9095, anonymous writes allowed on this bench's topics; another removes it),
+   five runs each, alternating which goes first: the median change is authentication's cost.
 Prints each figure and the ratio gate bytes/s : raw producer bytes/s, and where the machine's
 CPU went during the best closed loop and the baseline (bench/cpu_account.py).
 The open loop runs first, while the pipeline keeps up; after the closed loops the streamery and
@@ -24,9 +24,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import glob
+import os
 import random
 import resource
-import socket
 import subprocess
 import tempfile
 import time
@@ -43,16 +43,14 @@ from confluent_kafka.admin import (
     AclOperation,
     AclPermissionType,
     AdminClient,
-    AlterConfigOpType,
-    ConfigEntry,
-    ConfigResource,
     NewTopic,
     ResourcePatternType,
     ResourceType,
 )
 from cpu_account import CpuWindow, stack_groups
+from kafka_tools import client_properties
 
-from common import control, db
+from common import control, db, kafka_admin
 from common.settings import SharedSettings
 from common.wire import Header, TableRecords, encode_messages
 from services.gate.records import upsert_line
@@ -255,6 +253,7 @@ def raw_producer(
     if not libs:
         raise SystemExit("Kafka jars not found under .cache/: run make up first")
     delimiter = "\x1e"
+    properties = client_properties(producer)
     try:
         with tempfile.NamedTemporaryFile("wb", suffix=".payload", delete=False) as f:
             f.write(delimiter.encode().join(values))
@@ -276,8 +275,9 @@ def raw_producer(
             payload,
             "--payload-delimiter",
             delimiter,
+            "--producer.config",
+            properties,
             "--producer-props",
-            *(f"{k}={v}" for k, v in producer.kafka_java_properties().items()),
             "acks=all",
             "enable.idempotence=true",
             "compression.type=lz4",
@@ -309,9 +309,23 @@ def raw_producer(
     finally:
         admin.delete_topics([topic])[topic].result(30)
         Path(payload).unlink(missing_ok=True)
+        Path(properties).unlink(missing_ok=True)
 
 
 BENCH_PORT = 9095  # node N listens on N9095 while the PLAINTEXT comparison runs
+STACK = ROOT / "deploy" / "local" / "stack.sh"
+
+
+def restart_brokers(settings: SharedSettings, plaintext: bool) -> None:
+    """Restart the brokers one at a time (each back in sync before the next), with or without
+    the bench's extra PLAINTEXT listener (stack.sh, SKEIN_KAFKA_BENCH_PLAINTEXT)."""
+    env = {k: v for k, v in os.environ.items() if k != "SKEIN_KAFKA_BENCH_PLAINTEXT"}
+    if plaintext:
+        env["SKEIN_KAFKA_BENCH_PLAINTEXT"] = "1"
+    for node in ("1", "2", "3"):
+        for command in ("kafka-stop", "kafka-start"):
+            subprocess.run([str(STACK), command, node], env=env, check=True, capture_output=True)
+        kafka_admin.wait_ready(kafka_admin.admin(settings), settings.topic, 3, 3, timeout=180)
 
 
 @contextmanager
@@ -319,86 +333,37 @@ def plaintext_listener(settings: SharedSettings) -> Iterator[SharedSettings]:
     """Each broker also listens PLAINTEXT on 127.0.0.1:N9095 (anonymous: allowed to write this
     bench's ``skein.bench.`` topics only) until the block ends; yields settings reaching it."""
     admin = AdminClient(settings.kafka_config())
-    nodes = (1, 2, 3)
-
-    def alter(node: int, op: AlterConfigOpType) -> None:
-        listeners = f"CLIENT://127.0.0.1:{node}9092,CONTROLLER://127.0.0.1:{node}9093"
-        entries = {
-            "listeners": f"{listeners},BENCH://127.0.0.1:{node}{BENCH_PORT}",
-            "advertised.listeners": (
-                f"CLIENT://127.0.0.1:{node}9092,BENCH://127.0.0.1:{node}{BENCH_PORT}"
-            ),
-            "listener.security.protocol.map": (
-                "CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT,BENCH:PLAINTEXT"
-            ),
-        }
-        resource = ConfigResource(
-            ResourceType.BROKER,
-            str(node),
-            incremental_configs=[
-                ConfigEntry(k, v if op == AlterConfigOpType.SET else None, incremental_operation=op)
-                for k, v in entries.items()
-            ],
-        )
-        admin.incremental_alter_configs([resource])[resource].result(30)
-
+    pattern = ("skein.bench.", ResourcePatternType.PREFIXED, "User:ANONYMOUS", "*")
     acls = [
-        AclBinding(
-            ResourceType.TOPIC,
-            "skein.bench.",
-            ResourcePatternType.PREFIXED,
-            "User:ANONYMOUS",
-            "*",
-            op,
-            AclPermissionType.ALLOW,
-        )
+        AclBinding(ResourceType.TOPIC, *pattern, op, AclPermissionType.ALLOW)
         for op in (AclOperation.WRITE, AclOperation.DESCRIBE)
     ]
     try:
-        for node in nodes:
-            alter(node, AlterConfigOpType.SET)
+        restart_brokers(settings, plaintext=True)
         for future in admin.create_acls(acls).values():
             future.result(30)
-        deadline = time.monotonic() + 60
-        for node in nodes:
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", int(f"{node}{BENCH_PORT}")), 1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-        bootstrap = ",".join(f"127.0.0.1:{n}{BENCH_PORT}" for n in nodes)
+        bootstrap = ",".join(f"127.0.0.1:{n}{BENCH_PORT}" for n in (1, 2, 3))
         yield settings.model_copy(update={"kafka_bootstrap": bootstrap, "kafka_username": None})
     finally:
-        for node in nodes:
-            alter(node, AlterConfigOpType.DELETE)
-        for future in admin.delete_acls(
-            [
-                AclBindingFilter(
-                    ResourceType.TOPIC,
-                    "skein.bench.",
-                    ResourcePatternType.PREFIXED,
-                    "User:ANONYMOUS",
-                    "*",
-                    AclOperation.ANY,
-                    AclPermissionType.ANY,
-                )
-            ]
-        ).values():
+        anonymous = AclBindingFilter(
+            ResourceType.TOPIC, *pattern, AclOperation.ANY, AclPermissionType.ANY
+        )
+        for future in admin.delete_acls([anonymous]).values():
             future.result(30)
+        restart_brokers(settings, plaintext=False)
 
 
 def authentication_cost(settings: SharedSettings, values: list[bytes], total: int) -> None:
-    """ProducerPerformance over SASL/SCRAM and over PLAINTEXT, alternated, on the same stack."""
+    """ProducerPerformance over SASL/SCRAM and over PLAINTEXT on the same brokers, five runs
+    each, alternating which goes first (the later run of a pair finds warmer page caches)."""
     sasl: list[float] = []
     plain: list[float] = []
     with plaintext_listener(settings) as anonymous:
-        for _ in range(3):
-            sasl.append(raw_producer(settings, values, total)["bytes_per_s"])
-            plain.append(raw_producer(settings, values, total, anonymous)["bytes_per_s"])
-    s, p = sorted(sasl)[1], sorted(plain)[1]
+        for i in range(5):
+            pair = [(sasl, settings), (plain, anonymous)]
+            for rates, producer in pair if i % 2 == 0 else pair[::-1]:
+                rates.append(raw_producer(settings, values, total, producer)["bytes_per_s"])
+    s, p = sorted(sasl)[2], sorted(plain)[2]
     print(
         f"kafka producer over SASL/SCRAM-SHA-512: median {s / 1e6:.1f} MB/s "
         f"({', '.join(f'{x / 1e6:.1f}' for x in sasl)}); over PLAINTEXT: median {p / 1e6:.1f} "
@@ -429,7 +394,7 @@ def main() -> None:
     requests = requests_for(token, bodies)
     values = message_values(bodies)
     if args.auth_only:
-        authentication_cost(settings, values, 200_000_000)
+        authentication_cost(settings, values, 500_000_000)
         return
     record_bytes = sum(len(v) for v in values) / (len(bodies) * RECORDS_PER_BATCH)
     print(

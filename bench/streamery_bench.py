@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from cpu_account import CpuWindow, stack_groups, with_children
+from kafka_tools import client_properties
 
 from common.settings import SharedSettings
 
@@ -90,19 +91,11 @@ def fill(settings: SharedSettings, topic: str, client: int, tables: int, mb: int
     return produced
 
 
-def client_properties(settings: SharedSettings) -> str:
-    """A 0600 properties file authenticating Kafka's Java tools as ``settings``' principal."""
-    fd, path = tempfile.mkstemp(suffix=".properties")
-    with open(fd, "w") as f:
-        for key, value in settings.kafka_java_properties().items():
-            f.write(f"{key}={value}\n")
-    return path
-
-
 def consumer_performance(settings: SharedSettings, topic: str, messages: int) -> dict[str, float]:
     libs = glob.glob(str(ROOT / ".cache" / "kafka-*" / "libs"))
     if not libs:
         raise SystemExit("Kafka jars not found under .cache/: run make up first")
+    properties = client_properties(settings)
     cmd = [
         "java",
         "-Xmx512m",
@@ -120,12 +113,15 @@ def consumer_performance(settings: SharedSettings, topic: str, messages: int) ->
         "--timeout",
         "60000",
         "--command-config",
-        client_properties(settings),
+        properties,
     ]
     cpu = CpuWindow(stack_groups())
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu.start()
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=True).stdout
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=True).stdout
+    finally:
+        Path(properties).unlink(missing_ok=True)
     cpu.stop()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     java = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)

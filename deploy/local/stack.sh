@@ -209,6 +209,13 @@ kafka_configure() { # node -> props path; formats storage once (with the SCRAM c
   sed -e "s|@NODE_ID@|$n|g" -e "s|@DATA_DIR@|$dir/data|g" -e "s|@PARTITIONS@|$PARTITIONS|g" \
     -e "s|@BROKER_PASSWORD@|$(secret kafka-broker)|g" -e "s|@CONTROLLER_PASSWORD@|$(secret kafka-controller)|g" \
     "$ROOT/deploy/local/kafka/server.properties.tmpl" >"$dir/server.properties"
+  if [[ -n ${SKEIN_KAFKA_BENCH_PLAINTEXT:-} ]]; then
+    # bench/gate_bench.py only: an extra PLAINTEXT listener on N9095 (anonymous, ACL'd to the
+    # bench's topics) to measure authentication's cost on the same brokers. Never set otherwise.
+    sed -i -e "s|^listeners=.*|&,BENCH://127.0.0.1:${n}9095|" \
+      -e "s|^advertised.listeners=.*|&,BENCH://127.0.0.1:${n}9095|" \
+      -e "s|^listener.security.protocol.map=.*|&,BENCH:PLAINTEXT|" "$dir/server.properties"
+  fi
   if [[ -f $dir/data/meta.properties && ! -f $dir/scram ]]; then
     die "kafka node $n was formatted before the stack authenticated its clients (no SCRAM users). Let the pipeline drain, then start afresh: 'make down && rm -rf $RUN_DIR && make up' (the spool's offsets would not match a new cluster)"
   fi
