@@ -8,7 +8,7 @@ import re
 import pytest
 
 from common import control
-from common.cli import destination_settings, pairs
+from services.control.cli import destination_settings, pairs
 
 
 def test_tokens_are_url_safe_prefixed_and_unique() -> None:

@@ -12,8 +12,8 @@ import redshift_connector
 import sqlglot
 from sqlglot import exp
 
-from common.cli import destination_settings
 from common.control import ControlError
+from services.control.cli import destination_settings
 from services.loaders.core.errors import PermanentError, TransientError
 from services.loaders.core.plan import PlanBuilder, Rejected
 from services.loaders.core.shape import TableShape

@@ -10,8 +10,8 @@ import sqlglot
 from snowflake.connector import errors as sf
 from sqlglot import exp
 
-from common.cli import destination_settings
 from common.control import ControlError
+from services.control.cli import destination_settings
 from services.loaders.core.errors import PermanentError, TransientError
 from services.loaders.core.plan import Rejected
 from services.loaders.core.shape import TableShape, place

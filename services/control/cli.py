@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import time
@@ -18,6 +17,7 @@ import typer
 from common import audit, control, crypto, db, kafka_admin, netpolicy
 from common import migrate as migrations
 from common.settings import SharedSettings
+from services.loaders import registry
 from services.spool import status as table_status
 
 app = typer.Typer(
@@ -306,11 +306,8 @@ def webhooks_revoke(webhook_id: int) -> None:
         emit({"webhook_id": webhook_id, "revoked": control.revoke_webhook(conn, webhook_id)})
 
 
-class DestinationType(StrEnum):
-    postgres = "postgres"
-    redshift = "redshift"
-    bigquery = "bigquery"
-    snowflake = "snowflake"
+# The registry's types, as the CLI's choices.
+DestinationType = StrEnum("DestinationType", {name: name for name in registry.TYPES})  # type: ignore[misc]
 
 
 def pairs(values: list[str], option: str) -> dict[str, str]:
@@ -341,10 +338,12 @@ def destination_settings(
     password: str | None,
     secrets: dict[str, str],
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """(config, secrets) for ``destinations set``: a DSN's password moves to the secrets."""
+    """(config, secrets) for ``destinations set``, checked by the type's own module (the
+    registry): a DSN's password moves to the secrets."""
+    kind = registry.get(destination_type)
     config: dict[str, Any] = {}
     sealed = dict(secrets)
-    if destination_type in ("postgres", "redshift"):
+    if kind.takes_dsn:
         if dsn is None:
             raise control.ControlError(f"a {destination_type} destination needs --dsn")
         config["dsn_params"], dsn_password = control.split_dsn(dsn)
@@ -365,22 +364,7 @@ def destination_settings(
         if "password" in sealed:
             raise control.ControlError("give the password once, not also with --secret-env")
         sealed["password"] = password
-    if destination_type == "bigquery":
-        # --schema is the dataset; project, location, api_endpoint and the credentials_json
-        # secret are checked now rather than at the first load.
-        from services.loaders.bigquery.config import DestinationError, target_of
-
-        try:
-            target_of(config, sealed, 0)
-        except DestinationError as exc:
-            raise control.ControlError(str(exc)) from None
-    if destination_type in ("redshift", "snowflake"):
-        control.check_destination(destination_type, config, sealed)  # plain secrets first
-        check = importlib.import_module(f"services.loaders.{destination_type}.destination").check
-        try:
-            check(config, sealed)
-        except ValueError as exc:
-            raise control.ControlError(str(exc)) from None
+    kind.check(config, sealed)  # checked now rather than at the first load
     return config, sealed
 
 
@@ -479,8 +463,7 @@ def probe_destination(
     started = time.monotonic()
     try:
         netpolicy.check_destination(netpolicy.from_settings(shared), type_, raw["config"])
-        warehouse = importlib.import_module(f"services.loaders.{type_}.loader")
-        target = warehouse.probe_warehouse()
+        target = registry.get(type_).loader.probe_warehouse()
         destination = Destination(
             client_id, type_, raw["config"], raw.get("secrets", {}), raw.get("updated_at") or ""
         )

@@ -1,0 +1,63 @@
+"""One registry of destination types: each type's folder has the same core files, its own
+settings check, and the control plane's checks go through it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common import control
+from services.control.cli import DestinationType, destination_settings
+from services.loaders import registry
+
+LOADERS = Path(registry.__file__).parent
+CORE_FILES = {
+    "__init__.py",
+    "__main__.py",
+    "destination.py",
+    "loader.py",
+    "settings.py",
+    "warehouse.py",
+}
+
+
+def test_every_type_is_registered_once_with_the_same_folder_shape() -> None:
+    assert tuple(registry.TYPES) == control.DESTINATION_TYPES
+    assert [t.value for t in DestinationType] == list(registry.TYPES)
+    folders = {p.name for p in LOADERS.iterdir() if (p / "__main__.py").exists()}
+    assert folders == set(registry.TYPES)
+    for name in registry.TYPES:
+        present = {p.name for p in (LOADERS / name).iterdir()}
+        assert present >= CORE_FILES, (name, sorted(CORE_FILES - present))
+        assert callable(registry.get(name).destination.check)
+
+
+@pytest.mark.parametrize(
+    ("type_", "kwargs", "message"),
+    [
+        ("postgres", {"dsn": "dbname=w user=u"}, "needs a host"),
+        ("postgres", {"dsn": "host=h port=abc"}, "port must be a number"),
+        ("redshift", {"dsn": "host=h dbname=d"}, "s3_bucket"),
+        ("bigquery", {"dsn": None}, "project"),
+        ("snowflake", {"dsn": None}, "--set account"),
+        ("postgres", {"dsn": None}, "needs --dsn"),
+        ("snowflake", {"dsn": "host=h"}, "takes no --dsn"),
+        ("mysql", {"dsn": None}, "is not one of postgres, redshift, bigquery, snowflake"),
+    ],
+)
+def test_each_type_checks_its_own_settings_through_the_registry(
+    type_: str, kwargs: dict[str, str | None], message: str
+) -> None:
+    with pytest.raises(control.ControlError, match=message):
+        destination_settings(type_, schema=None, settings={}, password=None, secrets={}, **kwargs)
+
+
+def test_a_good_destination_of_each_dsn_type_passes() -> None:
+    config, secrets = destination_settings(
+        "postgres", dsn="postgresql://u:pw@h:5433/w", schema="s", settings={}, password=None,
+        secrets={},
+    )  # fmt: skip
+    assert config == {"dsn_params": {"user": "u", "host": "h", "port": "5433", "dbname": "w"},
+                      "schema": "s"}  # fmt: skip
+    assert secrets == {"password": "pw"}
