@@ -12,11 +12,11 @@ from common.spool_client import Lease
 from common.wire import Header
 from services.loaders.bigquery import warehouse
 from services.loaders.bigquery.config import DestinationError, target_of
+from services.loaders.core import errors
 from services.loaders.core.errors import (
     LoadError,
     PermanentError,
     TransientError,
-    classify_source,
 )
 from services.loaders.core.reader import Record
 from services.loaders.core.runner import Destination
@@ -88,12 +88,11 @@ class BigQueryWarehouse:
 
 
 def classify(exc: BaseException) -> LoadError:
-    """The one place that decides whether a BigQuery failure is worth retrying."""
-    if isinstance(exc, LoadError):
-        return exc
-    source = classify_source(exc)
-    if source is not None:
-        return source
+    """Whether a BigQuery failure is worth retrying (``core.errors.classify`` with its hook)."""
+    return errors.classify(exc, _driver_error)
+
+
+def _driver_error(exc: BaseException) -> LoadError | None:
     if isinstance(exc, DestinationError):
         return TransientError(f"destination misconfigured: {exc}")
     if isinstance(exc, _TRANSIENT):
@@ -109,7 +108,7 @@ def classify(exc: BaseException) -> LoadError:
         return TransientError(f"BigQuery credentials: {exc}")
     if isinstance(exc, http_exceptions.RequestException | OSError | TimeoutError):
         return TransientError(f"BigQuery unreachable: {exc}")
-    return PermanentError(f"{type(exc).__name__}: {exc}")
+    return None
 
 
 def probe_warehouse() -> BigQueryWarehouse:

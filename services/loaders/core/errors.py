@@ -1,6 +1,9 @@
-"""Two kinds of load failure, decided in one place per warehouse (its ``classify``)."""
+"""Two kinds of load failure, decided by one skeleton (``classify``) with a hook per warehouse
+(its driver's exceptions)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 
 class LoadError(Exception):
@@ -33,3 +36,18 @@ def classify_source(exc: BaseException) -> LoadError | None:
     if isinstance(exc, BotoCoreError):
         return TransientError(f"object store unavailable: {exc}")
     return None
+
+
+def classify(exc: BaseException, driver: Callable[[BaseException], LoadError | None]) -> LoadError:
+    """Whether a load failure is worth retrying, the same way for every warehouse: a LoadError
+    stays what it is; the object store's failures are shared (``classify_source``); then the
+    warehouse's hook (``driver``: its driver's exceptions, None for anything else); then I/O
+    failures are transient, and whatever is left is permanent (an operator must look)."""
+    if isinstance(exc, LoadError):
+        return exc
+    found = classify_source(exc) or driver(exc)
+    if found is not None:
+        return found
+    if isinstance(exc, OSError | TimeoutError):
+        return TransientError(f"I/O failure: {exc}")
+    return PermanentError(f"{type(exc).__name__}: {exc}")

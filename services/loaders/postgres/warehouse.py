@@ -17,12 +17,11 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
-from services.loaders.core import faults
+from services.loaders.core import errors, faults
 from services.loaders.core.errors import (
     LoadError,
     PermanentError,
     TransientError,
-    classify_source,
 )
 from services.loaders.core.names import NameRules, starts_with_pattern
 from services.loaders.core.plan import (
@@ -90,12 +89,11 @@ INLINE = {
 
 
 def classify(exc: BaseException) -> LoadError:
-    """The one place that decides whether a Postgres failure is worth retrying."""
-    if isinstance(exc, LoadError):
-        return exc
-    source = classify_source(exc)
-    if source is not None:
-        return source
+    """Whether a Postgres failure is worth retrying (``core.errors.classify`` with its hook)."""
+    return errors.classify(exc, _driver_error)
+
+
+def _driver_error(exc: BaseException) -> LoadError | None:
     if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
         return TransientError(f"warehouse unavailable: {str(exc).strip()}")
     if isinstance(
@@ -115,9 +113,7 @@ def classify(exc: BaseException) -> LoadError:
         return TransientError(f"warehouse refused for now: {str(exc).strip()}")
     if isinstance(exc, psycopg2.Error):
         return PermanentError(f"warehouse rejected the load: {str(exc).strip()}")
-    if isinstance(exc, OSError | TimeoutError):
-        return TransientError(f"I/O failure: {exc}")
-    return PermanentError(f"{type(exc).__name__}: {exc}")
+    return None
 
 
 def ident(*parts: str) -> sql.Identifier:

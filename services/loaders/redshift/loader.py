@@ -18,11 +18,11 @@ from redshift_connector import error as rs
 
 from common.spool_client import Lease
 from common.wire import Header
+from services.loaders.core import errors
 from services.loaders.core.errors import (
     LoadError,
     PermanentError,
     TransientError,
-    classify_source,
 )
 from services.loaders.core.plan import LeaseLoad
 from services.loaders.core.reader import Record
@@ -65,12 +65,11 @@ def connect(
 
 
 def classify(exc: BaseException) -> LoadError:
-    """The one place that decides whether a Redshift failure is worth retrying."""
-    if isinstance(exc, LoadError):
-        return exc
-    source = classify_source(exc)
-    if source is not None:
-        return source
+    """Whether a Redshift failure is worth retrying (``core.errors.classify`` with its hook)."""
+    return errors.classify(exc, _driver_error)
+
+
+def _driver_error(exc: BaseException) -> LoadError | None:
     if isinstance(exc, rs.InterfaceError | rs.OperationalError):
         return TransientError(f"warehouse unavailable: {exc}")
     if isinstance(exc, rs.Error):
@@ -82,9 +81,7 @@ def classify(exc: BaseException) -> LoadError:
         if "S3ServiceException" in message:  # the staging bucket or its credentials
             return TransientError(f"Redshift cannot read the staged batch: {message}")
         return PermanentError(f"warehouse rejected the load: {code} {message}")
-    if isinstance(exc, OSError | TimeoutError):
-        return TransientError(f"I/O failure: {exc}")
-    return PermanentError(f"{type(exc).__name__}: {exc}")
+    return None
 
 
 class S3Copier:

@@ -15,11 +15,11 @@ from snowflake.connector import errors as sf
 
 from common.spool_client import Lease
 from common.wire import Header
+from services.loaders.core import errors
 from services.loaders.core.errors import (
     LoadError,
     PermanentError,
     TransientError,
-    classify_source,
 )
 from services.loaders.core.plan import LeaseLoad
 from services.loaders.core.reader import Record
@@ -59,12 +59,11 @@ def connect(config: dict[str, Any], secrets: dict[str, str], timeout: int) -> An
 
 
 def classify(exc: BaseException) -> LoadError:
-    """The one place that decides whether a Snowflake failure is worth retrying."""
-    if isinstance(exc, LoadError):
-        return exc
-    source = classify_source(exc)
-    if source is not None:
-        return source
+    """Whether a Snowflake failure is worth retrying (``core.errors.classify`` with its hook)."""
+    return errors.classify(exc, _driver_error)
+
+
+def _driver_error(exc: BaseException) -> LoadError | None:
     if isinstance(
         exc,
         sf.OperationalError
@@ -86,9 +85,7 @@ def classify(exc: BaseException) -> LoadError:
         if exc.errno in TRANSIENT_ERRNOS:
             return TransientError(f"warehouse refused for now: {exc}")
         return PermanentError(f"warehouse rejected the load: {exc}")
-    if isinstance(exc, OSError | TimeoutError):
-        return TransientError(f"I/O failure: {exc}")
-    return PermanentError(f"{type(exc).__name__}: {exc}")
+    return None
 
 
 class SnowflakeWarehouse:
