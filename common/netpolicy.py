@@ -233,11 +233,17 @@ def destination_endpoints(type_: str, config: dict[str, Any]) -> Iterable[tuple[
         yield "url", str(config["api_endpoint"])
 
 
-def check_destination(policy: NetworkPolicy, type_: str, config: dict[str, Any]) -> None:
-    """Every endpoint of a destination passes the policy, or :class:`DestinationRefused`."""
+def check_destination(
+    policy: NetworkPolicy, type_: str, config: dict[str, Any]
+) -> dict[str, list[str]]:
+    """Every endpoint of a destination passes the policy, or :class:`DestinationRefused`.
+    Returns each host endpoint's vetted addresses: a loader connects to one of those (libpq's
+    ``hostaddr``), so a name that resolves elsewhere a moment later changes nothing."""
+    vetted: dict[str, list[str]] = {}
     for kind, value in destination_endpoints(type_, config):
         if kind == "url":
             policy.check_url(value)
         else:
             host, port, database = value
-            policy.check(host, port, database=database)
+            vetted[host] = policy.check(host, port, database=database)
+    return vetted

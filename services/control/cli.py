@@ -462,10 +462,15 @@ def probe_destination(
     report: dict[str, Any] = {"client_id": client_id, "type": type_, "ok": False}
     started = time.monotonic()
     try:
-        netpolicy.check_destination(netpolicy.from_settings(shared), type_, raw["config"])
+        vetted = netpolicy.check_destination(netpolicy.from_settings(shared), type_, raw["config"])
         target = registry.get(type_).loader.probe_warehouse()
         destination = Destination(
-            client_id, type_, raw["config"], raw.get("secrets", {}), raw.get("updated_at") or ""
+            client_id,
+            type_,
+            raw["config"],
+            raw.get("secrets", {}),
+            raw.get("updated_at") or "",
+            pinned=tuple((host, found[0]) for host, found in vetted.items() if found),
         )
         session = target.open(destination)
         try:

@@ -107,3 +107,25 @@ def test_the_local_stack_allows_its_demo_warehouse_and_production_nothing(
     monkeypatch.delenv("SKEIN_DESTINATION_ALLOWED_NETWORKS", raising=False)
     assert SharedSettings().destination_allowed_networks == "127.0.0.1:5433"
     assert SharedSettings(SKEIN_ENV="staging").destination_allowed_networks == ""
+
+
+def test_the_loader_connects_to_the_address_it_vetted_not_a_rebound_one() -> None:
+    """DNS rebinding: the name resolves to a public address when checked and to the metadata
+    service a moment later. The session's libpq parameters carry the vetted address
+    (``hostaddr``), so libpq never resolves the name again."""
+    from services.loaders.postgres.connection import SessionLimits, connection_params
+
+    answers = iter([["34.120.0.10"], ["169.254.169.254"]])
+
+    def resolve(host: str, port: int) -> list[str]:
+        return next(answers) if host == "rebind.example.com" else fake_resolve(host, port)
+
+    rebinding = netpolicy.from_settings(SharedSettings(), resolve)
+    config = {"dsn_params": {"host": "rebind.example.com", "dbname": "w", "user": "u"}}
+    vetted = netpolicy.check_destination(rebinding, "postgres", config)
+    assert vetted == {"rebind.example.com": ["34.120.0.10"]}
+    pinned = {host: found[0] for host, found in vetted.items()}
+    params = connection_params(config, {}, SessionLimits(), "test", pinned)
+    assert (params["host"], params["hostaddr"]) == ("rebind.example.com", "34.120.0.10")
+    # Without a pin (nothing vetted for that host) libpq resolves the name itself.
+    assert "hostaddr" not in connection_params(config, {}, SessionLimits(), "test")

@@ -15,6 +15,7 @@ Worker threads each run the loop. What keeps one client's warehouse from costing
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import socket
@@ -95,6 +96,9 @@ class Destination:
     version: str = ""
     # What an operator allowed this client to do with the platform's credentials.
     grants: tuple[tuple[str, str], ...] = ()
+    # (host, address) the network policy vetted just before this session was opened: a loader
+    # that can connect to an address (libpq's hostaddr) does, closing the DNS-rebinding window.
+    pinned: tuple[tuple[str, str], ...] = ()
 
 
 class Warehouse(Protocol):
@@ -332,9 +336,11 @@ class Runner:
 
     def _open(self, destination: Destination) -> Any:
         try:
-            netpolicy.check_destination(self.policy, destination.type, destination.config)
+            vetted = netpolicy.check_destination(self.policy, destination.type, destination.config)
         except netpolicy.DestinationRefused as exc:
             raise PermanentError(f"destination refused by the network policy: {exc}") from None
+        pinned = tuple((host, addresses[0]) for host, addresses in vetted.items() if addresses)
+        destination = dataclasses.replace(destination, pinned=pinned)
         refusal = control.platform_refusal(
             destination.type,
             destination.config,

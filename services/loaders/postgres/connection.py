@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,14 +34,23 @@ class SessionLimits:
 
 
 def connection_params(
-    config: dict[str, Any], secrets: dict[str, str], limits: SessionLimits, application: str
+    config: dict[str, Any],
+    secrets: dict[str, str],
+    limits: SessionLimits,
+    application: str,
+    pinned: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """libpq parameters for a destination: only its allowed settings (``LIBPQ_ALLOWED``: a
-    stored ``options`` or ``service`` from before that rule is dropped here), then the
-    loader's limits, which a destination cannot lift."""
+    stored ``options`` or ``service`` from before that rule is dropped here), the address the
+    network policy vetted for its host (``hostaddr``: libpq connects there and does not resolve
+    the name again; ``host`` still names the server for TLS), then the loader's limits, which a
+    destination cannot lift."""
     params: dict[str, Any] = {
         k: v for k, v in config.get("dsn_params", {}).items() if k in control.LIBPQ_ALLOWED
     }
+    address = (pinned or {}).get(str(params.get("host") or ""))
+    if address:
+        params["hostaddr"] = address
     if "password" in secrets:
         params["password"] = secrets["password"]
     asked = int(params.get("connect_timeout") or limits.connect_timeout_s)
@@ -66,9 +76,14 @@ def connection_params(
 
 
 def connect(
-    config: dict[str, Any], secrets: dict[str, str], limits: SessionLimits | None = None
+    config: dict[str, Any],
+    secrets: dict[str, str],
+    limits: SessionLimits | None = None,
+    pinned: Mapping[str, str] | None = None,
 ) -> Connection:
-    params = connection_params(config, secrets, limits or SessionLimits(), "skein-loader-postgres")
+    params = connection_params(
+        config, secrets, limits or SessionLimits(), "skein-loader-postgres", pinned
+    )
     conn: Connection = psycopg2.connect(**params)
     return conn
 

@@ -24,7 +24,9 @@ class PostgresWarehouse:
         self.limits = limits or SessionLimits()
 
     def open(self, destination: Destination) -> Any:
-        return connection.connect(destination.config, destination.secrets, self.limits)
+        return connection.connect(
+            destination.config, destination.secrets, self.limits, dict(destination.pinned)
+        )
 
     def close(self, session: Any) -> None:
         connection.close(session)
