@@ -21,11 +21,11 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from common import control, db
-from common.settings import SharedSettings
+from common import db
 from services.extractor import integrations
-from tests.conftest import ROOT, RUN_DIR, demo_warehouse_secrets, stack, wait_for
+from tests.conftest import ROOT, RUN_DIR, stack, wait_for
 from tests.support import hostile_tap
+from tests.support.tenants import new_tenants
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -86,24 +86,14 @@ def skein(env: dict[str, str], *args: str) -> dict[str, Any]:
 def add(env: dict[str, str], tmp: Path, label: str, config: dict[str, Any]) -> tuple[str, str]:
     """A new client (its destination: a fresh schema of the demo warehouse) with one integration
     of the hostile tap; (integration name, schema)."""
-    schema = f"e2e_sandbox_{uuid.uuid4().hex[:8]}"
-    with closing(db.connect()) as conn:
-        client = control.create_client(conn, f"e2e-sandbox-{label}")
-        control.set_destination(
-            conn,
-            SharedSettings().secret_key.get_secret_value(),
-            client["client_id"],
-            "postgres",
-            {"dsn_params": WAREHOUSE, "schema": schema},
-            demo_warehouse_secrets(),
-        )
+    (client,) = new_tenants(1, prefix="e2e_sandbox")
     path = tmp / f"{label}.json"
     path.write_text(json.dumps(config))
     name = f"e2e-sandbox-{label}-{uuid.uuid4().hex[:6]}"
     tap = f"{hostile_tap.NAME}=={hostile_tap.VERSION}"
-    skein(env, "integrations", "add", str(client["client_id"]), name, "--tap", tap,
+    skein(env, "integrations", "add", str(client.client_id), name, "--tap", tap,
           "--config", str(path), "--schedule", "0 0 1 1 *")  # fmt: skip
-    return name, schema
+    return name, client.schema
 
 
 def finished_runs(name: str) -> list[dict[str, Any]]:
