@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import re
 import subprocess
@@ -39,6 +40,7 @@ from gate_bench import open_loop, requests_for
 
 from common import control, db
 from common.settings import SharedSettings
+from tests.conftest import demo_warehouse_secrets  # (and PGPASSFILE for the stack's clusters)
 
 ROOT = Path(__file__).resolve().parent.parent
 WAREHOUSE = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
@@ -56,7 +58,7 @@ def tenant(schema: str) -> tuple[int, str]:
             client_id,
             "postgres",
             {"dsn_params": WAREHOUSE, "schema": schema},
-            {},
+            demo_warehouse_secrets(),
         )
     return client_id, token
 
@@ -170,13 +172,14 @@ def freshness(schema: str) -> tuple[float, float]:
 
 
 DLT_SCRIPT = """
-import json, sys, time, random, dlt
+import json, os, sys, time, random, dlt
 sys.path.insert(0, sys.argv[3])
 from bench_records import make_record
 rng = random.Random(3)
 records = [make_record(i, rng) for i in range(int(sys.argv[2]))]
-# dlt insists on a password; the local warehouse trusts loopback and ignores it.
-target = dlt.destinations.postgres("postgresql://postgres:unused@127.0.0.1:5433/warehouse")
+# The demo warehouse's generated password, from the environment (not argv).
+password = os.environ["SKEIN_BENCH_WAREHOUSE_PASSWORD"]
+target = dlt.destinations.postgres(f"postgresql://postgres:{password}@127.0.0.1:5433/warehouse")
 pipeline = dlt.pipeline(
     pipeline_name="skein_bench_" + sys.argv[1], destination=target, dataset_name=sys.argv[1]
 )
@@ -199,6 +202,10 @@ def dlt_run(schema: str, count: int) -> dict[str, float]:
         check=True,
         timeout=1800,
         cwd="/tmp",
+        env={
+            **os.environ,
+            "SKEIN_BENCH_WAREHOUSE_PASSWORD": demo_warehouse_secrets()["password"],
+        },
     ).stdout
     result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
     return result

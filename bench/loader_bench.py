@@ -26,6 +26,7 @@ import psycopg2
 from bench_records import make_record
 from psycopg2 import sql
 
+import tests.conftest  # noqa: F401  (PGPASSFILE: the stack's generated passwords)
 from common import runtime
 from common.s3 import client as s3_client
 from common.settings import SharedSettings

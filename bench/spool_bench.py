@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 import psycopg2
 
+import tests.conftest  # noqa: F401  (PGPASSFILE: the stack's generated passwords)
 from common import control, db
 from common import migrate as migrations
 from common.spool_client import BatchRegistration, SpoolClient

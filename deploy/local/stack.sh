@@ -42,6 +42,11 @@ log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
 
 mkdir -p "$LOGS" "$PIDS"
+# Tenants' records (Kafka's segments, S3's volumes) are the stack's alone: their directories are
+# 0700; the run directory only lets other users (postgres) traverse it to their own.
+mkdir -p "$RUN_DIR/kafka" "$RUN_DIR/s3"
+chmod 711 "$RUN_DIR"
+chmod 700 "$RUN_DIR/kafka" "$RUN_DIR/s3"
 
 # ---------------------------------------------------------------- processes
 pid_alive() { # pidfile; a zombie (killed, not yet reaped by init) is not alive
@@ -126,6 +131,30 @@ EOF
   )
 }
 
+# ---------------------------------------------------------------- the taps' firewall
+TAP_USER=skein-tap
+
+tap_firewall() { # as root: the tap user reaches no loopback port but DNS and the Postgres clusters
+  # A tap shares the host's network (it reads its sources over it). The platform's own ports
+  # on loopback (SeaweedFS's filer and master, which ask for no credentials, Prometheus, the
+  # spool, Kafka, ...) are closed to it here; the Postgres clusters ask for SCRAM passwords.
+  [[ $EUID -eq 0 ]] || { log "not root: taps run as this user, without a firewall rule"; return 0; }
+  id -u "$TAP_USER" >/dev/null 2>&1 || return 0
+  local ipt
+  for ipt in iptables ip6tables; do
+    command -v "$ipt" >/dev/null || continue
+    {
+      "$ipt" -w -N SKEIN_TAPS 2>/dev/null || "$ipt" -w -F SKEIN_TAPS
+      "$ipt" -w -A SKEIN_TAPS -p udp --dport 53 -j RETURN &&
+        "$ipt" -w -A SKEIN_TAPS -p tcp -m multiport --dports 53,5432,5433 -j RETURN &&
+        "$ipt" -w -A SKEIN_TAPS -p tcp -j REJECT --reject-with tcp-reset &&
+        "$ipt" -w -A SKEIN_TAPS -j REJECT &&
+        { "$ipt" -w -C OUTPUT -o lo -m owner --uid-owner "$TAP_USER" -j SKEIN_TAPS 2>/dev/null ||
+          "$ipt" -w -A OUTPUT -o lo -m owner --uid-owner "$TAP_USER" -j SKEIN_TAPS; }
+    } || log "WARNING: $ipt refused the taps' firewall rule; taps can reach the platform's loopback ports"
+  done
+}
+
 # ---------------------------------------------------------------- prerequisites
 as_root() { if [[ $EUID -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
 
@@ -156,6 +185,7 @@ ensure_prereqs() {
   pg_bin >/dev/null || missing+=(postgresql)
   command -v prometheus >/dev/null || missing+=(prometheus)
   command -v bwrap >/dev/null || missing+=(bubblewrap)  # the extractor's tap sandbox
+  [[ $EUID -ne 0 ]] || command -v iptables >/dev/null || missing+=(iptables)  # tap_firewall
   if ((${#missing[@]})); then
     command -v apt-get >/dev/null && apt_install "${missing[@]}" ||
       die "missing prerequisites: ${missing[*]} (install them, e.g. apt-get install ${missing[*]})"
@@ -205,10 +235,17 @@ kafka_java() { # log4j-dir main-class args...
 kafka_configure() { # node -> props path; formats storage once (with the SCRAM credentials)
   local n=$1 dir=$RUN_DIR/kafka/$n
   mkdir -p "$dir/data" "$LOGS/kafka-$n"
-  (umask 077; touch "$dir/server.properties")  # it holds the broker's and controller's passwords
-  sed -e "s|@NODE_ID@|$n|g" -e "s|@DATA_DIR@|$dir/data|g" -e "s|@PARTITIONS@|$PARTITIONS|g" \
-    -e "s|@BROKER_PASSWORD@|$(secret kafka-broker)|g" -e "s|@CONTROLLER_PASSWORD@|$(secret kafka-controller)|g" \
-    "$ROOT/deploy/local/kafka/server.properties.tmpl" >"$dir/server.properties"
+  # It holds the broker's and controller's passwords: 0600, and filled in by bash, not by
+  # a command whose argv (visible in /proc) would carry them.
+  local props
+  props=$(<"$ROOT/deploy/local/kafka/server.properties.tmpl")
+  props=${props//@NODE_ID@/$n}
+  props=${props//@DATA_DIR@/$dir/data}
+  props=${props//@PARTITIONS@/$PARTITIONS}
+  props=${props//@BROKER_PASSWORD@/$(secret kafka-broker)}
+  props=${props//@CONTROLLER_PASSWORD@/$(secret kafka-controller)}
+  rm -f "$dir/server.properties"
+  (umask 077; printf '%s\n' "$props" >"$dir/server.properties")
   if [[ -n ${SKEIN_KAFKA_BENCH_PLAINTEXT:-} ]]; then
     # bench/gate_bench.py only: an extra PLAINTEXT listener on N9095 (anonymous, ACL'd to the
     # bench's topics) to measure authentication's cost on the same brokers. Never set otherwise.
@@ -319,8 +356,9 @@ pg_start() { # name
   if grep -Eq '^[^#]*[[:space:]]trust([[:space:]]|$)' "$data/pg_hba.conf"; then
     # A cluster from before the stack used passwords: set one, then allow only SCRAM.
     log "Postgres '$1': replacing trust authentication by SCRAM-SHA-256"
+    # (the password, hex digits, travels on stdin: never in an argv other users can read)
     "${PG_USER_RUN[@]}" "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAq -v ON_ERROR_STOP=1 \
-      -v pw="$password" <<<"SET password_encryption = 'scram-sha-256'; ALTER ROLE postgres PASSWORD :'pw';" >/dev/null ||
+      <<<"SET password_encryption = 'scram-sha-256'; ALTER ROLE postgres PASSWORD '$password';" >/dev/null ||
       die "could not set the password of Postgres '$1'"
     "${PG_USER_RUN[@]}" sed -i -E 's/[[:space:]]trust([[:space:]]*)$/ scram-sha-256\1/' "$data/pg_hba.conf"
     "${PG_USER_RUN[@]}" "$bin/pg_ctl" -D "$data" reload >/dev/null
@@ -353,6 +391,7 @@ s3_start() {
   mkdir -p "$RUN_DIR/s3/data"
   (
     umask 077
+    rm -f "$RUN_DIR/s3/identities.json"  # one from an older stack may be 0644
     cat >"$RUN_DIR/s3/identities.json" <<EOF
 {"identities":[{"name":"skein","credentials":[{"accessKey":"$S3_ACCESS_KEY","secretKey":"$(secret s3)"}],
  "actions":["Admin","Read","Write","List","Tagging"]}]}
@@ -430,7 +469,7 @@ prom_start() {
   log "starting Prometheus on 127.0.0.1:9090"
   daemon "$PIDS/prometheus.pid" "$LOGS/prometheus.log" prometheus \
     --config.file="$PROM_DIR/prometheus.yml" --storage.tsdb.path="$PROM_DIR/data" \
-    --storage.tsdb.retention.time=7d --web.listen-address=127.0.0.1:9090 --web.enable-lifecycle
+    --storage.tsdb.retention.time=7d --web.listen-address=127.0.0.1:9090
   local deadline=$((SECONDS + 60))
   until curl -fsS http://127.0.0.1:9090/-/ready >/dev/null 2>&1; do
     pid_alive "$PIDS/prometheus.pid" || die "Prometheus exited during start (see $LOGS/prometheus.log)"
@@ -465,20 +504,21 @@ scrape_port() { # name port -> where Prometheus scrapes it (the gate's /metrics 
   if [[ $1 == gate ]]; then echo "${SKEIN_GATE_METRICS_PORT:-9101}"; else echo "$2"; fi
 }
 
-svc_credentials() { # name: exports the service's own credentials, and no env file
+svc_credentials() { # name: exports the credentials that service uses, and no env file
   export SKEIN_ENV_FILE=
-  unset SKEIN_KAFKA_USERNAME SKEIN_KAFKA_PASSWORD
+  unset SKEIN_KAFKA_USERNAME SKEIN_KAFKA_PASSWORD SKEIN_S3_SECRET_KEY SKEIN_SPOOL_TOKEN
   SKEIN_CONTROL_DSN=$(control_dsn)
-  SKEIN_S3_SECRET_KEY=$(secret s3)
-  SKEIN_SPOOL_TOKEN=$(secret spool-token)
-  export SKEIN_CONTROL_DSN SKEIN_S3_SECRET_KEY SKEIN_SPOOL_TOKEN
-  case $1 in
-    gate | streamery)
-      SKEIN_KAFKA_USERNAME=$1
-      SKEIN_KAFKA_PASSWORD=$(secret "kafka-$1")
-      export SKEIN_KAFKA_USERNAME SKEIN_KAFKA_PASSWORD
-      ;;
-  esac
+  export SKEIN_CONTROL_DSN
+  if [[ $1 == gate || $1 == streamery ]]; then # their own Kafka principal
+    SKEIN_KAFKA_USERNAME=$1
+    SKEIN_KAFKA_PASSWORD=$(secret "kafka-$1")
+    export SKEIN_KAFKA_USERNAME SKEIN_KAFKA_PASSWORD
+  fi
+  if [[ $1 != gate && $1 != extractor ]]; then # the batch path: S3 and the spool's API
+    SKEIN_S3_SECRET_KEY=$(secret s3)
+    SKEIN_SPOOL_TOKEN=$(secret spool-token)
+    export SKEIN_S3_SECRET_KEY SKEIN_SPOOL_TOKEN
+  fi
 }
 
 svc_start() { # name (one start of a service at a time: concurrent callers wait, then see it up)
@@ -524,6 +564,7 @@ cmd_up() {
   local t0=$SECONDS
   ((${#UNKNOWN_LOADERS[@]} == 0)) || die "SKEIN_LOADERS: unknown warehouse type(s) ${UNKNOWN_LOADERS[*]} (${!LOADER_PORTS[*]})"
   ensure_prereqs
+  tap_firewall
   secrets_up
   s3_start
   pg_up

@@ -13,6 +13,7 @@ from typing import Annotated, Any, NoReturn
 
 import orjson
 import typer
+from confluent_kafka import KafkaException
 
 from common import audit, control, crypto, db, kafka_admin, netpolicy
 from common import migrate as migrations
@@ -81,23 +82,36 @@ def db_status() -> None:
     emit({"migrations": [{"version": v, "name": n, "applied": a} for v, n, a in rows]})
 
 
+@contextmanager
+def kafka_errors() -> Iterator[None]:
+    """A refusal by the brokers (authentication, authorization, ...) as the JSON error."""
+    try:
+        yield
+    except KafkaException as exc:
+        fail(f"kafka: {exc}")
+
+
 @kafka_app.command("ensure-topic")
 def kafka_ensure_topic(
     partitions: Annotated[int, typer.Option(envvar="SKEIN_TOPIC_PARTITIONS", min=1)] = 12,
 ) -> None:
     """Create the records topic (RF 3, min.insync.replicas 2) if it does not exist."""
     settings = SharedSettings()
-    created = kafka_admin.ensure_topic(kafka_admin.admin(settings), settings.topic, partitions)
+    with kafka_errors():
+        created = kafka_admin.ensure_topic(kafka_admin.admin(settings), settings.topic, partitions)
     emit({"topic": settings.topic, "created": created})
 
 
 @kafka_app.command("ensure-acls")
 def kafka_ensure_acls(
-    group: Annotated[str, typer.Option(help="The streamery's consumer group.")] = "skein-streamery",
+    group: Annotated[
+        str, typer.Option(envvar="SKEIN_STREAMERY_GROUP_ID", help="The streamery's group.")
+    ] = "skein-streamery",
 ) -> None:
     """Let the gate write the records topic and the streamery read it in its group (as admin)."""
     settings = SharedSettings()
-    acls = kafka_admin.ensure_acls(kafka_admin.admin(settings), settings.topic, group)
+    with kafka_errors():
+        acls = kafka_admin.ensure_acls(kafka_admin.admin(settings), settings.topic, group)
     emit({"topic": settings.topic, "acls": acls})
 
 
@@ -120,7 +134,8 @@ def kafka_wait_ready(
 def kafka_status() -> None:
     """Registered brokers and the smallest ISR of the records topic."""
     settings = SharedSettings()
-    state = kafka_admin.topic_state(kafka_admin.admin(settings), settings.topic)
+    with kafka_errors():
+        state = kafka_admin.topic_state(kafka_admin.admin(settings), settings.topic)
     emit(
         {
             "topic": settings.topic,

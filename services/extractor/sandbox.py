@@ -14,9 +14,13 @@ through ``Sandbox.command``:
 - **with only its own environment** (``taps.tap_env``: no ``SKEIN_*`` variable), its files in
   a private directory owned by the tap user, and a new session; it dies with its parent.
 
-Without bubblewrap, the tap user still cannot read the extractor's environment, ``.run/``
-(0700/0600) or files of other users; runs of the same tap user could then see each other's
-directories, which only bubblewrap hides (``docs/architecture.md``, Security).
+Without bubblewrap (root only: otherwise ``auto`` refuses, and only ``none`` runs taps as the
+extractor's own user), the tap user still cannot read the extractor's environment, its
+secrets or files of other users; runs of the same tap user could then see each other's
+directories, which only bubblewrap hides, and the taps directory must be one the tap user can
+traverse. On the local stack a firewall rule (deploy/local/stack.sh, ``tap_firewall``) also
+keeps the tap user off every loopback port but the Postgres clusters' and DNS
+(``docs/architecture.md``, Security).
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class Sandbox:
                 f"--regid={gid}",
                 "--clear-groups",
                 "--no-new-privs",
+                "--pdeathsig=SIGKILL",  # a uid change clears the parent-death signal: set again
                 "--inh-caps=-all",
                 "--bounding-set=-all",
                 "--",
@@ -135,6 +140,15 @@ def choose(mode: str, tap_user: str) -> Sandbox:
                 "namespaces here (apt-get install bubblewrap; unprivileged user namespaces)"
             )
     sandbox = Sandbox(bwrap, user)
+    if bwrap is None and user is None and mode != "none":
+        # The tap would be this process's own user, able to read its environment (the control
+        # DSN, the secret key) through /proc and the target's gate token: refuse rather than
+        # run it so. SKEIN_EXTRACTOR_SANDBOX=none accepts that explicitly.
+        raise SandboxError(
+            "taps cannot be isolated here: bubblewrap cannot make namespaces and the extractor "
+            "is not root (to run them as SKEIN_EXTRACTOR_TAP_USER); fix either, or set "
+            "SKEIN_EXTRACTOR_SANDBOX=none to run taps as the extractor's own user"
+        )
     if bwrap is None:
         log.warning("taps are not in a namespace: %s", sandbox.description)
     return sandbox

@@ -291,6 +291,8 @@ def _run(
         )
     except subprocess.TimeoutExpired:
         raise TapError(f"could not {what}: no answer within {timeout_s:g} s") from None
+    except OSError as exc:  # bwrap, setpriv or the tap itself missing
+        raise TapError(f"could not {what}: {exc}") from None
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
         raise TapError(f"could not {what} (exit {done.returncode}):\n{tail}")

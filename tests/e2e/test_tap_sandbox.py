@@ -137,7 +137,16 @@ def test_a_hostile_tap_reaches_nothing_and_the_other_client_keeps_loading(
     stderr = run["stderr"] or ""
     print(stderr)
     found = dict(re.findall(r"^ATTEMPT ([^:]+): (.*)$", stderr, re.MULTILINE))
-    assert set(found) == {"environ", "other runs", "secrets", "kafka", "control db"}, stderr
+    assert set(found) == {
+        "environ",
+        "other runs",
+        "secrets",
+        "kafka",
+        "control db",
+        "s3 filer",
+        "prometheus",
+        "spool",
+    }, stderr
     for what, result in found.items():
         assert not result.startswith(("OPEN", "FOUND")), f"{what}: {result}"
     assert VICTIM_SECRET not in stderr and CANARY not in stderr

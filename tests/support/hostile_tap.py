@@ -103,6 +103,16 @@ def kafka(port):
         return f"OPEN (the broker answered a metadata request: {head!r})"
 
 
+def http(port, path):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        s.settimeout(5)
+        head = s.recv(64)
+        if not head:
+            return "refused (closed without answering)"
+        return f"OPEN (answered {head.splitlines()[0]!r})"
+
+
 def postgres(port, database):
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         params = b"user\0postgres\0database\0" + database.encode() + b"\0\0"
@@ -145,6 +155,9 @@ def main():
     attempt("secrets", lambda: read_files(config.get("secret_paths", [])))
     attempt("kafka", lambda: kafka(19092))
     attempt("control db", lambda: postgres(5432, "skein"))
+    attempt("s3 filer", lambda: http(8888, "/"))  # SeaweedFS's own API: no credentials asked
+    attempt("prometheus", lambda: http(9090, "/-/healthy"))
+    attempt("spool", lambda: http(8081, "/healthz"))
     singer({"id": 1, "note": "hostile"})
 '''
 

@@ -198,3 +198,11 @@ def test_prometheus_and_grafana_are_provisioned_from_deploy() -> None:
     for panel in dashboard["panels"]:
         assert panel["datasource"]["uid"] == source["uid"], panel["title"]
         assert all(t["expr"] for t in panel["targets"]), panel["title"]
+
+
+def test_the_extractor_runs_taps_in_a_required_sandbox() -> None:
+    extractor = compose()["services"]["extractor"]
+    assert extractor["environment"]["SKEIN_EXTRACTOR_SANDBOX"] == "bwrap"  # fails closed
+    assert extractor["user"] == "root"  # to switch to the image's skein-tap user
+    dockerfile = (ROOT / "deploy/docker/Dockerfile").read_text()
+    assert "bubblewrap" in dockerfile and "useradd" in dockerfile and "skein-tap" in dockerfile
