@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import zipfile
 from pathlib import Path
 
+# What the tap attempts, each reported as a line ``ATTEMPT <what>: <result>`` on stderr.
+ATTEMPTS = frozenset(
+    {"environ", "other runs", "secrets", "kafka", "control db", "s3 filer", "prometheus", "spool"}
+)
 NAME = "skein-test-hostile-tap"
 VERSION = "1.0.0"
 COMMAND = "tap-skein-hostile"
@@ -160,6 +165,16 @@ def main():
     attempt("spool", lambda: http(8081, "/healthz"))
     singer({"id": 1, "note": "hostile"})
 '''
+
+
+def reported(stderr: str) -> dict[str, str]:
+    """Each attempt the tap reported on ``stderr`` with its result; it fails when one is missing
+    or one got through (a result starting ``OPEN`` or ``FOUND``)."""
+    found = dict(re.findall(r"^ATTEMPT ([^:]+): (.*)$", stderr, re.MULTILINE))
+    assert set(found) == ATTEMPTS, stderr
+    for what, result in found.items():
+        assert not result.startswith(("OPEN", "FOUND")), f"{what}: {result}"
+    return found
 
 
 def build_wheel(directory: Path) -> Path:
