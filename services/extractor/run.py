@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import json
 import logging
 import os
 import signal
@@ -32,7 +31,7 @@ from typing import IO, Any
 import orjson
 
 from services.extractor.redact import Redactor
-from services.extractor.sandbox import Sandbox
+from services.extractor.sandbox import Sandbox, private_file
 from services.extractor.taps import tap_env
 from services.extractor.target import EXIT_TEMPORARY
 
@@ -118,14 +117,6 @@ class _Tail:
         return next((line.strip() for line in reversed(self._lines) if line.strip()), "")
 
 
-def _private_file(directory: Path, name: str, content: Any) -> Path:
-    path = directory / name
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(content, f)
-    return path
-
-
 def _stop(process: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
     if process.poll() is not None:
         return
@@ -144,9 +135,9 @@ def execute(request: RunRequest) -> RunOutcome:
         tempfile.TemporaryDirectory(prefix="skein-target-") as target_tmp,
     ):
         work = Path(tmp)
-        config_path = _private_file(work, "config.json", request.config)
-        catalog_path = _private_file(work, "catalog.json", request.catalog)
-        target_path = _private_file(Path(target_tmp), "target.json", request.target_config)
+        config_path = private_file(work, "config.json", request.config)
+        catalog_path = private_file(work, "catalog.json", request.catalog)
+        target_path = private_file(Path(target_tmp), "target.json", request.target_config)
         tap_command = [
             str(request.executable),
             "--config",
@@ -155,7 +146,7 @@ def execute(request: RunRequest) -> RunOutcome:
             str(catalog_path),
         ]
         if request.state is not None:
-            tap_command += ["--state", str(_private_file(work, "state.json", request.state))]
+            tap_command += ["--state", str(private_file(work, "state.json", request.state))]
         env = tap_env({"TMPDIR": str(work), "HOME": str(work)})
         request.sandbox.give(work)
         tap = subprocess.Popen(

@@ -9,8 +9,8 @@ through ``Sandbox.command``:
   machine lets it make namespaces, ``bwrap`` requires it, ``none`` never): a fresh root holding
   only ``/usr``, ``/etc`` and the base Python (read-only), the tap's virtualenv (read-only) and
   the run's own directory; its own ``/tmp``, ``/dev`` and PID namespace (so ``/proc`` shows
-  only the tap's own processes); the network is shared (taps read from the network), but every
-  platform door needs a secret the tap never sees;
+  only the tap's own processes); the network is shared (taps read from the network; the
+  platform's loopback ports are closed to the tap user, see below);
 - **with only its own environment** (``taps.tap_env``: no ``SKEIN_*`` variable), its files in
   a private directory owned by the tap user, and a new session; it dies with its parent.
 
@@ -26,6 +26,7 @@ keeps the tap user off every loopback port but the Postgres clusters' and DNS
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import pwd
@@ -35,6 +36,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("skein.extractor.sandbox")
 
@@ -54,11 +56,9 @@ class Sandbox:
         where = "a bubblewrap namespace" if self.bwrap else "no namespace"
         return f"taps run as {who} in {where}"
 
-    def command(
-        self, argv: Sequence[str], *, venv: Path, workdir: Path, reads: Sequence[Path] = ()
-    ) -> list[str]:
-        """``argv`` wrapped to run in the sandbox: it sees ``venv`` and ``reads`` read-only and
-        ``workdir`` (its current directory, writable)."""
+    def command(self, argv: Sequence[str], *, venv: Path, workdir: Path) -> list[str]:
+        """``argv`` wrapped to run in the sandbox: it sees ``venv`` read-only and ``workdir``
+        (its current directory, writable)."""
         inner = list(argv)
         if self.user is not None:
             uid, gid = self.user
@@ -92,7 +92,7 @@ class Sandbox:
         # The Python the tap's virtualenv was made from (this process's base: pyenv, /opt, ...).
         base = Path(sys.base_prefix)
         extra = [] if base.is_relative_to("/usr") else [base]
-        bound = [*extra, venv, *reads]
+        bound = [*extra, venv]
         # Their parents exist in the new root only as traversable directories (bubblewrap would
         # copy the modes of the real ones: /root is 0700 to the tap user).
         parents = {p for path in (*bound, workdir) for p in path.parents if p != Path("/")}
@@ -113,6 +113,15 @@ class Sandbox:
         if path.is_dir():
             for child in path.iterdir():
                 os.chown(child, uid, gid)
+
+
+def private_file(directory: Path, name: str, content: Any) -> Path:
+    """``content`` as JSON in a new file of ``directory`` only its owner may read (0600)."""
+    path = directory / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(content, f)
+    return path
 
 
 def choose(mode: str, tap_user: str) -> Sandbox:

@@ -32,7 +32,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from services.extractor.sandbox import Sandbox
+from services.extractor.sandbox import Sandbox, private_file
 
 MARKER = ".skein-tap.json"
 # What a tap process may see of the environment: nothing of Skein's (control DSN, secret key).
@@ -262,9 +262,7 @@ def _sandboxed(
     with tempfile.TemporaryDirectory(prefix="skein-tap-") as tmp:
         work = Path(tmp)
         for name, content in files.items():
-            path = work / name
-            path.touch(mode=0o600)
-            path.write_text(json.dumps(content))
+            private_file(work, name, content)
         sandbox.give(work)
         wrapped = sandbox.command(
             [a.replace("{work}", tmp) for a in command], venv=venv, workdir=work

@@ -100,6 +100,12 @@ class Destination:
     # that can connect to an address (libpq's hostaddr) does, closing the DNS-rebinding window.
     pinned: tuple[tuple[str, str], ...] = ()
 
+    def pinned_to(self, vetted: dict[str, list[str]]) -> Destination:
+        """This destination pinned to the first address the network policy vetted per host
+        (``netpolicy.check_destination``'s answer)."""
+        pins = tuple((host, found[0]) for host, found in vetted.items() if found)
+        return dataclasses.replace(self, pinned=pins)
+
 
 class Warehouse(Protocol):
     """What a warehouse loader implements (see services/loaders/postgres/)."""
@@ -339,8 +345,7 @@ class Runner:
             vetted = netpolicy.check_destination(self.policy, destination.type, destination.config)
         except netpolicy.DestinationRefused as exc:
             raise PermanentError(f"destination refused by the network policy: {exc}") from None
-        pinned = tuple((host, addresses[0]) for host, addresses in vetted.items() if addresses)
-        destination = dataclasses.replace(destination, pinned=pinned)
+        destination = destination.pinned_to(vetted)
         refusal = control.platform_refusal(
             destination.type,
             destination.config,
