@@ -239,6 +239,8 @@ def build_gate(settings: GateSettings) -> Gate:
                 settings.schema_compile_timeout_s, settings.schema_compile_memory_bytes
             ).compile,
             CompileBudget(settings.schema_compile_budget_s, settings.schema_compile_failures),
+            max_bytes=settings.schema_cache_bytes,
+            client_bytes=settings.schema_cache_client_bytes,
         ),
         quotas=Quotas(settings, admit_tables(db)),
     )

@@ -8,10 +8,15 @@ On the event loop that stalled every request of the process. Now:
 
 - the worker process (one per gate process, started on first use, ``spawn``ed) generates and
   compiles the code and sends back the marshalled code object; the gate process only ``exec``s
-  it, which defines the functions (fast). The worker runs at nice 10 (the gate's event loops
-  come first for the CPU) under ``RLIMIT_AS``
-  (``SKEIN_GATE_SCHEMA_COMPILE_MEMORY_BYTES``); past ``SKEIN_GATE_SCHEMA_COMPILE_TIMEOUT_S`` it
-  is killed and replaced, and the schema refused (400);
+  it, which defines the functions (fast). The worker runs at nice 19: compiling is background
+  work, and a 250 KB schema takes seconds of CPU that the event loops answering requests, Kafka
+  and the loaders on the same cores need first. Its caps: ``RLIMIT_AS``
+  (``SKEIN_GATE_SCHEMA_COMPILE_MEMORY_BYTES``) and ``SKEIN_GATE_SCHEMA_COMPILE_TIMEOUT_S``
+  seconds of *CPU* per schema (a profiling timer whose signal ends the worker: it stops even
+  inside one long C call). CPU, not wall time, because at nice 19 on a busy host an ordinary
+  schema may wait; a wall-clock backstop (``WALL_FACTOR`` times the cap, at least
+  ``WALL_MIN_S``) still ends a worker that never gets the CPU. Past a cap the worker is replaced
+  and the schema refused (400);
 - per client and gate process: one compile at a time (requests with the same new schema wait
   for its one compile; distinct ones queue behind each other), and within a minute at most
   ``SKEIN_GATE_SCHEMA_COMPILE_BUDGET_S`` seconds of compiling and
@@ -24,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import multiprocessing.connection
+import signal
 import threading
 import time
 from collections import deque
@@ -35,6 +41,9 @@ from services.gate.schemas import SchemaRejected, compile_to_blob
 
 class CompileWorker:
     """One worker process compiling schemas, one at a time; killed and replaced on a timeout."""
+
+    WALL_FACTOR = 6.0
+    WALL_MIN_S = 30.0
 
     def __init__(self, timeout_s: float, memory_bytes: int) -> None:
         self._timeout_s = timeout_s
@@ -49,13 +58,17 @@ class CompileWorker:
         with self._lock:
             conn = self._ensure()
             conn.send(schema)
-            if not conn.poll(self._timeout_s):
+            too_long = SchemaRejected(f"schema took longer than {self._timeout_s:g} s to compile")
+            if not conn.poll(max(self.WALL_MIN_S, self._timeout_s * self.WALL_FACTOR)):
                 self._kill()
-                raise SchemaRejected(f"schema took longer than {self._timeout_s:g} s to compile")
+                raise too_long
             try:
                 kind, payload = conn.recv()
             except (EOFError, OSError):
+                out_of_cpu = self._exit_signal() == signal.SIGPROF
                 self._kill()
+                if out_of_cpu:
+                    raise too_long from None
                 raise SchemaRejected("schema compilation failed (out of memory)") from None
         if kind != "ok":
             raise SchemaRejected(payload)
@@ -73,7 +86,7 @@ class CompileWorker:
             ours, theirs = ctx.Pipe()
             self._process = ctx.Process(
                 target=_serve,
-                args=(theirs, self._memory_bytes),
+                args=(theirs, self._memory_bytes, self._timeout_s),
                 daemon=True,
                 name="skein-gate-schema-compiler",
             )
@@ -81,6 +94,14 @@ class CompileWorker:
             theirs.close()
             self._conn = ours
         return self._conn
+
+    def _exit_signal(self) -> int | None:
+        """The signal that ended the worker (after its pipe closed), if one did."""
+        if self._process is None:
+            return None
+        self._process.join(5)
+        code = self._process.exitcode
+        return -code if code is not None and code < 0 else None
 
     def _kill(self) -> None:
         if self._conn is not None:
@@ -94,7 +115,7 @@ class CompileWorker:
             self._process = None
 
 
-def _serve(conn: multiprocessing.connection.Connection, memory_bytes: int) -> None:
+def _serve(conn: multiprocessing.connection.Connection, memory_bytes: int, cpu_s: float) -> None:
     import os
     import resource
 
@@ -102,14 +123,21 @@ def _serve(conn: multiprocessing.connection.Connection, memory_bytes: int) -> No
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     # compiling is background work: on a busy host the event loops answering requests come first
     with contextlib.suppress(OSError):
-        os.nice(10)
+        os.nice(19)
+    # SIGPROF's default action ends the process: past cpu_s of CPU on one schema, it does
+    signal.signal(signal.SIGPROF, signal.SIG_DFL)
     while True:
         try:
             schema = conn.recv()
         except (EOFError, OSError):
             return
         try:
-            conn.send(("ok", compile_to_blob(schema)))
+            signal.setitimer(signal.ITIMER_PROF, cpu_s)
+            try:
+                blob = compile_to_blob(schema)
+            finally:
+                signal.setitimer(signal.ITIMER_PROF, 0)
+            conn.send(("ok", blob))
         except SchemaRejected as exc:
             conn.send(("error", str(exc)))
         except MemoryError:

@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import fastjsonschema
 import orjson
@@ -129,10 +129,6 @@ def load_validator(blob: bytes) -> Validator:
     return _load(blob)[0]
 
 
-def compile_schema(schema: dict[str, Any]) -> Validator:
-    return load_validator(compile_to_blob(schema))
-
-
 class Budget(Protocol):
     """Who may compile now (``compiler.CompileBudget``)."""
 
@@ -140,8 +136,18 @@ class Budget(Protocol):
     def finish(self, client_id: int, seconds: float, failed: bool) -> None: ...
 
 
+class _Entry(NamedTuple):
+    validator: Validator
+    owner: int  # the client whose request compiled it (0: tools and tests)
+    cost: int  # its marshalled code's size: a proxy for the memory it holds
+
+
 class SchemaCache:
     """Distinct schema content -> compiled validator, least recently used evicted.
+
+    Bounded in entries and in bytes (each entry costs its marshalled code's size; a 250 KB
+    schema compiles to megabytes), and each client's entries to ``client_bytes``: a client
+    past its share evicts its own oldest schemas, never the others'.
 
     ``prepare`` (the gate's /batch path) compiles a new schema off the event loop: in
     ``compile_blob`` (the compile worker process) when given, else in a thread, under
@@ -154,10 +160,16 @@ class SchemaCache:
         max_schema_bytes: int,
         compile_blob: Callable[[dict[str, Any]], bytes] | None = None,
         budget: Budget | None = None,
+        max_bytes: int = 256 << 20,
+        client_bytes: int = 32 << 20,
     ) -> None:
         self._max_entries = max_entries
-        self._max_bytes = max_schema_bytes
-        self._entries: OrderedDict[bytes, Validator] = OrderedDict()
+        self._max_schema_bytes = max_schema_bytes
+        self._max_bytes = max_bytes
+        self._client_bytes = client_bytes
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._bytes = 0
+        self._owned: dict[int, int] = {}
         self._lock = threading.Lock()
         self._compile_blob = compile_blob or compile_to_blob
         self._budget = budget
@@ -172,36 +184,68 @@ class SchemaCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of all cached validators."""
+        return self._bytes
+
+    def owned(self, client_id: int) -> int:
+        """Bytes of cached validators ``client_id``'s requests compiled."""
+        return self._owned.get(client_id, 0)
+
     def _key(self, schema: dict[str, Any]) -> bytes:
         try:
             encoded = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
         except TypeError:  # an integer beyond 64 bits somewhere in the schema
             encoded = json.dumps(schema, sort_keys=True).encode()
-        if len(encoded) > self._max_bytes:
-            raise SchemaRejected(f"schema exceeds the limit of {self._max_bytes} bytes")
+        if len(encoded) > self._max_schema_bytes:
+            raise SchemaRejected(f"schema exceeds the limit of {self._max_schema_bytes} bytes")
         return hashlib.sha256(encoded).digest()
 
     def _cached(self, key: bytes) -> Validator | None:
         with self._lock:
             found = self._entries.get(key)
-            if found is not None:
-                self._entries.move_to_end(key)
-            return found
+            if found is None:
+                return None
+            self._entries.move_to_end(key)
+            return found.validator
 
-    def _store(self, key: bytes, compiled: Validator) -> None:
+    def _store(self, key: bytes, entry: _Entry) -> None:
         with self._lock:
             self.compiles += 1
-            self._entries[key] = compiled
-            while len(self._entries) > self._max_entries:
-                self._entries.popitem(last=False)
+            self._drop(key)
+            self._entries[key] = entry
+            self._bytes += entry.cost
+            self._owned[entry.owner] = self._owned.get(entry.owner, 0) + entry.cost
+            if self._owned[entry.owner] > self._client_bytes:  # its own oldest go first
+                for old in [k for k, e in self._entries.items() if e.owner == entry.owner]:
+                    if old == key or self._owned[entry.owner] <= self._client_bytes:
+                        break
+                    self._drop(old)
+            while len(self._entries) > 1 and (
+                len(self._entries) > self._max_entries or self._bytes > self._max_bytes
+            ):
+                self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: bytes) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        self._bytes -= entry.cost
+        left = self._owned[entry.owner] - entry.cost
+        if left:
+            self._owned[entry.owner] = left
+        else:
+            del self._owned[entry.owner]
 
     def validator(self, schema: dict[str, Any]) -> Validator:
         key = self._key(schema)
         found = self._cached(key)
         if found is not None:
             return found
-        compiled = compile_schema(schema)
-        self._store(key, compiled)
+        blob = compile_to_blob(schema)
+        compiled = load_validator(blob)
+        self._store(key, _Entry(compiled, 0, len(blob)))
         return compiled
 
     async def prepare(self, client_id: int, schema: Any) -> Validator | None:
@@ -221,19 +265,20 @@ class SchemaCache:
         future: asyncio.Future[Validator] = asyncio.get_running_loop().create_future()
         self._compiling[key] = future
         try:
-            compiled = await self._compile_for(client_id, schema)
+            compiled, cost = await self._compile_for(client_id, schema)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: the waiters re-raise it, nobody else must
             raise
         else:
             future.set_result(compiled)
-            self._store(key, compiled)
+            self._store(key, _Entry(compiled, client_id, cost))
             return compiled
         finally:
             del self._compiling[key]
 
-    async def _compile_for(self, client_id: int, schema: dict[str, Any]) -> Validator:
+    async def _compile_for(self, client_id: int, schema: dict[str, Any]) -> tuple[Validator, int]:
+        """The validator and its cost (the marshalled code's size)."""
         lock, users = self._client_locks.get(client_id, (asyncio.Lock(), 0))
         self._client_locks[client_id] = (lock, users + 1)
         try:
@@ -248,7 +293,7 @@ class SchemaCache:
                     )
                     compiled = load_validator(blob)
                     failed = False
-                    return compiled
+                    return compiled, len(blob)
                 finally:
                     if self._budget is not None:
                         self._budget.finish(client_id, time.monotonic() - began, failed)

@@ -39,7 +39,12 @@ class GateSettings(SharedSettings):
     token_grace_s: float = Field(600.0, ge=0)
     # Untrusted client schemas.
     schema_cache_size: int = Field(512, ge=1)
-    # New schemas compile in a worker process (services/gate/compiler.py): its caps, and what
+    # ... and in bytes of compiled code, in all and per client (a client past its share
+    # evicts its own oldest schemas).
+    schema_cache_bytes: int = Field(256 << 20, ge=1 << 20)
+    schema_cache_client_bytes: int = Field(32 << 20, ge=1 << 20)
+    # New schemas compile in a worker process (services/gate/compiler.py): its caps (CPU
+    # seconds and address space per schema), and what
     # one client may spend on compiles per minute (0 = no limit) before a new schema is 429.
     schema_compile_timeout_s: float = Field(5.0, gt=0)
     schema_compile_memory_bytes: int = Field(1 << 30, ge=64 << 20)

@@ -100,3 +100,33 @@ def test_requests_with_the_same_new_schema_share_one_compile() -> None:
 
     got = asyncio.run(burst())
     assert len(calls) == 1 and all(v is got[0] for v in got)
+
+
+def test_the_worker_compiles_at_the_lowest_priority(worker: CompileWorker) -> None:
+    import os
+
+    assert load_validator(worker.compile(SMALL))
+    assert worker._process is not None
+    assert os.getpriority(os.PRIO_PROCESS, worker._process.pid) == 19
+
+
+def test_a_client_flooding_new_schemas_evicts_only_its_own() -> None:
+    """Each client's compiled schemas are bounded in bytes: past its share, its own oldest go,
+    and another client's schema stays cached (no recompile, no budget spent)."""
+    import asyncio
+
+    from services.gate.schemas import SchemaCache
+
+    async def flood() -> SchemaCache:
+        cache = SchemaCache(512, 1 << 20, max_bytes=64 << 20, client_bytes=1 << 20)
+        await cache.prepare(1, SMALL)
+        for n in range(40):  # ~100 KB of code each: ten times the client's share
+            await cache.prepare(2, big_schema(60 + n))
+        return cache
+
+    cache = asyncio.run(flood())
+    compiles = cache.compiles
+    assert cache.owned(2) <= (1 << 20) + 200_000  # its share, plus the newest entry
+    assert len(cache) < 40
+    cache.validator(SMALL)  # still cached: no compile
+    assert cache.compiles == compiles and cache.owned(1) > 0
