@@ -11,6 +11,7 @@ import sqlglot
 from common.wire import Header, dumps
 from services.loaders.bigquery import statements
 from services.loaders.bigquery.config import DestinationError, target_of
+from services.loaders.bigquery.destination import check
 from services.loaders.bigquery.names import BigQueryNames
 from services.loaders.bigquery.plan import REJECTED_SEGMENT, SEGMENT, LeasePlan
 from services.loaders.bigquery.schema import Placer, TableSchema
@@ -50,8 +51,10 @@ def test_destination_settings() -> None:
         target_of({"project": "p", "dataset": "no-dashes"}, {}, 7)
     with pytest.raises(DestinationError, match="credentials_json"):
         target_of({"project": "p"}, {"credentials_json": "not json"}, 7)
-    with pytest.raises(DestinationError, match="unknown"):
-        target_of({"project": "p", "warehouse": "x"}, {}, 7)
+    # an unknown key is refused when set (destination.Settings); one stored earlier is ignored
+    assert target_of({"project": "p", "warehouse": "x"}, {}, 7).project == "p"
+    with pytest.raises(ValueError, match="unknown bigquery setting 'warehouse'"):
+        check({"project": "p", "warehouse": "x"}, {})
 
 
 def place(records: list[dict[str, Any]]) -> tuple[TableSchema, list[dict[str, Any]]]:

@@ -90,16 +90,17 @@ def test_destination_settings_for_postgres() -> None:
         "postgres",
         dsn="postgresql://u:pw@h/db",
         schema="acme",
-        settings={"batch_rows": "1000"},
+        settings={},
         password=None,
         secrets={},
     )
-    assert config == {
-        "dsn_params": {"user": "u", "host": "h", "dbname": "db"},
-        "schema": "acme",
-        "batch_rows": "1000",
-    }
+    assert config == {"dsn_params": {"user": "u", "host": "h", "dbname": "db"}, "schema": "acme"}
     assert secrets == {"password": "pw"}
+    with pytest.raises(control.ControlError, match="unknown setting 'batch_rows'"):
+        destination_settings(
+            "postgres", dsn="host=h", schema=None, settings={"batch_rows": "1000"},
+            password=None, secrets={},
+        )  # fmt: skip
 
 
 def test_destination_settings_refuse_ambiguity() -> None:

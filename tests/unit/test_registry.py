@@ -10,6 +10,7 @@ import pytest
 from common import control
 from services.control.cli import DestinationType, destination_settings
 from services.loaders import registry
+from services.loaders.core.destination import Model
 
 LOADERS = Path(registry.__file__).parent
 CORE_FILES = {
@@ -30,14 +31,40 @@ def test_every_type_is_registered_once_with_the_same_folder_shape() -> None:
     for name in registry.TYPES:
         present = {p.name for p in (LOADERS / name).iterdir()}
         assert present >= CORE_FILES, (name, sorted(CORE_FILES - present))
-        assert callable(registry.get(name).destination.check)
+        module = registry.get(name).destination
+        assert callable(module.check)
+        assert issubclass(module.Settings, Model) and issubclass(module.Secrets, Model)
+
+
+SOME_VALID = {
+    "postgres": ({"dsn_params": {"host": "h"}}, {"password": "p"}),
+    "redshift": (
+        {"dsn_params": {"host": "h"}, "s3_bucket": "b", "iam_role": "arn:aws:iam::1:role/r"},
+        {},
+    ),
+    "bigquery": ({"project": "p"}, {}),
+    "snowflake": ({"account": "a", "user": "u", "database": "d"}, {"password": "p"}),
+}
+
+
+@pytest.mark.parametrize("type_", list(SOME_VALID))
+def test_each_type_refuses_settings_and_secrets_it_does_not_know(type_: str) -> None:
+    """Typed settings: a misspelt setting is refused naming the known ones, not stored."""
+    kind = registry.get(type_)
+    config, secrets = SOME_VALID[type_]
+    kind.check(config, secrets)
+    with pytest.raises(control.ControlError, match=r"unknown .*'shcema' \(known: .*schema"):
+        kind.check({**config, "shcema": "x"}, secrets)
+    with pytest.raises(control.ControlError, match=r"unknown .*secret 'token'"):
+        kind.check(config, {**secrets, "token": "t"})
 
 
 @pytest.mark.parametrize(
     ("type_", "kwargs", "message"),
     [
         ("postgres", {"dsn": "dbname=w user=u"}, "needs a host"),
-        ("postgres", {"dsn": "host=h port=abc"}, "port must be a number"),
+        ("postgres", {"dsn": "host=h port=abc"}, "'dsn_params.port': .*integer"),
+        ("postgres", {"dsn": "host=h sslmode=sometimes"}, "'dsn_params.sslmode'"),
         ("redshift", {"dsn": "host=h dbname=d"}, "s3_bucket"),
         ("bigquery", {"dsn": None}, "project"),
         ("snowflake", {"dsn": None}, "--set account"),

@@ -1,14 +1,26 @@
-"""What a Postgres destination must carry, checked when it is set (no driver import here)."""
+"""A Postgres destination's typed settings, checked when it is set (no driver import here)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
+from services.loaders.core.destination import DsnParams, Model, validated
+
+
+class Settings(Model):
+    dsn_params: DsnParams
+    schema_: str | None = Field(None, alias="schema", min_length=1)
+
+
+class Secrets(Model):
+    password: str | None = None
+
 
 def check(config: dict[str, Any], secrets: dict[str, str]) -> None:
     """Raise ValueError naming what is missing or malformed (libpq defaults the rest)."""
-    dsn = config.get("dsn_params") or {}
-    if not isinstance(dsn, dict) or not dsn.get("host"):
+    if not isinstance(config.get("dsn_params"), dict) or not config["dsn_params"].get("host"):
         raise ValueError("a postgres destination needs a host in --dsn")
-    if "port" in dsn and not str(dsn["port"]).isdigit():
-        raise ValueError(f"port must be a number, not {dsn['port']!r}")
+    validated(Settings, config, "setting")
+    validated(Secrets, secrets, "secret")

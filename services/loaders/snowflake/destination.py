@@ -1,12 +1,36 @@
-"""What a Snowflake destination must carry, checked when it is set (no driver import here)."""
+"""A Snowflake destination's typed settings, checked when it is set (no driver import here)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives import serialization
+from pydantic import Field
+
+from services.loaders.core.destination import Model, NonEmpty, Port, validated
 
 REQUIRED = ("account", "user", "database")
+
+
+class Settings(Model):
+    """What ``snowflake.connector.connect`` is given (``loader.CONNECT_SETTINGS``), and the
+    schema to load into."""
+
+    account: NonEmpty
+    user: NonEmpty
+    database: NonEmpty
+    warehouse: str | None = None
+    role: str | None = None
+    host: str | None = None
+    port: Port | None = None
+    protocol: Literal["http", "https"] = "https"
+    schema_: str | None = Field(None, alias="schema", min_length=1)
+
+
+class Secrets(Model):
+    password: str | None = None
+    private_key: str | None = None
+    private_key_passphrase: str | None = None
 
 
 def check(config: dict[str, Any], secrets: dict[str, str]) -> None:
@@ -16,19 +40,17 @@ def check(config: dict[str, Any], secrets: dict[str, str]) -> None:
         raise ValueError(
             f"a snowflake destination needs {', '.join(f'--set {k}=...' for k in missing)}"
         )
-    if "password" not in secrets and "private_key" not in secrets:
+    validated(Settings, config, "setting")
+    sealed = validated(Secrets, secrets, "secret")
+    if sealed.password is None and sealed.private_key is None:
         raise ValueError(
             "a snowflake destination needs --secret-env password=VAR or private_key=VAR"
         )
-    if "private_key" in secrets:
-        passphrase = secrets.get("private_key_passphrase")
+    if sealed.private_key is not None:
+        passphrase = sealed.private_key_passphrase
         try:
             serialization.load_pem_private_key(
-                secrets["private_key"].encode(), passphrase.encode() if passphrase else None
+                sealed.private_key.encode(), passphrase.encode() if passphrase else None
             )
         except (ValueError, TypeError) as exc:
             raise ValueError(f"private_key is not a usable PEM private key: {exc}") from None
-    if "port" in config and not str(config["port"]).isdigit():
-        raise ValueError(f"port must be a number, not {config['port']!r}")
-    if config.get("protocol", "https") not in ("http", "https"):
-        raise ValueError("protocol must be http or https")

@@ -25,9 +25,10 @@ from services.loaders.core.plan import LeaseLoad
 from services.loaders.core.reader import Record
 from services.loaders.core.runner import Destination
 from services.loaders.snowflake import warehouse
+from services.loaders.snowflake.destination import Settings
 
-# Settings a destination may carry (`skein destinations set ID snowflake --set KEY=VALUE`).
-CONNECT_SETTINGS = ("account", "user", "database", "warehouse", "role", "host", "port", "protocol")
+# What of a destination's settings (destination.Settings) goes to connect().
+CONNECT_SETTINGS = tuple(name for name in Settings.model_fields if name != "schema_")
 # Errors worth retrying although Snowflake reports them as programming errors: bad or expired
 # credentials, missing privileges, a warehouse that is suspended or a statement cancelled.
 TRANSIENT_ERRNOS = {390100, 390101, 390102, 390144, 390318, 250001, 604, 606, 630, 3001, 3003}
