@@ -40,6 +40,10 @@ class ControlError(ValueError):
     """A control-plane request that cannot be carried out: bad name, unknown id, ..."""
 
 
+class NotFound(ControlError):
+    """What was named does not exist (or is not the caller's): the API answers 404."""
+
+
 @dataclass(frozen=True)
 class ApiTokenInfo:
     """What the gate needs to know about a live API token."""
@@ -220,11 +224,15 @@ def get_client(conn: Connection, client_id: int) -> dict[str, Any] | None:
     return None if row is None else _client_row(row)
 
 
-def list_clients(conn: Connection) -> list[dict[str, Any]]:
-    """Every tenant, oldest first."""
+def list_clients(
+    conn: Connection, *, after: int = 0, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Tenants, oldest first: every one, or a page (ids past ``after``, at most ``limit``)."""
     with conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT client_id, name, created_at, rate_limit_rps FROM clients ORDER BY client_id"
+            "SELECT client_id, name, created_at, rate_limit_rps FROM clients"
+            " WHERE client_id > %s ORDER BY client_id LIMIT %s",
+            (after, limit),
         )
         rows = cur.fetchall()
     return [_client_row(row) for row in rows]
@@ -245,7 +253,7 @@ def get_limits(conn: Connection, client_id: int) -> dict[str, int | None]:
         )
         row = cur.fetchone()
     if row is None:
-        raise ControlError(f"no client {client_id}")
+        raise NotFound(f"no client {client_id}")
     return dict(zip(LIMITS, row, strict=True))
 
 
@@ -409,7 +417,7 @@ def create_api_token(conn: Connection, client_id: int) -> dict[str, Any]:
                 details={"token_prefix": token_prefix(token)},
             )
     if row is None:
-        raise ControlError(f"no client {client_id}")
+        raise NotFound(f"no client {client_id}")
     return {
         "token_id": row[0],
         "client_id": client_id,
@@ -418,13 +426,16 @@ def create_api_token(conn: Connection, client_id: int) -> dict[str, Any]:
     }
 
 
-def list_api_tokens(conn: Connection, client_id: int) -> list[dict[str, Any]]:
-    """A client's API tokens, revoked ones included; never the token or its hash."""
+def list_api_tokens(
+    conn: Connection, client_id: int, *, after: int = 0, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """A client's API tokens, revoked ones included; never the token or its hash. A page:
+    ids past ``after``, at most ``limit``."""
     with conn, conn.cursor() as cur:
         cur.execute(
             "SELECT token_id, token_prefix, created_at, revoked_at FROM api_tokens"
-            " WHERE client_id = %s ORDER BY token_id",
-            (client_id,),
+            " WHERE client_id = %s AND token_id > %s ORDER BY token_id LIMIT %s",
+            (client_id, after, limit),
         )
         rows = cur.fetchall()
     return [
@@ -433,12 +444,13 @@ def list_api_tokens(conn: Connection, client_id: int) -> list[dict[str, Any]]:
     ]
 
 
-def revoke_api_token(conn: Connection, token_id: int) -> bool:
-    """Revoke a token: True if this call revoked it, False if it already was.
+def revoke_api_token(conn: Connection, token_id: int, client_id: int | None = None) -> bool:
+    """Revoke a token (of ``client_id``, when given): True if this call revoked it, False if
+    it already was.
 
     Raises :class:`ControlError` for an unknown id, so a typo is not mistaken for success.
     """
-    return _revoke(conn, _REVOKE_API_TOKEN, token_id, "API token", "token")
+    return _revoke(conn, _REVOKE_API_TOKEN, token_id, client_id, "API token", "token")
 
 
 def lookup_api_token(conn: Connection, token: str) -> ApiTokenInfo | None:
@@ -489,7 +501,7 @@ def create_webhook(
                 },
             )
     if row is None:
-        raise ControlError(f"no client {client_id}")
+        raise NotFound(f"no client {client_id}")
     return {
         "webhook_id": row[0],
         "client_id": client_id,
@@ -501,13 +513,17 @@ def create_webhook(
     }
 
 
-def list_webhooks(conn: Connection, client_id: int) -> list[dict[str, Any]]:
-    """A client's webhooks, revoked ones included; never the token or its hash."""
+def list_webhooks(
+    conn: Connection, client_id: int, *, after: int = 0, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """A client's webhooks, revoked ones included; never the token or its hash. A page: ids
+    past ``after``, at most ``limit``."""
     with conn, conn.cursor() as cur:
         cur.execute(
             "SELECT webhook_id, token_prefix, table_name, key_field, created_at, revoked_at"
-            " FROM webhooks WHERE client_id = %s ORDER BY webhook_id",
-            (client_id,),
+            " FROM webhooks WHERE client_id = %s AND webhook_id > %s ORDER BY webhook_id"
+            " LIMIT %s",
+            (client_id, after, limit),
         )
         rows = cur.fetchall()
     return [
@@ -523,12 +539,13 @@ def list_webhooks(conn: Connection, client_id: int) -> list[dict[str, Any]]:
     ]
 
 
-def revoke_webhook(conn: Connection, webhook_id: int) -> bool:
-    """Revoke a webhook: True if this call revoked it, False if it already was.
+def revoke_webhook(conn: Connection, webhook_id: int, client_id: int | None = None) -> bool:
+    """Revoke a webhook (of ``client_id``, when given): True if this call revoked it, False if
+    it already was.
 
     Raises :class:`ControlError` for an unknown id.
     """
-    return _revoke(conn, _REVOKE_WEBHOOK, webhook_id, "webhook", "webhook")
+    return _revoke(conn, _REVOKE_WEBHOOK, webhook_id, client_id, "webhook", "webhook")
 
 
 def lookup_webhook(conn: Connection, token: str) -> WebhookInfo | None:
@@ -561,31 +578,37 @@ def lookup_webhook(conn: Connection, token: str) -> WebhookInfo | None:
 
 # (revoke if live, does it exist at all): two statements because "already revoked" and
 # "no such id" need different answers.
+# (revoke, exists), each given (id, client_id, client_id): a client_id of NULL matches any.
 _REVOKE_API_TOKEN = (
-    "UPDATE api_tokens SET revoked_at = now()"
-    " WHERE token_id = %s AND revoked_at IS NULL RETURNING client_id",
-    "SELECT 1 FROM api_tokens WHERE token_id = %s",
+    "UPDATE api_tokens SET revoked_at = now() WHERE token_id = %s"
+    " AND (%s::bigint IS NULL OR client_id = %s) AND revoked_at IS NULL RETURNING client_id",
+    "SELECT 1 FROM api_tokens WHERE token_id = %s AND (%s::bigint IS NULL OR client_id = %s)",
 )
 _REVOKE_WEBHOOK = (
-    "UPDATE webhooks SET revoked_at = now()"
-    " WHERE webhook_id = %s AND revoked_at IS NULL RETURNING client_id",
-    "SELECT 1 FROM webhooks WHERE webhook_id = %s",
+    "UPDATE webhooks SET revoked_at = now() WHERE webhook_id = %s"
+    " AND (%s::bigint IS NULL OR client_id = %s) AND revoked_at IS NULL RETURNING client_id",
+    "SELECT 1 FROM webhooks WHERE webhook_id = %s AND (%s::bigint IS NULL OR client_id = %s)",
 )
 
 
 def _revoke(
-    conn: Connection, statements: tuple[str, str], row_id: int, what: str, kind: str
+    conn: Connection,
+    statements: tuple[str, str],
+    row_id: int,
+    client_id: int | None,
+    what: str,
+    kind: str,
 ) -> bool:
     revoke, exists = statements
     with conn, conn.cursor() as cur:
-        cur.execute(revoke, (row_id,))
+        cur.execute(revoke, (row_id, client_id, client_id))
         revoked = cur.fetchone()
         if revoked is not None:
             audit.record(cur, f"{kind}.revoke", client_id=revoked[0], subject=f"{kind} {row_id}")
             return True
-        cur.execute(exists, (row_id,))
+        cur.execute(exists, (row_id, client_id, client_id))
         if cur.fetchone() is None:
-            raise ControlError(f"no {what} {row_id}")
+            raise NotFound(f"no {what} {row_id}")
     return False
 
 
@@ -656,7 +679,7 @@ def set_destination(
                 details={"type": type, "config": config, "secrets_set": sorted(secrets)},
             )
     if row is None:
-        raise ControlError(f"no client {client_id}")
+        raise NotFound(f"no client {client_id}")
 
 
 def get_destination(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import uvicorn
 
 from common import health, logs, metrics
@@ -15,6 +17,7 @@ def run(
     workers: int,
     metrics_dir: str,
     metrics_port: int | None = None,
+    probes: Mapping[str, health.Probe] | None = None,
 ) -> None:
     """``factory`` is "module:function" returning the app. Several worker processes share their
     Prometheus metrics through ``metrics_dir`` (emptied at start). uvicorn's access log is off:
@@ -22,11 +25,11 @@ def run(
 
     With ``metrics_port``, ``/metrics`` (all workers' aggregated), ``/healthz`` and ``/readyz``
     are also served by the supervising process on that internal port, apart from the public
-    one (the gate's public port then has no ``/metrics``)."""
+    one (the gate's public port then has no ``/metrics``); ``/readyz`` asks ``probes``."""
     logs.configure()
     metrics.use_multiprocess_dir(metrics_dir, service)
     if metrics_port is not None:
-        health.serve(host, metrics_port, {})
+        health.serve(host, metrics_port, probes or {})
     uvicorn.run(
         factory,
         factory=True,

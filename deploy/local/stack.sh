@@ -485,7 +485,7 @@ prom_stop() { stop_pid "$PIDS/prometheus.pid" 20; }
 # ones start is SKEIN_LOADERS (comma-separated, default postgres), e.g.
 # SKEIN_LOADERS=postgres,bigquery make up. The extractor (scheduled Singer taps) posts to the gate.
 declare -A LOADER_PORTS=([postgres]=9103 [redshift]=9104 [bigquery]=9105 [snowflake]=9106)
-SERVICES=(spool:8081 gate:8080 streamery:9102 extractor:9107)
+SERVICES=(spool:8081 control:8082 gate:8080 streamery:9102 extractor:9107)
 UNKNOWN_LOADERS=()  # refused by `up` only: `down` and the rest must work whatever is set
 IFS=, read -r -a _loaders <<<"${SKEIN_LOADERS:-postgres}"
 for _l in "${_loaders[@]}"; do
@@ -500,8 +500,13 @@ svc_port() { # name; any loader can be started by name even when SKEIN_LOADERS l
   if [[ $1 == loaders.* ]]; then echo "${LOADER_PORTS[${1#loaders.}]:-}"; fi
 }
 
-scrape_port() { # name port -> where Prometheus scrapes it (the gate's /metrics is internal only)
-  if [[ $1 == gate ]]; then echo "${SKEIN_GATE_METRICS_PORT:-9101}"; else echo "$2"; fi
+scrape_port() { # name port -> where Prometheus scrapes it (the gate's and the control service's
+  # /metrics are on an internal port only)
+  case $1 in
+    gate) echo "${SKEIN_GATE_METRICS_PORT:-9101}" ;;
+    control) echo "${SKEIN_CONTROL_METRICS_PORT:-9108}" ;;
+    *) echo "$2" ;;
+  esac
 }
 
 svc_credentials() { # name: exports the credentials that service uses, and no env file
@@ -590,7 +595,8 @@ Control DB   postgresql://postgres@127.0.0.1:5432/skein       (password: $SECRET
 Warehouse    postgresql://postgres@127.0.0.1:5433/warehouse  (password: $SECRETS/pg-warehouse)
 S3           http://127.0.0.1:8333  bucket $S3_BUCKET  (access key $S3_ACCESS_KEY, secret: $SECRETS/s3)
 Secrets      $ENV_FILE (skein and the tests read it; psql: deploy/local/psql control|warehouse)
-Gate         http://127.0.0.1:8080  (Import API v2; /metrics, /healthz, /readyz)
+Gate         http://127.0.0.1:8080  (Import API v2; /metrics, /healthz, /readyz on :9101)
+Control      http://127.0.0.1:8082  (management API, key from: .venv/bin/skein keys create --operator; /metrics on :9108)
 Prometheus   http://127.0.0.1:9090  (alerts: deploy/prometheus/rules; dashboard: deploy/grafana)
 Logs         $LOGS
 EOF

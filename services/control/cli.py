@@ -15,9 +15,10 @@ import orjson
 import typer
 from confluent_kafka import KafkaException
 
-from common import audit, control, crypto, db, kafka_admin, netpolicy
+from common import audit, control, crypto, db, kafka_admin
 from common import migrate as migrations
 from common.settings import SharedSettings
+from services.control import destinations, keys
 from services.loaders import registry
 from services.spool import status as table_status
 
@@ -44,6 +45,8 @@ integrations_app = typer.Typer(
 app.add_typer(integrations_app, name="integrations")
 audit_app = typer.Typer(no_args_is_help=True, help="Who changed what in the control plane.")
 app.add_typer(audit_app, name="audit")
+keys_app = typer.Typer(no_args_is_help=True, help="Keys of the control service's HTTP API.")
+app.add_typer(keys_app, name="keys")
 secrets_app = typer.Typer(no_args_is_help=True, help="The keyring in SKEIN_SECRET_KEY.")
 app.add_typer(secrets_app, name="secrets")
 
@@ -344,45 +347,6 @@ def from_env(variable: str) -> str:
     return value
 
 
-def destination_settings(
-    destination_type: str,
-    *,
-    dsn: str | None,
-    schema: str | None,
-    settings: dict[str, str],
-    password: str | None,
-    secrets: dict[str, str],
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """(config, secrets) for ``destinations set``, checked by the type's own module (the
-    registry): a DSN's password moves to the secrets."""
-    kind = registry.get(destination_type)
-    config: dict[str, Any] = {}
-    sealed = dict(secrets)
-    if kind.takes_dsn:
-        if dsn is None:
-            raise control.ControlError(f"a {destination_type} destination needs --dsn")
-        config["dsn_params"], dsn_password = control.split_dsn(dsn)
-        if dsn_password is not None and password is not None:
-            raise control.ControlError(
-                "give the password once: in the DSN, --password-env or --password-prompt"
-            )
-        password = password if password is not None else dsn_password
-    elif dsn is not None:
-        raise control.ControlError(f"a {destination_type} destination takes no --dsn")
-    if schema is not None:
-        config["schema"] = schema
-    reserved = sorted(set(settings) & {"dsn_params", "schema"})
-    if reserved:
-        raise control.ControlError(f"--set cannot set {', '.join(reserved)}; use --dsn/--schema")
-    config.update(settings)
-    if password is not None:
-        if "password" in sealed:
-            raise control.ControlError("give the password once, not also with --secret-env")
-        sealed["password"] = password
-    kind.check(config, sealed)  # checked now rather than at the first load
-    return config, sealed
-
-
 @destinations_app.command("set")
 def destinations_set(
     client_id: int,
@@ -406,7 +370,6 @@ def destinations_set(
     ] = None,
 ) -> None:
     """Create or replace a client's destination; secrets are stored encrypted."""
-    secret_key = SharedSettings().secret_key.get_secret_value()
     with control_db() as conn:
         require_client(conn, client_id)
         if password_env is not None and password_prompt:
@@ -425,7 +388,7 @@ def destinations_set(
         if password_prompt:
             # The prompt goes to stderr: stdout carries only the JSON answer.
             password = str(typer.prompt("Password", hide_input=True, err=True))
-        config, secrets = destination_settings(
+        config, secrets = destinations.settings_of(
             destination_type.value,
             dsn=dsn,
             schema=schema,
@@ -433,88 +396,31 @@ def destinations_set(
             password=password,
             secrets={k: from_env(v) for k, v in pairs(secret_env or [], "--secret-env").items()},
         )
-        try:  # nothing is stored for a destination pointing where clients may not reach
-            netpolicy.check_destination(
-                netpolicy.from_settings(SharedSettings()), destination_type.value, config
+        emit(
+            destinations.put(
+                conn, SharedSettings(), client_id, destination_type.value, config, secrets
             )
-        except netpolicy.DestinationRefused as exc:
-            raise control.ControlError(str(exc)) from None
-        refusal = control.platform_refusal(
-            destination_type.value, config, secrets, control.list_grants(conn, client_id)
         )
-        if refusal:
-            raise control.ControlError(refusal)
-        control.set_destination(
-            conn, secret_key, client_id, destination_type.value, config, secrets
-        )
-        emit(shown_destination(conn, secret_key, client_id))
 
 
 @destinations_app.command("test")
 def destinations_test(client_id: int) -> None:
     """Connect to the client's destination as its loader would (network policy, credentials,
     a round trip) and report, as JSON; exit 1 when it cannot be reached."""
-    shared = SharedSettings()
     with control_db() as conn:
         require_client(conn, client_id)
-        raw = control.get_destination(
-            conn, shared.secret_key.get_secret_value(), client_id, reveal=True
-        )
-    if raw is None:
-        raise control.ControlError(f"client {client_id} has no destination")
-    report = probe_destination(shared, client_id, raw)
+        report = destinations.test(conn, SharedSettings(), client_id)
     emit(report)
     if not report["ok"]:
         raise typer.Exit(1)
 
 
-def probe_destination(
-    shared: SharedSettings, client_id: int, raw: dict[str, Any]
-) -> dict[str, Any]:
-    from services.loaders.core.runner import Destination
-
-    type_ = raw["type"]
-    report: dict[str, Any] = {"client_id": client_id, "type": type_, "ok": False}
-    started = time.monotonic()
-    try:
-        vetted = netpolicy.check_destination(netpolicy.from_settings(shared), type_, raw["config"])
-        target = registry.get(type_).loader.probe_warehouse()
-        destination = Destination(
-            client_id,
-            type_,
-            raw["config"],
-            raw.get("secrets", {}),
-            raw.get("updated_at") or "",
-        ).pinned_to(vetted)
-        session = target.open(destination)
-        try:
-            report["server"] = target.probe(session, destination)
-        finally:
-            target.close(session)
-    except netpolicy.DestinationRefused as exc:
-        report["error"] = f"refused by the network policy: {exc}"
-    except Exception as exc:  # what the loader would meet: reported, never a traceback
-        report["error"] = f"{type(exc).__name__}: {str(exc).strip()}"
-    else:
-        report["ok"] = True
-    report["ms"] = round((time.monotonic() - started) * 1000, 1)
-    return report
-
-
 @destinations_app.command("show")
 def destinations_show(client_id: int) -> None:
     """A client's destination: settings and the names of its secrets, never their values."""
-    secret_key = SharedSettings().secret_key.get_secret_value()
     with control_db() as conn:
         require_client(conn, client_id)
-        emit(shown_destination(conn, secret_key, client_id))
-
-
-def shown_destination(conn: control.Connection, secret_key: str, client_id: int) -> dict[str, Any]:
-    destination = control.get_destination(conn, secret_key, client_id)
-    if destination is None:
-        raise control.ControlError(f"client {client_id} has no destination")
-    return destination
+        emit(destinations.show(conn, SharedSettings(), client_id))
 
 
 # --- spool (operators act on the control DB directly: works even when the spool is down) -----
@@ -719,7 +625,6 @@ def integrations_run(
     timeout: Annotated[float, typer.Option(min=1, help="With --wait: give up after this.")] = 3600,
 ) -> None:
     """Ask the extractor to run the integration now."""
-    import time
 
     from services.extractor import integrations
 
@@ -792,6 +697,38 @@ def integrations_remove(name: str) -> None:
         emit({"name": name, "removed": True, "integration_id": removed["integration_id"]})
 
 
+@keys_app.command("create")
+def keys_create(
+    operator: Annotated[
+        bool, typer.Option("--operator", help="A key for every client (an operator's).")
+    ] = False,
+    client: Annotated[int | None, typer.Option("--client", help="A key for this client.")] = None,
+    name: Annotated[str, typer.Option(help="What the key is for.")] = "",
+) -> None:
+    """Create an API key; the key is printed this once only."""
+    if operator == (client is not None):
+        fail("give either --operator or --client CLIENT_ID")
+    with control_db() as conn:
+        created = keys.create(conn, client, name)
+    emit({"key_id": created["key_id"], "key": created["key"]})
+
+
+@keys_app.command("list")
+def keys_list(
+    client: Annotated[int | None, typer.Option("--client", help="Only this client's.")] = None,
+) -> None:
+    """Keys, revoked ones included; never a key itself."""
+    with control_db() as conn:
+        emit({"keys": keys.listed(conn, client)})
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: int) -> None:
+    """Revoke a key: its next request is refused (401)."""
+    with control_db() as conn:
+        emit({"key_id": key_id, "revoked": keys.revoke(conn, key_id)})
+
+
 @app.command("status")
 def status(
     client: Annotated[int | None, typer.Option("--client", help="Only this client.")] = None,
@@ -802,20 +739,9 @@ def status(
     """Per client and table: last load, freshness, pending and dead batches. Exit code 1 when
     a table has dead batches or records waiting longer than the freshness objective."""
     with closing(db.connect()) as conn:
-        found = [table_status.assess(t, objective) for t in table_status.tables(conn, client)]
-    unhealthy = [t for t in found if t.problems]
-    emit(
-        {
-            "healthy": not unhealthy,
-            "objective_s": objective,
-            "tables": [t.as_dict() for t in found],
-            "unhealthy": [
-                {"client_id": t.client_id, "table_name": t.table_name, "problems": t.problems}
-                for t in unhealthy
-            ],
-        }
-    )
-    if unhealthy:
+        found = table_status.report(table_status.tables(conn, client), objective)
+    emit(found)
+    if not found["healthy"]:
         raise typer.Exit(1)
 
 

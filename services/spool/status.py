@@ -103,3 +103,19 @@ def tables(conn: Connection, client_id: int | None = None) -> list[TableStatus]:
 
 def _seconds(value: Any) -> float | None:
     return None if value is None else round(float(value), 3)
+
+
+def report(found: list[TableStatus], objective_s: float) -> dict[str, Any]:
+    """What ``skein status`` and the control API's ``/v1/status`` answer: every table assessed
+    against the freshness objective, and the unhealthy ones with their problems."""
+    assessed = [assess(t, objective_s) for t in found]
+    unhealthy = [t for t in assessed if t.problems]
+    return {
+        "healthy": not unhealthy,
+        "objective_s": objective_s,
+        "tables": [t.as_dict() for t in assessed],
+        "unhealthy": [
+            {"client_id": t.client_id, "table_name": t.table_name, "problems": t.problems}
+            for t in unhealthy
+        ],
+    }

@@ -137,6 +137,7 @@ def test_skein_services_publish_the_local_stack_ports() -> None:
     local = {name: int(port) for name, port in (s.split(":") for s in declared[1].split())}
     compose_names = {
         "spool": "spool",
+        "control": "control",
         "gate": "gate",
         "streamery": "streamery",
         "loaders.postgres": "loader-postgres",

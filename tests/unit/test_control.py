@@ -8,7 +8,8 @@ import re
 import pytest
 
 from common import control
-from services.control.cli import destination_settings, pairs
+from services.control.cli import pairs
+from services.control.destinations import settings_of as destination_settings
 
 
 def test_tokens_are_url_safe_prefixed_and_unique() -> None:

@@ -11,7 +11,7 @@ from snowflake.connector import errors as sf
 from sqlglot import exp
 
 from common.control import ControlError
-from services.control.cli import destination_settings
+from services.control.destinations import settings_of as destination_settings
 from services.loaders.core.errors import PermanentError, TransientError
 from services.loaders.core.plan import Rejected
 from services.loaders.core.shape import TableShape, place

@@ -1,0 +1,127 @@
+"""Each client's destination: the rules ``skein destinations`` and the HTTP API share.
+
+Setting one: the type's typed check (``registry``), the network policy (nothing stored for a
+host clients may not reach), the platform grants (the platform's own credentials only where an
+operator allowed them), then ``control.set_destination`` (secrets sealed, waiting batches
+follow a type change). Testing one connects as the loader would.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from common import control, netpolicy
+from common.settings import SharedSettings
+from services.loaders import registry
+
+
+def settings_of(
+    destination_type: str,
+    *,
+    dsn: str | None,
+    schema: str | None,
+    settings: dict[str, str],
+    password: str | None,
+    secrets: dict[str, str],
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """(config, secrets) to store, checked by the type's own module (the registry): a DSN's
+    password moves to the secrets."""
+    kind = registry.get(destination_type)
+    config: dict[str, Any] = {}
+    sealed = dict(secrets)
+    if kind.takes_dsn:
+        if dsn is None:
+            raise control.ControlError(f"a {destination_type} destination needs --dsn")
+        config["dsn_params"], dsn_password = control.split_dsn(dsn)
+        if dsn_password is not None and password is not None:
+            raise control.ControlError(
+                "give the password once: in the DSN, --password-env or --password-prompt"
+            )
+        password = password if password is not None else dsn_password
+    elif dsn is not None:
+        raise control.ControlError(f"a {destination_type} destination takes no --dsn")
+    if schema is not None:
+        config["schema"] = schema
+    reserved = sorted(set(settings) & {"dsn_params", "schema"})
+    if reserved:
+        raise control.ControlError(f"--set cannot set {', '.join(reserved)}; use --dsn/--schema")
+    config.update(settings)
+    if password is not None:
+        if "password" in sealed:
+            raise control.ControlError("give the password once, not also with --secret-env")
+        sealed["password"] = password
+    kind.check(config, sealed)  # checked now rather than at the first load
+    return config, sealed
+
+
+def put(
+    conn: control.Connection,
+    shared: SharedSettings,
+    client_id: int,
+    destination_type: str,
+    config: dict[str, Any],
+    secrets: dict[str, str],
+) -> dict[str, Any]:
+    """Store (create or replace) a checked destination; the stored one as ``show`` gives it."""
+    try:  # nothing is stored for a destination pointing where clients may not reach
+        netpolicy.check_destination(netpolicy.from_settings(shared), destination_type, config)
+    except netpolicy.DestinationRefused as exc:
+        raise control.ControlError(str(exc)) from None
+    refusal = control.platform_refusal(
+        destination_type, config, secrets, control.list_grants(conn, client_id)
+    )
+    if refusal:
+        raise control.ControlError(refusal)
+    secret_key = shared.secret_key.get_secret_value()
+    control.set_destination(conn, secret_key, client_id, destination_type, config, secrets)
+    return show(conn, shared, client_id)
+
+
+def show(conn: control.Connection, shared: SharedSettings, client_id: int) -> dict[str, Any]:
+    """Settings and the names of the secrets, never their values."""
+    found = control.get_destination(conn, shared.secret_key.get_secret_value(), client_id)
+    if found is None:
+        raise control.NotFound(f"client {client_id} has no destination")
+    return found
+
+
+def test(conn: control.Connection, shared: SharedSettings, client_id: int) -> dict[str, Any]:
+    """Connect as the loader would (network policy, credentials, a round trip) and report."""
+    raw = control.get_destination(
+        conn, shared.secret_key.get_secret_value(), client_id, reveal=True
+    )
+    if raw is None:
+        raise control.NotFound(f"client {client_id} has no destination")
+    return probe(shared, client_id, raw)
+
+
+def probe(shared: SharedSettings, client_id: int, raw: dict[str, Any]) -> dict[str, Any]:
+    from services.loaders.core.runner import Destination
+
+    type_ = raw["type"]
+    report: dict[str, Any] = {"client_id": client_id, "type": type_, "ok": False}
+    started = time.monotonic()
+    try:
+        vetted = netpolicy.check_destination(netpolicy.from_settings(shared), type_, raw["config"])
+        target = registry.get(type_).loader.probe_warehouse()
+        destination = Destination(
+            client_id,
+            type_,
+            raw["config"],
+            raw.get("secrets", {}),
+            raw.get("updated_at") or "",
+        ).pinned_to(vetted)
+        session = target.open(destination)
+        try:
+            report["server"] = target.probe(session, destination)
+        finally:
+            target.close(session)
+    except netpolicy.DestinationRefused as exc:
+        report["error"] = f"refused by the network policy: {exc}"
+    except Exception as exc:  # what the loader would meet: reported, never a traceback
+        report["error"] = f"{type(exc).__name__}: {str(exc).strip()}"
+    else:
+        report["ok"] = True
+    report["ms"] = round((time.monotonic() - started) * 1000, 1)
+    return report

@@ -1,0 +1,28 @@
+"""The control service's settings: the shared ones plus ``SKEIN_CONTROL_*``."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from common.settings import SharedSettings
+
+
+class ControlSettings(SharedSettings):
+    model_config = SettingsConfigDict(env_prefix="SKEIN_CONTROL_", extra="ignore")
+    own_prefix: ClassVar[str] = "SKEIN_CONTROL_"
+
+    host: str = "127.0.0.1"
+    port: int = 8082
+    # /metrics, /healthz and /readyz, apart from the API
+    metrics_port: int = 9108
+    workers: int = Field(2, ge=1)
+    metrics_dir: str = ""
+    db_pool_size: int = Field(4, ge=1)
+    # A request body past this answers 413 (a destination with a credentials file fits).
+    max_body_bytes: int = Field(256 * 1024, ge=1024)
+    # Lists: the page size when none is asked for, and the most one page may hold.
+    page_size: int = Field(100, ge=1)
+    max_page_size: int = Field(1000, ge=1)
