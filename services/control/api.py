@@ -12,9 +12,12 @@ codes; lists are pages ``{"data": [...], "next_after": id | null}``; the OpenAPI
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -22,7 +25,7 @@ import psycopg2
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -30,9 +33,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common import audit, control, logs
 from common.db import ControlDb
-from services.control import destinations, keys
+from services.control import connect, destinations, integrations, keys
 from services.control.settings import ControlSettings
+from services.extractor.settings import ExtractorSettings
+from services.spool import queue
 from services.spool import status as table_status
+from services.spool.objects import BatchObjects
+from services.spool.settings import SpoolSettings
 
 log = logging.getLogger("skein.control")
 T = TypeVar("T")
@@ -60,9 +67,14 @@ class ApiError(Exception):
 
 
 def _error(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+    body = {"code": code, "message": message, **(extra or {})}
+    return JSONResponse({"error": body}, status, headers=headers)
 
 
 # --- request bodies: unknown fields and wrong types are refused (422 invalid_request) -------
@@ -100,6 +112,26 @@ class DestinationIn(Body):
     schema_: str | None = Field(None, alias="schema", max_length=255)
     settings: dict[str, str] = Field(default_factory=dict, max_length=64)
     secrets: dict[str, str] = Field(default_factory=dict, max_length=16)
+
+
+class IntegrationIn(Body):
+    """As ``skein integrations add``: the tap is installed and discovered before the answer."""
+
+    name: str = Field(min_length=1, max_length=100)
+    tap: str = Field(min_length=1, max_length=300, description="PACKAGE[==VERSION]")
+    config: dict[str, Any] = Field(description="The tap's config (stored encrypted).")
+    schedule: str = Field("0 * * * *", max_length=200)
+    select: list[Annotated[str, Field(max_length=255)]] = Field(
+        default_factory=list, max_length=1000
+    )
+    replication_keys: dict[str, str] = Field(default_factory=dict, max_length=1000)
+    secret_keys: list[Annotated[str, Field(max_length=255)]] = Field(
+        default_factory=list, max_length=100
+    )
+
+
+class PurgeIn(Body):
+    older_than_days: float | None = Field(None, gt=0)
 
 
 class KeyIn(Body):
@@ -206,6 +238,8 @@ ClientId = Annotated[int, Path(ge=1, le=INT8)]
 After = Annotated[
     int, Query(ge=0, le=INT8, description="Ids after this one (a page's next_after).")
 ]
+Name = Annotated[str, Path(min_length=1, max_length=100)]
+PageNo = Annotated[int, Query(ge=1, le=1_000_000)]
 Limit = Annotated[int | None, Query(ge=1, description="Page size (at most the service's maximum).")]
 
 
@@ -258,6 +292,14 @@ def create_app(settings: ControlSettings | None = None) -> FastAPI:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
         return _error(exc.status, exc.code, exc.message, headers)
 
+    @app.exception_handler(queue.NotFound)
+    async def no_batch(_r: Request, exc: queue.NotFound) -> JSONResponse:
+        return _error(404, "not_found", str(exc))
+
+    @app.exception_handler(queue.Conflict)
+    async def conflict(_r: Request, exc: queue.Conflict) -> JSONResponse:
+        return _error(409, "conflict", str(exc))
+
     @app.exception_handler(control.NotFound)
     async def not_found(_r: Request, exc: control.NotFound) -> JSONResponse:
         return _error(404, "not_found", str(exc))
@@ -304,6 +346,16 @@ def create_app(settings: ControlSettings | None = None) -> FastAPI:
             raise control.NotFound(f"no client {client_id}")
         if await ctl.run(lambda conn: control.get_client(conn, client_id)) is None:
             raise control.NotFound(f"no client {client_id}")
+
+    log_secret = settings.secret_key.get_secret_value()
+    # Installing a tap or purging takes long: their own threads, not the request pool's.
+    long_pool = ThreadPoolExecutor(2, thread_name_prefix="control-long")
+
+    async def run_long(fn: Callable[[control.Connection], T]) -> T:
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            long_pool, lambda: context.run(ctl.db.run, fn, 30.0)
+        )
 
     def size(limit: int | None) -> int:
         return min(limit or settings.page_size, settings.max_page_size)
@@ -458,6 +510,272 @@ def create_app(settings: ControlSettings | None = None) -> FastAPI:
             return table_status.report(table_status.tables(conn, client_id), objective)
 
         return await ctl.run(assess)
+
+    # --- integrations -------------------------------------------------------------------------
+
+    @app.get("/v1/clients/{client_id}/integrations", tags=["integrations"])
+    async def integrations_list(client_id: ClientId, key: Caller) -> dict[str, Any]:
+        await own(key, client_id)
+        found = await ctl.run(lambda conn: integrations.listed(conn, client_id))
+        return {"data": found, "next_after": None}
+
+    @app.post("/v1/clients/{client_id}/integrations", status_code=201, tags=["integrations"])
+    async def integrations_add(
+        client_id: ClientId, body: IntegrationIn, key: Caller
+    ) -> dict[str, Any]:
+        """Install the tap, discover its streams, store the integration (seconds to minutes)."""
+        await own(key, client_id)
+
+        def add(conn: control.Connection) -> dict[str, Any]:
+            return integrations.add(
+                conn,
+                ExtractorSettings(),
+                client_id=client_id,
+                name=body.name,
+                tap=body.tap,
+                config=body.config,
+                cron=body.schedule,
+                select=body.select,
+                replication_keys=body.replication_keys,
+                secret=body.secret_keys,
+            )
+
+        return await run_long(add)
+
+    async def integration(key: keys.Key, client_id: int, name: str) -> dict[str, Any]:
+        await own(key, client_id)
+        return await ctl.run(lambda conn: integrations.owned(conn, name, client_id))
+
+    @app.get("/v1/clients/{client_id}/integrations/{name}", tags=["integrations"])
+    async def integrations_get(client_id: ClientId, name: Name, key: Caller) -> dict[str, Any]:
+        return await integration(key, client_id, name)
+
+    @app.post("/v1/clients/{client_id}/integrations/{name}/run", tags=["integrations"])
+    async def integrations_run(client_id: ClientId, name: Name, key: Caller) -> dict[str, Any]:
+        """Ask the extractor to run it at its next tick."""
+        await integration(key, client_id, name)
+        return await ctl.run(lambda conn: integrations.run_now(conn, name))
+
+    @app.post("/v1/clients/{client_id}/integrations/{name}/stop", tags=["integrations"])
+    async def integrations_stop(client_id: ClientId, name: Name, key: Caller) -> dict[str, Any]:
+        """Stop the running run (the next run resumes from the saved state)."""
+        await integration(key, client_id, name)
+        run_id = await ctl.run(lambda conn: integrations.stop(conn, name))
+        return {"name": name, "stopping": run_id is not None, "run_id": run_id}
+
+    @app.get("/v1/clients/{client_id}/integrations/{name}/runs", tags=["integrations"])
+    async def integrations_runs(
+        client_id: ClientId,
+        name: Name,
+        key: Caller,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+        stderr: bool = False,
+    ) -> dict[str, Any]:
+        await integration(key, client_id, name)
+        runs = await ctl.run(lambda conn: integrations.runs(conn, name, limit, stderr))
+        return {"data": runs, "next_after": None}
+
+    @app.get("/v1/clients/{client_id}/integrations/{name}/runs/{run_id}/log", tags=["integrations"])
+    async def integrations_log(
+        client_id: ClientId, name: Name, run_id: ClientId, key: Caller
+    ) -> dict[str, Any]:
+        """One run's tap stderr (secrets redacted)."""
+        await integration(key, client_id, name)
+        return await ctl.run(lambda conn: integrations.run_log(conn, name, run_id))
+
+    @app.post("/v1/clients/{client_id}/integrations/{name}/pause", tags=["integrations"])
+    async def integrations_pause(client_id: ClientId, name: Name, key: Caller) -> dict[str, Any]:
+        await integration(key, client_id, name)
+        return await ctl.run(lambda conn: integrations.pause(conn, name))
+
+    @app.post("/v1/clients/{client_id}/integrations/{name}/resume", tags=["integrations"])
+    async def integrations_resume(client_id: ClientId, name: Name, key: Caller) -> dict[str, Any]:
+        await integration(key, client_id, name)
+        return await ctl.run(lambda conn: integrations.resume(conn, name))
+
+    @app.delete("/v1/clients/{client_id}/integrations/{name}", tags=["integrations"])
+    async def integrations_remove(client_id: ClientId, name: Name, key: Caller) -> dict[str, Any]:
+        await integration(key, client_id, name)
+        return await ctl.run(lambda conn: integrations.remove(conn, name))
+
+    # --- spool batches ------------------------------------------------------------------------
+
+    @app.get("/v1/batches", tags=["batches"])
+    async def batches_list(
+        key: Caller,
+        state: Annotated[
+            str | None, Query(pattern="^(pending|leased|retry_wait|loaded|dead|skipped)$")
+        ] = None,
+        client_id: Annotated[int | None, Query(ge=1, le=INT8)] = None,
+        after: After = 0,
+        limit: Limit = None,
+    ) -> dict[str, Any]:
+        """Batches by id; a client key sees its own client's only."""
+        if key.client_id is not None:
+            if client_id not in (None, key.client_id):
+                raise control.NotFound(f"no client {client_id}")
+            client_id = key.client_id
+        n = size(limit)
+        rows = await ctl.run(
+            lambda conn: queue.page_batches(
+                conn, state=state, client_id=client_id, after=after, limit=n + 1
+            )
+        )
+        return page(rows, "batch_id", n)
+
+    @app.get("/v1/batches/stats", tags=["batches"])
+    async def batches_stats(key: Caller) -> dict[str, Any]:
+        """Open batches by destination type and state; live leases (operators)."""
+        operator(key)
+        return await ctl.run(queue.stats)
+
+    async def batch_of(key: keys.Key, batch_id: int) -> None:
+        found = await ctl.run(lambda conn: queue.get_batch(conn, batch_id))
+        if not key.may_act_for(found["client_id"]):
+            raise queue.NotFound(f"no batch {batch_id}")
+
+    @app.post("/v1/batches/{batch_id}/retry", tags=["batches"])
+    async def batches_retry(batch_id: ClientId, key: Caller) -> dict[str, Any]:
+        """Put a dead batch back to pending (to its client's destination as it is now)."""
+        await batch_of(key, batch_id)
+        return {"retried": await ctl.run(lambda conn: queue.retry(conn, batch_id))}
+
+    @app.post("/v1/batches/{batch_id}/skip", tags=["batches"])
+    async def batches_skip(batch_id: ClientId, key: Caller) -> dict[str, Any]:
+        """Give up on a dead batch so its table's later batches can load."""
+        await batch_of(key, batch_id)
+        return {"skipped": await ctl.run(lambda conn: queue.skip(conn, batch_id))}
+
+    @app.post("/v1/batches/retry-dead", tags=["batches"])
+    async def batches_retry_dead(key: Caller) -> dict[str, Any]:
+        """Every dead batch back to pending (operators)."""
+        operator(key)
+        return {"retried": await ctl.run(lambda conn: queue.retry(conn, None))}
+
+    @app.post("/v1/batches/purge", tags=["batches"])
+    async def batches_purge(body: PurgeIn, key: Caller) -> dict[str, Any]:
+        """Delete the S3 objects of batches loaded longer ago than the retention (operators)."""
+        operator(key)
+        spool_settings = SpoolSettings()
+        days = body.older_than_days or spool_settings.retention_days
+        if days <= 0:
+            raise control.ControlError("retention is off (0 days): nothing is purged")
+        objects = BatchObjects(spool_settings)
+
+        def purge(conn: control.Connection) -> int:
+            purged = 0
+            while done := queue.purge_loaded(conn, days * 86400, objects.delete):
+                purged += done
+            return purged
+
+        return {"purged": await run_long(purge), "older_than_days": days}
+
+    # --- Stitch Connect v4 (read side, and sync) ----------------------------------------------
+
+    @app.get("/v4/{client_id}/loads", tags=["connect v4"])
+    async def v4_loads(client_id: ClientId, key: Caller, page: PageNo = 1) -> dict[str, Any]:
+        """Each table's last load and error state (Stitch's ``loads``)."""
+        await own(key, client_id)
+
+        def loads(conn: control.Connection) -> tuple[list[dict[str, Any]], int]:
+            found = table_status.tables(conn, client_id)
+            sources = integrations.stream_sources(conn, client_id)
+            per = settings.page_size
+            chosen = found[(page - 1) * per : page * per]
+            return [connect.load(client_id, t, sources.get(t.table_name)) for t in chosen], len(
+                found
+            )
+
+        data, total = await ctl.run(loads)
+        return connect.page(data, page, settings.page_size, total, f"/v4/{client_id}/loads")
+
+    @app.get("/v4/{client_id}/extractions", tags=["connect v4"])
+    async def v4_extractions(client_id: ClientId, key: Caller, page: PageNo = 1) -> dict[str, Any]:
+        """The client's integration runs, newest first (Stitch's ``extractions``)."""
+        await own(key, client_id)
+        per = settings.page_size
+        runs, total = await ctl.run(
+            lambda conn: integrations.client_runs(conn, client_id, (page - 1) * per, per)
+        )
+        data = [connect.extraction(client_id, r) for r in runs]
+        return connect.page(data, page, per, total, f"/v4/{client_id}/extractions")
+
+    @app.get("/v4/{client_id}/extractions/{job_name}", tags=["connect v4"], status_code=302)
+    async def v4_extraction_log(
+        client_id: ClientId, job_name: Annotated[str, Path(max_length=64)], key: Caller
+    ) -> RedirectResponse:
+        """302 to a short-lived URL of the run's log (secrets redacted)."""
+        await own(key, client_id)
+        parsed = connect.parse_job(job_name)
+        if parsed is None or parsed[0] != client_id:
+            raise control.NotFound(f"no extraction {job_name}")
+        _, source_id, run_id = parsed
+
+        def check(conn: control.Connection) -> None:
+            found = integrations.by_id(conn, source_id, client_id)
+            integrations.run_log(conn, found["name"], run_id)  # NotFound for another's run
+
+        await ctl.run(check)
+        return RedirectResponse(
+            connect.signed_log_path(log_secret, job_name, settings.log_url_ttl_s), 302
+        )
+
+    @app.get("/v4/logs/{job_name}", tags=["connect v4"], include_in_schema=False)
+    async def v4_log(
+        job_name: Annotated[str, Path(max_length=64)],
+        expires: Annotated[int, Query(ge=0, le=INT8)],
+        signature: Annotated[str, Query(max_length=64)],
+    ) -> PlainTextResponse:
+        """The log a signed URL names (no key: the signature, valid until ``expires``)."""
+        parsed = connect.parse_job(job_name)
+        if parsed is None or not connect.valid_signature(log_secret, job_name, expires, signature):
+            raise ApiError(403, "forbidden", "this log URL is invalid or has expired")
+        client_id, source_id, run_id = parsed
+
+        def read(conn: control.Connection) -> dict[str, Any]:
+            found = integrations.by_id(conn, source_id, client_id)
+            return integrations.run_log(conn, found["name"], run_id)
+
+        found = await ctl.run(read)
+        head = f"# {job_name} {found['status']} {found['started_at']} .. {found['ended_at']}\n"
+        tail = f"\n# error: {found['error']}\n" if found["error"] else ""
+        return PlainTextResponse(head + found["stderr"] + tail)
+
+    @app.post("/v4/sources/{source_id}/sync", tags=["connect v4"])
+    async def v4_sync(source_id: ClientId, key: Caller) -> JSONResponse:
+        """Start a run now; ``{"job_name"}`` once the extractor has started it. A run already in
+        progress: 409 ``already_running`` with its job name."""
+
+        def start(conn: control.Connection) -> tuple[int, dict[str, Any] | None, bool]:
+            found = integrations.by_id(conn, source_id, key.client_id)
+            busy = integrations.running(conn, found["name"])
+            if busy is not None:
+                return found["client_id"], busy, True
+            last = integrations.last_run_id(conn, found["name"])
+            integrations.run_now(conn, found["name"])
+            started = integrations.wait_started(conn, found["name"], last, settings.sync_wait_s)
+            return found["client_id"], started, False
+
+        client_id, run, busy = await run_long(start)
+        if run is None:
+            raise ApiError(503, "unavailable", "the run was asked for; no extractor started it yet")
+        name = connect.job_name(client_id, source_id, run["run_id"])
+        if busy:
+            return _error(409, "already_running", f"{name} is running", {}, {"job_name": name})
+        return JSONResponse({"job_name": name})
+
+    @app.delete("/v4/sources/{source_id}/sync", tags=["connect v4"])
+    async def v4_stop(source_id: ClientId, key: Caller) -> dict[str, Any]:
+        """Stop the source's running run (the next run resumes from the saved state)."""
+
+        def stop(conn: control.Connection) -> tuple[int, int | None]:
+            found = integrations.by_id(conn, source_id, key.client_id)
+            return found["client_id"], integrations.stop(conn, found["name"])
+
+        client_id, run_id = await ctl.run(stop)
+        if run_id is None:
+            raise ApiError(404, "not_running", f"source {source_id} has no run in progress")
+        return {"job_name": connect.job_name(client_id, source_id, run_id), "stopping": True}
 
     # --- API keys (operators) -----------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from confluent_kafka import KafkaException
 from common import audit, control, crypto, db, kafka_admin
 from common import migrate as migrations
 from common.settings import SharedSettings
-from services.control import destinations, keys
+from services.control import destinations, integrations, keys
 from services.loaders import registry
 from services.spool import status as table_status
 
@@ -516,13 +516,8 @@ def spool_purge(
 
 @contextmanager
 def integrations_db() -> Iterator[control.Connection]:
-    from services.extractor import catalog, schedule, taps
-
-    with control_db() as conn:
-        try:
-            yield conn
-        except (taps.TapError, catalog.CatalogError, schedule.ScheduleError) as exc:
-            fail(str(exc))
+    with control_db() as conn, integrations.refusals():
+        yield conn
 
 
 def split_values(values: list[str] | None) -> list[str]:
@@ -555,51 +550,25 @@ def integrations_add(
     ] = None,
 ) -> None:
     """Install the tap (its own virtualenv, cached), discover its streams, store the integration."""
-    from datetime import UTC, datetime
-    from pathlib import Path
-
-    from services.extractor import catalog, integrations, redact, sandbox, schedule, taps
     from services.extractor.settings import ExtractorSettings
 
-    settings = ExtractorSettings()
-    policy = settings.install_policy()
-    secret_key = settings.secret_key.get_secret_value()
     with integrations_db() as conn:
-        require_client(conn, client_id)
-        taps.check_name(name)
-        if integrations.get(conn, name) is not None:
-            raise control.ControlError(f"an integration named {name!r} already exists")
-        expression = schedule.check(schedule_)
         try:
             tap_config = orjson.loads(config.read())
         except orjson.JSONDecodeError as exc:
             raise control.ControlError(f"--config is not JSON: {exc}") from None
-        if not isinstance(tap_config, dict):
-            raise control.ControlError("--config must hold a JSON object")
-        keys = pairs(split_values(replication_key), "--replication-key")
-        spec = taps.parse_spec(tap)
-        try:
-            box = sandbox.choose(settings.sandbox, settings.tap_user)
-        except sandbox.SandboxError as exc:
-            raise taps.TapError(str(exc)) from None
-        root = Path(settings.taps_dir)
-        installed = taps.install(root, spec, settings.install_timeout_s, policy, box)
-        discovered = taps.discover(installed, tap_config, sandbox=box)
-        chosen = catalog.select(discovered, split_values(select), keys)
         emit(
-            integrations.create(
+            integrations.add(
                 conn,
-                secret_key,
+                ExtractorSettings(),
                 client_id=client_id,
                 name=name,
-                tap_package=installed.package,
-                tap_version=installed.version,
-                tap_executable=installed.executable.name,
+                tap=tap,
                 config=tap_config,
-                secret_keys=redact.secret_keys(tap_config, split_values(secret)),
-                catalog=chosen,
-                schedule=expression,
-                next_run_at=schedule.next_run(expression, datetime.now(UTC)),
+                cron=schedule_,
+                select=split_values(select),
+                replication_keys=pairs(split_values(replication_key), "--replication-key"),
+                secret=split_values(secret),
             )
         )
 
@@ -607,13 +576,9 @@ def integrations_add(
 @integrations_app.command("ls")
 def integrations_ls(client_id: int) -> None:
     """A client's integrations: tap, schedule, streams, state, next run, failures."""
-    from services.extractor import integrations
-
     with integrations_db() as conn:
         require_client(conn, client_id)
-        emit(
-            {"client_id": client_id, "integrations": integrations.list_for_client(conn, client_id)}
-        )
+        emit({"client_id": client_id, "integrations": integrations.listed(conn, client_id)})
 
 
 @integrations_app.command("run")
@@ -625,13 +590,9 @@ def integrations_run(
     timeout: Annotated[float, typer.Option(min=1, help="With --wait: give up after this.")] = 3600,
 ) -> None:
     """Ask the extractor to run the integration now."""
-
-    from services.extractor import integrations
-
     with integrations_db() as conn:
-        before = integrations.list_runs(conn, name, limit=1)
-        last_id = before[0]["run_id"] if before else 0
-        requested = integrations.request_run(conn, name)
+        last_id = integrations.last_run_id(conn, name)
+        requested = integrations.run_now(conn, name)
         if not wait:
             emit(
                 {"name": name, "requested": True, "run_requested_at": requested["run_requested_at"]}
@@ -639,7 +600,7 @@ def integrations_run(
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            runs = [r for r in integrations.list_runs(conn, name, limit=5) if r["run_id"] > last_id]
+            runs = [r for r in integrations.runs(conn, name, 5, False) if r["run_id"] > last_id]
             ended = [r for r in runs if r["status"] != "running"]
             if ended:
                 emit({"name": name, "run": ended[-1]})
@@ -650,6 +611,14 @@ def integrations_run(
         fail(f"no run of {name!r} ended within {timeout:g} s (is the extractor running?)")
 
 
+@integrations_app.command("stop")
+def integrations_stop(name: str) -> None:
+    """Stop its running run (the next run resumes from the saved state)."""
+    with integrations_db() as conn:
+        run_id = integrations.stop(conn, name)
+    emit({"name": name, "stopping": run_id is not None, "run_id": run_id})
+
+
 @integrations_app.command("runs")
 def integrations_runs(
     name: str,
@@ -657,44 +626,36 @@ def integrations_runs(
     stderr: Annotated[bool, typer.Option("--stderr", help="Include the tap's stderr.")] = False,
 ) -> None:
     """Run history, newest first: start, end, status, records per stream, error."""
-    from services.extractor import integrations
-
     with integrations_db() as conn:
-        emit({"name": name, "runs": integrations.list_runs(conn, name, limit, stderr)})
+        emit({"name": name, "runs": integrations.runs(conn, name, limit, stderr)})
+
+
+@integrations_app.command("logs")
+def integrations_logs(name: str, run_id: int) -> None:
+    """One run's tap stderr (secrets redacted)."""
+    with integrations_db() as conn:
+        emit(integrations.run_log(conn, name, run_id))
 
 
 @integrations_app.command("pause")
 def integrations_pause(name: str) -> None:
     """Stop scheduling it (a run in progress finishes)."""
-    from services.extractor import integrations
-
     with integrations_db() as conn:
-        integrations.set_paused(conn, name, True, None)
-        emit(integrations.require(conn, name))
+        emit(integrations.pause(conn, name))
 
 
 @integrations_app.command("resume")
 def integrations_resume(name: str) -> None:
     """Schedule it again, from its next scheduled time."""
-    from datetime import UTC, datetime
-
-    from services.extractor import integrations, schedule
-
     with integrations_db() as conn:
-        found = integrations.require(conn, name)
-        next_run_at = schedule.next_run(found["schedule"], datetime.now(UTC))
-        integrations.set_paused(conn, name, False, next_run_at)
-        emit(integrations.require(conn, name))
+        emit(integrations.resume(conn, name))
 
 
 @integrations_app.command("remove")
 def integrations_remove(name: str) -> None:
     """Delete it and its run history; revoke its API token."""
-    from services.extractor import integrations
-
     with integrations_db() as conn:
-        removed = integrations.remove(conn, name)
-        emit({"name": name, "removed": True, "integration_id": removed["integration_id"]})
+        emit(integrations.remove(conn, name))
 
 
 @keys_app.command("create")

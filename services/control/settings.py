@@ -26,3 +26,7 @@ class ControlSettings(SharedSettings):
     # Lists: the page size when none is asked for, and the most one page may hold.
     page_size: int = Field(100, ge=1)
     max_page_size: int = Field(1000, ge=1)
+    # Stitch Connect v4: how long a signed log URL lives; how long POST .../sync waits for the
+    # extractor to start the run before answering 503.
+    log_url_ttl_s: int = Field(300, ge=10)
+    sync_wait_s: float = Field(15.0, gt=0)

@@ -245,6 +245,36 @@ def request_run(conn: Connection, name: str) -> dict[str, Any]:
     return require(conn, name)
 
 
+def request_stop(conn: Connection, name: str) -> int | None:
+    """Ask the extractor running it to stop its run; the run's id, or None when none runs."""
+    found = require(conn, name)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT run_id FROM integration_runs WHERE integration_id = %s AND status = 'running'"
+            " ORDER BY run_id DESC LIMIT 1",
+            (found["integration_id"],),
+        )
+        row = cur.fetchone()
+        if row is None:
+            return None
+        cur.execute(
+            "UPDATE integrations SET stop_requested_at = now() WHERE integration_id = %s",
+            (found["integration_id"],),
+        )
+        audit.record(
+            cur, "integration.stop", client_id=found["client_id"], subject=name,
+            details={"run_id": row[0]},
+        )  # fmt: skip
+    return int(row[0])
+
+
+def stop_requested(conn: Connection) -> set[int]:
+    """Integrations whose running run should stop."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT integration_id FROM integrations WHERE stop_requested_at IS NOT NULL")
+        return {int(r[0]) for r in cur.fetchall()}
+
+
 def set_paused(conn: Connection, name: str, paused: bool, next_run_at: datetime | None) -> None:
     require(conn, name)
     with conn, conn.cursor() as cur:
@@ -402,10 +432,11 @@ def load(conn: Connection, secret_key: str, integration_id: int) -> RunSpec | No
 
 
 def start_run(conn: Connection, integration_id: int, trigger: str, owner: str) -> int:
-    """Record a run as started and clear a pending run request."""
+    """Record a run as started and clear a pending run (or stale stop) request."""
     with conn, conn.cursor() as cur:
         cur.execute(
-            "UPDATE integrations SET run_requested_at = NULL WHERE integration_id = %s",
+            "UPDATE integrations SET run_requested_at = NULL, stop_requested_at = NULL"
+            " WHERE integration_id = %s",
             (integration_id,),
         )
         cur.execute(
@@ -464,13 +495,15 @@ def finish_run(
         if succeeded:
             cur.execute(
                 "UPDATE integrations SET consecutive_failures = 0, last_success_at = now(),"
-                " next_run_at = %s, updated_at = now() WHERE integration_id = %s",
+                " next_run_at = %s, stop_requested_at = NULL, updated_at = now()"
+                " WHERE integration_id = %s",
                 (next_run_at, row[0]),
             )
         else:
             cur.execute(
                 "UPDATE integrations SET consecutive_failures = consecutive_failures + 1,"
-                " next_run_at = %s, updated_at = now() WHERE integration_id = %s",
+                " next_run_at = %s, stop_requested_at = NULL, updated_at = now()"
+                " WHERE integration_id = %s",
                 (next_run_at, row[0]),
             )
 

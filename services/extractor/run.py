@@ -226,7 +226,10 @@ class _Watchdog:
         deadline = time.monotonic() + self._request.timeout_s
         while not self.done.is_set():
             if self._request.cancel.is_set():
-                self.fired = "the extractor is stopping; the next run resumes from the saved state"
+                self.fired = (
+                    "stopped (on request, or the extractor is stopping); the next run resumes"
+                    " from the saved state"
+                )
                 break
             if time.monotonic() >= deadline:
                 self.fired = f"timed out after {self._request.timeout_s:g} s"

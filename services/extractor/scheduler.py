@@ -48,6 +48,8 @@ class Scheduler:
         self.stop = threading.Event()
         self._connect = connect or (lambda: db.connect(settings.control_dsn.get_secret_value()))
         self._running: dict[int, threading.Thread] = {}
+        # Each run's cancel: set when the extractor stops, or a stop is asked for that run.
+        self._cancels: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
         self._owner = owner_name()
         self._secret_key = settings.secret_key.get_secret_value()
@@ -70,6 +72,9 @@ class Scheduler:
             self.stop.wait(self.settings.tick_s)
         if conn is not None:
             conn.close()
+        with self._lock:
+            for cancel in self._cancels.values():
+                cancel.set()
         self.wait_runs(self.settings.shutdown_timeout_s)
 
     def run_due_once(self) -> None:
@@ -85,6 +90,12 @@ class Scheduler:
 
     def tick(self, conn: integrations.Connection) -> None:
         busy = self.reap(conn)
+        for integration_id in integrations.stop_requested(conn) & busy:
+            with self._lock:
+                cancel = self._cancels.get(integration_id)
+            if cancel is not None and not cancel.is_set():
+                log.info("stopping a run on request", extra={"integration_id": integration_id})
+                cancel.set()
         room = self.settings.max_concurrent_runs - len(busy)
         if room <= 0:
             return
@@ -103,6 +114,7 @@ class Scheduler:
             )
             with self._lock:
                 self._running[integration_id] = thread
+                self._cancels[integration_id] = threading.Event()
             thread.start()
             room -= 1
 
@@ -110,6 +122,7 @@ class Scheduler:
         """Close the runs whose extractor died; return the integrations running here."""
         with self._lock:
             self._running = {i: t for i, t in self._running.items() if t.is_alive()}
+            self._cancels = {i: c for i, c in self._cancels.items() if i in self._running}
             busy = set(self._running)
         for integration_id in integrations.with_running_rows(conn):
             if integration_id not in busy:
@@ -134,6 +147,11 @@ class Scheduler:
                 )
         finally:
             integrations.unlock(conn, integration_id)
+
+    def _cancel_of(self, integration_id: int) -> threading.Event:
+        """The run's own cancel (``run_due_once`` runs have none registered: the extractor's)."""
+        with self._lock:
+            return self._cancels.get(integration_id) or self.stop
 
     def _after_failure(self, expression: str, failures: int) -> datetime:
         return schedule.after_failure(
@@ -281,7 +299,7 @@ class Scheduler:
             stderr_limit_bytes=s.stderr_limit_bytes,
             save_state=save_state,
             on_records=lambda n: metrics.RECORDS.labels(*labels).inc(max(0, n)),
-            cancel=self.stop,
+            cancel=self._cancel_of(spec.integration_id),
             sandbox=self.sandbox,
         )
         return execute(request)

@@ -460,6 +460,27 @@ def list_batches(
         return [_listed(r) for r in cur.fetchall()]
 
 
+def page_batches(
+    conn: Connection,
+    *,
+    state: str | None = None,
+    client_id: int | None = None,
+    after: int = 0,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Batches by id (a keyset page: ids past ``after``), for the control API."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            f"""SELECT {_LIST_COLUMNS} FROM batches
+                WHERE batch_id > %(after)s
+                  AND (%(state)s::text IS NULL OR state = %(state)s)
+                  AND (%(client)s::bigint IS NULL OR client_id = %(client)s)
+                ORDER BY batch_id LIMIT %(limit)s""",  # noqa: S608 (constant column list)
+            {"state": state, "client": client_id, "after": after, "limit": limit},
+        )
+        return [_listed(r) for r in cur.fetchall()]
+
+
 def get_batch(conn: Connection, batch_id: int) -> dict[str, Any]:
     with conn, conn.cursor() as cur:
         cur.execute(

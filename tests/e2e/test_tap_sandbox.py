@@ -15,15 +15,15 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg2
 import pytest
 from psycopg2 import sql
 
 from common import db
 from services.extractor import integrations
-from tests.conftest import ROOT, RUN_DIR, stack, wait_for
+from tests.conftest import RUN_DIR, wait_for
 from tests.support import hostile_tap
+from tests.support.processes import own_service
 from tests.support.tenants import new_tenants
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -42,7 +42,6 @@ def extractor_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     wheels = tmp_path_factory.mktemp("wheels")
     hostile_tap.build_wheel(wheels)
     env = {
-        **os.environ,
         "SKEIN_EXTRACTOR_PIP_FIND_LINKS": str(wheels),
         "SKEIN_EXTRACTOR_TAPS_DIR": str(tmp_path_factory.mktemp("taps")),
         "SKEIN_EXTRACTOR_SANDBOX": "bwrap",
@@ -51,26 +50,8 @@ def extractor_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
         "SKEIN_EXTRACTOR_FLUSH_INTERVAL_S": "1",
         "SKEIN_SANDBOX_CANARY": CANARY,  # in the extractor's environment: the tap hunts it
     }
-    stack("stop", "extractor")
-    log = open(RUN_DIR / "logs" / "extractor-sandbox-e2e.log", "ab")  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.extractor"], cwd=ROOT, env=env, stdout=log, stderr=log
-    )
-    log.close()
-    try:
-        wait_for(lambda: healthy(), timeout=60, what="the test extractor's /healthz")
-        yield env
-    finally:
-        process.terminate()
-        process.wait(60)
-        stack("start", "extractor")
-
-
-def healthy() -> bool:
-    try:
-        return httpx.get(HEALTH, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+    with own_service("extractor", env, HEALTH, replaces="extractor"):
+        yield {**os.environ, **env}
 
 
 def skein(env: dict[str, str], *args: str) -> dict[str, Any]:

@@ -311,3 +311,28 @@ def test_the_spec_health_and_metrics() -> None:
     metrics = httpx.get(f"{CONTROL_METRICS_URL}/metrics").text
     assert 'skein_control_requests_total{route="/v1/clients"' in metrics
     refused(httpx.get(f"{CONTROL_URL}/metrics"), 404, "not_found")
+
+
+def test_batches_are_listed_and_acted_on_within_the_client(operator: httpx.Client) -> None:
+    from tests.conftest import wait_for
+    from tests.support.tenants import new_tenants, push
+
+    tenant, other = new_tenants(2, prefix="api_batches")
+    with httpx.Client() as gate:
+        push(gate, tenant, "orders", [{"id": i} for i in range(3)])
+    with client_http(tenant.client_id) as http:
+        listed = wait_for(
+            lambda: answer(http.get("/v1/batches", params={"state": "loaded"}))["data"],
+            timeout=60,
+            what="the batch to load",
+        )
+        assert {b["client_id"] for b in listed} == {tenant.client_id}
+        batch = listed[0]["batch_id"]
+        message = refused(http.post(f"/v1/batches/{batch}/retry"), 409, "conflict")
+        assert "not dead" in message
+        refused(http.get("/v1/batches/stats"), 403, "forbidden")
+        refused(http.get("/v1/batches", params={"client_id": other.client_id}), 404, "not_found")
+    with client_http(other.client_id) as them:
+        assert answer(them.get("/v1/batches"))["data"] == []
+        refused(them.post(f"/v1/batches/{batch}/skip"), 404, "not_found")
+    assert set(answer(operator.get("/v1/batches/stats"))) >= {"open", "live_leases"}

@@ -42,12 +42,38 @@ def classify(exc: BaseException, driver: Callable[[BaseException], LoadError | N
     """Whether a load failure is worth retrying, the same way for every warehouse: a LoadError
     stays what it is; the object store's failures are shared (``classify_source``); then the
     warehouse's hook (``driver``: its driver's exceptions, None for anything else); then I/O
-    failures are transient, and whatever is left is permanent (an operator must look)."""
+    failures are transient, and whatever is left is permanent (an operator must look). The
+    warehouse's SQL state, where its driver tells it, ends the message as ``[SQLSTATE xxxxx]``
+    (what ``skein status`` and Connect v4's ``error_state`` show)."""
     if isinstance(exc, LoadError):
-        return exc
-    found = classify_source(exc) or driver(exc)
-    if found is not None:
+        found: LoadError | None = exc
+    else:
+        found = classify_source(exc) or driver(exc)
+    if found is None:
+        if isinstance(exc, OSError | TimeoutError):
+            found = TransientError(f"I/O failure: {exc}")
+        else:
+            found = PermanentError(f"{type(exc).__name__}: {exc}")
+    code = sql_state(exc)
+    if code is None or "[SQLSTATE " in str(found):
         return found
-    if isinstance(exc, OSError | TimeoutError):
-        return TransientError(f"I/O failure: {exc}")
-    return PermanentError(f"{type(exc).__name__}: {exc}")
+    tagged = type(found)(f"{found} [SQLSTATE {code}]")
+    tagged.__cause__ = found.__cause__ or (exc if exc is not found else None)
+    return tagged
+
+
+def sql_state(exc: BaseException | None) -> str | None:
+    """The five-character SQL state the driver attached to ``exc`` (or to its cause): psycopg2's
+    ``pgcode``, the Snowflake connector's ``sqlstate``, redshift_connector's ``C`` field."""
+    seen = 0
+    while exc is not None and seen < 5:
+        for attr in ("pgcode", "sqlstate"):
+            code = getattr(exc, attr, None)
+            if isinstance(code, str) and len(code) == 5:
+                return code
+        first = exc.args[0] if exc.args else None
+        if isinstance(first, dict) and isinstance(first.get("C"), str) and len(first["C"]) == 5:
+            return str(first["C"])
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
