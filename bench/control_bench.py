@@ -750,7 +750,7 @@ def measure(url: str, key: str, ids: Population, args: argparse.Namespace) -> No
         results, wall = run_plan(url, key, plan, args.concurrency)
         slow = ", ".join(e.name for e in endpoints if e not in light)
         print(
-            f"{args.concurrency} connections at once (the same endpoints but {slow}; "
+            f"{args.concurrency} connections at once (every endpoint but {slow}; "
             f"{len(plan) / wall:,.0f} requests/s in all):"
         )
         print_table(results, light, verdicts=False)
@@ -834,8 +834,12 @@ def main() -> None:
             f"{counts['integration_runs']:,} runs"
         )
         with control_service(dsn, args.workers) as url:
-            print(f"control service: {url}, {args.workers} workers")
+            # Two shared cores: what else runs moves these figures.
+            load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+            print(f"control service: {url}, {args.workers} workers; load average {load}")
             measure(url, key, ids, args)
+            load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+            print(f"load average at the end: {load} (1/5/15 min)")
     finally:
         if args.keep:
             print(f"kept database {args.database}")

@@ -40,6 +40,7 @@ from gate_bench import open_loop, requests_for
 
 from common import control, db
 from common.settings import SharedSettings
+from services.control import accounts, destinations
 from tests.conftest import demo_warehouse_secrets  # (and PGPASSFILE for the stack's clusters)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,9 +51,9 @@ ID_SPACE = 200_000  # ids cycle over this many keys: the table stays bounded
 
 def tenant(schema: str) -> tuple[int, str]:
     with closing(db.connect()) as conn:
-        client_id = control.create_client(conn, "bench-e2e")["client_id"]
+        client_id = accounts.create_client(conn, "bench-e2e")["client_id"]
         token = control.create_api_token(conn, client_id)["token"]
-        control.set_destination(
+        destinations.set_destination(
             conn,
             SharedSettings().secret_key.get_secret_value(),
             client_id,

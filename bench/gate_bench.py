@@ -53,6 +53,7 @@ from kafka_tools import client_properties
 from common import control, db, kafka_admin
 from common.settings import SharedSettings
 from common.wire import Header, TableRecords, encode_messages
+from services.control import accounts
 from services.gate.records import upsert_line
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -388,7 +389,7 @@ def main() -> None:
 
     settings = SharedSettings()
     with closing(db.connect()) as conn:
-        client = control.create_client(conn, "bench")
+        client = accounts.create_client(conn, "bench")
         token = control.create_api_token(conn, client["client_id"])["token"]
     bodies = make_bodies(16)
     requests = requests_for(token, bodies)

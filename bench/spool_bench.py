@@ -29,9 +29,10 @@ import httpx
 import psycopg2
 
 import tests.conftest  # noqa: F401  (PGPASSFILE: the stack's generated passwords)
-from common import control, db
+from common import db
 from common import migrate as migrations
 from common.spool_client import BatchRegistration, SpoolClient
+from services.control import accounts, destinations
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -150,8 +151,8 @@ def main() -> None:
             migrations.migrate(conn)
             clients = []
             for _ in range(10):
-                cid = int(control.create_client(conn, "bench")["client_id"])
-                control.set_destination(conn, "k", cid, "postgres", {"dsn_params": {}}, {})
+                cid = int(accounts.create_client(conn, "bench")["client_id"])
+                destinations.set_destination(conn, "k", cid, "postgres", {"dsn_params": {}}, {})
                 clients.append(cid)
         process = subprocess.Popen(
             [sys.executable, "-m", "services.spool"],

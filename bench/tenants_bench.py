@@ -35,6 +35,7 @@ from bench_records import make_record
 
 from common import control, db
 from common.settings import SharedSettings
+from services.control import accounts, destinations
 from tests.conftest import demo_warehouse_secrets  # (and PGPASSFILE for the stack)
 
 GATE = "http://127.0.0.1:8080"
@@ -49,10 +50,10 @@ def tenants(count: int, prefix: str) -> list[tuple[int, str, str]]:
     made = []
     with closing(db.connect()) as conn:
         for _ in range(count):
-            client_id = control.create_client(conn, "bench-tenants")["client_id"]
+            client_id = accounts.create_client(conn, "bench-tenants")["client_id"]
             token = control.create_api_token(conn, client_id)["token"]
             schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
-            control.set_destination(
+            destinations.set_destination(
                 conn,
                 key,
                 client_id,

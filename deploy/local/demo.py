@@ -16,6 +16,7 @@ import psycopg2
 
 from common import control, db
 from common.settings import SharedSettings
+from services.control import accounts, destinations
 
 GATE = "http://127.0.0.1:8080"
 WAREHOUSE = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
@@ -32,11 +33,11 @@ def demo_client(run_dir: Path) -> tuple[int, str]:
             data = orjson.loads(saved.read_bytes())
             client_id, token = data["client_id"], data["token"]
         else:
-            client_id = control.create_client(conn, "demo")["client_id"]
+            client_id = accounts.create_client(conn, "demo")["client_id"]
             token = control.create_api_token(conn, client_id)["token"]
             saved.write_bytes(orjson.dumps({"client_id": client_id, "token": token}))
             saved.chmod(0o600)
-        control.set_destination(
+        destinations.set_destination(
             conn,
             SharedSettings().secret_key.get_secret_value(),
             client_id,

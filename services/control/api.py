@@ -21,11 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, TypeVar
 
+import orjson
 import psycopg2
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -33,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common import audit, control, logs
 from common.db import ControlDb
-from services.control import connect, destinations, integrations, keys
+from services.control import accounts, connect, destinations, integrations, keys, webhooks
 from services.control.settings import ControlSettings
 from services.extractor.settings import ExtractorSettings
 from services.spool import queue
@@ -344,7 +345,7 @@ def create_app(settings: ControlSettings | None = None) -> FastAPI:
         """404 for another client's resources and for an unknown client."""
         if not key.may_act_for(client_id):
             raise control.NotFound(f"no client {client_id}")
-        if await ctl.run(lambda conn: control.get_client(conn, client_id)) is None:
+        if await ctl.run(lambda conn: accounts.get_client(conn, client_id)) is None:
             raise control.NotFound(f"no client {client_id}")
 
     log_secret = settings.secret_key.get_secret_value()
@@ -373,27 +374,27 @@ def create_app(settings: ControlSettings | None = None) -> FastAPI:
         n = size(limit)
         if key.client_id is not None:
             own_id = key.client_id
-            found = await ctl.run(lambda conn: control.get_client(conn, own_id))
+            found = await ctl.run(lambda conn: accounts.get_client(conn, own_id))
             return {"data": [found] if found and own_id > after else [], "next_after": None}
-        rows = await ctl.run(lambda conn: control.list_clients(conn, after=after, limit=n + 1))
+        rows = await ctl.run(lambda conn: accounts.list_clients(conn, after=after, limit=n + 1))
         return page(rows, "client_id", n)
 
     @app.post("/v1/clients", status_code=201, tags=["clients"])
     async def clients_create(body: ClientIn, key: Caller) -> dict[str, Any]:
         operator(key)
-        return await ctl.run(lambda conn: control.create_client(conn, body.name))
+        return await ctl.run(lambda conn: accounts.create_client(conn, body.name))
 
     @app.get("/v1/clients/{client_id}", tags=["clients"])
     async def clients_get(client_id: ClientId, key: Caller) -> dict[str, Any]:
         await own(key, client_id)
-        found = await ctl.run(lambda conn: control.get_client(conn, client_id))
+        found = await ctl.run(lambda conn: accounts.get_client(conn, client_id))
         assert found is not None
         return found
 
     @app.get("/v1/clients/{client_id}/limits", tags=["clients"])
     async def limits_get(client_id: ClientId, key: Caller) -> dict[str, Any]:
         await own(key, client_id)
-        return await ctl.run(lambda conn: control.get_limits(conn, client_id))
+        return await ctl.run(lambda conn: accounts.get_limits(conn, client_id))
 
     @app.patch("/v1/clients/{client_id}/limits", tags=["clients"])
     async def limits_set(client_id: ClientId, body: LimitsIn, key: Caller) -> dict[str, Any]:
@@ -401,7 +402,7 @@ def create_app(settings: ControlSettings | None = None) -> FastAPI:
         operator(key)
         await own(key, client_id)
         changes = body.model_dump(exclude_unset=True)
-        return await ctl.run(lambda conn: control.set_limits(conn, client_id, changes))
+        return await ctl.run(lambda conn: accounts.set_limits(conn, client_id, changes))
 
     # --- Import API tokens --------------------------------------------------------------------
 
@@ -437,7 +438,7 @@ def create_app(settings: ControlSettings | None = None) -> FastAPI:
         await own(key, client_id)
         n = size(limit)
         rows = await ctl.run(
-            lambda conn: control.list_webhooks(conn, client_id, after=after, limit=n + 1)
+            lambda conn: webhooks.list_webhooks(conn, client_id, after=after, limit=n + 1)
         )
         return page(rows, "webhook_id", n)
 
@@ -446,7 +447,7 @@ def create_app(settings: ControlSettings | None = None) -> FastAPI:
         """A new webhook URL; its token is in this answer only."""
         await own(key, client_id)
         return await ctl.run(
-            lambda conn: control.create_webhook(conn, client_id, body.table_name, body.key_field)
+            lambda conn: webhooks.create_webhook(conn, client_id, body.table_name, body.key_field)
         )
 
     @app.delete("/v1/clients/{client_id}/webhooks/{webhook_id}", tags=["webhooks"])
@@ -454,7 +455,7 @@ def create_app(settings: ControlSettings | None = None) -> FastAPI:
         client_id: ClientId, webhook_id: ClientId, key: Caller
     ) -> dict[str, Any]:
         await own(key, client_id)
-        revoked = await ctl.run(lambda conn: control.revoke_webhook(conn, webhook_id, client_id))
+        revoked = await ctl.run(lambda conn: webhooks.revoke_webhook(conn, webhook_id, client_id))
         return {"webhook_id": webhook_id, "revoked": revoked}
 
     # --- destination --------------------------------------------------------------------------
@@ -499,17 +500,34 @@ def create_app(settings: ControlSettings | None = None) -> FastAPI:
         key: Caller,
         client_id: Annotated[int | None, Query(ge=1, le=INT8)] = None,
         objective: Annotated[float, Query(ge=1)] = table_status.FRESHNESS_OBJECTIVE_S,
-    ) -> dict[str, Any]:
-        """As ``skein status``: per table, last load, freshness, waiting and dead batches."""
+        after_client: Annotated[int | None, Query(ge=0, le=INT8)] = None,
+        after_table: Annotated[str, Query(max_length=255)] = "",
+        limit: Limit = None,
+    ) -> Response:
+        """As ``skein status``, a page of tables at a time (ordered by client, then table):
+        last load, freshness, waiting and dead batches; ``healthy`` and ``unhealthy`` cover
+        the page. The next page: ``after_client`` and ``after_table`` from ``next_after``."""
         if key.client_id is not None:
             if client_id is not None and client_id != key.client_id:
                 raise control.NotFound(f"no client {client_id}")
             client_id = key.client_id
+        n = size(limit)
+        after = None if after_client is None else (after_client, after_table)
 
         def assess(conn: control.Connection) -> dict[str, Any]:
-            return table_status.report(table_status.tables(conn, client_id), objective)
+            found = table_status.tables(conn, client_id, after=after, limit=n + 1)
+            more = len(found) > n
+            report = table_status.report(found[:n], objective)
+            last = found[n - 1] if more else None
+            report["next_after"] = (
+                None
+                if last is None
+                else {"client_id": last.client_id, "table_name": last.table_name}
+            )
+            return report
 
-        return await ctl.run(assess)
+        # thousands of tables: orjson, not FastAPI's generic encoder
+        return Response(orjson.dumps(await ctl.run(assess)), media_type="application/json")
 
     # --- integrations -------------------------------------------------------------------------
 
@@ -780,9 +798,11 @@ def create_app(settings: ControlSettings | None = None) -> FastAPI:
     # --- API keys (operators) -----------------------------------------------------------------
 
     @app.get("/v1/keys", tags=["keys"])
-    async def keys_list(key: Caller) -> dict[str, Any]:
+    async def keys_list(key: Caller, after: After = 0, limit: Limit = None) -> dict[str, Any]:
         operator(key)
-        return {"data": await ctl.run(keys.listed), "next_after": None}
+        n = size(limit)
+        rows = await ctl.run(lambda conn: keys.listed(conn, after=after, limit=n + 1))
+        return page(rows, "key_id", n)
 
     @app.post("/v1/keys", status_code=201, tags=["keys"])
     async def keys_create(body: KeyIn, key: Caller) -> dict[str, Any]:

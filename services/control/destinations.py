@@ -2,7 +2,7 @@
 
 Setting one: the type's typed check (``registry``), the network policy (nothing stored for a
 host clients may not reach), the platform grants (the platform's own credentials only where an
-operator allowed them), then ``control.set_destination`` (secrets sealed, waiting batches
+operator allowed them), then ``set_destination`` (secrets sealed, waiting batches
 follow a type change). Testing one connects as the loader would.
 """
 
@@ -11,9 +11,82 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from common import control, netpolicy
+import orjson
+import psycopg2
+import psycopg2.extensions
+
+from common import audit, control, crypto, netpolicy
 from common.settings import SharedSettings
 from services.loaders import registry
+
+
+def split_dsn(dsn: str) -> tuple[dict[str, str], str | None]:
+    """A libpq DSN (URL or key=value) as (connection parameters without the password, password).
+
+    The password is split off so it can be stored encrypted, never in the plain config.
+    """
+    try:
+        params = psycopg2.extensions.parse_dsn(dsn)
+    except psycopg2.ProgrammingError:
+        # libpq's message can quote a fragment of the string, password included: not repeated.
+        raise control.ControlError(
+            "invalid DSN: expected a postgresql:// URL or key=value pairs"
+        ) from None
+    password = params.pop("password", None)
+    return params, password
+
+
+def set_destination(
+    conn: control.Connection,
+    secret_key: str,
+    client_id: int,
+    type: str,
+    config: dict[str, Any],
+    secrets: dict[str, str],
+) -> None:
+    """Create or replace a client's one destination; ``secrets`` are stored only encrypted."""
+    control.check_destination(type, config, secrets)
+    sealed = (
+        psycopg2.Binary(
+            crypto.encrypt(
+                secret_key,
+                orjson.dumps(secrets, option=orjson.OPT_SORT_KEYS),
+                purpose="destination",
+                client_id=client_id,
+            )
+        )
+        if secrets
+        else None
+    )
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO destinations (client_id, type, config, secrets)"
+            " SELECT client_id, %s, %s::jsonb, %s FROM clients WHERE client_id = %s"
+            " ON CONFLICT (client_id) DO UPDATE SET type = EXCLUDED.type,"
+            " config = EXCLUDED.config, secrets = EXCLUDED.secrets, updated_at = now()"
+            " RETURNING client_id",
+            (type, orjson.dumps(config).decode(), sealed, client_id),
+        )
+        row = cur.fetchone()
+        if row is not None:
+            # Waiting batches follow the destination to its new type's loaders (takes effect
+            # on their next load; a batch loading now finishes or fails under the old one).
+            cur.execute(
+                "UPDATE batches SET destination_type = %s, updated_at = now()"
+                " WHERE client_id = %s AND state IN ('pending', 'retry_wait')"
+                " AND destination_type <> %s",
+                (type, client_id, type),
+            )
+            audit.record(
+                cur,
+                "destination.set",
+                client_id=client_id,
+                subject=type,
+                # The non-secret settings as stored, and only the names of the secrets.
+                details={"type": type, "config": config, "secrets_set": sorted(secrets)},
+            )
+    if row is None:
+        raise control.NotFound(f"no client {client_id}")
 
 
 def settings_of(
@@ -33,7 +106,7 @@ def settings_of(
     if kind.takes_dsn:
         if dsn is None:
             raise control.ControlError(f"a {destination_type} destination needs --dsn")
-        config["dsn_params"], dsn_password = control.split_dsn(dsn)
+        config["dsn_params"], dsn_password = split_dsn(dsn)
         if dsn_password is not None and password is not None:
             raise control.ControlError(
                 "give the password once: in the DSN, --password-env or --password-prompt"
@@ -74,7 +147,7 @@ def put(
     if refusal:
         raise control.ControlError(refusal)
     secret_key = shared.secret_key.get_secret_value()
-    control.set_destination(conn, secret_key, client_id, destination_type, config, secrets)
+    set_destination(conn, secret_key, client_id, destination_type, config, secrets)
     return show(conn, shared, client_id)
 
 

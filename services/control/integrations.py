@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from common import control
+from services.control import accounts
 from services.extractor import catalog, integrations, redact, sandbox, schedule, taps
 from services.extractor.settings import ExtractorSettings
 
@@ -42,14 +43,14 @@ def add(
     """Install the tap (its own virtualenv, cached, in the sandbox), discover its streams, select
     them and store the integration with a new API token of the client."""
     with refusals():
-        if control.get_client(conn, client_id) is None:
+        if accounts.get_client(conn, client_id) is None:
             raise control.NotFound(f"no client {client_id}")
         taps.check_name(name)
         if integrations.get(conn, name) is not None:
             raise control.ControlError(f"an integration named {name!r} already exists")
         expression = schedule.check(cron)
         if not isinstance(config, dict):
-            raise control.ControlError("the tap's config must be a JSON object")
+            raise control.ControlError("the tap's config must hold a JSON object")
         spec = taps.parse_spec(tap)
         try:
             box = sandbox.choose(settings.sandbox, settings.tap_user)

@@ -80,13 +80,21 @@ def create(conn: control.Connection, client_id: int | None, name: str = "") -> d
     }
 
 
-def listed(conn: control.Connection, client_id: int | None = None) -> list[dict[str, Any]]:
-    """Keys (all, or one client's), revoked ones included; never a key or its hash."""
+def listed(
+    conn: control.Connection,
+    client_id: int | None = None,
+    *,
+    after: int = 0,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Keys (all, or one client's), revoked ones included; never a key or its hash. A page:
+    ids past ``after``, at most ``limit``."""
     with conn, conn.cursor() as cur:
         cur.execute(
             "SELECT key_id, client_id, name, key_prefix, created_at, revoked_at FROM api_keys"
-            " WHERE %(client)s::bigint IS NULL OR client_id = %(client)s ORDER BY key_id",
-            {"client": client_id},
+            " WHERE (%(client)s::bigint IS NULL OR client_id = %(client)s) AND key_id > %(after)s"
+            " ORDER BY key_id LIMIT %(limit)s",
+            {"client": client_id, "after": after, "limit": limit},
         )
         rows = cur.fetchall()
     return [

@@ -6,7 +6,7 @@ The query is I/O; ``assess`` (is a table healthy?) is a pure function of its row
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from common.control import Connection
@@ -32,7 +32,9 @@ class TableStatus:
     problems: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        # by hand: dataclasses.asdict deep-copies every field, which dominated a status of
+        # thousands of tables
+        out = {f: getattr(self, f) for f in _FIELDS}
         out["problems"] = list(self.problems)
         out["healthy"] = not self.problems
         return out
@@ -49,11 +51,21 @@ def assess(table: TableStatus, objective_s: float) -> TableStatus:
         problems.append(
             f"stale: oldest unloaded record is {age:.0f}s old (objective {objective_s:g}s)"
         )
-    return TableStatus(**{**asdict(table), "problems": tuple(problems)})
+    return replace(table, problems=tuple(problems))
 
 
-def tables(conn: Connection, client_id: int | None = None) -> list[TableStatus]:
-    """Every (client, table) the spool has seen, with its load state."""
+_FIELDS = tuple(f.name for f in fields(TableStatus) if f.name != "problems")
+
+
+def tables(
+    conn: Connection,
+    client_id: int | None = None,
+    *,
+    after: tuple[int, str] | None = None,
+    limit: int | None = None,
+) -> list[TableStatus]:
+    """Every (client, table) the spool has seen, with its load state; or a page of them: those
+    past ``after`` (client id, table name), at most ``limit``."""
     with conn, conn.cursor() as cur:
         cur.execute(
             """SELECT t.client_id, t.table_name, coalesce(w.destination_type, l.destination_type),
@@ -80,9 +92,17 @@ def tables(conn: Connection, client_id: int | None = None) -> list[TableStatus]:
                    ORDER BY b.partition DESC, b.first_offset DESC
                    LIMIT 1
                ) l ON true
-               WHERE %(client)s::bigint IS NULL OR t.client_id = %(client)s::bigint
-               ORDER BY t.client_id, t.table_name""",
-            {"client": client_id},
+               WHERE (%(client)s::bigint IS NULL OR t.client_id = %(client)s::bigint)
+                 AND (%(after_client)s::bigint IS NULL
+                      OR (t.client_id, t.table_name) > (%(after_client)s, %(after_table)s))
+               ORDER BY t.client_id, t.table_name
+               LIMIT %(limit)s""",
+            {
+                "client": client_id,
+                "after_client": after[0] if after else None,
+                "after_table": after[1] if after else "",
+                "limit": limit,
+            },
         )
         rows = cur.fetchall()
     return [

@@ -20,6 +20,7 @@ import pytest
 
 from common import control, db
 from common.settings import SharedSettings
+from services.control import accounts, destinations
 from services.loaders.bigquery import statements
 from services.loaders.bigquery.config import BigQueryTarget
 from services.loaders.bigquery.warehouse import connect
@@ -42,7 +43,7 @@ def closed_port() -> int:
 def bigquery_tenant(endpoint: str) -> dict[str, Any]:
     dataset = f"e2e_{uuid.uuid4().hex[:8]}"
     with closing(db.connect()) as conn:
-        client = control.create_client(conn, "e2e-bigquery")
+        client = accounts.create_client(conn, "e2e-bigquery")
         token = control.create_api_token(conn, client["client_id"])
     tenant = {"client_id": client["client_id"], "token": token["token"], "dataset": dataset}
     point_at(tenant, endpoint)
@@ -51,7 +52,7 @@ def bigquery_tenant(endpoint: str) -> dict[str, Any]:
 
 def point_at(tenant: dict[str, Any], endpoint: str) -> None:
     with closing(db.connect()) as conn:
-        control.set_destination(
+        destinations.set_destination(
             conn,
             SharedSettings().secret_key.get_secret_value(),
             tenant["client_id"],

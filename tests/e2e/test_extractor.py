@@ -26,6 +26,7 @@ from psycopg2 import sql
 
 from common import control, db
 from common.settings import SharedSettings
+from services.control import accounts, destinations
 from services.extractor import integrations
 from tests.conftest import ROOT, demo_warehouse_secrets, stack, stack_secret, wait_for
 
@@ -113,8 +114,8 @@ def warehouse_ids(schema: str, table: str) -> list[int]:
 def new_client() -> tuple[int, str]:
     schema = f"e2e_ext_{uuid.uuid4().hex[:8]}"
     with closing(db.connect()) as conn:
-        client = control.create_client(conn, "e2e-extractor")
-        control.set_destination(
+        client = accounts.create_client(conn, "e2e-extractor")
+        destinations.set_destination(
             conn,
             SharedSettings().secret_key.get_secret_value(),
             client["client_id"],

@@ -24,6 +24,7 @@ import yaml
 
 from common import control, db
 from common.settings import SharedSettings
+from services.control import accounts, destinations
 from tests.conftest import ROOT, demo_warehouse_secrets, stack, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -115,9 +116,9 @@ def tenant() -> dict[str, Any]:
     schema = f"ops_{uuid.uuid4().hex[:8]}"
     dsn = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
     with closing(db.connect()) as conn:
-        client = control.create_client(conn, "ops-e2e")
+        client = accounts.create_client(conn, "ops-e2e")
         token = control.create_api_token(conn, client["client_id"])
-        control.set_destination(
+        destinations.set_destination(
             conn,
             SharedSettings().secret_key.get_secret_value(),
             client["client_id"],

@@ -20,6 +20,7 @@ from psycopg2 import sql
 
 from common import control, db
 from common.settings import SharedSettings
+from services.control import accounts, destinations
 from services.spool import queue
 from tests.conftest import ROOT, demo_warehouse_secrets, stack, wait_for
 
@@ -34,9 +35,9 @@ pytestmark = pytest.mark.e2e
 def new_tenant(dsn_params: dict[str, str]) -> dict[str, Any]:
     schema = f"e2e_{uuid.uuid4().hex[:8]}"
     with closing(db.connect()) as conn:
-        client = control.create_client(conn, "e2e")
+        client = accounts.create_client(conn, "e2e")
         token = control.create_api_token(conn, client["client_id"])
-        control.set_destination(
+        destinations.set_destination(
             conn,
             SharedSettings().secret_key.get_secret_value(),
             client["client_id"],

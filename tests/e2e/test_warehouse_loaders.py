@@ -20,6 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from common import control, db
+from services.control import accounts
 from tests.conftest import ROOT, stack, wait_for
 from tests.e2e.test_pipeline import batches, push
 from tests.integration.snowflake_support import connect, fakesnow_server, select
@@ -44,7 +45,7 @@ def skein(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
 @pytest.fixture
 def tenant() -> Iterator[dict[str, Any]]:
     with closing(db.connect()) as conn:
-        client = control.create_client(conn, "warehouse-loaders")
+        client = accounts.create_client(conn, "warehouse-loaders")
         token = control.create_api_token(conn, client["client_id"])
     yield {"client_id": client["client_id"], "token": token["token"]}
     # Its warehouse goes away with the test: nothing of it may keep retrying on the shared stack.

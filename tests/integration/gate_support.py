@@ -16,6 +16,7 @@ from psycopg2 import sql
 
 from common import control, db
 from common.settings import SharedSettings
+from services.control import accounts, destinations
 from tests.conftest import demo_warehouse_secrets
 
 GATE = "http://127.0.0.1:8080"
@@ -65,11 +66,11 @@ def new_tenant(
     """A client with an API token; with ``destination``, its own schema in the demo warehouse
     (as a new role with ``password``, stored as its encrypted secret, when one is given)."""
     with closing(db.connect()) as conn:
-        client = control.create_client(conn, f"{name}-{uuid.uuid4().hex[:6]}")
+        client = accounts.create_client(conn, f"{name}-{uuid.uuid4().hex[:6]}")
         token = control.create_api_token(conn, client["client_id"])
         if destination:
             schema = schema or f"{name}_{uuid.uuid4().hex[:8]}"
-            control.set_destination(
+            destinations.set_destination(
                 conn,
                 SharedSettings().secret_key.get_secret_value(),
                 client["client_id"],

@@ -22,10 +22,11 @@ from botocore.config import Config
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from common import control, db
+from common import db
 from common.s3 import client as s3_client
 from common.settings import SharedSettings
 from common.wire import Header, TableRecords, dumps, encode_messages, message_key
+from services.control import accounts
 from services.streamery.batch import read_body
 from tests.conftest import ROOT, wait_for
 
@@ -55,7 +56,7 @@ def scratch_topic(
 def new_clients(count: int, prefix: str = "streamery-test") -> list[int]:
     with closing(db.connect()) as conn:
         return [
-            control.create_client(conn, f"{prefix}-{uuid.uuid4().hex[:8]}")["client_id"]
+            accounts.create_client(conn, f"{prefix}-{uuid.uuid4().hex[:8]}")["client_id"]
             for _ in range(count)
         ]
 

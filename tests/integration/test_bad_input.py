@@ -28,7 +28,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common import control, db
+from common import db
+from services.control import accounts, webhooks
 from tests.conftest import wait_for
 from tests.integration.bad_input_corpus import (
     ACCEPTED,
@@ -64,10 +65,12 @@ def watch() -> Iterator[TopicWatch]:
 def hostile(watch: TopicWatch) -> Hostile:
     tenant = new_tenant("hostile")
     with closing(db.connect()) as conn:
-        hook = control.create_webhook(conn, tenant.client_id, table_name="hooks", key_field="id")
+        hook = webhooks.create_webhook(conn, tenant.client_id, table_name="hooks", key_field="id")
         # Its heavy cases replay 20 MB bodies from four threads: each must get its own answer
         # (413, 400, ...), not the bytes/s quota's 429 (tests/integration/test_gate.py's).
-        control.set_limits(conn, tenant.client_id, {"bytes_per_s": 10**12, "rate_limit_rps": 10**6})
+        accounts.set_limits(
+            conn, tenant.client_id, {"bytes_per_s": 10**12, "rate_limit_rps": 10**6}
+        )
     return Hostile(tenant, hook["url_path"], hook["token"])
 
 

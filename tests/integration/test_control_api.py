@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from common import audit, control, db
+from services.control import accounts
 from tests.integration.test_control_plane import ok, skein
 
 CONTROL_URL = os.environ.get("SKEIN_TEST_CONTROL_URL", "http://127.0.0.1:8082")
@@ -256,7 +257,7 @@ def test_changes_through_the_api_are_attributed_to_its_key(operator: httpx.Clien
 def test_bad_input_is_a_json_4xx_and_changes_nothing(operator: httpx.Client) -> None:
     cid = answer(operator.post("/v1/clients", json={"name": "strict"}), 201)["client_id"]
     with closing(db.connect()) as conn:
-        before = control.list_clients(conn)
+        before = accounts.list_clients(conn)
     cases = [
         (operator.post("/v1/clients", json={"name": "x", "admin": True}), 422, "invalid_request"),
         (operator.post("/v1/clients", json={"name": 5}), 422, "invalid_request"),
@@ -276,8 +277,8 @@ def test_bad_input_is_a_json_4xx_and_changes_nothing(operator: httpx.Client) -> 
     for r, status, code in cases:
         refused(r, status, code)
     with closing(db.connect()) as conn:
-        assert control.list_clients(conn) == before
-        assert control.get_limits(conn, cid)["max_tables"] is None
+        assert accounts.list_clients(conn) == before
+        assert accounts.get_limits(conn, cid)["max_tables"] is None
 
 
 JSON = {"Content-Type": "application/json"}
@@ -319,7 +320,8 @@ def test_batches_are_listed_and_acted_on_within_the_client(operator: httpx.Clien
 
     tenant, other = new_tenants(2, prefix="api_batches")
     with httpx.Client() as gate:
-        push(gate, tenant, "orders", [{"id": i} for i in range(3)])
+        for table in ("orders", "refunds", "users"):
+            push(gate, tenant, table, [{"id": i} for i in range(3)])
     with client_http(tenant.client_id) as http:
         listed = wait_for(
             lambda: answer(http.get("/v1/batches", params={"state": "loaded"}))["data"],
@@ -332,7 +334,20 @@ def test_batches_are_listed_and_acted_on_within_the_client(operator: httpx.Clien
         assert "not dead" in message
         refused(http.get("/v1/batches/stats"), 403, "forbidden")
         refused(http.get("/v1/batches", params={"client_id": other.client_id}), 404, "not_found")
+        # status comes in pages of tables too
+        wait_for(
+            lambda: len(answer(http.get("/v1/status"))["tables"]) == 3, timeout=60, what="3 tables"
+        )
+        first = answer(http.get("/v1/status", params={"limit": 2}))
+        assert [t["table_name"] for t in first["tables"]] == ["orders", "refunds"]
+        cursor = first["next_after"]
+        assert cursor == {"client_id": tenant.client_id, "table_name": "refunds"}
+        params = {"limit": 2, "after_client": cursor["client_id"], "after_table": "refunds"}
+        rest = answer(http.get("/v1/status", params=params))
+        assert [t["table_name"] for t in rest["tables"]] == ["users"]
+        assert rest["next_after"] is None
     with client_http(other.client_id) as them:
         assert answer(them.get("/v1/batches"))["data"] == []
+        assert answer(them.get("/v1/status"))["tables"] == []
         refused(them.post(f"/v1/batches/{batch}/skip"), 404, "not_found")
     assert set(answer(operator.get("/v1/batches/stats"))) >= {"open", "live_leases"}

@@ -18,6 +18,7 @@ import pytest
 from common import control, crypto, db
 from common import migrate as migrations
 from common.settings import SharedSettings
+from services.control import destinations
 
 SKEIN = Path(sys.executable).with_name("skein")
 
@@ -418,7 +419,7 @@ def test_destinations_test_connects_and_reports(
     assert report["ok"] is True and report["type"] == "postgres"
     assert "PostgreSQL" in report["server"] and report["ms"] > 0
     # Stored past the CLI (as a DNS change would make it): the test refuses it, as loaders do.
-    control.set_destination(
+    destinations.set_destination(
         conn,
         settings.secret_key.get_secret_value(),
         client_id,

@@ -16,6 +16,7 @@ import pytest
 
 from common import control, db
 from common.settings import SharedSettings
+from services.control import accounts
 from services.extractor import integrations
 from services.extractor.scheduler import Scheduler
 from services.extractor.settings import ExtractorSettings
@@ -35,7 +36,7 @@ CATALOG = {
 
 
 def new_integration(conn: integrations.Connection, **overrides: Any) -> dict[str, Any]:
-    client = control.create_client(conn, "extractor-control")
+    client = accounts.create_client(conn, "extractor-control")
     values: dict[str, Any] = {
         "client_id": client["client_id"],
         "name": f"ctl-{uuid.uuid4().hex[:10]}",
@@ -158,7 +159,7 @@ def test_cli_refuses_unknown_names_with_a_json_error(args: list[str], message: s
 
 def test_cli_refuses_a_bad_schedule_name_or_config_before_installing(tmp_path: Path) -> None:
     with closing(db.connect()) as conn:
-        client_id = control.create_client(conn, "extractor-cli")["client_id"]
+        client_id = accounts.create_client(conn, "extractor-cli")["client_id"]
     config = tmp_path / "config.json"
     config.write_text("{}")
     cases = [

@@ -25,6 +25,7 @@ from confluent_kafka.admin import AdminClient
 from common import control, db
 from common.settings import SharedSettings
 from common.wire import Header, decode_message
+from services.control import accounts, webhooks
 from tests.conftest import ROOT, stack, wait_for
 
 GATE = "http://127.0.0.1:8080"
@@ -36,7 +37,7 @@ TARGET_STITCH = "target-stitch==4.0.3"
 def tenant() -> dict[str, Any]:
     """A fresh client with an API token, created through the control plane."""
     with closing(db.connect()) as conn:
-        client = control.create_client(conn, f"gate-test-{uuid.uuid4().hex[:8]}")
+        client = accounts.create_client(conn, f"gate-test-{uuid.uuid4().hex[:8]}")
         token = control.create_api_token(conn, client["client_id"])
     return {"client_id": client["client_id"], "token": token["token"]}
 
@@ -159,7 +160,7 @@ def test_gzip_push_lands_and_other_clients_id_is_403(
 
 def test_revoked_token_is_refused_within_the_ttl(http: httpx.Client) -> None:
     with closing(db.connect()) as conn:
-        client = control.create_client(conn, "revocation-test")
+        client = accounts.create_client(conn, "revocation-test")
         token = control.create_api_token(conn, client["client_id"])
     headers = {"Authorization": f"Bearer {token['token']}", "Content-Type": "application/json"}
     body = orjson.dumps(batch_body("t", 1))
@@ -181,7 +182,7 @@ def test_webhook_lands_in_kafka_and_its_token_is_never_logged(
 ) -> None:
     table = f"hooks_{uuid.uuid4().hex[:6]}"
     with closing(db.connect()) as conn:
-        hook = control.create_webhook(conn, tenant["client_id"], table_name=table, key_field="id")
+        hook = webhooks.create_webhook(conn, tenant["client_id"], table_name=table, key_field="id")
     r = http.post(hook["url_path"], json=[{"id": 1, "kind": "a"}, {"id": 2, "kind": "b"}])
     assert r.status_code == 202, r.text
     found = reader.records_for(f"{tenant['client_id']}/{table}".encode(), 2)
@@ -400,9 +401,9 @@ def test_quotas_set_with_the_cli_answer_429_naming_the_limit(http: httpx.Client)
     it, nothing of the request reaches Kafka, known tables keep working; a reset lifts it.
     Requests per second likewise. Another client is not affected."""
     with closing(db.connect()) as conn:
-        client = control.create_client(conn, "quota-test")
+        client = accounts.create_client(conn, "quota-test")
         token = control.create_api_token(conn, client["client_id"])["token"]
-        other = control.create_api_token(conn, control.create_client(conn, "q2")["client_id"])
+        other = control.create_api_token(conn, accounts.create_client(conn, "q2")["client_id"])
     cid = client["client_id"]
     skein = str(ROOT / ".venv" / "bin" / "skein")
 
@@ -473,9 +474,9 @@ def test_costly_schemas_of_one_client_do_not_slow_another(http: httpx.Client) ->
     flood runs in its own process: its threads would otherwise delay the timed requests.)"""
     with closing(db.connect()) as conn:
         hostile = control.create_api_token(
-            conn, control.create_client(conn, "schemas")["client_id"]
+            conn, accounts.create_client(conn, "schemas")["client_id"]
         )
-        steady_client = control.create_client(conn, "steady")
+        steady_client = accounts.create_client(conn, "steady")
         steady = control.create_api_token(conn, steady_client["client_id"])
     steady_headers = {
         "Authorization": f"Bearer {steady['token']}",

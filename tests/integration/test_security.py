@@ -31,6 +31,7 @@ import pytest
 import services
 from common import control, crypto, db
 from common.settings import SharedSettings
+from services.control import accounts, destinations, webhooks
 from services.spool import queue
 from tests.conftest import ROOT, RUN_DIR, stack_secret, wait_for
 
@@ -177,7 +178,7 @@ def test_the_spool_refuses_every_internal_route_without_its_token(
 
 def test_the_spool_stores_nothing_for_an_unauthenticated_caller() -> None:
     with closing(db.connect()) as conn:
-        client_id = int(control.create_client(conn, "spool-auth")["client_id"])
+        client_id = int(accounts.create_client(conn, "spool-auth")["client_id"])
     registration = {
         "object_key": f"{client_id}/t/0/{0:020d}-{9:020d}.jsonl.gz",
         "client_id": client_id,
@@ -214,10 +215,10 @@ def test_the_control_database_holds_tokens_only_hashed_and_secrets_only_encrypte
     password = f"pw-{uuid.uuid4().hex}"
     credentials = orjson.dumps({"private_key": f"-----BEGIN {uuid.uuid4().hex}"}).decode()
     with closing(db.connect()) as conn:
-        client_id = int(control.create_client(conn, "at-rest")["client_id"])
+        client_id = int(accounts.create_client(conn, "at-rest")["client_id"])
         token = control.create_api_token(conn, client_id)["token"]
-        hook = control.create_webhook(conn, client_id)["token"]
-        control.set_destination(
+        hook = webhooks.create_webhook(conn, client_id)["token"]
+        destinations.set_destination(
             conn,
             key,
             client_id,

@@ -38,6 +38,7 @@ from common.spool_client import (
     SpoolConflict,
     SpoolUnavailable,
 )
+from services.control import accounts, destinations
 from services.spool import queue
 from services.spool.policy import RetryPolicy
 from tests.conftest import ROOT, wait_for
@@ -120,9 +121,9 @@ def spool() -> Iterator[IsolatedSpool]:
 
 def new_client(spool: IsolatedSpool, destination: str | None = "postgres") -> int:
     with closing(spool.connect()) as conn:
-        client_id = int(control.create_client(conn, "spool-test")["client_id"])
+        client_id = int(accounts.create_client(conn, "spool-test")["client_id"])
         if destination:
-            control.set_destination(
+            destinations.set_destination(
                 conn, "k", client_id, destination, {"dsn_params": {"host": "x"}}, {}
             )
     return client_id
@@ -386,7 +387,7 @@ def test_a_client_without_a_destination_waits_until_one_is_set(spool: IsolatedSp
     client.register(registration(cid, "t", 0, 0, 9))
     with closing(spool.connect()) as conn:
         assert queue.list_batches(conn, client_id=cid)[0]["destination_type"] is None
-        control.set_destination(conn, "k", cid, "redshift", {"dsn_params": {"host": "x"}}, {})
+        destinations.set_destination(conn, "k", cid, "redshift", {"dsn_params": {"host": "x"}}, {})
     got = wait_for(lambda: client.lease("redshift", "w"), timeout=15, what="the batch leasable")
     assert got.client_id == cid
     client.ack(got.lease_token)

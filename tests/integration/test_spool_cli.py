@@ -8,8 +8,9 @@ import uuid
 from contextlib import closing
 from typing import Any
 
-from common import control, db
+from common import db
 from common.spool_client import BatchRegistration
+from services.control import accounts, destinations
 from services.spool import queue
 from services.spool.policy import RetryPolicy
 from tests.conftest import ROOT
@@ -31,8 +32,8 @@ def skein(*args: str, expect: int = 0) -> dict[str, Any]:
 def dead_batch() -> tuple[int, int]:
     """A fresh client's batch parked dead (destination type with no loader running here)."""
     with closing(db.connect()) as conn:
-        client_id = control.create_client(conn, "spool-cli")["client_id"]
-        control.set_destination(conn, "k", client_id, "bigquery", {"project": "p"}, {})
+        client_id = accounts.create_client(conn, "spool-cli")["client_id"]
+        destinations.set_destination(conn, "k", client_id, "bigquery", {"project": "p"}, {})
         table = f"t_{uuid.uuid4().hex[:6]}"
         batch_id = queue.register(
             conn,

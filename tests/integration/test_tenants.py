@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 import orjson
 
-from common import control, db
+from common import db
 from common.settings import SharedSettings
+from services.control import destinations, webhooks
 from services.spool import queue
 from tests.conftest import ROOT, wait_for
 from tests.integration.gate_support import (
@@ -40,7 +41,7 @@ NOT_AUTHORIZED = {"message": "Not Authorized"}
 
 def webhook(tenant: Tenant, table: str, key: str | None = None) -> dict[str, Any]:
     with closing(db.connect()) as conn:
-        return control.create_webhook(conn, tenant.client_id, table_name=table, key_field=key)
+        return webhooks.create_webhook(conn, tenant.client_id, table_name=table, key_field=key)
 
 
 def post(path: str, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -203,7 +204,7 @@ def test_no_token_or_password_reaches_any_log() -> None:
     settings = SharedSettings()
     unreachable = {**WAREHOUSE, "port": "1"}
     with closing(db.connect()) as conn:
-        control.set_destination(
+        destinations.set_destination(
             conn,
             settings.secret_key.get_secret_value(),
             failing.client_id,
@@ -259,7 +260,7 @@ def test_no_token_or_password_reaches_any_log() -> None:
     failures = wait_for(failed_batch, timeout=240, interval=1, what="the loader's failed attempt")
     assert failing_password not in orjson.dumps(failures).decode()
     with closing(db.connect()) as conn:  # let its batch load now (not waited for)
-        control.set_destination(
+        destinations.set_destination(
             conn,
             settings.secret_key.get_secret_value(),
             failing.client_id,

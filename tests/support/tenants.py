@@ -16,6 +16,7 @@ from psycopg2 import sql
 
 from common import control, db
 from common.settings import SharedSettings
+from services.control import accounts, destinations
 from services.spool import queue
 from tests.conftest import demo_warehouse_secrets
 
@@ -41,10 +42,10 @@ def new_tenants(count: int, dsn: dict[str, str] | None = None, prefix: str = "mt
     made = []
     with closing(db.connect()) as conn:
         for _ in range(count):
-            client = control.create_client(conn, prefix)
+            client = accounts.create_client(conn, prefix)
             token = control.create_api_token(conn, client["client_id"])
             schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
-            control.set_destination(
+            destinations.set_destination(
                 conn,
                 key,
                 client["client_id"],

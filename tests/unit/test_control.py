@@ -8,7 +8,8 @@ import re
 import pytest
 
 from common import control
-from services.control.cli import pairs
+from services.control import destinations, webhooks
+from services.control.cli.shared import pairs
 from services.control.destinations import settings_of as destination_settings
 
 
@@ -28,33 +29,33 @@ def test_unknown_token_kind_is_refused() -> None:
 def test_hash_and_prefix() -> None:
     assert control.hash_token("skn_abc") == hashlib.sha256(b"skn_abc").digest()
     assert control.token_prefix("skn_abcdefgh") == "skn_abcd"
-    assert control.webhook_url_path(7, "whk_x") == "/v1/clients/7/token/whk_x"
+    assert webhooks.webhook_url_path(7, "whk_x") == "/v1/clients/7/token/whk_x"
 
 
 @pytest.mark.parametrize("name", ["", "x" * 256, "_sdc_rejected", "_SDC_x", "a\x00b", "a\nb"])
 def test_bad_table_names_are_refused(name: str) -> None:
     with pytest.raises(control.ControlError):
-        control.check_table_name(name)
+        webhooks.check_table_name(name)
 
 
 @pytest.mark.parametrize("name", ["data", "Orders 2024", "x" * 255, "événements"])
 def test_good_table_names_pass(name: str) -> None:
-    assert control.check_table_name(name) == name
+    assert webhooks.check_table_name(name) == name
 
 
 @pytest.mark.parametrize("field", ["", "a.b", "_sdc_sequence", "x" * 256])
 def test_bad_key_fields_are_refused(field: str) -> None:
     with pytest.raises(control.ControlError):
-        control.check_key_field(field)
+        webhooks.check_key_field(field)
 
 
 def test_good_key_fields_pass() -> None:
-    assert control.check_key_field("id") == "id"
-    assert control.check_key_field(None) is None
+    assert webhooks.check_key_field("id") == "id"
+    assert webhooks.check_key_field(None) is None
 
 
 def test_split_dsn_moves_the_password_out() -> None:
-    params, password = control.split_dsn("postgresql://u:p%40ss@h:5433/db?sslmode=require")
+    params, password = destinations.split_dsn("postgresql://u:p%40ss@h:5433/db?sslmode=require")
     assert params == {
         "user": "u",
         "host": "h",
@@ -63,14 +64,14 @@ def test_split_dsn_moves_the_password_out() -> None:
         "sslmode": "require",
     }
     assert password == "p@ss"
-    params, password = control.split_dsn("host=h dbname=d")
+    params, password = destinations.split_dsn("host=h dbname=d")
     assert params == {"host": "h", "dbname": "d"}
     assert password is None
 
 
 def test_an_invalid_dsn_does_not_echo_its_text() -> None:
     with pytest.raises(control.ControlError) as caught:
-        control.split_dsn("host=h password s3cret-value")
+        destinations.split_dsn("host=h password s3cret-value")
     assert "s3cret" not in str(caught.value)
 
 
@@ -160,7 +161,7 @@ def test_pairs() -> None:
 
 @pytest.mark.parametrize("param", ["options", "service", "passfile", "sslkey"])
 def test_libpq_parameters_beyond_the_allow_list_are_refused(param: str) -> None:
-    params, _ = control.split_dsn(f"host=h dbname=d {param}=x")
+    params, _ = destinations.split_dsn(f"host=h dbname=d {param}=x")
     with pytest.raises(control.ControlError, match=param):
         control.check_destination("postgres", {"dsn_params": params}, {})
 

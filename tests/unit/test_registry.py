@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from common import control
-from services.control.cli import DestinationType
+from services.control.cli.destinations import DestinationType
 from services.control.destinations import settings_of as destination_settings
 from services.loaders import registry
 from services.loaders.core.destination import Model

@@ -1,0 +1,119 @@
+"""``skein clients``: tenants, their limits and platform grants."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from common import control
+from services.control import accounts
+from services.control.cli.shared import control_db, emit, require_client
+
+clients_app = typer.Typer(no_args_is_help=True, help="Clients (tenants).")
+
+
+@clients_app.command("create")
+def clients_create(name: str) -> None:
+    """Add a client; prints its id."""
+    with control_db() as conn:
+        emit(accounts.create_client(conn, name))
+
+
+@clients_app.command("list")
+def clients_list() -> None:
+    """Every client."""
+    with control_db() as conn:
+        emit({"clients": accounts.list_clients(conn)})
+
+
+GrantOption = Annotated[list[str] | None, typer.Option()]
+
+
+def _grants(
+    bigquery_project: list[str] | None,
+    redshift_role: list[str] | None,
+    s3_endpoint: list[str] | None,
+) -> list[tuple[str, str]]:
+    found = [
+        *(("bigquery_project", v) for v in bigquery_project or []),
+        *(("redshift_role", v) for v in redshift_role or []),
+        *(("s3_endpoint", v) for v in s3_endpoint or []),
+    ]
+    if not found:
+        raise control.ControlError(
+            "name at least one --bigquery-project, --redshift-role or --s3-endpoint"
+        )
+    return found
+
+
+@clients_app.command("allow")
+def clients_allow(
+    client_id: int,
+    bigquery_project: GrantOption = None,
+    redshift_role: GrantOption = None,
+    s3_endpoint: GrantOption = None,
+) -> None:
+    """Let a client use the platform's credentials for these BigQuery projects / Redshift IAM
+    roles, or stage to these S3 endpoints; prints the client's grants."""
+    with control_db() as conn:
+        require_client(conn, client_id)
+        for kind, value in _grants(bigquery_project, redshift_role, s3_endpoint):
+            grants = accounts.grant_platform(conn, client_id, kind, value)
+        emit({"client_id": client_id, "grants": grants})
+
+
+@clients_app.command("disallow")
+def clients_disallow(
+    client_id: int,
+    bigquery_project: GrantOption = None,
+    redshift_role: GrantOption = None,
+    s3_endpoint: GrantOption = None,
+) -> None:
+    """Withdraw grants; the client's next load that needs one is refused."""
+    with control_db() as conn:
+        require_client(conn, client_id)
+        for kind, value in _grants(bigquery_project, redshift_role, s3_endpoint):
+            grants = accounts.revoke_platform(conn, client_id, kind, value)
+        emit({"client_id": client_id, "grants": grants})
+
+
+@clients_app.command("set-limits")
+def clients_set_limits(
+    client_id: int,
+    rps: Annotated[int | None, typer.Option(help="Requests per second.")] = None,
+    bytes_per_s: Annotated[int | None, typer.Option(help="Request body bytes per second.")] = None,
+    concurrent: Annotated[int | None, typer.Option(help="Requests in progress at once.")] = None,
+    tables: Annotated[int | None, typer.Option(help="Distinct tables.")] = None,
+    reset: Annotated[
+        list[str] | None,
+        typer.Option(help="Back to the gate's default: rps, bytes_per_s, concurrent, tables."),
+    ] = None,
+) -> None:
+    """Set a client's own quotas (the gate's defaults apply to those never set); prints all
+    four, null meaning the default."""
+    names = {
+        "rps": "rate_limit_rps",
+        "bytes_per_s": "bytes_per_s",
+        "concurrent": "max_concurrent_requests",
+        "tables": "max_tables",
+    }
+    changes: dict[str, int | None] = {
+        names[k]: v
+        for k, v in {
+            "rps": rps,
+            "bytes_per_s": bytes_per_s,
+            "concurrent": concurrent,
+            "tables": tables,
+        }.items()
+        if v is not None
+    }
+    for name in reset or []:
+        if name not in names:
+            raise control.ControlError(f"--reset takes one of {', '.join(names)}, not {name!r}")
+        if names[name] in changes:
+            raise control.ControlError(f"{name} is both set and reset")
+        changes[names[name]] = None
+    with control_db() as conn:
+        require_client(conn, client_id)
+        emit({"client_id": client_id, "limits": accounts.set_limits(conn, client_id, changes)})
