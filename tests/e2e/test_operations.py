@@ -239,7 +239,7 @@ def test_rules_and_configuration_pass_promtool(tmp_path: Path) -> None:
 
 
 def test_every_service_the_stack_runs_is_a_target_and_up() -> None:
-    expected = {"gate", "spool", "streamery", "kafka", "prometheus"}
+    expected = {"gate", "spool", "control", "streamery", "kafka", "prometheus"}
     expected |= {f"loader-{t}" for t in LOADER_TYPES if pid_alive(f"loaders.{t}")}
     if pid_alive("extractor"):
         expected.add("extractor")

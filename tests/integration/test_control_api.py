@@ -351,3 +351,46 @@ def test_batches_are_listed_and_acted_on_within_the_client(operator: httpx.Clien
         assert answer(them.get("/v1/status"))["tables"] == []
         refused(them.post(f"/v1/batches/{batch}/skip"), 404, "not_found")
     assert set(answer(operator.get("/v1/batches/stats"))) >= {"open", "live_leases"}
+
+
+def test_concurrent_edits_end_in_one_of_the_writes(operator: httpx.Client) -> None:
+    """Eight PUTs of a destination at once: each answers 200 and the stored one is exactly one
+    of them (the last write wins; no mix of two)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cid = answer(operator.post("/v1/clients", json={"name": "racy"}), 201)["client_id"]
+
+    def put(n: int) -> int:
+        spec = {
+            "type": "postgres",
+            "dsn": f"host=127.0.0.1 port=5433 dbname=warehouse user=u{n}",
+            "schema": f"s{n}",
+        }
+        return operator.put(f"/v1/clients/{cid}/destination", json=spec).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(put, range(8))) == [200] * 8
+    stored = answer(operator.get(f"/v1/clients/{cid}/destination"))["config"]
+    n = stored["schema"][1:]
+    assert stored["dsn_params"]["user"] == f"u{n}"
+
+
+def test_webhooks_through_the_cli_and_the_api_alike(
+    surface: Surface, operator: httpx.Client
+) -> None:
+    cid = surface.create_client(f"hooks-{uuid.uuid4().hex[:8]}")["client_id"]
+    if isinstance(surface, Cli):
+        made = ok("webhooks", "create", str(cid), "--table", "events", "--key", "id")
+        listed = ok("webhooks", "list", str(cid))["webhooks"]
+        revoked = ok("webhooks", "revoke", str(made["webhook_id"]))["revoked"]
+    else:
+        body = {"table_name": "events", "key_field": "id"}
+        made = answer(operator.post(f"/v1/clients/{cid}/webhooks", json=body), 201)
+        listed = answer(operator.get(f"/v1/clients/{cid}/webhooks"))["data"]
+        url = f"/v1/clients/{cid}/webhooks/{made['webhook_id']}"
+        revoked = answer(operator.delete(url))["revoked"]
+    assert made["url_path"] == f"/v1/clients/{cid}/token/{made['token']}"
+    assert [(w["table_name"], w["key_field"]) for w in listed] == [("events", "id")]
+    assert revoked is True
+    with closing(db.connect()) as conn:
+        assert control.lookup_webhook(conn, made["token"]) is None
