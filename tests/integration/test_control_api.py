@@ -394,3 +394,31 @@ def test_webhooks_through_the_cli_and_the_api_alike(
     assert revoked is True
     with closing(db.connect()) as conn:
         assert control.lookup_webhook(conn, made["token"]) is None
+
+
+def test_platform_grants_decide_what_a_destination_may_use(operator: httpx.Client) -> None:
+    """An operator allows a client the platform's BigQuery project; the client's key then sets a
+    destination on it without credentials; once disallowed, the same is refused. The audit log
+    names the key of each change; a client key reads its own entries only."""
+    cid = answer(operator.post("/v1/clients", json={"name": "granted"}), 201)["client_id"]
+    grant = {"kind": "bigquery_project", "value": f"platform-{uuid.uuid4().hex[:6]}"}
+    bigquery = {"type": "bigquery", "settings": {"project": grant["value"]}}
+    with client_http(cid) as http:
+        refused(http.post(f"/v1/clients/{cid}/grants", json=grant), 403, "forbidden")
+        assert "platform's credentials" in refused(
+            http.put(f"/v1/clients/{cid}/destination", json=bigquery), 400, "invalid_request"
+        )
+        allowed = answer(operator.post(f"/v1/clients/{cid}/grants", json=grant))["grants"]
+        assert allowed == [grant]
+        assert answer(http.get(f"/v1/clients/{cid}/grants"))["grants"] == [grant]
+        answer(http.put(f"/v1/clients/{cid}/destination", json=bigquery))
+        gone = answer(operator.delete(f"/v1/clients/{cid}/grants", params=grant))["grants"]
+        assert gone == []
+        refused(http.put(f"/v1/clients/{cid}/destination", json=bigquery), 400, "invalid_request")
+        own_entries = answer(http.get("/v1/audit"))["entries"]
+        assert own_entries and {e["client_id"] for e in own_entries} == {cid}
+        refused(http.get("/v1/audit", params={"client_id": 1}), 404, "not_found")
+    actions = [
+        e["action"] for e in answer(operator.get("/v1/audit", params={"client_id": cid}))["entries"]
+    ]
+    assert actions[:3] == ["client.disallow", "destination.set", "client.allow"]

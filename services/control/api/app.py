@@ -1,0 +1,113 @@
+"""The control service's FastAPI app: its error answers, middleware and routers."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import psycopg2
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from common import control, logs
+from common.db import ControlDb
+from services.control.api import (
+    batches,
+    clients,
+    connect_v4,
+    credentials,
+    destination,
+    integrations,
+)
+from services.control.api.base import ApiError, Control, error_response
+from services.control.api.middleware import BodyLimit, Observe
+from services.control.settings import ControlSettings
+from services.spool import queue
+
+log = logging.getLogger("skein.control")
+
+
+def create_app(settings: ControlSettings | None = None) -> FastAPI:
+    settings = settings or ControlSettings()
+    logs.configure()
+    db = ControlDb(settings.control_dsn.get_secret_value(), settings.db_pool_size, "skein-control")
+    ctl = Control(settings, db)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        ctl.close()
+
+    app = FastAPI(
+        title="Skein control API",
+        version="1",
+        lifespan=lifespan,
+        description=importlib.import_module("services.control.api").__doc__ or "",
+    )
+    app.state.control = ctl
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Observe)
+
+    @app.exception_handler(ApiError)
+    async def apierror_response(_r: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        return error_response(exc.status, exc.code, exc.message, headers)
+
+    @app.exception_handler(queue.NotFound)
+    async def no_batch(_r: Request, exc: queue.NotFound) -> JSONResponse:
+        return error_response(404, "not_found", str(exc))
+
+    @app.exception_handler(queue.Conflict)
+    async def conflict(_r: Request, exc: queue.Conflict) -> JSONResponse:
+        return error_response(409, "conflict", str(exc))
+
+    @app.exception_handler(control.NotFound)
+    async def not_found(_r: Request, exc: control.NotFound) -> JSONResponse:
+        return error_response(404, "not_found", str(exc))
+
+    @app.exception_handler(control.ControlError)
+    async def refused(_r: Request, exc: control.ControlError) -> JSONResponse:
+        return error_response(400, "invalid_request", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        where = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+            for e in exc.errors()
+        )
+        return error_response(422, "invalid_request", f"invalid request: {where}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def httperror_response(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(psycopg2.OperationalError)
+    async def db_down(_r: Request, _exc: Exception) -> JSONResponse:
+        return error_response(
+            503, "unavailable", "the control database is unavailable", {"Retry-After": "5"}
+        )
+
+    @app.exception_handler(TimeoutError)
+    async def db_busy(_r: Request, _exc: Exception) -> JSONResponse:
+        return error_response(
+            503, "unavailable", "the control database is busy", {"Retry-After": "1"}
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(_r: Request, _exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(500, "internal", "internal error")
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process answers (no key; also on the metrics port with /readyz)."""
+        return {"status": "ok"}
+
+    for routes in (clients, credentials, destination, integrations, batches, connect_v4):
+        app.include_router(routes.router)
+    return app
