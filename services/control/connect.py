@@ -20,8 +20,9 @@ from typing import Any
 from services.spool.status import TableStatus
 
 IMPORT_API_SOURCE = "import_api"
-_JOB = re.compile(r"(\d{1,19})\.(\d{1,19})\.(\d{1,19})")
+_JOB = re.compile(r"(\d{1,18})\.(\d{1,18})\.(\d{1,18})")  # each id within a bigint
 _TAP_EXIT = re.compile(r"the tap exited with (-?\d+)")
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
 _SQLSTATE = re.compile(r"\[SQLSTATE ([0-9A-Z]{5})\]")
 
 
@@ -115,6 +116,6 @@ def signed_log_path(secret: str, job: str, ttl_s: int, now: float | None = None)
 
 
 def valid_signature(secret: str, job: str, expires: int, signature: str) -> bool:
-    if expires < time.time():
+    if expires < time.time() or not _SIGNATURE.fullmatch(signature):
         return False
-    return hmac.compare_digest(sign(secret, job, expires), signature)
+    return hmac.compare_digest(sign(secret, job, expires).encode(), signature.encode())

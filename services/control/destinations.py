@@ -161,12 +161,17 @@ def show(conn: control.Connection, shared: SharedSettings, client_id: int) -> di
 
 def test(conn: control.Connection, shared: SharedSettings, client_id: int) -> dict[str, Any]:
     """Connect as the loader would (network policy, credentials, a round trip) and report."""
+    return probe(shared, client_id, stored(conn, shared, client_id))
+
+
+def stored(conn: control.Connection, shared: SharedSettings, client_id: int) -> dict[str, Any]:
+    """The destination with its secrets, as the loader reads it (for ``probe``)."""
     raw = control.get_destination(
         conn, shared.secret_key.get_secret_value(), client_id, reveal=True
     )
     if raw is None:
         raise control.NotFound(f"client {client_id} has no destination")
-    return probe(shared, client_id, raw)
+    return raw
 
 
 def probe(shared: SharedSettings, client_id: int, raw: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ integration is not found)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -46,8 +45,8 @@ def add(
         if accounts.get_client(conn, client_id) is None:
             raise control.NotFound(f"no client {client_id}")
         taps.check_name(name)
-        if integrations.get(conn, name) is not None:
-            raise control.ControlError(f"an integration named {name!r} already exists")
+        if integrations.get(conn, name) is not None:  # names are unique across clients
+            raise control.ControlError(f"the integration name {name!r} is taken; choose another")
         expression = schedule.check(cron)
         if not isinstance(config, dict):
             raise control.ControlError("the tap's config must hold a JSON object")
@@ -90,9 +89,14 @@ def owned(conn: control.Connection, name: str, client_id: int | None) -> dict[st
 
 
 def by_id(conn: control.Connection, integration_id: int, client_id: int | None) -> dict[str, Any]:
-    """The integration with this id (Stitch's ``source_id``), scoped as ``owned``."""
+    """The integration with this id (Stitch's ``source_id``), of ``client_id`` when given; one
+    answer, "no source N", for an unknown id and another client's (names are not revealed)."""
     with conn, conn.cursor() as cur:
-        cur.execute("SELECT name FROM integrations WHERE integration_id = %s", (integration_id,))
+        cur.execute(
+            "SELECT name FROM integrations WHERE integration_id = %s"
+            " AND (%s::bigint IS NULL OR client_id = %s)",
+            (integration_id, client_id, client_id),
+        )
         row = cur.fetchone()
     if row is None:
         raise control.NotFound(f"no source {integration_id}")
@@ -108,21 +112,10 @@ def run_now(conn: control.Connection, name: str) -> dict[str, Any]:
     return integrations.request_run(conn, name)
 
 
-def wait_started(
-    conn: control.Connection, name: str, after_run_id: int, timeout_s: float
-) -> dict[str, Any] | None:
-    """The first run of ``name`` past ``after_run_id`` once the extractor started it, or None
-    if none started within ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        runs = [
-            r for r in integrations.list_runs(conn, name, limit=3) if r["run_id"] > after_run_id
-        ]
-        if runs:
-            return runs[-1]
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(0.25)
+def started_after(conn: control.Connection, name: str, after_run_id: int) -> dict[str, Any] | None:
+    """The first run of ``name`` past ``after_run_id``, once the extractor has started one."""
+    newer = [r for r in integrations.list_runs(conn, name, 3) if r["run_id"] > after_run_id]
+    return newer[-1] if newer else None
 
 
 def last_run_id(conn: control.Connection, name: str) -> int:

@@ -475,8 +475,10 @@ def finish_run(
     error: str | None,
     stderr: str,
     next_run_at: datetime,
+    counts_as_failure: bool = True,
 ) -> None:
-    """Close the run and set when the integration runs next (and its failure count)."""
+    """Close the run and set when the integration runs next (and its failure count: a run
+    stopped on request is failed but no failure to back off from)."""
     with conn, conn.cursor() as cur:
         cur.execute(
             "UPDATE integration_runs SET status = %s, ended_at = now(), records = %s::jsonb,"
@@ -501,10 +503,10 @@ def finish_run(
             )
         else:
             cur.execute(
-                "UPDATE integrations SET consecutive_failures = consecutive_failures + 1,"
+                "UPDATE integrations SET consecutive_failures = consecutive_failures + %s,"
                 " next_run_at = %s, stop_requested_at = NULL, updated_at = now()"
                 " WHERE integration_id = %s",
-                (next_run_at, row[0]),
+                (int(counts_as_failure), next_run_at, row[0]),
             )
 
 

@@ -220,9 +220,12 @@ class Scheduler:
             metrics.RUNNING.labels(*labels).dec()
         status = "succeeded" if outcome.succeeded else "failed"
         now = datetime.now(UTC)
+        # Stopped on request (not by the extractor stopping): no failure to retry, the next run
+        # comes on schedule (from the saved state).
+        stopped = self._cancel_of(spec.integration_id).is_set() and not self.stop.is_set()
         next_run_at = (
             schedule.next_run(spec.schedule, now)
-            if outcome.succeeded
+            if outcome.succeeded or stopped
             else self._after_failure(spec.schedule, spec.consecutive_failures + 1)
         )
         integrations.finish_run(
@@ -233,6 +236,7 @@ class Scheduler:
             error=outcome.error,
             stderr=outcome.stderr,
             next_run_at=next_run_at,
+            counts_as_failure=not stopped,
         )
         took = time.monotonic() - started
         metrics.RUNS.labels(*labels, status).inc()

@@ -158,8 +158,12 @@ def test_a_running_source_is_not_synced_twice_and_can_be_stopped(
 
     stopped = wait_for(ended, timeout=60, what="the stopped run to end")
     assert stopped["target_exit_status"] == 1 and "stopped" in stopped["target_description"]
+    # a stop is no failure to retry: the next run comes on schedule, not 30 s later
+    after = answer(http.get(f"/v1/clients/{cid}/integrations/{source['name']}"))
+    assert after["consecutive_failures"] == 0 and after["next_run_at"] > stopped["completion_time"]
+    assert after["next_run_at"][:4] > stopped["completion_time"][:4]  # "0 0 1 1 *": next year
     gone = http.delete(path)
-    assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_running"
+    assert gone.status_code == 409 and gone.json()["error"]["code"] == "conflict"
 
 
 def test_another_client_sees_none_of_it(tenant: tuple[int, httpx.Client]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -51,6 +52,18 @@ def test_destination_settings() -> None:
         target_of({"project": "p", "dataset": "no-dashes"}, {}, 7)
     with pytest.raises(DestinationError, match="credentials_json"):
         target_of({"project": "p"}, {"credentials_json": "not json"}, 7)
+    # only a service account's key: an external_account would make the loader (or the control
+    # service testing it) read a file or call a URL the client names
+    external = {
+        "type": "external_account",
+        "credential_source": {"file": "/proc/self/environ"},
+        "token_url": "https://attacker.example/",
+    }
+    with pytest.raises(DestinationError, match="service account key"):
+        target_of({"project": "p"}, {"credentials_json": json.dumps(external)}, 7)
+    odd_uri = {"type": "service_account", "token_uri": "http://127.0.0.1:9/token"}
+    with pytest.raises(DestinationError, match="token_uri"):
+        target_of({"project": "p"}, {"credentials_json": json.dumps(odd_uri)}, 7)
     # an unknown key is refused when set (destination.Settings); one stored earlier is ignored
     assert target_of({"project": "p", "warehouse": "x"}, {}, 7).project == "p"
     with pytest.raises(ValueError, match="unknown bigquery setting 'warehouse'"):

@@ -56,3 +56,29 @@ def test_every_route_is_in_the_openapi_document(api: TestClient) -> None:
     for route in ("/v1/batches", "/v4/{client_id}/loads", "/v4/sources/{source_id}/sync",
                   "/v1/clients/{client_id}/integrations/{name}/runs"):  # fmt: skip
         assert route in paths
+
+
+def test_a_streamed_body_past_the_bound_is_a_413_too(api: TestClient) -> None:
+    """No Content-Length (chunked): the bound counts what arrives."""
+
+    def chunks() -> object:
+        for _ in range(8):
+            yield b" " * 1024
+
+    r = api.post(
+        "/v1/clients",
+        content=chunks(),  # type: ignore[arg-type]
+        headers={"Authorization": "Bearer sko_" + "a" * 43, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 413, r.text
+    assert r.json()["error"]["code"] == "payload_too_large"
+
+
+def test_a_malformed_log_link_is_refused_not_a_500(api: TestClient) -> None:
+    for signature in ("é" * 64, "zz", "0" * 64):
+        r = api.get("/v4/logs/1.2.3", params={"expires": 2**40, "signature": signature})
+        assert r.status_code in (403, 422), r.text
+    r = api.get(
+        "/v4/logs/1.2.99999999999999999999", params={"expires": 2**40, "signature": "0" * 64}
+    )
+    assert r.status_code in (403, 422)

@@ -55,6 +55,8 @@ def create_app(settings: ControlSettings | None = None) -> FastAPI:
     @app.exception_handler(ApiError)
     async def apierror_response(_r: Request, exc: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        if exc.status in (429, 503):
+            headers["Retry-After"] = "5"
         return error_response(exc.status, exc.code, exc.message, headers)
 
     @app.exception_handler(queue.NotFound)
@@ -83,7 +85,9 @@ def create_app(settings: ControlSettings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def httperror_response(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status_code, "http_error"
+        )
         return error_response(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(psycopg2.OperationalError)

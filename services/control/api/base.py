@@ -52,6 +52,9 @@ class Control:
         self.db = db
         self.log_secret = settings.secret_key.get_secret_value()
         self._long = ThreadPoolExecutor(2, thread_name_prefix="control-long")
+        # destination tests: their own threads, one at a time per client
+        self._probes = ThreadPoolExecutor(4, thread_name_prefix="control-probe")
+        self._probing: set[int] = set()
 
     async def run(self, fn: Callable[[control.Connection], T]) -> T:
         """``fn(conn)`` on a pooled connection, off the event loop; the key's actor goes along
@@ -63,6 +66,17 @@ class Control:
         return await asyncio.get_running_loop().run_in_executor(
             self._long, lambda: context.run(self.db.run, fn, 30.0)
         )
+
+    async def probe(self, client_id: int, fn: Callable[[], T]) -> T:
+        """``fn()`` (a destination's round trip) on the probe threads, holding no database
+        connection; a client with a test already running gets 429."""
+        if client_id in self._probing:
+            raise ApiError(429, "too_many_requests", "a test of this destination is running")
+        self._probing.add(client_id)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._probes, fn)
+        finally:
+            self._probing.discard(client_id)
 
     def size(self, limit: int | None) -> int:
         """A page's size: asked for (at most the maximum), or the default."""
@@ -77,6 +91,7 @@ class Control:
 
     def close(self) -> None:
         self._long.shutdown(wait=False)
+        self._probes.shutdown(wait=False)
         self.db.close()
 
 

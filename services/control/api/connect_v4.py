@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -105,23 +107,28 @@ async def v4_sync(ctl: Ctl, source_id: ClientId, key: Caller) -> JSONResponse:
     """Start a run now; ``{"job_name"}`` once the extractor has started it. A run already in
     progress: 409 ``already_running`` with its job name."""
 
-    def start(conn: control.Connection) -> tuple[int, dict[str, Any] | None, bool]:
+    def start(conn: control.Connection) -> tuple[int, str, dict[str, Any] | None, int]:
         found = integrations.by_id(conn, source_id, key.client_id)
         busy = integrations.running(conn, found["name"])
         if busy is not None:
-            return found["client_id"], busy, True
+            return found["client_id"], found["name"], busy, 0
         last = integrations.last_run_id(conn, found["name"])
         integrations.run_now(conn, found["name"])
-        started = integrations.wait_started(conn, found["name"], last, ctl.settings.sync_wait_s)
-        return found["client_id"], started, False
+        return found["client_id"], found["name"], None, last
 
-    client_id, run, busy = await ctl.run_long(start)
-    if run is None:
-        raise ApiError(503, "unavailable", "the run was asked for; no extractor started it yet")
-    name = connect.job_name(client_id, source_id, run["run_id"])
-    if busy:
+    client_id, source, busy, last = await ctl.run(start)
+    if busy is not None:
+        name = connect.job_name(client_id, source_id, busy["run_id"])
         return error_response(409, "already_running", f"{name} is running", {}, {"job_name": name})
-    return JSONResponse({"job_name": name})
+    # wait for the extractor's run: short lookups, no connection held while waiting
+    deadline = time.monotonic() + ctl.settings.sync_wait_s
+    while True:
+        run = await ctl.run(lambda conn: integrations.started_after(conn, source, last))
+        if run is not None:
+            return JSONResponse({"job_name": connect.job_name(client_id, source_id, run["run_id"])})
+        if time.monotonic() >= deadline:
+            raise ApiError(503, "unavailable", "the run was asked for; no extractor started it yet")
+        await asyncio.sleep(0.25)
 
 
 @router.delete("/v4/sources/{source_id}/sync", tags=["connect v4"])
@@ -134,5 +141,5 @@ async def v4_stop(ctl: Ctl, source_id: ClientId, key: Caller) -> dict[str, Any]:
 
     client_id, run_id = await ctl.run(stop)
     if run_id is None:
-        raise ApiError(404, "not_running", f"source {source_id} has no run in progress")
+        raise ApiError(409, "conflict", f"source {source_id} has no run in progress")
     return {"job_name": connect.job_name(client_id, source_id, run_id), "stopping": True}

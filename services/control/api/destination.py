@@ -56,4 +56,6 @@ async def destination_set(
 async def destination_test(ctl: Ctl, client_id: ClientId, key: Caller) -> dict[str, Any]:
     """Connect as the loader would and report (``ok``, ``server`` or ``error``, ``ms``)."""
     await ctl.own(key, client_id)
-    return await ctl.run(lambda conn: destinations.test(conn, ctl.settings, client_id))
+    raw = await ctl.run(lambda conn: destinations.stored(conn, ctl.settings, client_id))
+    # the round trip holds no pooled connection, and one client tests one destination at a time
+    return await ctl.probe(client_id, lambda: destinations.probe(ctl.settings, client_id, raw))

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import time
 
+from fastapi import HTTPException
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.control.api.base import ApiError, error_response
+from services.control.api.base import error_response
 
 log = logging.getLogger("skein.control")
 REQUESTS = Counter(
@@ -48,7 +49,9 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise ApiError(413, "payload_too_large", f"body exceeds {self.max_bytes} bytes")
+                    # an HTTPException: FastAPI turns anything else raised while reading the
+                    # body into a 400 "error parsing the body"
+                    raise HTTPException(413, f"the request body exceeds {self.max_bytes} bytes")
             return message
 
         await self.app(scope, bounded, send)

@@ -21,6 +21,9 @@ _DATASET = re.compile(r"[A-Za-z0-9_]{1,1024}")
 _LOCATION = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL, not a secret)
+
+
 class DestinationError(ValueError):
     """The destination's settings cannot work; the message says which one and why."""
 
@@ -67,6 +70,17 @@ def target_of(config: dict[str, Any], secrets: dict[str, str], client_id: int) -
             raise DestinationError(
                 "credentials_json must be a credentials file's JSON object (with a 'type')"
             )
+        # Only a service account's key: other credential types (external_account, ...) make the
+        # process that loads them read local files or call URLs they name, which a client must
+        # never steer (the platform's own environment holds its secrets).
+        if parsed.get("type") != "service_account":
+            raise DestinationError(
+                "credentials_json must be a service account key (type 'service_account'), "
+                f"not {str(parsed.get('type'))[:40]!r}"
+            )
+        token_uri = parsed.get("token_uri", GOOGLE_TOKEN_URI)
+        if token_uri != GOOGLE_TOKEN_URI:
+            raise DestinationError(f"credentials_json token_uri must be {GOOGLE_TOKEN_URI}")
         credentials = parsed
     return BigQueryTarget(
         project,

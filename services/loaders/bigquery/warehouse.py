@@ -86,12 +86,14 @@ class Session:
 def connect(target: BigQueryTarget, timeout: float, job_timeout: float) -> Session:
     """A client for the destination: its credentials JSON, or none for an emulator endpoint,
     or else Application Default Credentials."""
-    import google.auth
     from google.auth.credentials import AnonymousCredentials, Credentials
+    from google.oauth2 import service_account
 
     credentials: Credentials | None = None
     if target.credentials is not None:
-        credentials, _ = google.auth.load_credentials_from_dict(  # type: ignore[no-untyped-call]
+        # a service account's key only (config.target_of refuses other types, which would read
+        # files or call URLs the client names)
+        credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
             target.credentials, scopes=SCOPES
         )
     elif target.api_endpoint is not None:
