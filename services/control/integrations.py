@@ -155,7 +155,7 @@ def run_log(conn: control.Connection, name: str, run_id: int) -> dict[str, Any]:
         "run_id": run_id,
         "status": row[0],
         "started_at": row[1].isoformat(),
-        "ended_at": row[2].isoformat() if row[2] else None,
+        "ended_at": control.iso(row[2]),
         "error": row[3],
         "stderr": row[4],
     }
@@ -207,7 +207,7 @@ def client_runs(
             "tap": r[3],
             "status": r[4],
             "started_at": r[5].isoformat(),
-            "ended_at": r[6].isoformat() if r[6] else None,
+            "ended_at": control.iso(r[6]),
             "error": r[7],
         }
         for r in rows

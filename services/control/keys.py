@@ -105,7 +105,7 @@ def listed(
             "name": r[2],
             "key_prefix": r[3],
             "created_at": r[4].isoformat(),
-            "revoked_at": r[5].isoformat() if r[5] else None,
+            "revoked_at": control.iso(r[5]),
         }
         for r in rows
     ]
