@@ -8,6 +8,12 @@ A destination host is refused when any address it resolves to is
   shared, multicast, unspecified or reserved, unless ``SKEIN_DESTINATION_ALLOWED_NETWORKS``
   lists it.
 
+An endpoint a loader reaches in plain text (an ``http://`` URL, Snowflake's ``protocol=http``)
+must be in ``SKEIN_DESTINATION_ALLOWED_NETWORKS`` even on a public address: those drivers
+resolve the name again themselves and cannot be pinned to the vetted address, and without TLS
+nothing stops a changed DNS answer from sending the request elsewhere. Over TLS, the name is
+checked against the server's certificate, which a host the name was pointed at cannot present.
+
 ``SKEIN_DESTINATION_ALLOWED_NETWORKS`` is a comma-separated list of ``NETWORK[:PORTS]`` where
 NETWORK is an address, a CIDR block or a host name (resolved when the policy is built; IPv6 in
 brackets) and PORTS one port or a range ``A-B`` (all ports when left out), e.g.
@@ -109,9 +115,13 @@ class NetworkPolicy:
     protected: tuple[Protected, ...] = ()
     resolver: Resolver = field(default=resolve, compare=False)
 
-    def check(self, host: str, port: int, *, database: str | None = None) -> list[str]:
+    def check(
+        self, host: str, port: int, *, database: str | None = None, cleartext: bool = False
+    ) -> list[str]:
         """The addresses ``host`` resolves to, when every one of them may be reached on
-        ``port``; raises :class:`DestinationRefused` otherwise."""
+        ``port``; raises :class:`DestinationRefused` otherwise. ``cleartext``: the driver
+        speaks plain text and resolves the name itself, so only listed networks may be
+        reached."""
         if not host:
             raise DestinationRefused("the destination names no host")
         addresses = self.resolver(host, port)
@@ -131,6 +141,11 @@ class NetworkPolicy:
                     )
             if any(a.covers(address, port) for a in self.allowed):
                 continue
+            if cleartext:
+                raise DestinationRefused(
+                    f"a plain-text connection to {host}:{port} is allowed only to networks in "
+                    "SKEIN_DESTINATION_ALLOWED_NETWORKS; use https"
+                )
             kind = _non_public(address)
             if kind:
                 raise DestinationRefused(
@@ -144,7 +159,8 @@ class NetworkPolicy:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise DestinationRefused(f"endpoint {url!r} is not an http(s) URL")
-        self.check(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.check(parts.hostname, port, cleartext=parts.scheme == "http")
 
 
 def _same(a: IPAddress, b: IPAddress) -> bool:
@@ -227,8 +243,11 @@ def destination_endpoints(type_: str, config: dict[str, Any]) -> Iterable[tuple[
         )
     if type_ == "redshift" and config.get("s3_endpoint"):
         yield "url", str(config["s3_endpoint"])
-    if type_ == "snowflake" and config.get("host"):
-        yield "hostport", (str(config["host"]), int(config.get("port") or 443), None)
+    if type_ == "snowflake" and (config.get("host") or config.get("protocol") == "http"):
+        scheme = "http" if config.get("protocol") == "http" else "https"
+        host = str(config.get("host") or f"{config.get('account')}.snowflakecomputing.com")
+        port = f":{int(config['port'])}" if config.get("port") else ""
+        yield "url", f"{scheme}://{host}{port}"
     if type_ == "bigquery" and config.get("api_endpoint"):
         yield "url", str(config["api_endpoint"])
 

@@ -21,7 +21,9 @@ On the event loop that stalled every request of the process. Now:
   for its one compile; distinct ones queue behind each other), and within a minute at most
   ``SKEIN_GATE_SCHEMA_COMPILE_BUDGET_S`` seconds of compiling and
   ``SKEIN_GATE_SCHEMA_COMPILE_FAILURES`` refused schemas; past either, a new schema answers 429
-  naming ``schema_compiles`` (schemas already compiled keep working).
+  naming ``schema_compiles`` (schemas already compiled keep working). A client is charged the
+  worker's CPU seconds for its schema (``Compiled.cpu_s``), not the wall time: waiting behind
+  another client's compile, or for a CPU the request handlers hold, costs it nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import threading
 import time
@@ -36,7 +39,7 @@ from collections import deque
 from typing import Any
 
 from services.gate.errors import ApiError
-from services.gate.schemas import SchemaRejected, compile_to_blob
+from services.gate.schemas import Compiled, SchemaRejected, compile_to_blob
 
 
 class CompileWorker:
@@ -52,28 +55,42 @@ class CompileWorker:
         self._process: Any = None
         self._conn: multiprocessing.connection.Connection | None = None
 
-    def compile(self, schema: dict[str, Any]) -> bytes:
-        """The marshalled code of ``schema``'s validator; raises SchemaRejected. Blocking: call
-        it from a thread (``asyncio.to_thread``)."""
+    def compile(self, schema: dict[str, Any]) -> Compiled:
+        """The marshalled code of ``schema``'s validator and the worker's CPU seconds on it;
+        raises SchemaRejected (its ``cpu_s`` set too). Blocking: call it from a thread."""
         with self._lock:
             conn = self._ensure()
+            before = self._cpu_seconds()
             conn.send(schema)
-            too_long = SchemaRejected(f"schema took longer than {self._timeout_s:g} s to compile")
+            too_long = f"schema took longer than {self._timeout_s:g} s to compile"
             if not conn.poll(max(self.WALL_MIN_S, self._timeout_s * self.WALL_FACTOR)):
+                spent = self._cpu_seconds() - before  # it never got the CPU: charge what it had
                 self._kill()
-                raise too_long
+                raise SchemaRejected(too_long, cpu_s=max(0.0, spent))
             try:
-                kind, payload = conn.recv()
+                kind, payload, cpu_s = conn.recv()
             except (EOFError, OSError):
                 out_of_cpu = self._exit_signal() == signal.SIGPROF
                 self._kill()
                 if out_of_cpu:
-                    raise too_long from None
-                raise SchemaRejected("schema compilation failed (out of memory)") from None
+                    raise SchemaRejected(too_long, cpu_s=self._timeout_s) from None
+                raise SchemaRejected(
+                    "schema compilation failed (out of memory)", cpu_s=self._timeout_s
+                ) from None
         if kind != "ok":
-            raise SchemaRejected(payload)
-        blob: bytes = payload
-        return blob
+            raise SchemaRejected(payload, cpu_s=cpu_s)
+        return Compiled(payload, cpu_s)
+
+    def _cpu_seconds(self) -> float:
+        """The worker's CPU seconds so far (user + system, from /proc; 0 where unreadable)."""
+        if self._process is None or self._process.pid is None:
+            return 0.0
+        try:
+            with open(f"/proc/{self._process.pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> None:
         with self._lock:
@@ -116,7 +133,6 @@ class CompileWorker:
 
 
 def _serve(conn: multiprocessing.connection.Connection, memory_bytes: int, cpu_s: float) -> None:
-    import os
     import resource
 
     with contextlib.suppress(ValueError, OSError):
@@ -131,24 +147,27 @@ def _serve(conn: multiprocessing.connection.Connection, memory_bytes: int, cpu_s
             schema = conn.recv()
         except (EOFError, OSError):
             return
+        began = time.process_time()
         try:
             signal.setitimer(signal.ITIMER_PROF, cpu_s)
             try:
                 blob = compile_to_blob(schema)
             finally:
                 signal.setitimer(signal.ITIMER_PROF, 0)
-            conn.send(("ok", blob))
+            conn.send(("ok", blob, time.process_time() - began))
         except SchemaRejected as exc:
-            conn.send(("error", str(exc)))
+            conn.send(("error", str(exc), time.process_time() - began))
         except MemoryError:
-            conn.send(("error", f"schema needs more than {memory_bytes >> 20} MiB to compile"))
+            message = f"schema needs more than {memory_bytes >> 20} MiB to compile"
+            conn.send(("error", message, time.process_time() - began))
         except Exception as exc:  # a hostile schema can trip the generator in many ways
-            conn.send(("error", f"invalid schema: {type(exc).__name__}: {exc}"))
+            message = f"invalid schema: {type(exc).__name__}: {exc}"
+            conn.send(("error", message, time.process_time() - began))
 
 
 class CompileBudget:
-    """Per client (in one gate process): compile seconds and refused schemas within the last
-    minute. (A client's compiles also run one after another: ``SchemaCache``.)"""
+    """Per client (in one gate process): compile CPU seconds and refused schemas within the
+    last minute. (A client's compiles also run one after another: ``SchemaCache``.)"""
 
     WINDOW_S = 60.0
 
@@ -164,8 +183,8 @@ class CompileBudget:
         failed = sum(1 for _, _, f in spent if f)
         if self._seconds and seconds >= self._seconds:
             raise _over(
-                f"this client's new schemas took {seconds:.1f} s to compile in the last "
-                f"minute (limit {self._seconds:g} s); schemas already seen keep working"
+                f"this client's new schemas took {seconds:.1f} CPU seconds to compile in "
+                f"the last minute (limit {self._seconds:g} s); schemas already seen keep working"
             )
         if self._failures and failed >= self._failures:
             raise _over(

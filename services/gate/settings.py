@@ -44,8 +44,8 @@ class GateSettings(SharedSettings):
     schema_cache_bytes: int = Field(256 << 20, ge=1 << 20)
     schema_cache_client_bytes: int = Field(32 << 20, ge=1 << 20)
     # New schemas compile in a worker process (services/gate/compiler.py): its caps (CPU
-    # seconds and address space per schema), and what
-    # one client may spend on compiles per minute (0 = no limit) before a new schema is 429.
+    # seconds and address space per schema), and what one client may spend on compiles per
+    # minute (the worker's CPU seconds; 0 = no limit) before a new schema is 429.
     schema_compile_timeout_s: float = Field(5.0, gt=0)
     schema_compile_memory_bytes: int = Field(1 << 30, ge=64 << 20)
     schema_compile_budget_s: float = Field(10.0, ge=0)

@@ -22,8 +22,8 @@ from common import control, db
 from common.settings import SharedSettings
 from services.control import accounts, destinations
 from services.loaders.bigquery import statements
-from services.loaders.bigquery.config import BigQueryTarget
-from services.loaders.bigquery.warehouse import connect
+from services.loaders.bigquery.connection import connect
+from services.loaders.bigquery.destination import BigQueryTarget
 from tests import bigquery_emulator
 from tests.conftest import ROOT, wait_for
 from tests.e2e.test_pipeline import WAREHOUSE, batches, new_tenant, push, rows

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from services.loaders.bigquery import statements, warehouse
-from services.loaders.bigquery.config import BigQueryTarget
-from services.loaders.bigquery.loader import classify
+from services.loaders.bigquery import connection, statements, warehouse
+from services.loaders.bigquery.destination import BigQueryTarget
+from services.loaders.bigquery.errors import classify
 from services.loaders.core.errors import PermanentError, TransientError
 from tests import bigquery_emulator
 from tests.conformance.cases import CASES, Case, Line
@@ -34,7 +34,7 @@ class BigQueryHarness:
         found = self.sessions.get(dataset)
         if found is None:
             target = BigQueryTarget(bigquery_emulator.PROJECT, dataset, api_endpoint=self.endpoint)
-            found = self.sessions[dataset] = warehouse.connect(target, 30, 120)
+            found = self.sessions[dataset] = connection.connect(target, 30, 120)
         return found
 
     def dataset(self, case: Case) -> str:

@@ -9,8 +9,8 @@ import pytest
 from psycopg2 import sql
 
 from services.loaders.core.errors import PermanentError
-from services.loaders.postgres import warehouse
-from services.loaders.postgres.warehouse import REJECTED, RULES
+from services.loaders.postgres import errors, warehouse
+from services.loaders.postgres.statements import REJECTED, RULES
 from tests.conformance.cases import CASES, Case, Line, header
 from tests.conformance.runner import case_params, run_case, to_events
 from tests.integration.conformance_support import SchemaHarness
@@ -29,7 +29,7 @@ class PostgresHarness(SchemaHarness):
         try:
             warehouse.load(self.conn, schema, work)
         except Exception as exc:
-            raise warehouse.classify(exc) from exc
+            raise errors.classify(exc) from exc
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from services.loaders.postgres import warehouse
+from services.loaders.postgres import statements, warehouse
 from tests.conformance.cases import Line, activate, header, up
 from tests.conformance.runner import to_events
 from tests.integration.conformance_support import WAREHOUSE_DSN
@@ -173,7 +173,7 @@ def subtables(conn: Any, schema: str) -> list[str]:
         cur.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
             "AND NOT table_name = ANY(%s) ORDER BY 1",
-            (schema, [LONG_ROOT, LONG_TWIN, warehouse.LOADS, warehouse.REJECTED]),
+            (schema, [LONG_ROOT, LONG_TWIN, statements.LOADS, statements.REJECTED]),
         )
         return [r[0] for r in cur.fetchall()]
 

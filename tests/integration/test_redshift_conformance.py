@@ -26,7 +26,7 @@ from psycopg2 import sql
 
 from common.settings import SharedSettings
 from services.loaders.core.errors import PermanentError
-from services.loaders.redshift import loader, warehouse
+from services.loaders.redshift import errors, loader, warehouse
 from services.loaders.redshift import statements as S
 from tests.conformance.cases import CASES, Case, Line, header
 from tests.conformance.runner import case_params, run_case, to_events
@@ -104,7 +104,7 @@ class RedshiftOnPostgres(SchemaHarness):
         except psycopg2.Error as exc:
             raise PermanentError(str(exc)) from exc
         except Exception as exc:
-            raise loader.classify(exc) from exc
+            raise errors.classify(exc) from exc
 
 
 @pytest.fixture(scope="module")

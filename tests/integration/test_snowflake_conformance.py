@@ -15,7 +15,7 @@ import pytest
 
 from services.loaders.core.errors import PermanentError
 from services.loaders.core.types import ColumnType
-from services.loaders.snowflake import loader, warehouse
+from services.loaders.snowflake import errors, warehouse
 from services.loaders.snowflake import statements as S
 from tests.conformance.cases import CASES, Case, Line
 from tests.conformance.runner import case_params, run_case, to_events
@@ -39,7 +39,7 @@ class SnowflakeHarness:
         try:
             warehouse.load(self.conn, schema, work)
         except Exception as exc:
-            raise loader.classify(exc) from exc
+            raise errors.classify(exc) from exc
 
     def column(self, name: str) -> str:
         if name.startswith("_sdc"):

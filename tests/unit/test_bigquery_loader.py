@@ -11,8 +11,7 @@ import sqlglot
 
 from common.wire import Header, dumps
 from services.loaders.bigquery import statements
-from services.loaders.bigquery.config import DestinationError, target_of
-from services.loaders.bigquery.destination import check
+from services.loaders.bigquery.destination import DestinationError, check, target_of
 from services.loaders.bigquery.names import BigQueryNames
 from services.loaders.bigquery.plan import REJECTED_SEGMENT, SEGMENT, LeasePlan
 from services.loaders.bigquery.schema import Placer, TableSchema
@@ -267,7 +266,7 @@ def test_classify_retries_what_may_pass_and_parks_what_cannot() -> None:
     from google.api_core import exceptions as gexc
     from requests.exceptions import ConnectionError as RequestsConnectionError
 
-    from services.loaders.bigquery.loader import classify
+    from services.loaders.bigquery.errors import classify
 
     for transient in [
         gexc.ServiceUnavailable("down"),

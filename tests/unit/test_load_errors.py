@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from botocore.exceptions import ClientError
 
-from services.loaders.bigquery.loader import classify as bigquery
+from services.loaders.bigquery.errors import classify as bigquery
 from services.loaders.core import errors
 from services.loaders.core.errors import PermanentError, TransientError
-from services.loaders.postgres.warehouse import classify as postgres
-from services.loaders.redshift.loader import classify as redshift
-from services.loaders.snowflake.loader import classify as snowflake
+from services.loaders.postgres.errors import classify as postgres
+from services.loaders.redshift.errors import classify as redshift
+from services.loaders.snowflake.errors import classify as snowflake
 
 WAREHOUSES = (postgres, redshift, bigquery, snowflake)
 

@@ -208,7 +208,7 @@ def test_object_store_failures_are_transient_but_a_missing_object_is_permanent()
     from botocore.exceptions import ClientError, EndpointConnectionError
 
     from services.loaders.core.errors import TransientError, classify_source
-    from services.loaders.postgres.warehouse import classify
+    from services.loaders.postgres.errors import classify
 
     down = EndpointConnectionError(endpoint_url="http://127.0.0.1:8333/x")
     assert isinstance(classify(down), TransientError)

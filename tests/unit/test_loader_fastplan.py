@@ -17,7 +17,7 @@ from services.loaders.core.plan import PlanBuilder
 from services.loaders.core.reader import events
 from services.loaders.core.shape import TableShape
 from services.loaders.core.types import ColumnType
-from services.loaders.postgres import warehouse as postgres
+from services.loaders.postgres import statements as postgres
 from services.loaders.redshift import warehouse as redshift
 
 SCHEMA = {

@@ -129,3 +129,61 @@ def test_the_loader_connects_to_the_address_it_vetted_not_a_rebound_one() -> Non
     assert (params["host"], params["hostaddr"]) == ("rebind.example.com", "34.120.0.10")
     # Without a pin (nothing vetted for that host) libpq resolves the name itself.
     assert "hostaddr" not in connection_params(config, {}, SessionLimits(), "test")
+
+
+def test_plain_text_endpoints_need_the_allow_list_even_on_a_public_address() -> None:
+    """Drivers speaking HTTP resolve the name again and cannot be pinned: over plain text, only
+    listed networks may be reached; over TLS the certificate checks the name."""
+    strict = policy()
+    for type_, config in (
+        ("bigquery", {"project": "p", "api_endpoint": "http://warehouse.example.com"}),
+        ("snowflake", {"account": "a", "host": "warehouse.example.com", "protocol": "http"}),
+        ("redshift", {"dsn_params": {"host": "34.120.0.10"}, "s3_endpoint": "http://34.1.1.1"}),
+    ):
+        with pytest.raises(DestinationRefused, match="plain-text"):
+            netpolicy.check_destination(strict, type_, config)
+    netpolicy.check_destination(
+        strict, "snowflake", {"account": "a", "host": "warehouse.example.com"}
+    )
+    netpolicy.check_destination(
+        strict, "bigquery", {"project": "p", "api_endpoint": "https://warehouse.example.com"}
+    )
+    listed = policy("34.120.0.10:80")
+    netpolicy.check_destination(
+        listed, "bigquery", {"project": "p", "api_endpoint": "http://warehouse.example.com"}
+    )
+
+
+@pytest.mark.parametrize(
+    ("sslmode", "expected_host"),
+    [("disable", "34.120.0.10"), (None, "34.120.0.10"), ("verify-full", "rebind.example.com")],
+)
+def test_the_redshift_loader_connects_to_the_vetted_address(
+    monkeypatch: pytest.MonkeyPatch, sslmode: str | None, expected_host: str
+) -> None:
+    """redshift-connector resolves the host itself: the loader gives it the vetted address,
+    except under verify-full, where TLS checks the name (which a rebound host cannot pass)."""
+    import redshift_connector
+
+    from services.loaders.postgres.connection import SessionLimits
+    from services.loaders.redshift import connection
+
+    seen: dict[str, object] = {}
+
+    class Refused(Exception):
+        pass
+
+    def fake_connect(**kwargs: object) -> object:
+        seen.update(kwargs)
+        raise Refused
+
+    monkeypatch.setattr(redshift_connector, "connect", fake_connect)
+    dsn = {"host": "rebind.example.com", "dbname": "dev", "user": "u"}
+    if sslmode:
+        dsn["sslmode"] = sslmode
+    with pytest.raises(Refused):
+        connection.connect(
+            {"dsn_params": dsn}, {}, SessionLimits(), {"rebind.example.com": "34.120.0.10"}
+        )
+    assert seen["host"] == expected_host
+    assert seen["tcp_keepalive"] is True and seen["timeout"] == SessionLimits().connect_timeout_s

@@ -18,7 +18,7 @@ from services.loaders.core.errors import PermanentError, TransientError
 from services.loaders.core.plan import PlanBuilder, Rejected
 from services.loaders.core.shape import TableShape
 from services.loaders.core.types import ColumnType as T
-from services.loaders.redshift import loader, warehouse
+from services.loaders.redshift import errors, warehouse
 from services.loaders.redshift import statements as S
 from tests.conformance.cases import header
 from tests.conformance.runner import to_events
@@ -143,13 +143,13 @@ def test_errors_are_classified_by_sqlstate() -> None:
     def error(code: str, message: str = "m") -> redshift_connector.ProgrammingError:
         return redshift_connector.ProgrammingError({"C": code, "M": message})
 
-    assert isinstance(loader.classify(error("40001")), TransientError)
-    assert isinstance(loader.classify(error("42501")), TransientError)
+    assert isinstance(errors.classify(error("40001")), TransientError)
+    assert isinstance(errors.classify(error("42501")), TransientError)
     assert isinstance(
-        loader.classify(error("XX000", "S3ServiceException:Access Denied")), TransientError
+        errors.classify(error("XX000", "S3ServiceException:Access Denied")), TransientError
     )
-    assert isinstance(loader.classify(error("42601")), PermanentError)
-    assert isinstance(loader.classify(redshift_connector.InterfaceError("down")), TransientError)
+    assert isinstance(errors.classify(error("42601")), PermanentError)
+    assert isinstance(errors.classify(redshift_connector.InterfaceError("down")), TransientError)
 
 
 def test_a_destination_is_checked_when_it_is_set() -> None:

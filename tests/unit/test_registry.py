@@ -17,9 +17,12 @@ LOADERS = Path(registry.__file__).parent
 CORE_FILES = {
     "__init__.py",
     "__main__.py",
-    "destination.py",
-    "loader.py",
     "settings.py",
+    "destination.py",
+    "connection.py",
+    "errors.py",
+    "loader.py",
+    "statements.py",
     "warehouse.py",
 }
 
@@ -30,8 +33,12 @@ def test_every_type_is_registered_once_with_the_same_folder_shape() -> None:
     folders = {p.name for p in LOADERS.iterdir() if (p / "__main__.py").exists()}
     assert folders == set(registry.TYPES)
     for name in registry.TYPES:
-        present = {p.name for p in (LOADERS / name).iterdir()}
+        present = {p.name for p in (LOADERS / name).iterdir() if p.suffix == ".py"}
         assert present >= CORE_FILES, (name, sorted(CORE_FILES - present))
+        # A module beyond the shared shape is named, with its reason, in the folder's docstring.
+        described = (LOADERS / name / "__init__.py").read_text()
+        for extra in sorted(present - CORE_FILES):
+            assert f"``{extra}``" in described, (name, extra)
         module = registry.get(name).destination
         assert callable(module.check)
         assert issubclass(module.Settings, Model) and issubclass(module.Secrets, Model)

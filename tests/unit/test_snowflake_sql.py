@@ -16,7 +16,7 @@ from services.loaders.core.errors import PermanentError, TransientError
 from services.loaders.core.plan import Rejected
 from services.loaders.core.shape import TableShape, place
 from services.loaders.core.types import ColumnType as T
-from services.loaders.snowflake import loader
+from services.loaders.snowflake import errors
 from services.loaders.snowflake import statements as S
 
 HOSTILE = 'ORDERS"; DROP TABLE USERS; --'
@@ -105,11 +105,11 @@ def test_staged_values() -> None:
 
 
 def test_errors_are_classified() -> None:
-    assert isinstance(loader.classify(sf.OperationalError(msg="down")), TransientError)
-    assert isinstance(loader.classify(sf.ServiceUnavailableError(msg="503")), TransientError)
+    assert isinstance(errors.classify(sf.OperationalError(msg="down")), TransientError)
+    assert isinstance(errors.classify(sf.ServiceUnavailableError(msg="503")), TransientError)
     refused = sf.ProgrammingError(msg="Incorrect username or password", errno=390100)
-    assert isinstance(loader.classify(refused), TransientError)
-    assert isinstance(loader.classify(sf.ProgrammingError(msg="bad", errno=1003)), PermanentError)
+    assert isinstance(errors.classify(refused), TransientError)
+    assert isinstance(errors.classify(sf.ProgrammingError(msg="bad", errno=1003)), PermanentError)
 
 
 def test_a_destination_is_checked_when_it_is_set() -> None:

@@ -20,18 +20,17 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.api_core import exceptions as gexc
-from google.api_core.client_options import ClientOptions
-from google.api_core.retry import Retry
 from google.cloud import bigquery
 
 from common.wire import Header
 from services.loaders.bigquery import statements
-from services.loaders.bigquery.config import BigQueryTarget
+from services.loaders.bigquery.connection import Session
+from services.loaders.bigquery.destination import BigQueryTarget
 from services.loaders.bigquery.names import BigQueryNames
 from services.loaders.bigquery.plan import LeasePlan
 from services.loaders.bigquery.schema import TableSchema
@@ -40,7 +39,6 @@ from services.loaders.core.errors import PermanentError, TransientError
 from services.loaders.core.reader import Record
 
 NAMES = BigQueryNames()
-SCOPES = ["https://www.googleapis.com/auth/bigquery"]
 KEY_NOTE = "skein_key_columns"  # in the table description: the table's key, for re-keying
 STAGING_TTL = timedelta(days=1)
 MAX_COMMIT_ATTEMPTS = 10_000
@@ -64,50 +62,6 @@ REJECTED_SCHEMA = [
 
 class AlreadyLoaded(Exception):
     """Another job committed these batches first: nothing to do."""
-
-
-@dataclass
-class Session:
-    client: bigquery.Client
-    target: BigQueryTarget
-    timeout: float  # per API call
-    job_timeout: float  # waiting for one job
-    ready: bool = False  # dataset and bookkeeping tables known to exist
-    retry: Retry = field(default_factory=lambda: bigquery.DEFAULT_RETRY)
-
-    @property
-    def dataset(self) -> statements.Dataset:
-        return statements.Dataset(self.target.project, self.target.dataset)
-
-    def ref(self, table: str) -> str:
-        return f"{self.target.project}.{self.target.dataset}.{table}"
-
-
-def connect(target: BigQueryTarget, timeout: float, job_timeout: float) -> Session:
-    """A client for the destination: its credentials JSON, or none for an emulator endpoint,
-    or else Application Default Credentials."""
-    from google.auth.credentials import AnonymousCredentials, Credentials
-    from google.oauth2 import service_account
-
-    credentials: Credentials | None = None
-    if target.credentials is not None:
-        # a service account's key only (config.target_of refuses other types, which would read
-        # files or call URLs the client names)
-        credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
-            target.credentials, scopes=SCOPES
-        )
-    elif target.api_endpoint is not None:
-        credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
-    options = ClientOptions(api_endpoint=target.api_endpoint) if target.api_endpoint else None
-    client = bigquery.Client(
-        project=target.project,
-        credentials=credentials,
-        location=target.location,
-        client_options=options,
-    )
-    # Retries inside one attempt stay short: the spool's back-off retries a failed load.
-    retry = bigquery.DEFAULT_RETRY.with_timeout(timeout * 3)
-    return Session(client, target, timeout, job_timeout, retry=retry)
 
 
 def ensure_metadata(session: Session) -> None:

@@ -13,7 +13,7 @@ from services.loaders.core.errors import LoadError
 from services.loaders.core.plan import LeaseLoad
 from services.loaders.core.reader import Record
 from services.loaders.core.runner import Destination
-from services.loaders.postgres import connection, warehouse
+from services.loaders.postgres import connection, errors, statements, warehouse
 from services.loaders.postgres.connection import SessionLimits
 
 
@@ -60,12 +60,12 @@ class PostgresWarehouse:
         try:
             return warehouse.load(session, schema, work)
         except psycopg2.errors.UniqueViolation as exc:
-            if warehouse.LOADS in str(exc.diag.table_name or ""):
+            if statements.LOADS in str(exc.diag.table_name or ""):
                 return 0, 0  # another loader committed these batches first: nothing to do
             raise
 
     def classify(self, exc: BaseException) -> LoadError:
-        return warehouse.classify(exc)
+        return errors.classify(exc)
 
 
 def probe_warehouse() -> PostgresWarehouse:

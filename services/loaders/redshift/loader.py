@@ -1,7 +1,7 @@
 """The Redshift warehouse as the lease loop sees it (``services.loaders.core.runner.Warehouse``).
 
-``redshift-connector`` is imported only here (the ``redshift`` extra). Staged files go to the
-destination's own S3 bucket (``s3_bucket``, ``s3_prefix``, ``s3_region``; ``iam_role`` or
+``redshift-connector`` is imported only in this folder (the ``redshift`` extra). Staged files
+go to the destination's own S3 bucket (``s3_bucket``, ``s3_prefix``, ``s3_region``; ``iam_role`` or
 ``aws_access_key_id`` + the secret ``aws_secret_access_key`` for Redshift to read them).
 """
 
@@ -12,76 +12,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import boto3
-import redshift_connector
 from botocore.config import Config
-from redshift_connector import error as rs
 
 from common.spool_client import Lease
 from common.wire import Header
-from services.loaders.core import errors
-from services.loaders.core.errors import (
-    LoadError,
-    PermanentError,
-    TransientError,
-)
+from services.loaders.core.errors import LoadError, PermanentError
 from services.loaders.core.plan import LeaseLoad
 from services.loaders.core.reader import Record
 from services.loaders.core.runner import Destination
+from services.loaders.postgres.connection import SessionLimits
+from services.loaders.redshift import connection, errors, warehouse
 from services.loaders.redshift import statements as S
-from services.loaders.redshift import warehouse
-
-# SQLSTATE classes/codes worth retrying: connection, resources, operator intervention,
-# serialization and deadlocks, locks, credentials and privileges.
-TRANSIENT_CLASSES = ("08", "53", "57", "40", "28")
-TRANSIENT_CODES = {"55P03", "42501"}
-
-
-def connect(
-    config: dict[str, Any],
-    secrets: dict[str, str],
-    timeout: int,
-    statement_timeout_s: float = 300.0,
-) -> Any:
-    params = dict(config.get("dsn_params", {}))
-    kwargs: dict[str, Any] = {
-        "host": params.get("host"),
-        "port": int(params.get("port", 5439)),
-        "database": params.get("dbname", "dev"),
-        "user": params.get("user"),
-        "password": secrets.get("password"),
-        "timeout": timeout,
-        "application_name": "skein-loader-redshift",
-        "tcp_keepalive": True,
-    }
-    if params.get("sslmode") == "disable":
-        kwargs["ssl"] = False
-    conn = redshift_connector.connect(**kwargs)
-    # Redshift has no lock_timeout; a statement limit bounds both a slow query and a lock wait.
-    conn.autocommit = True
-    with contextlib.closing(conn.cursor()) as cur:
-        cur.execute(f"SET statement_timeout TO {int(statement_timeout_s * 1000)}")
-    conn.autocommit = False
-    return conn
-
-
-def classify(exc: BaseException) -> LoadError:
-    """Whether a Redshift failure is worth retrying (``core.errors.classify`` with its hook)."""
-    return errors.classify(exc, _driver_error)
-
-
-def _driver_error(exc: BaseException) -> LoadError | None:
-    if isinstance(exc, rs.InterfaceError | rs.OperationalError):
-        return TransientError(f"warehouse unavailable: {exc}")
-    if isinstance(exc, rs.Error):
-        fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-        code = str(fields.get("C", ""))
-        message = str(fields.get("M", exc))
-        if code[:2] in TRANSIENT_CLASSES or code in TRANSIENT_CODES:
-            return TransientError(f"warehouse refused for now: {code} {message}")
-        if "S3ServiceException" in message:  # the staging bucket or its credentials
-            return TransientError(f"Redshift cannot read the staged batch: {message}")
-        return PermanentError(f"warehouse rejected the load: {code} {message}")
-    return None
 
 
 class S3Copier:
@@ -136,17 +77,17 @@ class RedshiftWarehouse:
     type = "redshift"
 
     def __init__(self, connect_timeout: int = 10, statement_timeout_s: float = 300.0) -> None:
-        self.connect_timeout = connect_timeout
-        self.statement_timeout_s = statement_timeout_s
+        self.limits = SessionLimits(
+            connect_timeout_s=connect_timeout, statement_timeout_s=statement_timeout_s
+        )
 
     def open(self, destination: Destination) -> Any:
-        return connect(
-            destination.config, destination.secrets, self.connect_timeout, self.statement_timeout_s
+        return connection.connect(
+            destination.config, destination.secrets, self.limits, dict(destination.pinned)
         )
 
     def close(self, session: Any) -> None:
-        with contextlib.suppress(rs.Error):
-            session.close()
+        connection.close(session)
 
     def probe(self, session: Any, destination: Destination) -> str:
         """One round trip (``skein destinations test``): the server's version."""
@@ -181,7 +122,7 @@ class RedshiftWarehouse:
         return warehouse.load(session, schema, work, copier)
 
     def classify(self, exc: BaseException) -> LoadError:
-        return classify(exc)
+        return errors.classify(exc)
 
 
 def probe_warehouse() -> RedshiftWarehouse:

@@ -9,7 +9,9 @@ from services.loaders.snowflake.settings import SnowflakeLoaderSettings
 
 def main() -> None:
     settings = SnowflakeLoaderSettings()
-    process.serve(settings, SnowflakeWarehouse(settings.connect_timeout_s))
+    process.serve(
+        settings, SnowflakeWarehouse(settings.connect_timeout_s, settings.statement_timeout_s)
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ REQUIRED = ("account", "user", "database")
 
 
 class Settings(Model):
-    """What ``snowflake.connector.connect`` is given (``loader.CONNECT_SETTINGS``), and the
+    """What ``snowflake.connector.connect`` is given (``connection.CONNECT_SETTINGS``), and the
     schema to load into."""
 
     account: NonEmpty
