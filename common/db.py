@@ -40,17 +40,23 @@ class ControlDb:
         self._size = size
         self._name = name
         self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
+        self._pool_lock = threading.Lock()  # two first callers must not make two pools
         # Callers wait for a free connection instead of failing with "pool exhausted".
         self._slots = threading.BoundedSemaphore(size)
 
     def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
-        if self._pool is None:
-            # minconn = maxconn: psycopg2 closes any returned connection beyond minconn, which
-            # would mean a new connection (~5 ms) per call.
-            self._pool = psycopg2.pool.ThreadedConnectionPool(
-                self._size, self._size, self._dsn, connect_timeout=3, application_name=self._name
-            )
-        return self._pool
+        with self._pool_lock:
+            if self._pool is None:
+                # minconn = maxconn: psycopg2 closes any returned connection beyond minconn,
+                # which would mean a new connection (~5 ms) per call.
+                self._pool = psycopg2.pool.ThreadedConnectionPool(
+                    self._size,
+                    self._size,
+                    self._dsn,
+                    connect_timeout=3,
+                    application_name=self._name,
+                )
+            return self._pool
 
     def run(self, fn: Callable[[Any], T], timeout: float = 5.0) -> T:
         if not self._slots.acquire(timeout=timeout):

@@ -61,6 +61,7 @@ class TableBuffer:
 
     stream: Stream
     opened_at: float  # the streamery's monotonic clock when the first message arrived
+    updated_at: float = 0.0  # ... when the last one did
     messages: list[Message] = field(default_factory=list)
     bytes: int = 0
     records: int = 0

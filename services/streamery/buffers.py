@@ -77,6 +77,7 @@ class TableBuffers:
             buffer = self._buffers[stream] = TableBuffer(stream, now)
             self.tracker.open(partition, offset)
         buffer.add(message)
+        buffer.updated_at = now
         self.bytes += message.cost
         self.records += records
         reason = self.policy.after_append(buffer.bytes, buffer.records)
@@ -87,10 +88,10 @@ class TableBuffers:
     def due(
         self, now: float, *, shutting_down: bool = False, revoked: Iterable[int] = ()
     ) -> list[tuple[Batch, CutReason]]:
-        """Cut what the policy says is due now (age, memory), or everything of the partitions
-        being revoked, or everything at shutdown."""
+        """Cut what the policy says is due now (age, a quiet gap, memory), or everything of the
+        partitions being revoked, or everything at shutdown."""
         views = (
-            BufferView(s, s.partition, b.bytes, b.records, b.opened_at)
+            BufferView(s, s.partition, b.bytes, b.records, b.opened_at, b.updated_at)
             for s, b in self._buffers.items()
         )
         cuts = self.policy.due(views, now, shutting_down=shutting_down, revoked=set(revoked))

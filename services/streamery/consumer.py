@@ -88,6 +88,7 @@ class Streamery:
             max_batch_records=settings.max_batch_records,
             max_age_s=settings.max_batch_age_s,
             memory_budget=budget,
+            quiet_s=settings.batch_quiet_s,
         )
         self.flow = FlowPolicy(memory_budget=budget)
         self._tracker = OffsetTracker()

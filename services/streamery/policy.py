@@ -15,6 +15,7 @@ class CutReason(StrEnum):
     SIZE = "size"  # the next message would take the batch past max_batch_bytes
     RECORDS = "records"  # ... past max_batch_records
     AGE = "age"  # its first message waited max_batch_age_s
+    QUIET = "quiet"  # no message came for batch_quiet_s: what the table had is all there is
     MEMORY = "memory"  # all buffers together passed their share of the memory budget
     SHUTDOWN = "shutdown"  # SIGTERM: everything goes out before the final commit
     REVOKE = "revoke"  # the partition moves to another consumer
@@ -29,6 +30,7 @@ class BufferView:
     bytes: int
     records: int
     opened_at: float
+    updated_at: float | None = None  # when its last message came (None: when it opened)
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,14 @@ class Cut:
 
 @dataclass(frozen=True)
 class CutPolicy:
-    """A buffer is cut at the first of: size, records, age, memory pressure, shutdown, revoke.
+    """A buffer is cut at the first of: size, records, age, a quiet gap, memory pressure,
+    shutdown, revoke.
+
+    The quiet gap (``quiet_s``; 0 = never) makes freshness follow the load: a table whose
+    records stopped coming is cut at once instead of waiting out ``max_age_s``, while a table
+    still receiving records keeps growing its batch (under load, gaps between its messages are
+    far shorter than the gap). Small batches this makes are not small loads when loaders are
+    busy: the spool hands a table's waiting batches to one load together.
 
     ``memory_budget`` is what buffers and batches in flight may hold together; buffers alone may
     fill ``buffer_share`` of it. Past that, the largest buffers are cut (the fewest, fullest
@@ -52,6 +61,7 @@ class CutPolicy:
     max_age_s: float
     memory_budget: int
     buffer_share: float = 0.5
+    quiet_s: float = 0.0
 
     def before_append(
         self, buffered_bytes: int, buffered_records: int, add_bytes: int, add_records: int
@@ -96,6 +106,8 @@ class CutPolicy:
                 cuts.append(Cut(view.key, CutReason.REVOKE))
             elif now - view.opened_at >= self.max_age_s:
                 cuts.append(Cut(view.key, CutReason.AGE))
+            elif self.quiet_s and now - _last(view) >= self.quiet_s:
+                cuts.append(Cut(view.key, CutReason.QUIET))
             else:
                 kept.append(view)
         held = sum(v.bytes for v in kept)
@@ -106,6 +118,10 @@ class CutPolicy:
                 cuts.append(Cut(view.key, CutReason.MEMORY))
                 held -= view.bytes
         return cuts
+
+
+def _last(view: BufferView) -> float:
+    return view.opened_at if view.updated_at is None else view.updated_at
 
 
 @dataclass(frozen=True)

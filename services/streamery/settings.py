@@ -33,6 +33,9 @@ class StreamerySettings(SharedSettings):
     max_batch_records: int = Field(500_000, ge=1)
     # Freshness: a record waits at most this long in a buffer (p99 gate-to-row <= 15 s).
     max_batch_age_s: float = Field(5.0, gt=0)
+    # ... and is cut as soon as its table has had no message for this long (0 = never): a
+    # quiet table's records need not wait out the age (docs/architecture.md, "Cutting").
+    batch_quiet_s: float = Field(0.25, ge=0)
     # ISA-L deflate level (0-3) of the gzip objects: 1 (~2.4x on JSON at ~550 MB/s per core) is
     # the default; 0 is ~15 % faster and ~25 % larger; 2-3 trade CPU for slightly smaller objects.
     gzip_level: int = Field(1, ge=0, le=3)

@@ -245,3 +245,67 @@ def test_long_roots_with_the_same_first_bytes_keep_their_subtables_apart(
     assert rows(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, tags))) == [
         (0,)
     ]
+
+
+def test_bookkeeping_tables_dropped_by_hand_come_back_before_the_next_load() -> None:
+    """``already_loaded`` asks in one round trip; a missing ``_sdc_loads`` or
+    ``_sdc_rejected`` (or schema) makes it create them first, so the load that follows records
+    its batch and its rejected records instead of failing."""
+    conn = psycopg2.connect(WAREHOUSE_DSN)
+    schema = f"edge_{uuid.uuid4().hex[:8]}"
+    try:
+        assert warehouse.already_loaded(conn, schema, [1]) == set()  # no schema yet
+        load(conn, schema, "t", 1, [header("t", ["id"]), up(1, {"id": 1})])
+        assert warehouse.already_loaded(conn, schema, [1, 2]) == {1}
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, statements.REJECTED))
+            )
+        assert warehouse.already_loaded(conn, schema, [1, 2]) == {1}
+        load(conn, schema, "t", 2, [header("t", ["id"]), up(2, {"id": 2}), up(3, {"name": "x"})])
+        rejected = rows(
+            conn,
+            sql.SQL("SELECT batch_ids FROM {}").format(sql.Identifier(schema, "_sdc_rejected")),
+        )
+        assert rejected == [([2],)]
+        assert warehouse.already_loaded(conn, schema, [1, 2]) == {1, 2}
+    finally:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        conn.close()
+
+
+def test_a_clients_first_loads_racing_to_create_its_schema_all_succeed() -> None:
+    """Several tables of a new client load at once: each finds no bookkeeping tables and
+    creates them; none fails on the catalog's unique index (a permanent error would park its
+    batch dead)."""
+    import threading
+
+    conns = [psycopg2.connect(WAREHOUSE_DSN) for _ in range(6)]
+    schemas = [f"edge_{uuid.uuid4().hex[:8]}" for _ in range(5)]
+    errors: list[BaseException] = []
+    try:
+        for schema in schemas:
+            start = threading.Barrier(len(conns))
+
+            def first_load(conn: Any, schema: str = schema, start: Any = start) -> None:
+                start.wait()
+                try:
+                    assert warehouse.already_loaded(conn, schema, [1]) == set()
+                except BaseException as exc:
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=first_load, args=(c,)) for c in conns]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        assert errors == []
+    finally:
+        with conns[0], conns[0].cursor() as cur:
+            for schema in schemas:
+                cur.execute(
+                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+                )
+        for c in conns:
+            c.close()

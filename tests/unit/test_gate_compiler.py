@@ -139,7 +139,7 @@ def test_a_client_flooding_new_schemas_evicts_only_its_own() -> None:
 
 def test_the_worker_reports_the_cpu_seconds_a_schema_took(worker: CompileWorker) -> None:
     small, big = worker.compile(SMALL), worker.compile(big_schema(1500))
-    assert 0 < small.cpu_s < big.cpu_s < 20
+    assert 0 <= small.cpu_s < big.cpu_s < 20  # (SMALL may be compiled already: ~0)
     with pytest.raises(SchemaRejected) as refused:
         worker.compile({"properties": {"s": {"pattern": "(a)\\1"}}})
     assert 0 <= refused.value.cpu_s < 1

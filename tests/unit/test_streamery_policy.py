@@ -151,3 +151,28 @@ def test_librdkafka_queue_is_a_bounded_share_of_the_memory_limit(limit: int, que
     assert config["queued.max.messages.kbytes"] * 1024 + 3 * config["fetch.max.bytes"] < limit / 8
     assert config["enable.auto.commit"] is False
     assert config["enable.auto.offset.store"] is False
+
+
+def test_a_quiet_table_is_cut_at_once_and_a_busy_one_keeps_growing() -> None:
+    """The quiet gap: a table with no new message for ``quiet_s`` is cut (reason quiet) long
+    before its age; a table whose messages keep coming is not, for as long as they come."""
+    b = buffers(policy(max_age_s=5.0, quiet_s=0.25))
+    assert b.add(0, 0, b"7/orders", message("orders", 1, 10), 0.0) == []
+    cut: dict[str, tuple[float, CutReason]] = {}
+    for step in range(40):  # "busy" gets a message every 0.1 s for 4 s
+        now = step * 0.1
+        assert b.add(0, 1 + step, b"7/busy", message("busy", 1, 10), now) == []
+        for batch, reason in b.due(now + 0.05):
+            cut[batch.stream.table_name] = (now + 0.05, reason)
+    assert "busy" not in cut
+    assert cut["orders"][1] == CutReason.QUIET and cut["orders"][0] < 0.5
+    [(batch, reason)] = b.due(3.9 + 0.3)  # busy's messages stop: it goes too, as quiet
+    assert (batch.stream.table_name, batch.record_count, reason) == ("busy", 40, CutReason.QUIET)
+
+
+def test_without_a_quiet_gap_a_buffer_waits_for_its_age() -> None:
+    b = buffers(policy(max_age_s=5.0))
+    b.add(0, 0, b"7/orders", message("orders", 1, 10), 0.0)
+    assert b.due(4.9) == []
+    [(_, reason)] = b.due(5.0)
+    assert reason == CutReason.AGE

@@ -10,7 +10,9 @@ Worker threads each run the loop. What keeps one client's warehouse from costing
 - ``max_load_s``: past it a load is cancelled, its lease no longer extended, and it fails as
   transient (the spool's back-off then keeps that table out of the way);
 - warehouse sessions come from one process-wide pool of at most ``max_connections``
-  (``sessions.SessionPool``), keyed by client and destination version, idle ones closed.
+  (``sessions.SessionPool``), keyed by client and destination version (or, for a warehouse
+  whose sessions hold nothing of a client, by what they are opened with: ``SharesSessions``),
+  idle ones closed.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -140,15 +142,37 @@ class Warehouse(Protocol):
         """One round trip to the warehouse, described (``skein destinations test``)."""
 
 
+class SharesSessions(Protocol):
+    """A warehouse whose sessions carry nothing of the client that opened them (no session
+    state, no client-specific target) may say so: destinations with the same identity (every
+    setting and secret the session is opened with) then share idle sessions. Clients with the
+    same credentials on one server are no more able to reach each other through a shared
+    session than through their own. Checks that depend on the client (the platform's grants)
+    run for every load, not only when a session opens."""
+
+    def session_identity(self, destination: Destination) -> Hashable: ...
+
+
 class Destinations:
     """Clients' destinations from the control DB, cached briefly."""
 
     def __init__(self, dsn: str, secret_key: str, ttl: float) -> None:
-        self._dsn = dsn
+        # Pooled: a burst of new clients (a cache miss each) must not open a control-database
+        # connection per lease.
+        self._db = db.ControlDb(dsn, size=2, name="skein-loader-destinations")
         self._secret_key = secret_key
         self._ttl = ttl
         self._cache: dict[int, tuple[float, Destination | None]] = {}
         self._lock = threading.Lock()
+
+    def _fetch(self, client_id: int) -> Callable[[Any], dict[str, Any] | None]:
+        def fetch(conn: Any) -> dict[str, Any] | None:
+            try:
+                return control.get_destination(conn, self._secret_key, client_id, reveal=True)
+            finally:
+                conn.rollback()  # a pooled connection goes back with no transaction open
+
+        return fetch
 
     def get(self, client_id: int) -> Destination | None:
         now = time.monotonic()
@@ -157,8 +181,7 @@ class Destinations:
         if hit and now - hit[0] < self._ttl:
             return hit[1]
         try:
-            with closing(db.connect(self._dsn)) as conn:
-                raw = control.get_destination(conn, self._secret_key, client_id, reveal=True)
+            raw = self._db.run(self._fetch(client_id))
         except Exception as exc:
             raise TransientError(f"control database unavailable: {exc}") from exc
         found = (
@@ -264,6 +287,7 @@ class Runner:
         started = time.monotonic()
         request_ids: dict[str, None] = {}  # in load order, for the log line (tracing)
         reused = False
+        owner: Hashable = ("client", lease.client_id)
         try:
             destination = self.destinations.get(lease.client_id)
             if destination is None:
@@ -274,9 +298,16 @@ class Runner:
                     f"client {lease.client_id}'s destination is now {destination.type}, "
                     f"not {self.kind}: its batches move to the {destination.type} loader"
                 )
-            with self.sessions.session(
-                destination.client_id, destination.version, lambda: self._open(destination)
-            ) as lent:
+            refusal = control.platform_refusal(
+                destination.type,
+                destination.config,
+                destination.secrets,
+                [{"kind": k, "value": v} for k, v in destination.grants],
+            )
+            if refusal:
+                raise PermanentError(f"destination refused: {refusal}")
+            owner, version = self._session_key(destination)
+            with self.sessions.session(owner, version, lambda: self._open(destination)) as lent:
                 reused = lent.reused
                 try:
                     with watch.running(lambda: self.warehouse.cancel(lent.session)):
@@ -295,7 +326,7 @@ class Runner:
                 # A cached connection dies with a warehouse restart and fails its next use:
                 # try once on a new one before the lease pays a back-off round for it. Its
                 # client's other idle sessions died with it: none of them is tried.
-                self.sessions.discard_idle(lease.client_id)
+                self.sessions.discard_idle(owner)
                 log.info(
                     "retrying on a new warehouse connection",
                     extra={"client_id": lease.client_id, "err": str(failure)},
@@ -340,20 +371,20 @@ class Runner:
         )
         return None
 
+    def _session_key(self, destination: Destination) -> tuple[Hashable, Hashable]:
+        """The session pool's key: the destination's identity where the warehouse shares
+        sessions (``SharesSessions``), else the client and its destination's version."""
+        identity = getattr(self.warehouse, "session_identity", None)
+        if identity is not None:
+            return ("shared", identity(destination)), ""
+        return ("client", destination.client_id), destination.version
+
     def _open(self, destination: Destination) -> Any:
         try:
             vetted = netpolicy.check_destination(self.policy, destination.type, destination.config)
         except netpolicy.DestinationRefused as exc:
             raise PermanentError(f"destination refused by the network policy: {exc}") from None
         destination = destination.pinned_to(vetted)
-        refusal = control.platform_refusal(
-            destination.type,
-            destination.config,
-            destination.secrets,
-            [{"kind": k, "value": v} for k, v in destination.grants],
-        )
-        if refusal:
-            raise PermanentError(f"destination refused: {refusal}")
         OPENED.labels(self.kind).inc()
         return self.warehouse.open(destination)
 
@@ -452,7 +483,10 @@ class _Watch:
         )
         deadline = self._started + settings.max_load_s
         token = settings.spool_token.get_secret_value()
-        with SpoolClient(settings.spool_url, token) as spool:
+        # Opened at the first extension only: most loads end before one (and a client's TLS
+        # context costs milliseconds of CPU that every lease would pay).
+        spool: SpoolClient | None = None
+        try:
             while True:
                 now = time.monotonic()
                 wake = min(next_extend, deadline, stall_at)
@@ -477,7 +511,12 @@ class _Watch:
                     STALLED.labels(self._lease.destination_type).inc()
                 if now >= next_extend:
                     next_extend = now + extend_every
+                    if spool is None:
+                        spool = SpoolClient(settings.spool_url, token)
                     try:
                         spool.extend(self._lease.lease_token, seconds)
                     except (SpoolConflict, SpoolUnavailable) as exc:
                         log.warning("lease extension failed", extra={"err": str(exc)})
+        finally:
+            if spool is not None:
+                spool.close()

@@ -5,9 +5,10 @@ which libpq parameters a destination may set, and the limits the loader puts on 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,16 @@ def connection_params(
         ),
     )
     return params
+
+
+def identity(config: dict[str, Any], secrets: dict[str, str]) -> Hashable:
+    """What a session is opened with: every stored libpq setting it uses, and a digest of the
+    password (two destinations with the same identity get interchangeable sessions)."""
+    params = sorted(
+        (k, str(v)) for k, v in config.get("dsn_params", {}).items() if k in control.LIBPQ_ALLOWED
+    )
+    password = hashlib.sha256(secrets.get("password", "").encode()).hexdigest()
+    return ("postgres", tuple(params), password)
 
 
 def connect(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from typing import Any
 
 import psycopg2
@@ -31,6 +31,13 @@ class PostgresWarehouse:
     def close(self, session: Any) -> None:
         connection.close(session)
 
+    def session_identity(self, destination: Destination) -> Hashable:
+        """A Postgres session holds no state of the client that opened it (every setting is
+        the loader's, staging tables drop at commit, the schema is named in each statement):
+        destinations with the same server, user and password share idle sessions
+        (``runner.SharesSessions``)."""
+        return connection.identity(destination.config, destination.secrets)
+
     def probe(self, session: Any, destination: Destination) -> str:
         """One round trip (``skein destinations test``): the server's version."""
         with session.cursor() as cur:
@@ -44,8 +51,7 @@ class PostgresWarehouse:
 
     def already_loaded(self, session: Any, destination: Destination, ids: list[int]) -> set[int]:
         schema = warehouse.schema_of(destination.config, destination.client_id)
-        warehouse.ensure_metadata(session, schema)
-        return warehouse.loaded_batches(session, schema, ids)
+        return warehouse.already_loaded(session, schema, ids)
 
     def load(
         self,

@@ -57,7 +57,21 @@ Connection = psycopg2.extensions.connection
 
 def ensure_metadata(conn: Connection, schema: str) -> None:
     """The schema and the two bookkeeping tables, in their own short transaction (concurrent
-    loads of one client's different tables would otherwise race on CREATE ... IF NOT EXISTS)."""
+    loads of one client's different tables would otherwise race on CREATE ... IF NOT EXISTS).
+
+    The advisory lock orders them, but a transaction that waited on it may still check the
+    catalogs as they were before the other committed (an advisory lock does not refresh the
+    catalog snapshot) and collide on the catalog's unique index: it tries once more."""
+    for attempt in (1, 2):
+        try:
+            _create_metadata(conn, schema)
+            return
+        except psycopg2.errors.UniqueViolation:
+            if attempt == 2:
+                raise
+
+
+def _create_metadata(conn: Connection, schema: str) -> None:
     with conn, conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
         cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident(schema)))
@@ -80,14 +94,28 @@ def ensure_metadata(conn: Connection, schema: str) -> None:
 
 
 def loaded_batches(conn: Connection, schema: str, batch_ids: list[int]) -> set[int]:
+    """Which of ``batch_ids`` are already in ``_sdc_loads``. The query names ``_sdc_rejected``
+    too, so a missing bookkeeping table fails it (``UndefinedTable``) instead of a load later:
+    ``already_loaded`` then creates them (``ensure_metadata``) and asks again. One round trip
+    per lease where the tables exist, which is every lease but a client's first."""
     with conn, conn.cursor() as cur:
         cur.execute(
-            sql.SQL("SELECT batch_id FROM {} WHERE batch_id = ANY(%s)").format(
-                bound_ident(cur, schema, LOADS)
-            ),
+            sql.SQL(
+                "SELECT batch_id FROM {} WHERE batch_id = ANY(%s) "
+                "UNION ALL SELECT NULL FROM {} WHERE false"
+            ).format(bound_ident(cur, schema, LOADS), bound_ident(cur, schema, REJECTED)),
             (batch_ids,),
         )
         return {r[0] for r in cur.fetchall()}
+
+
+def already_loaded(conn: Connection, schema: str, batch_ids: list[int]) -> set[int]:
+    """``loaded_batches``, the bookkeeping tables (and the schema) created first if missing."""
+    try:
+        return loaded_batches(conn, schema, batch_ids)
+    except (psycopg2.errors.UndefinedTable, psycopg2.errors.InvalidSchemaName):
+        ensure_metadata(conn, schema)
+        return loaded_batches(conn, schema, batch_ids)
 
 
 CHUNK_ROWS = 8192  # parent rows merged at a time, while the next ones are parsed
