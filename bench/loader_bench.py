@@ -7,7 +7,9 @@ The loader path is the real one: S3 get -> gunzip -> parse -> place -> spill -> 
 staging -> merge into a keyed table -> _sdc_loads, one transaction per lease of batches (by
 default all ten batch objects in one lease, as the runner would lease them). The ratio is for
 new keys (inserts); the same batches are then loaded again, every row an update of an existing
-key, and that rate is printed too. Each figure is the median of ``--repeat`` runs.
+key, and that rate is printed too. Each figure is the median of ``--repeat`` runs. Last, the
+fixed cost of one load: a 100-record batch into an existing table, in ms (wall and the loader
+process's CPU), split into the bookkeeping check, the S3 read and the load's transaction.
 """
 
 from __future__ import annotations
@@ -44,6 +46,60 @@ def _address(value: object) -> dict[str, object]:
 
 def _all(rates: list[float]) -> str:
     return "(" + ", ".join(f"{r:,.0f}" for r in rates) + ")"
+
+
+def fixed_cost(
+    conn: psycopg2.extensions.connection,
+    s3: object,
+    bucket: str,
+    schema: str,
+    header: Header,
+    rng: random.Random,
+    repeat: int,
+) -> None:
+    """One load's fixed cost: a 100-record batch of new keys into an existing table, as the
+    runner does it (bookkeeping check, S3 get and parse, load in one transaction); the median
+    of ``repeat`` loads, in wall and CPU milliseconds, split by step."""
+    table = "fixed_cost"
+    steps: dict[str, list[tuple[float, float]]] = {"check": [], "s3": [], "load": []}
+    keys = []
+    try:
+        for n in range(repeat + 1):
+            lines = [header.encode()] + [
+                orjson.dumps(
+                    {"action": "upsert", "sequence": 1, "data": make_record(n * 100 + i, rng)}
+                )
+                for i in range(100)
+            ]
+            key = f"bench/fixed/{uuid.uuid4().hex}.jsonl.gz"
+            s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(b"\n".join(lines), 1))  # type: ignore[attr-defined]
+            keys.append(key)
+        for n, key in enumerate(keys):
+            timing = []
+            t, c = time.perf_counter(), time.process_time()
+            warehouse.already_loaded(conn, schema, [10_000_000 + n])
+            timing.append((time.perf_counter() - t, time.process_time() - c))
+            t, c = time.perf_counter(), time.process_time()
+            stream = list(events(lines_of(s3_chunks(s3, bucket, key))))
+            timing.append((time.perf_counter() - t, time.process_time() - c))
+            t, c = time.perf_counter(), time.process_time()
+            warehouse.load(
+                conn, schema, warehouse.LeaseLoad(table, [10_000_000 + n], "fixed", iter(stream))
+            )
+            timing.append((time.perf_counter() - t, time.process_time() - c))
+            if n:  # the first load creates the table: not a fixed cost
+                for name, step in zip(steps, timing, strict=True):
+                    steps[name].append(step)
+    finally:
+        for key in keys:
+            s3.delete_object(Bucket=bucket, Key=key)  # type: ignore[attr-defined]
+    wall = {name: statistics.median(w for w, _ in v) * 1000 for name, v in steps.items()}
+    cpu = {name: statistics.median(c for _, c in v) * 1000 for name, v in steps.items()}
+    parts = ", ".join(f"{name} {wall[name]:.1f} ms ({cpu[name]:.1f} CPU)" for name in steps)
+    print(
+        f"fixed cost of one load (100 records, existing table, median of {repeat}): "
+        f"{sum(wall.values()):.1f} ms wall, {sum(cpu.values()):.1f} ms CPU in the loader: {parts}"
+    )
 
 
 def main() -> None:
@@ -142,6 +198,7 @@ def main() -> None:
         print(f"loader, all rows updates:     {update_rate:>9,.0f} rows/s  {_all(updates)}")
         print(f"raw COPY of the same rows:    {raw_rate:>9,.0f} rows/s  {_all(raws)}")
         print(f"ratio loader/raw COPY: {loader_rate / raw_rate:.2f} (target >= 0.5)")
+        fixed_cost(conn, s3, shared.s3_bucket, schema, header, rng, repeat=50)
     finally:
         with conn, conn.cursor() as cur:
             cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
