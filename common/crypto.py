@@ -12,9 +12,10 @@ off it. ``SKEIN_ENV=production`` refuses a ring that holds one (``weak_key_probl
 
 **The ciphertext** is AES-256-GCM: ``sk1:<key id>:`` + 12-byte nonce + ciphertext and tag. The
 key is derived per purpose (HKDF-SHA256 of the keyring key, ``info = "skein <purpose>"``:
-destination secrets and integration configs each get their own), and the associated data is
-``<purpose>/<client id>``: a value copied to another client's row, or from a destination to an
-integration, fails to decrypt with a clear error instead of serving the wrong tenant.
+destination secrets, integration configs and hook signing secrets each get their own), and the
+associated data is ``<purpose>/<client id>``: a value copied to another client's row, or from a
+destination to an integration, fails to decrypt with a clear error instead of serving the wrong
+tenant.
 
 Values written before keyrings (Fernet under the legacy derivation) still decrypt, with any key
 of the ring treated as a passphrase, until ``skein secrets rotate`` rewrites them.
@@ -37,7 +38,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 _MAGIC = b"sk1:"
 _LEGACY_INFO = b"skein destinations"
 _ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
-PURPOSES = ("destination", "integration")
+PURPOSES = ("destination", "integration", "hook")
 
 
 class SecretKeyError(ValueError):

@@ -24,7 +24,9 @@ from common import crypto
 LOCAL_SECRET_KEY = "skein-local-development-key-change-me"  # noqa: S105 (documented placeholder)
 LOCAL_SPOOL_TOKEN = "skein-local-spool-token"  # noqa: S105 (documented placeholder)
 LOCAL_S3_SECRET_KEY = "skein-local-secret"  # noqa: S105 (documented placeholder)
-LOCAL_ALLOWED_NETWORKS = "127.0.0.1:5433"  # the local stack's demo warehouse
+# The local stack's demo warehouse, and ports 8790-8799 for hook receivers a developer (or the
+# tests) runs on this machine.
+LOCAL_ALLOWED_NETWORKS = "127.0.0.1:5433,127.0.0.1:8790-8799"
 
 
 # The local stack writes its generated secrets (Kafka, Postgres, S3, spool) as SKEIN_* lines to

@@ -148,11 +148,15 @@ class SpoolClient:
         lease_seconds: int = 300,
         max_batches: int = 50,
         max_bytes: int = 256 * 1024 * 1024,
+        report: dict[str, Any] | None = None,
     ) -> Lease | None:
-        """Acknowledge the whole lease and lease the next work in one round trip."""
+        """Acknowledge the whole lease and lease the next work in one round trip. ``report``:
+        what the load wrote (``num_rows``, ``num_rows_rejected``), for the client's hooks."""
         request = _lease_request(destination_type, owner, lease_seconds, max_batches, max_bytes)
         raw = self._call(
-            "POST", f"/v1/leases/{lease_token}/ack", json={"batch_ids": None, "next": request}
+            "POST",
+            f"/v1/leases/{lease_token}/ack",
+            json={"batch_ids": None, "next": request, "report": report},
         ).json()
         return None if raw["next"] is None else _lease(raw["next"])
 
@@ -162,8 +166,17 @@ class SpoolClient:
         ).json()
         return str(raw["expires_at"])
 
-    def ack(self, lease_token: str, batch_ids: list[int] | None = None) -> int:
-        raw = self._call("POST", f"/v1/leases/{lease_token}/ack", json={"batch_ids": batch_ids})
+    def ack(
+        self,
+        lease_token: str,
+        batch_ids: list[int] | None = None,
+        report: dict[str, Any] | None = None,
+    ) -> int:
+        raw = self._call(
+            "POST",
+            f"/v1/leases/{lease_token}/ack",
+            json={"batch_ids": batch_ids, "report": report},
+        )
         return int(raw.json()["acked"])
 
     def nack(

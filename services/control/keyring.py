@@ -11,15 +11,17 @@ from common import audit, control, crypto
 
 
 def rotate_secrets(conn: control.Connection, keys: str) -> dict[str, Any]:
-    """Re-encrypt every destination secret and integration config under the keyring's newest
+    """Re-encrypt every destination secret, integration config and hook signing secret under
+    the keyring's newest
     key, in one transaction; values already under it are left alone, so a second run changes
     nothing. Audited (the key id, never a key)."""
     newest = crypto.keyring(keys)[-1].id
-    counts = {"destinations": 0, "integrations": 0}
+    counts = {"destinations": 0, "integrations": 0, "hooks": 0}
     with conn, conn.cursor() as cur:
-        for table, column, purpose, kind in (
-            ("destinations", "secrets", "destination", "destinations"),
-            ("integrations", "sealed", "integration", "integrations"),
+        for table, column, purpose, key in (
+            ("destinations", "secrets", "destination", "client_id"),
+            ("integrations", "sealed", "integration", "integration_id"),
+            ("hooks", "secret", "hook", "hook_id"),
         ):
             cur.execute(
                 sql.SQL(
@@ -28,7 +30,7 @@ def rotate_secrets(conn: control.Connection, keys: str) -> dict[str, Any]:
                 ).format(
                     column=sql.Identifier(column),
                     table=sql.Identifier(table),
-                    id=sql.Identifier("client_id" if table == "destinations" else "integration_id"),
+                    id=sql.Identifier(key),
                 )
             )
             for client_id, blob, row_id in cur.fetchall():
@@ -41,13 +43,11 @@ def rotate_secrets(conn: control.Connection, keys: str) -> dict[str, Any]:
                     sql.SQL("UPDATE {table} SET {column} = %s WHERE {id} = %s").format(
                         table=sql.Identifier(table),
                         column=sql.Identifier(column),
-                        id=sql.Identifier(
-                            "client_id" if table == "destinations" else "integration_id"
-                        ),
+                        id=sql.Identifier(key),
                     ),
                     (psycopg2.Binary(fresh), row_id),
                 )
-                counts[kind] += 1
+                counts[table] += 1
         done = {"key_id": newest, **counts}
         audit.record(cur, "secrets.rotate", subject=newest, details=done)
     return done

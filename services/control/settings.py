@@ -30,3 +30,14 @@ class ControlSettings(SharedSettings):
     # extractor to start the run before answering 503.
     log_url_ttl_s: int = Field(300, ge=10)
     sync_wait_s: float = Field(15.0, gt=0)
+    # Notification hooks' delivery worker (one per API worker process; claims never overlap):
+    # sender threads, how many of one client's deliveries may be in flight at once (a slow
+    # receiver holds up only its own client), the request timeout, and the retry schedule
+    # (base * 2^(attempt-1) with jitter, capped, until failures outlast the window: dead).
+    hook_senders: int = Field(4, ge=0)
+    hook_per_client: int = Field(2, ge=1)
+    hook_timeout_s: float = Field(10.0, gt=0)
+    hook_poll_s: float = Field(1.0, gt=0)
+    hook_retry_base_s: float = Field(2.0, gt=0)
+    hook_retry_max_s: float = Field(3600.0, gt=0)
+    hook_retry_window_s: float = Field(86400.0, gt=0)

@@ -20,7 +20,7 @@ import orjson
 import psycopg2
 import psycopg2.extensions
 
-from common import audit, control, crypto
+from common import audit, control, crypto, events
 
 Connection = psycopg2.extensions.connection
 _LOCK_BASE = 0x5EE1 << 48  # advisory lock ids of integrations: this + integration_id
@@ -386,13 +386,41 @@ def close_dead_runs(conn: Connection, integration_id: int) -> int:
     failed; return how many (each counts as a failure for the retry back-off)."""
     with conn, conn.cursor() as cur:
         cur.execute(
-            "UPDATE integration_runs SET status = 'failed', ended_at = now(),"
+            "UPDATE integration_runs r SET status = 'failed', ended_at = now(),"
             " error = 'the extractor running it stopped (killed or crashed) before it ended;"
             " the next run resumes from the last saved state'"
-            " WHERE integration_id = %s AND status = 'running' RETURNING run_id",
+            " FROM integrations i WHERE i.integration_id = r.integration_id"
+            " AND r.integration_id = %s AND r.status = 'running'"
+            " RETURNING r.run_id, i.client_id, i.name, r.trigger, r.started_at, r.ended_at,"
+            " r.records, r.error",
             (integration_id,),
         )
-        return len(cur.fetchall())
+        closed = cur.fetchall()
+        for row in closed:
+            _run_event(cur, row, succeeded=False)
+        return len(closed)
+
+
+def _run_event(cur: Any, row: tuple[Any, ...], *, succeeded: bool) -> None:
+    """``extraction.succeeded`` / ``extraction.failed`` for the run just closed, in the closing
+    transaction: (run_id, client_id, name, trigger, started_at, ended_at, records, error)."""
+    run_id, client_id, name, trigger, started_at, ended_at, records, error = row
+    events.emit(
+        cur,
+        client_id,
+        "extraction.succeeded" if succeeded else "extraction.failed",
+        {
+            "client_id": client_id,
+            "integration_name": name,
+            "run_id": run_id,
+            "trigger": trigger,
+            "status": "succeeded" if succeeded else "failed",
+            "started_at": _iso(started_at),
+            "ended_at": _iso(ended_at),
+            "records": records or {},
+            "error": (error or "")[:2000] or None,
+        },
+    )
 
 
 def load(conn: Connection, secret_key: str, integration_id: int) -> RunSpec | None:
@@ -481,8 +509,11 @@ def finish_run(
     stopped on request is failed but no failure to back off from)."""
     with conn, conn.cursor() as cur:
         cur.execute(
-            "UPDATE integration_runs SET status = %s, ended_at = now(), records = %s::jsonb,"
-            " error = %s, stderr = %s WHERE run_id = %s RETURNING integration_id",
+            "UPDATE integration_runs r SET status = %s, ended_at = now(), records = %s::jsonb,"
+            " error = %s, stderr = %s FROM integrations i"
+            " WHERE i.integration_id = r.integration_id AND r.run_id = %s"
+            " RETURNING r.integration_id, r.run_id, i.client_id, i.name, r.trigger,"
+            " r.started_at, r.ended_at, r.records, r.error",
             (
                 "succeeded" if succeeded else "failed",
                 orjson.dumps(records).decode(),
@@ -494,6 +525,7 @@ def finish_run(
         row = cur.fetchone()
         if row is None:
             return
+        _run_event(cur, row[1:], succeeded=succeeded)
         if succeeded:
             cur.execute(
                 "UPDATE integrations SET consecutive_failures = 0, last_success_at = now(),"

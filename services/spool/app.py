@@ -68,8 +68,18 @@ class ExtendIn(BaseModel):
     lease_seconds: int = Field(300, ge=1)
 
 
+class LoadReport(BaseModel):
+    """What the load wrote, for the client's ``load.completed`` hooks."""
+
+    num_rows: int = Field(ge=0, le=INT8)
+    num_rows_rejected: int = Field(0, ge=0, le=INT8)
+    destination_table_name: str | None = Field(None, max_length=1000)
+    destination_type: str | None = Field(None, max_length=40)
+
+
 class AckIn(BaseModel):
     batch_ids: list[Annotated[int, Field(ge=1, le=INT8)]] | None = None
+    report: LoadReport | None = None
     # Lease the next work in the same round trip (a loader's loop: ack, then lease again).
     next: LeaseIn | None = None
 
@@ -254,8 +264,9 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
         """The lease's batches (all, or those named) are loaded; 409 if the token is stale.
         With ``next``, also lease the next work, in the same transaction as the ack."""
         following = body.next
+        report = None if body.report is None else body.report.model_dump(exclude_none=True)
         if following is None:
-            count = db.run(lambda conn: queue.ack(conn, lease_token, body.batch_ids))
+            count = db.run(lambda conn: queue.ack(conn, lease_token, body.batch_ids, report))
             metrics.ACKS.inc(count)
             return _json({"acked": count, "next": None})
         seconds = min(following.lease_seconds, settings.max_lease_seconds)
@@ -270,6 +281,7 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
                 following.max_batches,
                 following.max_bytes,
                 settings.max_leases_per_client,
+                report,
             )
         )
         metrics.ACKS.inc(count)

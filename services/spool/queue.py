@@ -169,6 +169,8 @@ def dead_letter(conn: Connection, batch: BatchRegistration, reason: str) -> Regi
             ),
         )
         row = cur.fetchone()
+        if row is not None:
+            cur.execute("SELECT hook_batches_dead(ARRAY[%s]::bigint[])", (row[0],))  # batch.dead
         if row is None:
             cur.execute("SELECT batch_id FROM batches WHERE object_key = %s", (batch.object_key,))
             found = cur.fetchone()
@@ -327,11 +329,17 @@ def extend(conn: Connection, token: str, lease_seconds: int) -> str:
         return str(_iso(row[0]))
 
 
-def ack(conn: Connection, token: str, batch_ids: list[int] | None) -> int:
-    """Mark the lease's batches loaded (all, or those named); one round trip (``spool_ack``)."""
+def ack(
+    conn: Connection, token: str, batch_ids: list[int] | None, report: dict[str, Any] | None = None
+) -> int:
+    """Mark the lease's batches loaded (all, or those named); one round trip (``spool_ack``).
+    With the loader's ``report`` (rows written and rejected), the client's hooks get
+    ``load.completed`` (and ``records.rejected``) in the same transaction."""
     _check_token(token)
     done: dict[str, Any] = _one_call(
-        conn, "SELECT spool_ack(%s::uuid, %s::bigint[])::text", (token, batch_ids)
+        conn,
+        "SELECT spool_ack(%s::uuid, %s::bigint[], %s::jsonb)::text",
+        (token, batch_ids, _report(report)),
     )
     if "error" in done:
         raise Conflict(done["error"])
@@ -348,13 +356,16 @@ def ack_and_lease(
     max_batches: int,
     max_bytes: int,
     max_per_client: int = MAX_LEASES_PER_CLIENT,
+    report: dict[str, Any] | None = None,
 ) -> tuple[int, dict[str, Any] | None]:
-    """A loader's cycle in one round trip (``spool_ack_and_lease``): ack, then lease the next
-    work in the same transaction. Returns (acked count, next lease or None)."""
+    """A loader's cycle in one round trip (``spool_ack_and_lease``): ack (with the ``report``
+    as :func:`ack`), then lease the next work in the same transaction. Returns (acked count,
+    next lease or None)."""
     _check_token(token)
     done: dict[str, Any] = _one_call(
         conn,
-        "SELECT spool_ack_and_lease(%s::uuid, %s::bigint[], %s, %s, %s, %s, %s, %s, %s)::text",
+        "SELECT spool_ack_and_lease(%s::uuid, %s::bigint[], %s, %s, %s, %s, %s, %s, %s,"
+        " %s::jsonb)::text",
         (
             token,
             batch_ids,
@@ -365,11 +376,16 @@ def ack_and_lease(
             max_bytes,
             CANDIDATES,
             max_per_client,
+            _report(report),
         ),
     )
     if "error" in done:
         raise Conflict(done["error"])
     return int(done["acked"]), done["next"]
+
+
+def _report(report: dict[str, Any] | None) -> str | None:
+    return None if report is None else orjson.dumps(report).decode()
 
 
 def nack(
@@ -420,6 +436,8 @@ def nack(
                    WHERE batch_id = ANY(%s)""",
                 (state, error, kind, policy.delay(attempts, jitter), ids),
             )
+        if kind == "permanent" or state == "dead":
+            cur.execute("SELECT hook_batches_dead(%s::bigint[])", (ids,))  # batch.dead
         _release_if_done(cur, token)
         return len(ids)
 

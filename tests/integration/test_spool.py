@@ -28,7 +28,7 @@ import psycopg2
 import psycopg2.sql
 import pytest
 
-from common import control, db
+from common import control, db, netpolicy
 from common import migrate as migrations
 from common.s3 import client as s3_client
 from common.settings import SharedSettings
@@ -38,7 +38,7 @@ from common.spool_client import (
     SpoolConflict,
     SpoolUnavailable,
 )
-from services.control import accounts, destinations
+from services.control import accounts, destinations, hooks
 from services.spool import queue
 from services.spool.policy import RetryPolicy
 from tests.conftest import ROOT, wait_for
@@ -676,3 +676,69 @@ def test_tables_idle_past_retention_are_forgotten_and_others_kept(spool: Isolate
         client.register(
             registration(cid, got["table_name"], got["batches"][0]["partition"], 10, 19)
         )
+
+
+def _events(spool: IsolatedSpool, client_id: int) -> list[tuple[str, dict[str, Any]]]:
+    with closing(spool.connect()) as conn, conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT type, payload FROM hook_events WHERE client_id = %s ORDER BY created_at, type",
+            (client_id,),
+        )
+        return [(t, p) for t, p in cur.fetchall()]
+
+
+def test_the_ack_writes_its_load_event_in_its_own_transaction_and_only_for_hooked_clients(
+    spool: IsolatedSpool,
+) -> None:
+    """The outbox: load.completed (and records.rejected) exist exactly when the ack committed;
+    a stale ack writes nothing; a client without hooks gets no event rows at all."""
+    with closing(spool.connect()) as conn, conn, conn.cursor() as cur:
+        cur.execute("UPDATE batches SET state = 'skipped' WHERE state IN ('pending', 'retry_wait')")
+    hooked, plain = new_client(spool, "snowflake"), new_client(spool, "snowflake")
+    policy = netpolicy.NetworkPolicy(netpolicy.parse_allowed("127.0.0.1:8790-8799"))
+    with closing(spool.connect()) as conn:
+        made = hooks.create_hook(
+            conn,
+            policy,
+            "k",
+            hooked,
+            "http://127.0.0.1:8790/h",
+            ["load.completed", "records.rejected", "batch.dead"],
+        )
+    assert made["secret"].startswith("whsec_")
+    client = spool.client()
+    client.register(registration(hooked, "orders", 0, 0, 9))
+    client.register(registration(plain, "orders", 1, 0, 9))
+    report = {"num_rows": 8, "num_rows_rejected": 2, "destination_table_name": "orders"}
+    for _ in range(2):
+        got = client.lease("snowflake", "w")
+        assert got is not None
+        assert client.ack(got.lease_token, report=report) == 1
+        with pytest.raises(SpoolConflict):
+            client.ack(got.lease_token, report=report)  # stale: no second event
+    assert _events(spool, plain) == []
+    events = _events(spool, hooked)
+    assert [t for t, _ in events] == ["load.completed", "records.rejected"]
+    body = events[0][1]
+    assert body["tables"] == [
+        {
+            "destination_table_name": "orders",
+            "num_rows": 8,
+            "num_rows_rejected": 2,
+            "num_records": 10,
+        }
+    ]
+    assert body["client_id"] == hooked and len(body["batch_ids"]) == 1
+    with closing(spool.connect()) as conn, conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM hook_deliveries WHERE client_id = %s", (hooked,))
+        assert cur.fetchone() == (2,)  # one hook, two events
+
+    # A permanent failure parks the batch and tells the hook, in the same transaction.
+    client.register(registration(hooked, "customers", 2, 0, 9))
+    got = client.lease("snowflake", "w")
+    assert got is not None
+    client.nack(got.lease_token, "permanent", "column type refused")
+    kinds = [t for t, _ in _events(spool, hooked)]
+    assert kinds.count("batch.dead") == 1
+    dead = next(p for t, p in _events(spool, hooked) if t == "batch.dead")
+    assert dead["table_name"] == "customers" and dead["error"] == "column type refused"

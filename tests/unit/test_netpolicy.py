@@ -101,11 +101,11 @@ def test_each_destination_type_is_checked_at_its_endpoints() -> None:
     netpolicy.check_destination(strict, "bigquery", {"project": "p"})  # Google's own endpoint
 
 
-def test_the_local_stack_allows_its_demo_warehouse_and_production_nothing(
+def test_the_local_stack_allows_its_demo_warehouse_and_hook_receivers_and_production_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("SKEIN_DESTINATION_ALLOWED_NETWORKS", raising=False)
-    assert SharedSettings().destination_allowed_networks == "127.0.0.1:5433"
+    assert SharedSettings().destination_allowed_networks == "127.0.0.1:5433,127.0.0.1:8790-8799"
     assert SharedSettings(SKEIN_ENV="staging").destination_allowed_networks == ""
 
 

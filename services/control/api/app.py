@@ -15,16 +15,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common import control, logs
 from common.db import ControlDb
+from services.control import hooks as hooks_domain
 from services.control.api import (
     batches,
     clients,
     connect_v4,
     credentials,
     destination,
+    hooks,
     integrations,
 )
 from services.control.api.base import ApiError, Control, error_response
 from services.control.api.middleware import BodyLimit, Observe
+from services.control.delivery import DeliveryWorker
 from services.control.settings import ControlSettings
 from services.spool import queue
 
@@ -36,10 +39,15 @@ def create_app(settings: ControlSettings | None = None) -> FastAPI:
     logs.configure()
     db = ControlDb(settings.control_dsn.get_secret_value(), settings.db_pool_size, "skein-control")
     ctl = Control(settings, db)
+    hooks_db = ControlDb(settings.control_dsn.get_secret_value(), 2, "skein-control-hooks")
+    deliveries = DeliveryWorker(settings, hooks_db)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        deliveries.start()
         yield
+        deliveries.stop()
+        hooks_db.close()
         ctl.close()
 
     app = FastAPI(
@@ -65,6 +73,10 @@ def create_app(settings: ControlSettings | None = None) -> FastAPI:
 
     @app.exception_handler(queue.Conflict)
     async def conflict(_r: Request, exc: queue.Conflict) -> JSONResponse:
+        return error_response(409, "conflict", str(exc))
+
+    @app.exception_handler(hooks_domain.Busy)
+    async def busy(_r: Request, exc: hooks_domain.Busy) -> JSONResponse:
         return error_response(409, "conflict", str(exc))
 
     @app.exception_handler(control.NotFound)
@@ -112,6 +124,6 @@ def create_app(settings: ControlSettings | None = None) -> FastAPI:
         """The process answers (no key; also on the metrics port with /readyz)."""
         return {"status": "ok"}
 
-    for routes in (clients, credentials, destination, integrations, batches, connect_v4):
+    for routes in (clients, credentials, destination, hooks, integrations, batches, connect_v4):
         app.include_router(routes.router)
     return app

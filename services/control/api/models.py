@@ -78,3 +78,12 @@ class PurgeIn(Body):
 class KeyIn(Body):
     client_id: int | None = Field(None, ge=1, le=INT8)  # None: an operator key
     name: str = Field("", max_length=keys.MAX_NAME)
+
+
+class HookIn(Body):
+    """As ``skein hooks create``: the URL, the events it hears, and optionally the signing
+    secret (generated and shown once when left out)."""
+
+    url: str = Field(min_length=8, max_length=2000)
+    events: list[str] = Field(min_length=1, max_length=20)
+    secret: str | None = Field(None, min_length=16, max_length=500)

@@ -10,6 +10,7 @@ from services.control.cli.audit_log import audit_app
 from services.control.cli.clients import clients_app
 from services.control.cli.database import db_app
 from services.control.cli.destinations import destinations_app
+from services.control.cli.hooks import hooks_app
 from services.control.cli.integrations import integrations_app
 from services.control.cli.kafka import kafka_app
 from services.control.cli.keys import keys_app
@@ -28,6 +29,7 @@ for group, name in (
     (clients_app, "clients"),
     (tokens_app, "tokens"),
     (webhooks_app, "webhooks"),
+    (hooks_app, "hooks"),
     (destinations_app, "destinations"),
     (spool_app, "spool"),
     (integrations_app, "integrations"),

@@ -267,11 +267,11 @@ class Runner:
                             self.stop.wait(self.settings.poll_interval_s)
                             continue
                     watch = _Watch(self.settings, lease, self._slots)
-                    loaded = self._handle(lease, watch)
-                    if loaded is None:
+                    outcome = self._handle(lease, watch)
+                    if isinstance(outcome, Loaded):
                         faults.hit("after_commit")
                     slot = not watch.stalled  # a stalled load gave its slot away
-                    lease = self._finish(spool, owner, lease, loaded, chain=slot)
+                    lease = self._finish(spool, owner, lease, outcome, chain=slot)
                 except SpoolUnavailable as exc:
                     log.warning("spool unavailable", extra={"err": str(exc)})
                     lease = None
@@ -282,8 +282,10 @@ class Runner:
     def _lease(self, spool: SpoolClient, owner: str) -> Lease | None:
         return spool.lease(self.kind, owner, **self.limits)
 
-    def _handle(self, lease: Lease, watch: _Watch, *, retry_stale: bool = True) -> LoadError | None:
-        """Load the lease; None on success, else the classified failure."""
+    def _handle(
+        self, lease: Lease, watch: _Watch, *, retry_stale: bool = True
+    ) -> Loaded | LoadError:
+        """Load the lease; what it wrote, else the classified failure."""
         started = time.monotonic()
         request_ids: dict[str, None] = {}  # in load order, for the log line (tracing)
         reused = False
@@ -369,7 +371,7 @@ class Runner:
                 "ms": round(elapsed * 1000, 1),
             },
         )
-        return None
+        return Loaded(rows, rejected)
 
     def _session_key(self, destination: Destination) -> tuple[Hashable, Hashable]:
         """The session pool's key: the destination's identity where the warehouse shares
@@ -419,7 +421,7 @@ class Runner:
         spool: SpoolClient,
         owner: str,
         lease: Lease,
-        failure: LoadError | None,
+        outcome: Loaded | LoadError,
         *,
         chain: bool = True,
     ) -> Lease | None:
@@ -429,12 +431,15 @@ class Runner:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if failure is None and chain:
-                    return spool.ack_and_lease(lease.lease_token, self.kind, owner, **self.limits)
-                if failure is None:
-                    spool.ack(lease.lease_token)
+                if isinstance(outcome, Loaded):
+                    report = outcome.report(lease, self.kind)
+                    if chain:
+                        return spool.ack_and_lease(
+                            lease.lease_token, self.kind, owner, report=report, **self.limits
+                        )
+                    spool.ack(lease.lease_token, report=report)
                     return None
-                spool.nack(lease.lease_token, failure.kind, str(failure))
+                spool.nack(lease.lease_token, outcome.kind, str(outcome))
                 return None
             except SpoolConflict as exc:
                 log.warning("lease lost before its ack/nack", extra={"err": str(exc)})
@@ -443,6 +448,23 @@ class Runner:
                 if time.monotonic() > deadline or self.stop.is_set():
                     raise
                 time.sleep(1.0)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A lease's load committed: rows written and records rejected (the ack's report, from
+    which the spool writes the client's ``load.completed`` event)."""
+
+    rows: int
+    rejected: int
+
+    def report(self, lease: Lease, kind: str) -> dict[str, Any]:
+        return {
+            "num_rows": self.rows,
+            "num_rows_rejected": self.rejected,
+            "destination_table_name": lease.table_name,
+            "destination_type": kind,
+        }
 
 
 class _Watch:

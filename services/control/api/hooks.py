@@ -1,0 +1,73 @@
+"""Notification hooks and their deliveries (``services/control/hooks.py``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from common import netpolicy
+from services.control import hooks
+from services.control.api.base import After, Caller, ClientId, Ctl, Limit, page
+from services.control.api.models import HookIn
+
+router = APIRouter()
+State = Annotated[str | None, Query(description="Only deliveries in this state.")]
+
+
+@router.get("/v1/clients/{client_id}/hooks", tags=["hooks"])
+async def hooks_list(
+    ctl: Ctl, client_id: ClientId, key: Caller, after: After = 0, limit: Limit = None
+) -> dict[str, Any]:
+    await ctl.own(key, client_id)
+    n = ctl.size(limit)
+    rows = await ctl.run(lambda conn: hooks.list_hooks(conn, client_id, after=after, limit=n + 1))
+    return page(rows, "hook_id", n)
+
+
+@router.post("/v1/clients/{client_id}/hooks", status_code=201, tags=["hooks"])
+async def hooks_create(ctl: Ctl, client_id: ClientId, body: HookIn, key: Caller) -> dict[str, Any]:
+    """A new hook; a generated ``secret`` is in this answer only."""
+    await ctl.own(key, client_id)
+    policy = netpolicy.from_settings(ctl.settings)
+    keys = ctl.settings.secret_key.get_secret_value()
+    return await ctl.run(
+        lambda conn: hooks.create_hook(
+            conn, policy, keys, client_id, body.url, body.events, body.secret
+        )
+    )
+
+
+@router.delete("/v1/clients/{client_id}/hooks/{hook_id}", tags=["hooks"])
+async def hooks_remove(
+    ctl: Ctl, client_id: ClientId, hook_id: ClientId, key: Caller
+) -> dict[str, Any]:
+    await ctl.own(key, client_id)
+    removed = await ctl.run(lambda conn: hooks.remove_hook(conn, hook_id, client_id))
+    return {"hook_id": hook_id, "removed": removed}
+
+
+@router.get("/v1/clients/{client_id}/hook-deliveries", tags=["hooks"])
+async def deliveries_list(
+    ctl: Ctl,
+    client_id: ClientId,
+    key: Caller,
+    state: State = None,
+    after: After = 0,
+    limit: Limit = None,
+) -> dict[str, Any]:
+    await ctl.own(key, client_id)
+    n = ctl.size(limit)
+    rows = await ctl.run(
+        lambda conn: hooks.list_deliveries(conn, client_id, state=state, after=after, limit=n + 1)
+    )
+    return page(rows, "delivery_id", n)
+
+
+@router.post("/v1/clients/{client_id}/hook-deliveries/{delivery_id}/redeliver", tags=["hooks"])
+async def deliveries_redeliver(
+    ctl: Ctl, client_id: ClientId, delivery_id: ClientId, key: Caller
+) -> dict[str, Any]:
+    """Send a delivered or dead event again (409 while it is still being tried)."""
+    await ctl.own(key, client_id)
+    return await ctl.run(lambda conn: hooks.redeliver(conn, delivery_id, client_id))
