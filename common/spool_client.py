@@ -60,6 +60,9 @@ class Lease:
     destination_type: str
     expires_at: str
     batches: tuple[LeasedBatch, ...]
+    # The client's destination version when leased (microseconds since the epoch of its last
+    # change): cached settings older than this are read again.
+    destination_version: int | None = None
 
     def record_counts(self, batch_ids: list[int]) -> list[int]:
         """The record count of each of these leased batches, in the order given."""
@@ -211,4 +214,5 @@ def _lease(raw: dict[str, Any]) -> Lease:
         destination_type=raw["destination_type"],
         expires_at=raw["expires_at"],
         batches=tuple(LeasedBatch(**b) for b in raw["batches"]),
+        destination_version=raw.get("destination_version"),
     )

@@ -69,7 +69,8 @@ def register(conn: Connection, batch: BatchRegistration) -> Registered:
     """
     with conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT batch_id, destination_type FROM batches WHERE object_key = %s",
+            "SELECT batch_id, destination_type FROM batches"
+            " WHERE object_key = %s AND replay_of IS NULL",
             (batch.object_key,),
         )
         found = cur.fetchone()
@@ -95,7 +96,7 @@ def register(conn: Connection, batch: BatchRegistration) -> Registered:
                    newest_received_at, request_ids)
                VALUES (%s, (SELECT type FROM destinations WHERE client_id = %s), %s, %s, %s,
                        %s, %s, %s, %s, %s, %s, %s)
-               ON CONFLICT (object_key) DO NOTHING
+               ON CONFLICT (object_key) WHERE replay_of IS NULL DO NOTHING
                RETURNING batch_id, destination_type""",
             (
                 batch.client_id,
@@ -115,7 +116,8 @@ def register(conn: Connection, batch: BatchRegistration) -> Registered:
         row = cur.fetchone()
         if row is None:  # registered concurrently under the same key
             cur.execute(
-                "SELECT batch_id, destination_type FROM batches WHERE object_key = %s",
+                "SELECT batch_id, destination_type FROM batches"
+                " WHERE object_key = %s AND replay_of IS NULL",
                 (batch.object_key,),
             )
             row = cur.fetchone()
@@ -151,7 +153,7 @@ def dead_letter(conn: Connection, batch: BatchRegistration, reason: str) -> Regi
                    last_offset, record_count, bytes, oldest_received_at, newest_received_at,
                    request_ids, state, last_error, last_error_kind, first_failed_at)
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'dead', %s, 'permanent', now())
-               ON CONFLICT (object_key) DO NOTHING
+               ON CONFLICT (object_key) WHERE replay_of IS NULL DO NOTHING
                RETURNING batch_id""",
             (
                 batch.client_id,
@@ -172,7 +174,10 @@ def dead_letter(conn: Connection, batch: BatchRegistration, reason: str) -> Regi
         if row is not None:
             cur.execute("SELECT hook_batches_dead(ARRAY[%s]::bigint[])", (row[0],))  # batch.dead
         if row is None:
-            cur.execute("SELECT batch_id FROM batches WHERE object_key = %s", (batch.object_key,))
+            cur.execute(
+                "SELECT batch_id FROM batches WHERE object_key = %s AND replay_of IS NULL",
+                (batch.object_key,),
+            )
             found = cur.fetchone()
             assert found is not None
             return Registered(found[0], False, None)
@@ -230,7 +235,7 @@ def lease(
     """
     got: dict[str, Any] | None = _one_call(
         conn,
-        "SELECT spool_lease(%s, %s, %s, %s, %s, %s, %s)::text",
+        "SELECT spool_versioned(spool_lease(%s, %s, %s, %s, %s, %s, %s))::text",
         (
             destination_type,
             owner,
@@ -364,8 +369,8 @@ def ack_and_lease(
     _check_token(token)
     done: dict[str, Any] = _one_call(
         conn,
-        "SELECT spool_ack_and_lease(%s::uuid, %s::bigint[], %s, %s, %s, %s, %s, %s, %s,"
-        " %s::jsonb)::text",
+        "SELECT spool_versioned_next(spool_ack_and_lease(%s::uuid, %s::bigint[], %s, %s, %s,"
+        " %s, %s, %s, %s, %s::jsonb))::text",
         (
             token,
             batch_ids,
@@ -558,9 +563,13 @@ def purge_loaded(
     they are marked."""
     with conn, conn.cursor() as cur:
         cur.execute(
-            """SELECT batch_id, object_key FROM batches
+            """SELECT batch_id, object_key FROM batches b
                WHERE state = 'loaded' AND purged_at IS NULL
                  AND updated_at < now() - make_interval(secs => %s)
+                 AND NOT EXISTS (  -- a replay of the same object still to load keeps it
+                     SELECT 1 FROM batches r WHERE r.object_key = b.object_key
+                       AND r.replay_of IS NOT NULL
+                       AND r.state IN ('pending', 'leased', 'retry_wait', 'dead'))
                ORDER BY updated_at LIMIT %s
                FOR UPDATE SKIP LOCKED""",
             (older_than_s, limit),
@@ -590,7 +599,7 @@ def prune_idle_tables(conn: Connection, older_than_s: float, limit: int = 1000) 
                    CROSS JOIN LATERAL (
                        SELECT b.state, b.created_at FROM batches b
                        WHERE b.client_id = l.client_id AND b.table_name = l.table_name
-                       ORDER BY b.partition DESC, b.first_offset DESC LIMIT 1
+                       ORDER BY b.partition DESC, b.first_offset DESC, b.batch_id DESC LIMIT 1
                    ) newest
                    WHERE (l.expires_at IS NULL OR l.expires_at < now())
                      AND newest.state IN ('loaded', 'skipped')

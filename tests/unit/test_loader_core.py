@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+from typing import Any
 
 import orjson
 import pytest
 
 from common.wire import Header
+from services.loaders.core import runner
 from services.loaders.core.denest import denest, flat_row, is_flat, nested_row
 from services.loaders.core.errors import PermanentError
 from services.loaders.core.names import NameRules
@@ -230,3 +232,34 @@ def test_splits_use_the_warehouse_suffix_and_may_not_widen_in_place() -> None:
     assert place(shape, rules, "n", T.NUMERIC) == "n__de"  # no in-place bigint -> numeric
     assert place(shape, rules, "s", T.BIGINT) == "s__it"
     assert shape.columns["n"] is T.BIGINT and not shape.widened
+
+
+class _Conn:
+    def rollback(self) -> None:
+        pass
+
+
+class _Db:
+    def run(self, fn: Any) -> Any:
+        return fn(_Conn())
+
+
+def test_a_lease_naming_a_newer_destination_version_bypasses_the_cached_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stamps = iter(["2026-12-05T19:30:00.12+00:00", "2026-12-05T19:31:00+00:00"])
+    reads: list[int] = []
+
+    def get_destination(_conn: Any, _key: str, client_id: int, reveal: bool) -> dict[str, Any]:
+        reads.append(client_id)
+        return {"type": "postgres", "config": {}, "updated_at": next(stamps)}
+
+    monkeypatch.setattr(runner.control, "get_destination", get_destination)
+    cache = runner.Destinations("postgresql://unused", "k", ttl=3600)
+    cache._db = _Db()  # type: ignore[assignment]
+    first = cache.get(7)
+    assert first is not None and runner._version(first) == 1_796_499_000_120_000
+    assert cache.get(7, 1_796_499_000_120_000) is first and reads == [7]  # the same version
+    assert cache.get(7) is first and reads == [7]  # no version named: the cache
+    second = cache.get(7, 1_796_499_060_000_000)  # the destination changed: read again
+    assert second is not None and second is not first and reads == [7, 7]

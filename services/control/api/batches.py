@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -21,8 +22,9 @@ from services.control.api.base import (
 )
 from services.control.api.models import (
     PurgeIn,
+    ReplayIn,
 )
-from services.spool import queue
+from services.spool import queue, replay
 from services.spool.objects import BatchObjects
 from services.spool.settings import SpoolSettings
 
@@ -108,3 +110,26 @@ async def batches_purge(ctl: Ctl, body: PurgeIn, key: Caller) -> dict[str, Any]:
         return purged
 
     return {"purged": await ctl.run_long(purge), "older_than_days": days}
+
+
+def _utc(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+@router.post("/v1/clients/{client_id}/replay", tags=["batches"])
+async def replay_batches(
+    ctl: Ctl, client_id: ClientId, body: ReplayIn, key: Caller
+) -> dict[str, Any]:
+    """As ``skein replay``: the client's loaded batches in the window enqueued again (times
+    without a zone are UTC); ``dry_run`` only says what would be."""
+    await ctl.own(key, client_id)
+    return await ctl.run(
+        lambda conn: replay.replay(
+            conn,
+            client_id,
+            since=_utc(body.since),
+            until=_utc(body.until) if body.until else None,
+            table=body.table,
+            dry_run=body.dry_run,
+        )
+    )

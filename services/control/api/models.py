@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -87,3 +88,12 @@ class HookIn(Body):
     url: str = Field(min_length=8, max_length=2000)
     events: list[str] = Field(min_length=1, max_length=20)
     secret: str | None = Field(None, min_length=16, max_length=500)
+
+
+class ReplayIn(Body):
+    """As ``skein replay``: records received in [since, until), of one table or all."""
+
+    since: datetime
+    until: datetime | None = None
+    table: str | None = Field(None, min_length=1, max_length=1000)
+    dry_run: bool = False

@@ -14,6 +14,7 @@ from services.control.cli.hooks import hooks_app
 from services.control.cli.integrations import integrations_app
 from services.control.cli.kafka import kafka_app
 from services.control.cli.keys import keys_app
+from services.control.cli.replay import replay
 from services.control.cli.secrets import secrets_app
 from services.control.cli.spool import spool_app
 from services.control.cli.status import status
@@ -39,6 +40,7 @@ for group, name in (
 ):
     app.add_typer(group, name=name)
 app.command("status")(status)
+app.command("replay")(replay)
 
 
 @app.callback()

@@ -19,6 +19,7 @@ import orjson
 from common.wire import Header
 from services.loaders.bigquery.names import BigQueryNames
 from services.loaders.bigquery.schema import Field, Placer, Rejected, TableSchema, timestamp_text
+from services.loaders.core import notes
 from services.loaders.core.plan import (
     EXTRACTED_AT,
     PRIMARY_KEY,
@@ -152,6 +153,7 @@ class LeasePlan:
 
     def _reject(self, record: Record, reason: str) -> None:
         self.rejected += 1
+        notes.note_rejection(record.raw, reason)
         text = record.raw.decode("utf-8", "replace")
         self._write({REJECTED_RECORD: text, REJECTED_REASON: reason}, REJECTED_SEGMENT)
 

@@ -22,6 +22,7 @@ import orjson
 
 from common.spool_client import Lease
 from common.wire import Header
+from services.loaders.core import notes
 from services.loaders.core.denest import (
     Denested,
     Row,
@@ -329,6 +330,7 @@ class PlanBuilder:
             return
         if event.action != "upsert" or not isinstance(event.loose, dict):
             self.rejected.append(Rejection(event.raw, f"unknown action {event.action!r}"))
+            notes.note_rejection(event.raw, f"unknown action {event.action!r}")
             return
         segment = self._segment()
         if not self._planned(segment, event):
@@ -340,6 +342,7 @@ class PlanBuilder:
             self._upsert(segment, event)
         except (Rejected, ColumnLimit) as exc:
             self.rejected.append(Rejection(event.raw, str(exc)))
+            notes.note_rejection(event.raw, str(exc))
             return
         self._learn(segment, event)
 

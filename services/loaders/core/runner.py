@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from botocore.config import Config
@@ -174,11 +174,13 @@ class Destinations:
 
         return fetch
 
-    def get(self, client_id: int) -> Destination | None:
+    def get(self, client_id: int, version: int | None = None) -> Destination | None:
+        """The client's destination, from the cache unless it expired or ``version`` (the
+        lease's ``destination_version``) says the destination changed since it was read."""
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(client_id)
-        if hit and now - hit[0] < self._ttl:
+        if hit and now - hit[0] < self._ttl and (version is None or _version(hit[1]) == version):
             return hit[1]
         try:
             raw = self._db.run(self._fetch(client_id))
@@ -199,6 +201,17 @@ class Destinations:
         with self._lock:
             self._cache[client_id] = (now, found)
         return found
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _version(destination: Destination | None) -> int | None:
+    """A destination's version as leases name it: its last change, microseconds since 1970."""
+    if destination is None or not destination.version:
+        return None
+    changed = datetime.fromisoformat(destination.version)
+    return (changed - _EPOCH) // timedelta(microseconds=1)
 
 
 class Runner:
@@ -291,7 +304,7 @@ class Runner:
         reused = False
         owner: Hashable = ("client", lease.client_id)
         try:
-            destination = self.destinations.get(lease.client_id)
+            destination = self.destinations.get(lease.client_id, lease.destination_version)
             if destination is None:
                 raise PermanentError(f"client {lease.client_id} has no destination any more")
             if destination.type != self.kind:

@@ -20,6 +20,8 @@ class TableShape:
     primary_key: tuple[str, ...] = ()
     added: dict[str, ColumnType] = field(default_factory=dict)
     widened: dict[str, ColumnType] = field(default_factory=dict)
+    # A widened column's type before this lease (for the schema log).
+    was: dict[str, ColumnType] = field(default_factory=dict)
     # Existing columns of a type the loader would not have made (a jsonb, a timestamp without
     # time zone): values reach them only through the warehouse's casts.
     foreign: set[str] = field(default_factory=set)
@@ -55,6 +57,7 @@ def place(shape: TableShape, rules: NameRules, source: str, kind: ColumnType) ->
     if wider is not None:
         shape.columns[base] = wider
         if base not in shape.added:
+            shape.was.setdefault(base, current)
             shape.widened[base] = wider
         else:
             shape.added[base] = wider

@@ -17,6 +17,7 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
+from services.loaders.core import notes
 from services.loaders.core.errors import (
     PermanentError,
 )
@@ -133,6 +134,7 @@ def apply_ddl(cur: Any, schema: str, shape: TableShape, key: tuple[str, ...] | N
     """Create the table, add its new columns, widen columns in place. ``key``: primary key
     columns for a root table (None for a subtable, which gets an index on its source keys)."""
     table = ident(schema, shape.name)
+    notes.note_shape(shape)
     if not shape.exists:
         defs = _column_defs(shape, shape.columns)
         if key:

@@ -10,6 +10,7 @@ table) and ``merge.py`` (a segment's set-based merge).
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -283,7 +284,8 @@ class ChunkMerger:
             with self.conn.cursor() as cur:
                 return int(step(cur) or 0)
 
-        self._pending.append(self._pool.submit(run))
+        # In a copy of this thread's context: the load's notes (schema changes) are noted there.
+        self._pending.append(self._pool.submit(contextvars.copy_context().run, run))
 
     def _check(self) -> None:
         """Raise a merge failure as soon as it is known (the transaction is lost anyway)."""

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from services.loaders.core import faults
+from services.loaders.core import faults, notes
 from services.loaders.core.errors import PermanentError
 from services.loaders.core.names import starts_with_pattern
 from services.loaders.core.plan import (
@@ -138,6 +138,7 @@ def existing_shapes(
 def apply_ddl(
     cur: Any, schema: str, shape: TableShape, lengths: dict[str, int], key: tuple[str, ...] | None
 ) -> None:
+    notes.note_shape(shape)
     if not shape.exists:
         cur.execute(S.create_table(schema, shape, lengths))
         shape.exists = True

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pa_parquet
 
-from services.loaders.core import faults
+from services.loaders.core import faults, notes
 from services.loaders.core.errors import PermanentError
 from services.loaders.core.plan import (
     PRIMARY_KEY,
@@ -71,6 +71,7 @@ def existing_shape(cur: Any, schema: str, table: str) -> dict[str, TableShape]:
 def apply_ddl(cur: Any, schema: str, shape: TableShape) -> None:
     """Create the table or add its new columns (a widening needs nothing: integers of any
     size up to 38 digits share NUMBER(38,0))."""
+    notes.note_shape(shape)
     if not shape.exists:
         cur.execute(S.create_table(schema, shape))
         shape.exists = True
