@@ -166,6 +166,12 @@ def pause(conn: control.Connection, name: str) -> dict[str, Any]:
     return integrations.require(conn, name)
 
 
+def reset(conn: control.Connection, name: str, stream: str | None = None) -> dict[str, Any]:
+    """Clear the bookmark of ``stream`` (or every stream): the next run re-extracts it and,
+    when it succeeds, swaps the table in whole (``activate_version``)."""
+    return integrations.reset(conn, name, stream)
+
+
 def resume(conn: control.Connection, name: str) -> dict[str, Any]:
     """Schedule it again, from its next scheduled time."""
     found = integrations.require(conn, name)

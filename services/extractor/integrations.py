@@ -29,7 +29,8 @@ _PUBLIC = (
     "i.integration_id, i.client_id, i.name, i.tap_package, i.tap_version, i.tap_executable,"
     " i.config_keys, i.secret_keys, i.schedule, i.paused, i.state, i.state_saved_at,"
     " i.next_run_at, i.run_requested_at, i.consecutive_failures, i.last_success_at,"
-    " i.created_at, i.catalog, r.run_id, r.status, r.started_at, r.ended_at, r.error"
+    " i.created_at, i.catalog, r.run_id, r.status, r.started_at, r.ended_at, r.error,"
+    " i.reset_requested_at, i.reset_streams"
 )
 # Each integration's latest run, for listings.
 _LAST_RUN = (
@@ -61,6 +62,10 @@ class RunSpec:
     schedule: str
     consecutive_failures: int
     manual: bool
+    # A reset waiting for a successful run: the streams re-extracted from scratch (None: all),
+    # and the table version their records carry (activated at the run's successful end).
+    reset_streams: tuple[str, ...] | None = None
+    reset_version: int | None = None
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -97,6 +102,9 @@ def _public(row: tuple[Any, ...]) -> dict[str, Any]:
             "ended_at": _iso(row[21]),
             "error": row[22],
         },
+        # A reset waiting for its successful run (streams None: every one).
+        "reset_requested_at": _iso(row[23]),
+        "reset_streams": row[24],
     }
 
 
@@ -431,7 +439,9 @@ def load(conn: Connection, secret_key: str, integration_id: int) -> RunSpec | No
             "SELECT client_id, name, tap_package, tap_version, tap_executable, sealed,"
             " secret_keys, catalog, state, schedule, consecutive_failures,"
             " run_requested_at IS NOT NULL, paused,"
-            " next_run_at <= now() OR run_requested_at IS NOT NULL"
+            " next_run_at <= now() OR run_requested_at IS NOT NULL,"
+            " reset_requested_at IS NOT NULL, reset_streams,"
+            " (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
             " FROM integrations WHERE integration_id = %s",
             (integration_id,),
         )
@@ -452,11 +462,68 @@ def load(conn: Connection, secret_key: str, integration_id: int) -> RunSpec | No
         secret_keys=list(row[6]),
         token=sealed["token"],
         catalog=row[7],
-        state=row[8],
+        state=without_bookmarks(row[8], row[15]) if row[14] else row[8],
         schedule=row[9],
         consecutive_failures=row[10],
         manual=row[11],
+        reset_streams=None if not row[14] or row[15] is None else tuple(row[15]),
+        reset_version=row[16] if row[14] else None,
     )
+
+
+def without_bookmarks(state: Any, streams: list[str] | None) -> Any:
+    """A Singer state with the bookmarks of ``streams`` (None: all of them) removed."""
+    if streams is None or not isinstance(state, dict):
+        return None
+    bookmarks = state.get("bookmarks")
+    if not isinstance(bookmarks, dict):
+        return state
+    kept = {k: v for k, v in bookmarks.items() if k not in streams}
+    out = {k: v for k, v in state.items() if k != "currently_syncing"}
+    out["bookmarks"] = kept
+    return out
+
+
+def _json_or_null(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def reset(conn: Connection, name: str, stream: str | None = None) -> dict[str, Any]:
+    """Clear the saved bookmark of ``stream`` (or of every stream): the next runs re-extract it
+    under a new table version until one succeeds, whose end swaps the table in whole (rows the
+    source no longer has are gone); a failed run changes nothing in the warehouse's old rows."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT integration_id, client_id, catalog, state, reset_requested_at IS NOT NULL,"
+            " reset_streams FROM integrations WHERE name = %s FOR UPDATE",
+            (name,),
+        )
+        row = cur.fetchone()
+        if row is None:
+            raise IntegrationError(f"no integration named {name!r}")
+        integration_id, client_id, catalog, state, pending, pending_streams = row
+        streams = [s.get("tap_stream_id") for s in (catalog or {}).get("streams", [])]
+        if stream is not None and stream not in streams:
+            raise IntegrationError(
+                f"integration {name!r} has no stream {stream!r}; its streams: {', '.join(streams)}"
+            )
+        if stream is None or (pending and pending_streams is None):
+            wanted: list[str] | None = None
+        else:
+            wanted = sorted({*(pending_streams or []), stream})
+        cur.execute(
+            "UPDATE integrations SET state = %s::jsonb, reset_requested_at = now(),"
+            " reset_streams = %s, updated_at = now() WHERE integration_id = %s",
+            (_json_or_null(without_bookmarks(state, wanted)), wanted, integration_id),
+        )
+        audit.record(
+            cur,
+            "integration.reset",
+            client_id=client_id,
+            subject=name,
+            details={"streams": wanted if wanted is not None else "all"},
+        )
+    return {"name": name, "reset_streams": wanted if wanted is not None else "all"}
 
 
 def start_run(conn: Connection, integration_id: int, trigger: str, owner: str) -> int:
@@ -527,11 +594,16 @@ def finish_run(
             return
         _run_event(cur, row[1:], succeeded=succeeded)
         if succeeded:
+            # A reset requested before this run began is done: its end activated the version.
             cur.execute(
                 "UPDATE integrations SET consecutive_failures = 0, last_success_at = now(),"
-                " next_run_at = %s, stop_requested_at = NULL, updated_at = now()"
+                " next_run_at = %s, stop_requested_at = NULL, updated_at = now(),"
+                " reset_requested_at = CASE WHEN reset_requested_at <= %s THEN NULL"
+                "   ELSE reset_requested_at END,"
+                " reset_streams = CASE WHEN reset_requested_at <= %s THEN NULL"
+                "   ELSE reset_streams END"
                 " WHERE integration_id = %s",
-                (next_run_at, row[0]),
+                (next_run_at, row[5], row[5], row[0]),
             )
         else:
             cur.execute(

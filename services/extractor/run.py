@@ -33,7 +33,7 @@ import orjson
 from services.extractor.redact import Redactor
 from services.extractor.sandbox import Sandbox, private_file
 from services.extractor.taps import tap_env
-from services.extractor.target import EXIT_TEMPORARY
+from services.extractor.target import EXIT_TEMPORARY, TargetConfig, TargetError, swap_in
 
 log = logging.getLogger("skein.extractor")
 _PR_SET_PDEATHSIG = 1
@@ -206,10 +206,22 @@ def execute(request: RunRequest) -> RunOutcome:
         elif not outcome.done:
             outcome.error = "the built-in target ended without finishing"
         else:
-            outcome.succeeded = True
+            outcome.error = _activate(request, outcome.activate)
+            outcome.succeeded = outcome.error is None
         if target.returncode == EXIT_TEMPORARY and outcome.error:
             outcome.error = f"gate unavailable: {outcome.error}"
         return outcome.result()
+
+
+def _activate(request: RunRequest, streams: list[dict[str, Any]] | None) -> str | None:
+    """A reset run that succeeded swaps its re-extracted tables in; None, or why it could not."""
+    if not streams:
+        return None
+    try:
+        swap_in(TargetConfig(**request.target_config), streams)
+    except TargetError as exc:
+        return f"could not swap in the re-extracted tables: {request.redactor(str(exc))}"
+    return None
 
 
 class _Watchdog:
@@ -249,6 +261,7 @@ class _Followed:
     states_saved: int = 0
     stderr: str = ""
     succeeded: bool = False
+    activate: list[dict[str, Any]] | None = None
 
     def result(self) -> RunOutcome:
         return RunOutcome(self.succeeded, self.records, self.error, self.stderr, self.states_saved)
@@ -273,6 +286,7 @@ def _follow(request: RunRequest, stdout: IO[bytes]) -> _Followed:
             followed.states_saved += 1
         elif kind == "DONE":
             followed.done = True
+            followed.activate = message.get("activate")
         elif kind == "ERROR":
             followed.error = request.redactor(str(message.get("message")))
     stdout.close()

@@ -297,6 +297,8 @@ class Scheduler:
                 "flush_interval_s": s.flush_interval_s,
                 "gate_retry_window_s": s.gate_retry_window_s,
                 "gate_timeout_s": s.gate_timeout_s,
+                "reset_version": spec.reset_version,
+                "reset_streams": None if spec.reset_streams is None else list(spec.reset_streams),
             },
             timeout_s=s.run_timeout_s,
             redactor=redactor,

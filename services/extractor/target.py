@@ -49,6 +49,11 @@ class TargetConfig:
     flush_interval_s: float = 10.0
     gate_retry_window_s: float = 300.0
     gate_timeout_s: float = 60.0
+    # A reset run (``skein integrations reset``): records of these streams (None: every one)
+    # that carry no version of their own get this one, and the end of the tap's output
+    # activates it for each, so the table is swapped in whole only by a run that got there.
+    reset_version: int | None = None
+    reset_streams: list[str] | None = None
 
 
 @dataclass
@@ -102,6 +107,8 @@ class Target:
         self._has_pending_state = False
         self._state_since: float | None = None
         self.acknowledged: dict[str, int] = {}
+        # Streams a reset run need not activate: the tap versions their records itself.
+        self._settled: set[str] = set()
 
     # --- messages ----------------------------------------------------------------------------
 
@@ -132,9 +139,28 @@ class Target:
             raise TargetError(f"unknown Singer message type {kind!r}", False)
 
     def finish(self) -> None:
-        """The tap's output ended: send everything and emit the last state."""
+        """The tap's output ended: send everything and emit the last state, then DONE naming
+        the streams a reset run re-extracted under its version. Their ACTIVATE_VERSION is not
+        sent here: the tap may yet exit with an error, and only the run, once it knows the tap
+        succeeded, swaps them in (``activate``)."""
         self._flush_all()
-        self._emit({"type": "DONE", "records": dict(self.acknowledged)})
+        done: dict[str, Any] = {"type": "DONE", "records": dict(self.acknowledged)}
+        if self._config.reset_version is not None:
+            done["activate"] = [
+                {"stream": stream, "schema": schema, "key_names": keys}
+                for stream, (schema, keys) in self._schemas.items()
+                if self._resets(stream) and stream not in self._settled
+            ]
+        self._emit(done)
+
+    def activate(self, stream: str, schema: dict[str, Any], keys: list[str], version: int) -> None:
+        """Send ``stream``'s ACTIVATE_VERSION for ``version`` (after everything before it)."""
+        activate = orjson.dumps({"action": "activate_version", "sequence": self._sequence()})
+        self._send(stream, _Buffer(schema, keys, version, [activate], len(activate)), count=0)
+
+    def _resets(self, stream: str) -> bool:
+        wanted = self._config.reset_streams
+        return self._config.reset_version is not None and (wanted is None or stream in wanted)
 
     def _stream(self, message: dict[str, Any]) -> str:
         stream = message.get("stream")
@@ -157,6 +183,10 @@ class Target:
         if stream not in self._schemas:
             raise TargetError(f"RECORD of {stream} before its SCHEMA", False)
         version = message.get("version")
+        if version is not None:
+            self._settled.add(stream)
+        elif self._resets(stream):
+            version = self._config.reset_version
         buffer = self._buffers.get(stream)
         if buffer is not None and buffer.version != version:
             self._flush(stream)
@@ -196,9 +226,10 @@ class Target:
             raise TargetError(f"ACTIVATE_VERSION of {stream} before its SCHEMA", False)
         self._flush_all()  # everything before it is in the table first
         schema, keys = self._schemas[stream]
-        version = message.get("version")
         activate = orjson.dumps({"action": "activate_version", "sequence": self._sequence()})
-        self._send(stream, _Buffer(schema, keys, version, [activate], len(activate)), count=0)
+        self._send(
+            stream, _Buffer(schema, keys, message.get("version"), [activate], len(activate)), 0
+        )
 
     # --- sending -----------------------------------------------------------------------------
 
@@ -277,14 +308,8 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-def run(config: TargetConfig, lines: Iterable[bytes], out: IO[bytes]) -> int:
-    """Feed the tap's output through a Target; return the exit code."""
-
-    def emit(obj: dict[str, Any]) -> None:
-        out.write(orjson.dumps(obj) + b"\n")
-        out.flush()
-
-    with httpx.Client(
+def _gate(config: TargetConfig) -> httpx.Client:
+    return httpx.Client(
         base_url=config.gate_url.rstrip("/"),
         timeout=config.gate_timeout_s,
         headers={
@@ -292,7 +317,31 @@ def run(config: TargetConfig, lines: Iterable[bytes], out: IO[bytes]) -> int:
             "Content-Type": "application/json",
             "User-Agent": "skein-extractor-target",
         },
-    ) as client:
+    )
+
+
+def _ignore(_: dict[str, Any]) -> None:
+    pass
+
+
+def swap_in(config: TargetConfig, streams: list[dict[str, Any]]) -> None:
+    """Swap in the tables a reset run re-extracted: ``streams`` as listed by its DONE. Called
+    by the run only once the tap exited 0 and the target finished (raises ``TargetError``)."""
+    assert config.reset_version is not None
+    with _gate(config) as client:
+        target = Target(config, lambda body: client.post("/v2/import/batch", content=body), _ignore)
+        for item in streams:
+            target.activate(item["stream"], item["schema"], item["key_names"], config.reset_version)
+
+
+def run(config: TargetConfig, lines: Iterable[bytes], out: IO[bytes]) -> int:
+    """Feed the tap's output through a Target; return the exit code."""
+
+    def emit(obj: dict[str, Any]) -> None:
+        out.write(orjson.dumps(obj) + b"\n")
+        out.flush()
+
+    with _gate(config) as client:
         target = Target(config, lambda body: client.post("/v2/import/batch", content=body), emit)
         try:
             for line in lines:

@@ -68,13 +68,29 @@ class ExtendIn(BaseModel):
     lease_seconds: int = Field(300, ge=1)
 
 
+class SchemaChange(BaseModel):
+    change: Literal["table_created", "column_added", "column_widened", "column_split"]
+    warehouse_table: str = Field(max_length=1000)
+    column: str | None = Field(None, max_length=1000)
+    before: Any = None
+    after: Any = None
+
+
+class Rejection(BaseModel):
+    record: str = Field(max_length=2000)
+    reason: str = Field(max_length=2000)
+
+
 class LoadReport(BaseModel):
-    """What the load wrote, for the client's ``load.completed`` hooks."""
+    """What the load wrote: for the client's ``load.completed`` hooks, its schema log and the
+    kept copy of its rejected records (``services/loaders/core/notes.py``)."""
 
     num_rows: int = Field(ge=0, le=INT8)
     num_rows_rejected: int = Field(0, ge=0, le=INT8)
     destination_table_name: str | None = Field(None, max_length=1000)
     destination_type: str | None = Field(None, max_length=40)
+    schema_changes: list[SchemaChange] = Field(default_factory=list, max_length=200)
+    rejections: list[Rejection] = Field(default_factory=list, max_length=100)
 
 
 class AckIn(BaseModel):
@@ -137,6 +153,10 @@ def _purge(
         return
     if pruned:
         log.info("forgot tables idle past retention", extra={"tables": pruned})
+    try:
+        db.run(lambda conn: queue.prune_rejections(conn, older_than_s))
+    except Exception as exc:  # the next round tries again
+        log.warning("pruning kept rejections failed", extra={"err": str(exc)})
 
 
 def create_app(settings: SpoolSettings | None = None) -> FastAPI:

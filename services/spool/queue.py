@@ -584,6 +584,19 @@ def purge_loaded(
         return len(ids)
 
 
+def prune_rejections(conn: Connection, older_than_s: float, limit: int = 10_000) -> int:
+    """Drop up to ``limit`` kept copies of rejected records older than ``older_than_s`` (the
+    batch retention: the objects they came from are gone too); how many were."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            """DELETE FROM rejected_records WHERE rejection_id IN (
+                   SELECT rejection_id FROM rejected_records
+                   WHERE created_at < now() - make_interval(secs => %s) LIMIT %s)""",
+            (older_than_s, limit),
+        )
+        return int(cur.rowcount)
+
+
 def prune_idle_tables(conn: Connection, older_than_s: float, limit: int = 1000) -> int:
     """Forget up to ``limit`` tables idle longer than ``older_than_s``: their ``table_leases``,
     ``high_water`` and ``client_tables`` rows (batch rows stay, for history and status). A table

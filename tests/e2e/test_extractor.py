@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
@@ -412,4 +413,69 @@ def test_a_gate_outage_fails_the_run_keeps_the_state_and_the_retry_succeeds(
         what="every source row in the warehouse",
     )
     assert ids == list(range(1, rows + 1))
+    skein("integrations", "remove", name)
+
+
+def test_a_reset_re_extracts_everything_and_swaps_the_table_in_only_when_a_run_succeeds(
+    extractor: Extractor, tmp_path: Path
+) -> None:
+    rows = 40_000
+    source_table("orders_reset", rows)
+    name, client_id, schema = add_integration(tmp_path, "orders_reset")
+    table = "public-orders_reset"
+    skein("integrations", "run", name)
+    wait_for(
+        lambda: warehouse_ids(schema, table) == list(range(1, rows + 1)),
+        timeout=180,
+        interval=1,
+        what="the first run's rows in the warehouse",
+    )
+    wait_for(lambda: bookmark(name, client_id) == rows, timeout=30, what="the first bookmark")
+
+    # The source loses rows an incremental run can never notice; a reset re-extracts it all.
+    source(sql.SQL("DELETE FROM {} WHERE id <= 500").format(sql.Identifier("orders_reset")))
+    assert skein("integrations", "reset", name) == {"name": name, "reset_streams": "all"}
+    assert bookmark(name, client_id) is None
+
+    # A reset run that fails (the gate goes away mid-run) leaves the old rows in place.
+    skein("integrations", "run", name)
+    wait_for(
+        lambda: (
+            bookmark(name, client_id) is not None
+            and any(r["status"] == "running" for r in runs(name))
+        ),
+        timeout=180,
+        interval=0.1,
+        what="a state saved while the reset run is still going",
+    )
+    stack("stop", "gate")
+    try:
+        wait_for(
+            lambda: runs(name)[-1]["status"] == "failed",
+            timeout=120,
+            interval=0.5,
+            what="the reset run to fail while the gate is down",
+        )
+        time.sleep(3)  # whatever the run sent before failing is loaded meanwhile
+        assert warehouse_ids(schema, table) == list(range(1, rows + 1))
+    finally:
+        stack("start", "gate")
+
+    # The retry starts from scratch again (the reset is still pending), and its success swaps
+    # the table in whole: exactly the source's rows.
+    retried = wait_for(
+        lambda: (r := runs(name)[-1])["status"] == "succeeded" and r,
+        timeout=240,
+        interval=0.5,
+        what="a retry of the reset run to succeed",
+    )
+    assert retried["records"] == {table: rows - 500}
+    wait_for(
+        lambda: warehouse_ids(schema, table) == list(range(501, rows + 1)),
+        timeout=180,
+        interval=1,
+        what="the re-extracted table swapped in",
+    )
+    assert integration(name, client_id)["reset_requested_at"] is None
+    assert bookmark(name, client_id) == rows
     skein("integrations", "remove", name)

@@ -50,7 +50,7 @@ def skein(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str,
 class Receiver:
     """An HTTP receiver whose first ``failures`` requests answer 503; keeps every request."""
 
-    def __init__(self, failures: int) -> None:
+    def __init__(self, failures: int, port: int = RECEIVER_PORT) -> None:
         self.failures = failures
         self.requests: list[tuple[int, dict[str, str], bytes]] = []  # (status, headers, body)
         self.lock = threading.Lock()
@@ -70,7 +70,7 @@ class Receiver:
             def log_message(self, *_args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", RECEIVER_PORT), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -104,12 +104,15 @@ def new_tenant() -> dict[str, Any]:
     return {"client_id": client["client_id"], "token": token["token"], "schema": schema}
 
 
-def push(tenant: dict[str, Any], table: str, ids: range) -> str:
+def push(tenant: dict[str, Any], table: str, ids: range | list[dict[str, Any]]) -> str:
+    records = [{"id": i} for i in ids] if isinstance(ids, range) else ids
     body = {
         "table_name": table,
         "schema": {"properties": {"id": {"type": "integer"}}},
         "key_names": ["id"],
-        "messages": [{"action": "upsert", "sequence": i, "data": {"id": i}} for i in ids],
+        "messages": [
+            {"action": "upsert", "sequence": n + 1, "data": r} for n, r in enumerate(records)
+        ],
     }
     r = httpx.post(
         f"{GATE}/v2/import/batch",
@@ -216,3 +219,65 @@ def test_a_hook_url_the_network_policy_refuses_is_not_stored() -> None:
     assert code != 0 and "unknown event nope" in out["error"]
     code, listed = skein("hooks", "list", client_id)
     assert code == 0 and listed["hooks"] == []
+
+
+def test_schema_changes_and_rejected_records_are_logged_kept_and_heard() -> None:
+    tenant = new_tenant()
+    client_id = str(tenant["client_id"])
+    receiver = Receiver(failures=0, port=RECEIVER_PORT + 1)
+    try:
+        code, _ = skein(
+            "hooks",
+            "create",
+            client_id,
+            f"http://127.0.0.1:{RECEIVER_PORT + 1}/",
+            "--events",
+            "schema.changed,records.rejected",
+            "--secret-env",
+            "E2E_HOOK_SECRET",
+            env={"E2E_HOOK_SECRET": SECRET},
+        )
+        assert code == 0
+        push(tenant, "orders", [{"id": 1, "v": "a"}])
+        wait_for(
+            lambda: skein("schema", "log", client_id)[1]["changes"],
+            timeout=60,
+            what="the table's creation in the schema log",
+        )
+        push(
+            tenant,
+            "orders",
+            [{"id": 2, "v": "b", "w": 1.5}, {"id": 3, "v": 7}, {"id": 4, "v": "x\u0000y"}],
+        )
+
+        def logged() -> list[dict[str, Any]] | None:
+            changes = skein("schema", "log", client_id, "--table", "orders")[1]["changes"]
+            return changes if len(changes) >= 3 else None
+
+        changes = wait_for(logged, timeout=60, what="the second load's changes")
+        kinds = {(c["change"], c["column_name"]) for c in changes}
+        assert ("table_created", None) in kinds and ("column_added", "w") in kinds
+        split = [c for c in changes if c["change"] == "column_split"]
+        assert len(split) == 1 and split[0]["column_name"].startswith("v__")
+        assert split[0]["before"] == "text" and split[0]["batch_ids"]
+
+        code, listed = skein("rejected", "ls", client_id, "--table", "orders")
+        assert code == 0
+        (kept,) = listed["rejected"]
+        assert "NUL" in kept["reason"] and '"id":4' in kept["record"].replace(" ", "")
+
+        def heard() -> list[dict[str, Any]] | None:
+            with receiver.lock:
+                got = [orjson.loads(b) for status, _, b in receiver.requests if status == 200]
+            types = sorted(e["type"] for e in got)
+            return (
+                got if types == ["records.rejected", "schema.changed", "schema.changed"] else None
+            )
+
+        events = wait_for(heard, timeout=60, what="the schema and rejection events")
+        with receiver.lock:
+            assert all(valid_signature(h, b) for _, h, b in receiver.requests)
+        (rejection,) = [e["data"] for e in events if e["type"] == "records.rejected"]
+        assert rejection["tables"][0]["num_rows_rejected"] == 1 and rejection["sample"]
+    finally:
+        receiver.close()

@@ -53,12 +53,13 @@ def query(base: str, expr: str) -> list[dict[str, Any]]:
 
 
 def alerts(base: str, client_id: int) -> dict[str, str]:
-    """alert name -> state (pending | firing) of this client's alerts."""
+    """alert name -> state (pending | firing) of this client's alerts that call for action
+    (not the informational ones: its first load creating a table is SkeinSchemaChanged)."""
     found = httpx.get(f"{base}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
     return {
         a["labels"]["alertname"]: a["state"]
         for a in found
-        if a["labels"].get("client_id") == str(client_id)
+        if a["labels"].get("client_id") == str(client_id) and a["labels"].get("severity") != "info"
     }
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from common import control, db
+from common import control, db, netpolicy
 from common.settings import SharedSettings
-from services.control import accounts
+from services.control import accounts, hooks
 from services.extractor import integrations
 from services.extractor.scheduler import Scheduler
 from services.extractor.settings import ExtractorSettings
@@ -139,6 +139,54 @@ def test_paused_integrations_are_not_due_and_cannot_be_run() -> None:
         integrations.remove(conn, made["name"])
 
 
+def test_a_reset_clears_bookmarks_until_a_run_begun_after_it_succeeds() -> None:
+    two = {"streams": [*CATALOG["streams"], {**CATALOG["streams"][0], "tap_stream_id": "u"}]}
+    key = SharedSettings().secret_key.get_secret_value()
+    finish = {"records": {}, "error": None, "stderr": "", "next_run_at": datetime.now(UTC)}
+    with closing(db.connect()) as conn:
+        made = new_integration(conn, catalog=two)
+        name, integration_id = made["name"], made["integration_id"]
+        assert integrations.try_lock(conn, integration_id)  # the stack's extractor keeps off
+        state = {"bookmarks": {"public-t": {"id": 5}, "u": {"id": 7}}, "currently_syncing": "u"}
+        before = integrations.start_run(conn, integration_id, "manual", "test:1")
+        integrations.save_state(conn, integration_id, before, state, {})
+
+        code, answer = skein("integrations", "reset", name, "--stream", "nope")
+        assert code == 1 and "has no stream 'nope'" in answer["error"]
+        assert integrations.require(conn, name)["state"] == state  # nothing changed
+        code, answer = skein("integrations", "reset", name, "--stream", "u")
+        assert (code, answer) == (0, {"name": name, "reset_streams": ["u"]})
+        found = integrations.require(conn, name)
+        assert found["state"] == {"bookmarks": {"public-t": {"id": 5}}}
+        assert found["reset_streams"] == ["u"] and found["reset_requested_at"] is not None
+
+        # Runs while it is pending start without u's bookmark (even one a failed reset run
+        # saved) and give u's records a new table version.
+        integrations.save_state(conn, integration_id, before, state, {})
+        integrations.request_run(conn, name)
+        spec = integrations.load(conn, key, integration_id)
+        assert spec is not None and spec.reset_streams == ("u",)
+        assert spec.state == {"bookmarks": {"public-t": {"id": 5}}}
+        assert spec.reset_version is not None and spec.reset_version > 1.7e12  # ms clock
+
+        # The run that was going when the reset came succeeds: the reset stays pending.
+        integrations.finish_run(conn, before, succeeded=True, **finish)
+        assert integrations.require(conn, name)["reset_streams"] == ["u"]
+        after = integrations.start_run(conn, integration_id, "manual", "test:1")
+        integrations.finish_run(conn, after, succeeded=False, **finish)
+        assert integrations.require(conn, name)["reset_streams"] == ["u"]
+        after = integrations.start_run(conn, integration_id, "manual", "test:1")
+        integrations.finish_run(conn, after, succeeded=True, **finish)
+        found = integrations.require(conn, name)
+        assert (found["reset_streams"], found["reset_requested_at"]) == (None, None)
+        integrations.save_state(conn, integration_id, after, state, {})
+        integrations.request_run(conn, name)
+        spec = integrations.load(conn, key, integration_id)
+        assert spec is not None and spec.reset_version is None and spec.state == state
+        integrations.remove(conn, name)
+        integrations.unlock(conn, integration_id)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -193,3 +241,45 @@ def test_a_config_sealed_with_another_key_fails_the_run_visibly() -> None:
         assert "cannot decrypt" in run["error"]
         assert integrations.require(conn, made["name"])["consecutive_failures"] == 1
         integrations.remove(conn, made["name"])
+
+
+def test_closing_a_run_tells_the_clients_hooks_in_the_same_transaction() -> None:
+    """extraction.succeeded / extraction.failed are written with the run's end, and only for a
+    client whose hook wants them."""
+    with closing(db.connect()) as conn:
+        made = new_integration(conn)
+        client_id = made["client_id"]
+        policy = netpolicy.NetworkPolicy(netpolicy.parse_allowed("127.0.0.1:8790-8799"))
+        hooks.create_hook(
+            conn,
+            policy,
+            SharedSettings().secret_key.get_secret_value(),
+            client_id,
+            "http://127.0.0.1:8799/h",
+            ["extraction.failed", "extraction.succeeded"],
+        )
+        # Holding its run lock keeps the stack's extractor away from it.
+        assert integrations.try_lock(conn, made["integration_id"])
+        for succeeded in (True, False):
+            run_id = integrations.start_run(conn, made["integration_id"], "manual", "test:1")
+            integrations.finish_run(
+                conn,
+                run_id,
+                succeeded=succeeded,
+                records={"t": 3},
+                error=None if succeeded else "tap exited 1",
+                stderr="",
+                next_run_at=datetime.now(UTC) + timedelta(days=1),
+            )
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT type, payload FROM hook_events WHERE client_id = %s ORDER BY created_at",
+                (client_id,),
+            )
+            events = cur.fetchall()
+        integrations.unlock(conn, made["integration_id"])
+        integrations.remove(conn, made["name"])
+    assert [t for t, _ in events] == ["extraction.succeeded", "extraction.failed"]
+    ok, failed = (p for _, p in events)
+    assert ok["integration_name"] == made["name"] and ok["records"] == {"t": 3}
+    assert failed["status"] == "failed" and failed["error"] == "tap exited 1"

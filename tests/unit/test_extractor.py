@@ -194,6 +194,36 @@ def test_versions_and_activate_version_are_sent_in_order() -> None:
     assert out[-1]["records"] == {"orders": 1}
 
 
+def test_a_reset_run_versions_its_streams_and_leaves_the_swap_to_the_run() -> None:
+    gate, out = FakeGate(), []
+    target = make_target(gate, out, reset_version=9, reset_streams=["orders", "tapped"])
+    for stream in ("orders", "other", "tapped"):
+        target.handle(schema_msg(stream))
+    target.handle(record(1, "orders"))
+    target.handle(record(2, "other"))
+    target.handle(line({"type": "RECORD", "stream": "tapped", "record": {"id": 3}, "version": 5}))
+    target.finish()
+    versions = {b["table_name"]: b.get("table_version") for b in gate.accepted}
+    assert versions == {"orders": 9, "other": None, "tapped": 5}
+    # No activation yet (the tap may still fail): DONE names what the run swaps in, and a
+    # stream the tap versions itself is left to the tap.
+    assert not [m for b in gate.accepted for m in b["messages"] if m["action"] != "upsert"]
+    assert out[-1]["activate"] == [{"stream": "orders", "schema": SCHEMA, "key_names": ["id"]}]
+    target.activate("orders", SCHEMA, ["id"], 9)
+    assert gate.accepted[-1]["table_version"] == 9
+    assert gate.accepted[-1]["messages"][0]["action"] == "activate_version"
+
+
+def test_a_run_without_a_reset_swaps_nothing() -> None:
+    gate, out = FakeGate(), []
+    target = make_target(gate, out)
+    target.handle(schema_msg())
+    target.handle(record(1))
+    target.finish()
+    assert "activate" not in out[-1]
+    assert gate.accepted[0].get("table_version") is None
+
+
 @pytest.mark.parametrize(
     ("raw", "problem"),
     [

@@ -81,6 +81,8 @@ def test_alerts_cover_the_listed_conditions_and_the_dashboard_uses_recorded_fres
         "SkeinDeadBatches": 'state="dead"',
         "SkeinLoaderFailing": "skein_loader_loads_total",
         "SkeinFreshnessOverObjective": "client:skein_oldest_unloaded_age_seconds:max",
+        "SkeinSchemaChanged": "skein_loader_schema_changes_total",
+        "SkeinRecordsRejected": "skein_loader_rejected_records_total",
     }
     for name, metric in needed.items():
         assert metric in alerts[name]["expr"], name

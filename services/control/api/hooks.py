@@ -1,13 +1,15 @@
-"""Notification hooks and their deliveries (``services/control/hooks.py``)."""
+"""Notification hooks and their deliveries (``services/control/hooks.py``); the schema log
+and the kept rejected records (``services/control/loadlog.py``)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from common import netpolicy
-from services.control import hooks
+from services.control import hooks, loadlog
 from services.control.api.base import After, Caller, ClientId, Ctl, Limit, page
 from services.control.api.models import HookIn
 
@@ -71,3 +73,46 @@ async def deliveries_redeliver(
     """Send a delivered or dead event again (409 while it is still being tried)."""
     await ctl.own(key, client_id)
     return await ctl.run(lambda conn: hooks.redeliver(conn, delivery_id, client_id))
+
+
+Table = Annotated[str | None, Query(min_length=1, max_length=1000, description="One table.")]
+
+
+@router.get("/v1/clients/{client_id}/schema-log", tags=["hooks"])
+async def schema_log(
+    ctl: Ctl,
+    client_id: ClientId,
+    key: Caller,
+    table: Table = None,
+    after: After = 0,
+    limit: Limit = None,
+) -> dict[str, Any]:
+    """As ``skein schema log``: the schema changes loads made, oldest first."""
+    await ctl.own(key, client_id)
+    n = ctl.size(limit)
+    rows = await ctl.run(
+        lambda conn: loadlog.schema_log(conn, client_id, table=table, after=after, limit=n + 1)
+    )
+    return page(rows, "change_id", n)
+
+
+@router.get("/v1/clients/{client_id}/rejected", tags=["hooks"])
+async def rejected(
+    ctl: Ctl,
+    client_id: ClientId,
+    key: Caller,
+    table: Table = None,
+    since: Annotated[datetime | None, Query(description="At or after this time.")] = None,
+    after: After = 0,
+    limit: Limit = None,
+) -> dict[str, Any]:
+    """As ``skein rejected ls``: rejected records with their reasons, oldest first."""
+    await ctl.own(key, client_id)
+    n = ctl.size(limit)
+    at = since if since is None or since.tzinfo else since.replace(tzinfo=UTC)
+    rows = await ctl.run(
+        lambda conn: loadlog.rejected(
+            conn, client_id, table=table, since=at, after=after, limit=n + 1
+        )
+    )
+    return page(rows, "rejection_id", n)

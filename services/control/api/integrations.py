@@ -119,6 +119,19 @@ async def integrations_pause(
     return await ctl.run(lambda conn: integrations.pause(conn, name))
 
 
+@router.post("/v1/clients/{client_id}/integrations/{name}/reset", tags=["integrations"])
+async def integrations_reset(
+    ctl: Ctl,
+    client_id: ClientId,
+    name: Name,
+    key: Caller,
+    stream: Annotated[str | None, Query(min_length=1, max_length=1000)] = None,
+) -> dict[str, Any]:
+    """As ``skein integrations reset``: the bookmark of ``stream`` (else of all) cleared."""
+    await integration(ctl, key, client_id, name)
+    return await ctl.run(lambda conn: integrations.reset(conn, name, stream))
+
+
 @router.post("/v1/clients/{client_id}/integrations/{name}/resume", tags=["integrations"])
 async def integrations_resume(
     ctl: Ctl, client_id: ClientId, name: Name, key: Caller

@@ -14,6 +14,7 @@ from services.control.cli.hooks import hooks_app
 from services.control.cli.integrations import integrations_app
 from services.control.cli.kafka import kafka_app
 from services.control.cli.keys import keys_app
+from services.control.cli.loadlog import rejected_app, schema_app
 from services.control.cli.replay import replay
 from services.control.cli.secrets import secrets_app
 from services.control.cli.spool import spool_app
@@ -31,6 +32,8 @@ for group, name in (
     (tokens_app, "tokens"),
     (webhooks_app, "webhooks"),
     (hooks_app, "hooks"),
+    (schema_app, "schema"),
+    (rejected_app, "rejected"),
     (destinations_app, "destinations"),
     (spool_app, "spool"),
     (integrations_app, "integrations"),

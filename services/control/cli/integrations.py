@@ -150,6 +150,19 @@ def integrations_pause(name: str) -> None:
         emit(integrations.pause(conn, name))
 
 
+@integrations_app.command("reset")
+def integrations_reset(
+    name: str,
+    stream: Annotated[
+        str | None, typer.Option(help="Only this stream (its tap_stream_id); else all.")
+    ] = None,
+) -> None:
+    """Clear the saved bookmark: the next run re-extracts everything and, only if it
+    succeeds, swaps the table in whole; a failed run leaves the old rows in place."""
+    with integrations_db() as conn:
+        emit(integrations.reset(conn, name, stream))
+
+
 @integrations_app.command("resume")
 def integrations_resume(name: str) -> None:
     """Schedule it again, from its next scheduled time."""

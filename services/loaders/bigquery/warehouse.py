@@ -34,7 +34,7 @@ from services.loaders.bigquery.destination import BigQueryTarget
 from services.loaders.bigquery.names import BigQueryNames
 from services.loaders.bigquery.plan import LeasePlan
 from services.loaders.bigquery.schema import TableSchema
-from services.loaders.core import faults
+from services.loaders.core import faults, notes
 from services.loaders.core.errors import PermanentError, TransientError
 from services.loaders.core.reader import Record
 
@@ -129,6 +129,9 @@ def apply_schema(session: Session, schema: TableSchema, key: tuple[str, ...] | N
     if not schema.exists:
         if not fields:
             return
+        notes.note_column(
+            schema.name, "table_created", None, None, {f.name: f.field_type.lower() for f in fields}
+        )
         table = bigquery.Table(session.ref(schema.name), schema=fields)
         if key is not None:
             table.description = _description(key)
@@ -143,7 +146,10 @@ def apply_schema(session: Session, schema: TableSchema, key: tuple[str, ...] | N
         table = client.get_table(session.ref(schema.name), retry=session.retry)
         have = {f.name for f in table.schema}
         grown = [_grown(f, fields) for f in table.schema]
-        table.schema = grown + [f for f in fields if f.name not in have]
+        new = [f for f in fields if f.name not in have]
+        for f in new:
+            notes.note_column(schema.name, "column_added", f.name, None, f.field_type.lower())
+        table.schema = grown + new
         client.update_table(table, ["schema"], retry=session.retry, timeout=session.timeout)
     schema.added = False
 

@@ -37,7 +37,7 @@ from common.metrics import client_label
 from common.s3 import client as s3_client
 from common.spool_client import Lease, SpoolClient, SpoolConflict, SpoolUnavailable
 from common.wire import Header
-from services.loaders.core import faults
+from services.loaders.core import faults, notes
 from services.loaders.core.errors import LoadError, PermanentError, TransientError
 from services.loaders.core.reader import Record, events, lines_of, s3_chunks
 from services.loaders.core.sessions import SessionPool
@@ -57,7 +57,14 @@ LOADS = Counter(
 ROWS = Counter("skein_loader_rows_total", "Parent rows written", ["destination_type", "client_id"])
 BATCHES = Counter("skein_loader_batches_total", "Batches loaded", ["destination_type"])
 REJECTED = Counter(
-    "skein_loader_rejected_records_total", "Records sent to _sdc_rejected", ["destination_type"]
+    "skein_loader_rejected_records_total",
+    "Records sent to _sdc_rejected",
+    ["destination_type", "client_id"],
+)
+SCHEMA_CHANGES = Counter(
+    "skein_loader_schema_changes_total",
+    "Schema changes loads made (tables created, columns added, widened or split)",
+    ["destination_type", "client_id"],
 )
 LOAD_SECONDS = Histogram(
     "skein_loader_load_duration_seconds",
@@ -325,7 +332,10 @@ class Runner:
             with self.sessions.session(owner, version, lambda: self._open(destination)) as lent:
                 reused = lent.reused
                 try:
-                    with watch.running(lambda: self.warehouse.cancel(lent.session)):
+                    with (
+                        watch.running(lambda: self.warehouse.cancel(lent.session)),
+                        notes.recording() as noted,
+                    ):
                         rows, rejected = self._load(destination, lease, lent.session, request_ids)
                 except BaseException:
                     lent.discard()  # a failed session is never reused (its state is unknown)
@@ -365,7 +375,9 @@ class Runner:
         LOADS.labels(self.kind, client, "ok").inc()
         LOAD_SECONDS.labels(self.kind).observe(elapsed)
         ROWS.labels(self.kind, client).inc(rows)
-        REJECTED.labels(self.kind).inc(rejected)
+        REJECTED.labels(self.kind, client).inc(rejected)
+        if noted.schema_changes:
+            SCHEMA_CHANGES.labels(self.kind, client).inc(len(noted.schema_changes))
         BATCHES.labels(self.kind).inc(len(lease.batches))
         now = datetime.now(UTC)
         for batch in lease.batches:
@@ -384,7 +396,7 @@ class Runner:
                 "ms": round(elapsed * 1000, 1),
             },
         )
-        return Loaded(rows, rejected)
+        return Loaded(rows, rejected, noted)
 
     def _session_key(self, destination: Destination) -> tuple[Hashable, Hashable]:
         """The session pool's key: the destination's identity where the warehouse shares
@@ -465,11 +477,13 @@ class Runner:
 
 @dataclass(frozen=True)
 class Loaded:
-    """A lease's load committed: rows written and records rejected (the ack's report, from
-    which the spool writes the client's ``load.completed`` event)."""
+    """A lease's load committed: rows written, records rejected and what it noted (schema
+    changes, rejected records): the ack's report, from which the spool writes the client's
+    events, schema log and kept rejections."""
 
     rows: int
     rejected: int
+    noted: notes.Notes = dataclasses.field(default_factory=notes.Notes)
 
     def report(self, lease: Lease, kind: str) -> dict[str, Any]:
         return {
@@ -477,6 +491,7 @@ class Loaded:
             "num_rows_rejected": self.rejected,
             "destination_table_name": lease.table_name,
             "destination_type": kind,
+            **self.noted.report(),
         }
 
 
