@@ -58,6 +58,12 @@ class SharedSettings(BaseSettings):
 
     # The service's own prefix, e.g. "SKEIN_GATE_"; empty for tools that only read shared settings.
     own_prefix: ClassVar[str] = ""
+    # The credentials the service uses, which production requires it to be given for real
+    # (a service is given only these: the local stack and the Helm chart do so): "kafka" (its
+    # own SASL user), "secret_key", "spool_token", "s3_secret_key". Tools read everything.
+    credentials: ClassVar[frozenset[str]] = frozenset(
+        {"kafka", "secret_key", "spool_token", "s3_secret_key"}
+    )
 
     env: str = Field("local", validation_alias="SKEIN_ENV")
     kafka_bootstrap: str = Field(
@@ -151,16 +157,18 @@ class SharedSettings(BaseSettings):
     def _refuse_placeholder_secrets_in_production(self) -> SharedSettings:
         if self.env != "production":
             return self
-        for name, value, placeholder in (
-            ("SKEIN_SECRET_KEY", self.secret_key, LOCAL_SECRET_KEY),
-            ("SKEIN_SPOOL_TOKEN", self.spool_token, LOCAL_SPOOL_TOKEN),
-            ("SKEIN_S3_SECRET_KEY", self.s3_secret_key, LOCAL_S3_SECRET_KEY),
+        for used, name, value, placeholder in (
+            ("secret_key", "SKEIN_SECRET_KEY", self.secret_key, LOCAL_SECRET_KEY),
+            ("spool_token", "SKEIN_SPOOL_TOKEN", self.spool_token, LOCAL_SPOOL_TOKEN),
+            ("s3_secret_key", "SKEIN_S3_SECRET_KEY", self.s3_secret_key, LOCAL_S3_SECRET_KEY),
         ):
-            if value.get_secret_value() == placeholder:
+            if used in self.credentials and value.get_secret_value() == placeholder:
                 raise ConfigError(f"{name} must be set to a real secret when SKEIN_ENV=production")
         problem = crypto.weak_key_problem(self.secret_key.get_secret_value())
-        if problem:
+        if "secret_key" in self.credentials and problem:
             raise ConfigError(f"{problem} (SKEIN_ENV=production)")
+        if "kafka" not in self.credentials:
+            return self
         if not self.kafka_username or not self.kafka_password.get_secret_value():
             raise ConfigError(
                 "SKEIN_KAFKA_USERNAME and SKEIN_KAFKA_PASSWORD must be set "

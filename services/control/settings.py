@@ -13,6 +13,7 @@ from common.settings import SharedSettings
 class ControlSettings(SharedSettings):
     model_config = SettingsConfigDict(env_prefix="SKEIN_CONTROL_", extra="ignore")
     own_prefix: ClassVar[str] = "SKEIN_CONTROL_"
+    credentials: ClassVar[frozenset[str]] = frozenset({"secret_key"})
 
     host: str = "127.0.0.1"
     port: int = 8082

@@ -22,6 +22,7 @@ def default_taps_dir() -> str:
 class ExtractorSettings(SharedSettings):
     model_config = SettingsConfigDict(env_prefix="SKEIN_EXTRACTOR_", extra="ignore")
     own_prefix: ClassVar[str] = "SKEIN_EXTRACTOR_"
+    credentials: ClassVar[frozenset[str]] = frozenset({"secret_key"})
 
     host: str = "127.0.0.1"
     metrics_port: int = Field(9107, ge=0, le=65535)

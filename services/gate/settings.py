@@ -15,6 +15,7 @@ MB = 1024 * 1024
 class GateSettings(SharedSettings):
     model_config = SettingsConfigDict(env_prefix="SKEIN_GATE_", extra="ignore")
     own_prefix: ClassVar[str] = "SKEIN_GATE_"
+    credentials: ClassVar[frozenset[str]] = frozenset({"kafka"})
 
     host: str = "127.0.0.1"
     port: int = 8080

@@ -13,6 +13,7 @@ from common.settings import SharedSettings
 class SpoolSettings(SharedSettings):
     model_config = SettingsConfigDict(env_prefix="SKEIN_SPOOL_", extra="ignore")
     own_prefix: ClassVar[str] = "SKEIN_SPOOL_"
+    credentials: ClassVar[frozenset[str]] = frozenset({"spool_token", "s3_secret_key"})
 
     host: str = "127.0.0.1"
     port: int = 8081

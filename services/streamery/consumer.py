@@ -12,6 +12,11 @@ never waits on S3; it waits on the spool only to read high-water marks when part
   flight hold the memory budget (``FlowPolicy``); librdkafka's own queue is bounded by its share.
 - Revocation and SIGTERM: cut the affected buffers, wait (bounded) for their batches to
   register, commit, and abandon whatever did not make it: it is read again, never lost.
+
+Over 400 lines on purpose: it is one class whose state (consumer, buffers, offsets, pauses)
+belongs to one thread, and its callbacks (assign, revoke, commit) read and change that state;
+the decisions themselves are already elsewhere (``policy``, ``offsets``, ``buffers``,
+``shipper``), so splitting further would spread one owner's state across files.
 """
 
 from __future__ import annotations

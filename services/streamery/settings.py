@@ -15,6 +15,7 @@ MiB = 1024 * 1024
 class StreamerySettings(SharedSettings):
     model_config = SettingsConfigDict(env_prefix="SKEIN_STREAMERY_", extra="ignore")
     own_prefix: ClassVar[str] = "SKEIN_STREAMERY_"
+    credentials: ClassVar[frozenset[str]] = frozenset({"kafka", "spool_token", "s3_secret_key"})
 
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9102, ge=0, le=65535)

@@ -64,6 +64,31 @@ def test_placeholder_secret_refused_in_production(monkeypatch: pytest.MonkeyPatc
     assert SharedSettings().env == "production"
 
 
+def test_production_requires_only_the_credentials_a_service_uses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.gate.settings import GateSettings
+    from services.loaders.postgres.settings import PostgresLoaderSettings
+
+    monkeypatch.setenv("SKEIN_ENV", "production")
+    for name in ("SECRET_KEY", "SPOOL_TOKEN", "S3_SECRET_KEY", "KAFKA_USERNAME", "KAFKA_PASSWORD"):
+        monkeypatch.delenv(f"SKEIN_{name}", raising=False)
+    # The gate opens no secrets and touches no batch: its Kafka user is all it needs.
+    with pytest.raises(ValidationError, match="SKEIN_KAFKA_USERNAME"):
+        GateSettings()
+    monkeypatch.setenv("SKEIN_KAFKA_USERNAME", "gate")
+    monkeypatch.setenv("SKEIN_KAFKA_PASSWORD", "a-kafka-password")
+    assert GateSettings().env == "production"
+    # A loader uses no Kafka, but needs the secret key, S3 and the spool.
+    monkeypatch.delenv("SKEIN_KAFKA_USERNAME")
+    with pytest.raises(ValidationError, match="SKEIN_SECRET_KEY"):
+        PostgresLoaderSettings()
+    monkeypatch.setenv("SKEIN_SECRET_KEY", "k1:" + base64.b64encode(os.urandom(32)).decode())
+    monkeypatch.setenv("SKEIN_SPOOL_TOKEN", "another-real-secret")
+    monkeypatch.setenv("SKEIN_S3_SECRET_KEY", "an-s3-secret")
+    assert PostgresLoaderSettings().env == "production"
+
+
 def test_kafka_clients_authenticate_with_scram_as_their_principal(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, model_validator
 
 from common.settings import SharedSettings
@@ -10,6 +12,9 @@ MB = 1024 * 1024
 
 
 class LoaderSettings(SharedSettings):
+    credentials: ClassVar[frozenset[str]] = frozenset(
+        {"secret_key", "spool_token", "s3_secret_key"}
+    )
     host: str = "127.0.0.1"
     metrics_port: int = 9103
     workers: int = Field(2, ge=1)
