@@ -6,6 +6,12 @@
 #   stack.sh kafka-start N | kafka-stop N | kafka-kill N     (tests use these)
 #   stack.sh s3-start | s3-stop | pg-start NAME | pg-stop NAME | start SERVICE | stop SERVICE
 #   stack.sh prom-start | prom-stop                          (prom-start re-reads deploy/prometheus)
+#   stack.sh rolling-restart                                 (every Skein instance, one at a time)
+#   stack.sh scale N                                         (N instances of every Skein service)
+#
+# SKEIN_SCALE=N stack.sh up runs N instances of every Skein service: the gate, the spool and the
+# control service behind HAProxy on their usual ports, the rest side by side (instance i of a
+# service is SERVICE@i; `start`/`stop` take either one instance or a service's every instance).
 #
 # Runtime data and logs live under $SKEIN_RUN_DIR (default <checkout>/.run), the Kafka jars
 # under $SKEIN_CACHE_DIR (default <checkout>/.cache). Both are git-ignored.
@@ -480,6 +486,33 @@ prom_start() {
 
 prom_stop() { stop_pid "$PIDS/prometheus.pid" 20; }
 
+# ---------------------------------------------------------------- scale (SKEIN_SCALE)
+# How many instances of each Skein service run: SKEIN_SCALE at `up` (default 1), remembered in
+# $RUN_DIR/scale for every later command (a plain `up` is scale 1 again).
+SCALE_FILE=$RUN_DIR/scale
+if [[ ${1:-} == up ]]; then SCALE=${SKEIN_SCALE:-1}; else SCALE=${SKEIN_SCALE:-$(cat "$SCALE_FILE" 2>/dev/null || echo 1)}; fi
+[[ $SCALE =~ ^[1-9]$ ]] || die "SKEIN_SCALE must be a number from 1 to 9 (got '$SCALE')"
+HAPROXY_DIR=$RUN_DIR/haproxy
+# Behind HAProxy when scaled: clients keep the one address. Instance i of these listens on its
+# usual ports + 1000*i; instance i of the others on its usual ports + 1000*(i-1).
+PROXIED=(gate spool control)
+
+inst_base() { echo "${1%@*}"; }                                      # gate@2 -> gate
+inst_index() { if [[ $1 == *@* ]]; then echo "${1##*@}"; else echo 1; fi; }
+inst_name() { if (($2 == 1)); then echo "$1"; else echo "$1@$2"; fi; }  # base index -> name
+is_proxied() { ((SCALE > 1)) && [[ " ${PROXIED[*]} " == *" $1 "* ]]; }
+inst_shift() { # instance -> offset of its ports
+  local base i
+  base=$(inst_base "$1")
+  i=$(inst_index "$1")
+  if is_proxied "$base"; then echo $((1000 * i)); else echo $((1000 * (i - 1))); fi
+}
+instances() { # base -> the names of its instances that have a pid file (running or not)
+  local f
+  for f in "$PIDS/$1.pid" "$PIDS/$1"@*.pid; do [[ -e $f ]] && basename "$f" .pid; done
+  return 0
+}
+
 # ---------------------------------------------------------------- skein services
 # name:port of each Skein service `up` starts. One loader process per warehouse type; which
 # ones start is SKEIN_LOADERS (comma-separated, default postgres), e.g.
@@ -494,18 +527,50 @@ for _l in "${_loaders[@]}"; do
   if [[ -n ${LOADER_PORTS[$_l]:-} ]]; then SERVICES+=("loaders.$_l:${LOADER_PORTS[$_l]}"); else UNKNOWN_LOADERS+=("$_l"); fi
 done
 
-svc_port() { # name; any loader can be started by name even when SKEIN_LOADERS leaves it out
+base_port() { # service; any loader can be started by name even when SKEIN_LOADERS leaves it out
   local spec
   for spec in "${SERVICES[@]}"; do if [[ ${spec%%:*} == "$1" ]]; then echo "${spec#*:}"; return; fi; done
   if [[ $1 == loaders.* ]]; then echo "${LOADER_PORTS[${1#loaders.}]:-}"; fi
 }
 
-scrape_port() { # name port -> where Prometheus scrapes it (the gate's and the control service's
-  # /metrics are on an internal port only)
-  case $1 in
-    gate) echo "${SKEIN_GATE_METRICS_PORT:-9101}" ;;
-    control) echo "${SKEIN_CONTROL_METRICS_PORT:-9108}" ;;
+svc_port() { # instance -> the port it answers on (/healthz there)
+  local port
+  port=$(base_port "$(inst_base "$1")")
+  if [[ -n $port ]]; then echo $((port + $(inst_shift "$1"))); fi
+}
+
+scrape_port() { # instance port -> where Prometheus scrapes it, and where /readyz is (the gate's
+  # and the control service's /metrics are on an internal port only)
+  case $(inst_base "$1") in
+    gate) echo $((${SKEIN_GATE_METRICS_PORT:-9101} + $(inst_shift "$1"))) ;;
+    control) echo $((${SKEIN_CONTROL_METRICS_PORT:-9108} + $(inst_shift "$1"))) ;;
     *) echo "$2" ;;
+  esac
+}
+
+prom_file() { # instance -> its Prometheus target file's name (loaders.postgres@2 -> loader-postgres@2)
+  local base
+  base=$(inst_base "$1")
+  echo "$(prom_job "$base")${1#"$base"}"
+}
+
+instance_env() { # instance: exports the ports (and metrics directories) of that instance
+  local name=$1 base shift upper
+  base=$(inst_base "$name")
+  shift=$(inst_shift "$name")
+  ((shift != 0)) || return 0  # instance 1 of a service not behind HAProxy: its usual ports
+  case $base in
+    gate)
+      export SKEIN_GATE_PORT=$((8080 + shift)) SKEIN_GATE_METRICS_PORT=$((9101 + shift))
+      export SKEIN_GATE_METRICS_DIR=$RUN_DIR/metrics/$name ;;
+    spool) export SKEIN_SPOOL_PORT=$((8081 + shift)) SKEIN_SPOOL_METRICS_DIR=$RUN_DIR/metrics/$name ;;
+    control) export SKEIN_CONTROL_PORT=$((8082 + shift)) SKEIN_CONTROL_METRICS_PORT=$((9108 + shift)) ;;
+    streamery) export SKEIN_STREAMERY_METRICS_PORT=$((9102 + shift)) ;;
+    extractor) export SKEIN_EXTRACTOR_METRICS_PORT=$((9107 + shift)) ;;
+    loaders.*)
+      upper=${base#loaders.}
+      upper=${upper^^}
+      export "SKEIN_LOADER_${upper}_METRICS_PORT=$(($(base_port "$base") + shift))" ;;
   esac
 }
 
@@ -537,21 +602,24 @@ svc_start() { # name (one start of a service at a time: concurrent callers wait,
 }
 
 _svc_start() {
-  local name=$1 port
+  local name=$1 base port
+  base=$(inst_base "$name")
   port=$(svc_port "$name")
   [[ -n $port ]] || die "unknown service $name"
-  local job
-  job=$(prom_job "$name")
-  if pid_alive "$PIDS/$name.pid"; then prom_target "$job" "$job" "127.0.0.1:$(scrape_port "$name" "$port")"; return 0; fi
+  local job file
+  job=$(prom_job "$base")
+  file=$(prom_file "$name")
+  if pid_alive "$PIDS/$name.pid"; then prom_target "$file" "$job" "127.0.0.1:$(scrape_port "$name" "$port")"; return 0; fi
   log "starting $name on 127.0.0.1:$port"
   (
     # The service must not inherit svc_start's lock (it would hold it for its whole life).
     if [[ -n ${lockfd:-} ]]; then exec {lockfd}>&-; fi
     cd "$ROOT"
-    svc_credentials "$name"
+    svc_credentials "$base"
     export SKEIN_GATE_METRICS_DIR=${SKEIN_GATE_METRICS_DIR:-$RUN_DIR/metrics/gate}
     export SKEIN_SPOOL_METRICS_DIR=${SKEIN_SPOOL_METRICS_DIR:-$RUN_DIR/metrics/spool}
-    daemon "$PIDS/$name.pid" "$LOGS/$name.log" "$VENV/bin/python" -m "services.$name"
+    instance_env "$name"
+    daemon "$PIDS/$name.pid" "$LOGS/$name.log" "$VENV/bin/python" -m "services.$base"
   )
   local deadline=$((SECONDS + 60))
   until curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; do
@@ -559,10 +627,163 @@ _svc_start() {
     ((SECONDS < deadline)) || die "$name not healthy within 60s (see $LOGS/$name.log)"
     sleep 0.2
   done
-  prom_target "$job" "$job" "127.0.0.1:$(scrape_port "$name" "$port")"
+  prom_target "$file" "$job" "127.0.0.1:$(scrape_port "$name" "$port")"
 }
 
-svc_stop() { rm -f "$PROM_DIR/targets/$(prom_job "$1").json"; stop_pid "$PIDS/$1.pid" 40; }
+svc_stop_one() { rm -f "$PROM_DIR/targets/$(prom_file "$1").json"; stop_pid "$PIDS/$1.pid" 40; }
+
+svc_stop() { # instance, or a service: its every instance
+  local name
+  if [[ $1 == *@* ]]; then svc_stop_one "$1"; return; fi
+  for name in $(instances "$1"); do svc_stop_one "$name"; done
+}
+
+svc_start_all() { # instance, or a service: its SCALE instances
+  local i
+  if [[ $1 == *@* ]]; then svc_start "$1"; return; fi
+  for ((i = 1; i <= SCALE; i++)); do svc_start "$(inst_name "$1" "$i")"; done
+}
+
+# ---------------------------------------------------------------- HAProxy (scaled profile)
+haproxy_config() {
+  mkdir -p "$HAPROXY_DIR"
+  local base port i name
+  {
+    cat <<EOF
+# Written by deploy/local/stack.sh (SKEIN_SCALE=$SCALE): the gate, the spool and the control
+# service behind one address each. An instance is taken out while /readyz fails (checked every
+# 500 ms) or while the rolling restart drains it; a request whose connection an instance refused
+# is sent to another (retries, redispatch).
+global
+  stats socket $HAPROXY_DIR/admin.sock mode 600 level admin
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 120s
+  timeout server 120s
+  timeout http-request 30s
+  option http-server-close
+  retries 3
+  option redispatch 1
+  retry-on conn-failure empty-response response-timeout
+  default-server inter 500ms fastinter 200ms fall 2 rise 1
+EOF
+    for base in "${PROXIED[@]}"; do
+      port=$(base_port "$base")
+      printf '\nfrontend %s\n  bind 127.0.0.1:%s\n  default_backend %s\n' "$base" "$port" "$base"
+      printf 'backend %s\n  balance leastconn\n  option httpchk GET /readyz\n  http-check expect status 200\n' "$base"
+      for ((i = 1; i <= SCALE; i++)); do
+        name=$(inst_name "$base" "$i")
+        printf '  server %s 127.0.0.1:%s check port %s\n' "${name/@/-}" "$(svc_port "$name")" "$(scrape_port "$name" "$(svc_port "$name")")"
+      done
+    done
+  } >"$HAPROXY_DIR/haproxy.cfg.tmp"
+  mv "$HAPROXY_DIR/haproxy.cfg.tmp" "$HAPROXY_DIR/haproxy.cfg"
+}
+
+haproxy_start() {
+  ((SCALE > 1)) || return 0
+  command -v haproxy >/dev/null || apt_install haproxy || die "HAProxy is needed for SKEIN_SCALE > 1 (apt-get install haproxy)"
+  haproxy_config
+  haproxy -c -q -f "$HAPROXY_DIR/haproxy.cfg" || die "bad HAProxy configuration $HAPROXY_DIR/haproxy.cfg"
+  if pid_alive "$PIDS/haproxy.pid"; then kill -USR2 "$(cat "$PIDS/haproxy.pid")"; return 0; fi
+  log "starting HAProxy on 127.0.0.1:8080, 8081, 8082 (SKEIN_SCALE=$SCALE)"
+  daemon "$PIDS/haproxy.pid" "$LOGS/haproxy.log" haproxy -W -db -f "$HAPROXY_DIR/haproxy.cfg"
+  local p
+  for p in 8080 8081 8082; do wait_port "$p" 30 || die "HAProxy did not open $p (see $LOGS/haproxy.log)"; done
+}
+
+haproxy_stop() { stop_pid "$PIDS/haproxy.pid" 20; }
+
+haproxy_cmd() { # runtime API command -> its answer
+  python3 - "$HAPROXY_DIR/admin.sock" "$1" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\n")
+out = b""
+while chunk := s.recv(65536):
+    out += chunk
+sys.stdout.write(out.decode())
+PY
+}
+
+haproxy_server() { # instance -> backend/server as HAProxy names it
+  echo "$(inst_base "$1")/${1/@/-}"
+}
+
+haproxy_field() { # instance field -> that server's field in `show stat` (scur, status...)
+  local backend server=${1/@/-}
+  backend=$(inst_base "$1")
+  haproxy_cmd "show stat" | awk -F, -v b="$backend" -v s="$server" -v f="$2" '
+    NR == 1 { for (i = 1; i <= NF; i++) if ($i == f || $i == "# " f) col = i; next }
+    $1 == b && $2 == s { print $col }'
+}
+
+wait_ready() { # instance seconds: /readyz answers 200
+  local name=$1 port deadline=$((SECONDS + $2))
+  port=$(scrape_port "$name" "$(svc_port "$name")")
+  until curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || die "$name not ready within $2s (see $LOGS/$name.log)"
+    sleep 0.2
+  done
+}
+
+# ---------------------------------------------------------------- rolling restart, scale
+restart_instance() { # instance: drain it (behind HAProxy), SIGTERM, wait, start, wait until ready
+  local name=$1 base deadline
+  base=$(inst_base "$name")
+  if is_proxied "$base" && pid_alive "$PIDS/haproxy.pid"; then
+    haproxy_cmd "set server $(haproxy_server "$name") state drain" >/dev/null
+    deadline=$((SECONDS + 30))
+    while [[ $(haproxy_field "$name" scur) != 0 ]] && ((SECONDS < deadline)); do sleep 0.1; done
+  fi
+  log "restarting $name"
+  svc_stop_one "$name"
+  svc_start "$name"
+  wait_ready "$name" 60
+  if is_proxied "$base" && pid_alive "$PIDS/haproxy.pid"; then
+    haproxy_cmd "set server $(haproxy_server "$name") state ready" >/dev/null
+    deadline=$((SECONDS + 30))
+    until [[ $(haproxy_field "$name" status) == UP* ]]; do
+      ((SECONDS < deadline)) || die "HAProxy does not see $name up again"
+      sleep 0.1
+    done
+  fi
+}
+
+cmd_rolling_restart() {
+  local spec base name
+  for spec in "${SERVICES[@]}"; do
+    base=${spec%%:*}
+    for name in $(instances "$base"); do
+      if pid_alive "$PIDS/$name.pid"; then restart_instance "$name"; fi
+    done
+  done
+  log "rolling restart done"
+}
+
+cmd_scale() { # N: every Skein service to N instances (proxied ones move behind HAProxy or back)
+  local n=$1 spec base name
+  [[ $n =~ ^[1-9]$ ]] || die "scale: N must be from 1 to 9"
+  # The proxied services change ports when HAProxy comes or goes: they restart.
+  if { ((n > 1)) && ((SCALE == 1)); } || { ((n == 1)) && ((SCALE > 1)); }; then
+    for base in "${PROXIED[@]}"; do svc_stop "$base"; done
+    haproxy_stop
+  fi
+  SCALE=$n
+  echo "$SCALE" >"$SCALE_FILE"
+  for spec in "${SERVICES[@]}"; do
+    base=${spec%%:*}
+    for name in $(instances "$base"); do
+      (($(inst_index "$name") <= SCALE)) || svc_stop_one "$name"
+    done
+  done
+  haproxy_start
+  for spec in "${SERVICES[@]}"; do svc_start_all "${spec%%:*}"; done
+  log "every Skein service at $SCALE instance(s)"
+}
 
 # ---------------------------------------------------------------- commands
 cmd_up() {
@@ -581,7 +802,15 @@ cmd_up() {
   for n in "${!LOADER_PORTS[@]}"; do
     pid_alive "$PIDS/loaders.$n.pid" || rm -f "$PROM_DIR/targets/$(prom_job "loaders.$n").json"
   done
-  for spec in "${SERVICES[@]}"; do svc_start "${spec%%:*}"; done
+  # A scaled run before this one: its extra instances and HAProxy go (the proxied services come
+  # back on their usual ports at scale 1), or the other way round.
+  if [[ $(cat "$SCALE_FILE" 2>/dev/null || echo 1) != "$SCALE" ]]; then
+    for spec in "${SERVICES[@]}"; do svc_stop "${spec%%:*}"; done
+    haproxy_stop
+  fi
+  echo "$SCALE" >"$SCALE_FILE"
+  haproxy_start
+  for spec in "${SERVICES[@]}"; do svc_start_all "${spec%%:*}"; done
   log "ready in $((SECONDS - t0))s"
   cmd_endpoints
   (cd "$ROOT" && "$VENV/bin/python" deploy/local/demo.py "$RUN_DIR") || die "the demo request did not flow through"
@@ -606,6 +835,7 @@ cmd_down() {
   local n spec
   for spec in "${SERVICES[@]}"; do svc_stop "${spec%%:*}"; done
   for n in "${!LOADER_PORTS[@]}"; do svc_stop "loaders.$n"; done
+  haproxy_stop
   # All three nodes at once: stopping them one by one leaves the last without a controller quorum.
   for n in 1 2 3; do pid_alive "$PIDS/kafka-$n.pid" && kill -TERM "$(cat "$PIDS/kafka-$n.pid")" 2>/dev/null; done
   for n in 1 2 3; do kafka_stop "$n"; done
@@ -628,9 +858,16 @@ cmd_status() {
   done
   if pid_alive "$PIDS/s3.pid"; then echo "s3          running (pid $(cat "$PIDS/s3.pid"))"; else echo "s3          stopped"; bad=1; fi
   if pid_alive "$PIDS/prometheus.pid"; then echo "prometheus  running (port 9090)"; else echo "prometheus  stopped"; bad=1; fi
+  local i name
   for spec in "${SERVICES[@]}"; do
-    if pid_alive "$PIDS/${spec%%:*}.pid"; then printf '%-11s running (port %s)\n' "${spec%%:*}" "${spec#*:}"; else printf '%-11s stopped\n' "${spec%%:*}"; bad=1; fi
+    for ((i = 1; i <= SCALE; i++)); do
+      name=$(inst_name "${spec%%:*}" "$i")
+      if pid_alive "$PIDS/$name.pid"; then printf '%-11s running (port %s)\n' "$name" "$(svc_port "$name")"; else printf '%-11s stopped\n' "$name"; bad=1; fi
+    done
   done
+  if ((SCALE > 1)); then
+    if pid_alive "$PIDS/haproxy.pid"; then echo "haproxy     running (ports 8080, 8081, 8082)"; else echo "haproxy     stopped"; bad=1; fi
+  fi
   for n in "${!LOADER_PORTS[@]}"; do # loaders started by name, outside SKEIN_LOADERS
     [[ " ${SERVICES[*]} " == *" loaders.$n:"* ]] && continue
     pid_alive "$PIDS/loaders.$n.pid" && printf '%-11s running (port %s)\n' "loaders.$n" "${LOADER_PORTS[$n]}"
@@ -659,8 +896,10 @@ case ${1:-} in
   kafka-stop) kafka_stop "$2" ;;
   kafka-kill) kafka_kill "$2" ;;
   s3-start) s3_start; s3_wait ;;
-  start) svc_start "$2" ;;
+  start) svc_start_all "$2" ;;
   stop) svc_stop "$2" ;;
+  rolling-restart) cmd_rolling_restart ;;
+  scale) cmd_scale "$2" ;;
   s3-stop) s3_stop ;;
   prom-start) prom_start ;;
   prom-stop) prom_stop ;;
