@@ -45,8 +45,8 @@ test: up ## Run every test suite against the running local stack
 	$(PYTEST) tests
 
 .PHONY: chaos
-chaos: up ## Long chaos run under load: SKEIN_CHAOS_SECONDS of faults (default 900), SKEIN_CHAOS_SEED replays one
-	SKEIN_CHAOS_SECONDS=$${SKEIN_CHAOS_SECONDS:-900} $(PYTEST) tests/e2e/test_chaos.py
+chaos: up ## Long chaos run under load: SKEIN_CHAOS_SECONDS of faults (default 900), SKEIN_CHAOS_SEED replays one; SCALE=2 on the scaled profile
+	SKEIN_CHAOS_SECONDS=$${SKEIN_CHAOS_SECONDS:-900} SKEIN_CHAOS_SCALES=$(or $(SCALE),1) $(PYTEST) tests/e2e/test_chaos.py
 
 .PHONY: test-unit
 test-unit: install ## Unit tests only (no servers)

@@ -15,6 +15,8 @@ nothing from a rejected request may be there, and no batch may be dead-lettered.
     SKEIN_CHAOS_RATE     records per second offered in all (default 1500)
     SKEIN_CHAOS_DRAIN_S  how long the pipeline may take to drain afterwards (default 900: the
                          spool's back-off cap is 600 s)
+    SKEIN_CHAOS_SCALES   the profiles to run in, instances of every Skein service (default "1,2";
+                         `make chaos SCALE=2`: 2)
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ SEED = int(os.environ.get("SKEIN_CHAOS_SEED", str(time.time_ns() % 1_000_000)))
 CLIENTS = int(os.environ.get("SKEIN_CHAOS_CLIENTS", "3"))
 RATE = float(os.environ.get("SKEIN_CHAOS_RATE", "1500"))
 DRAIN_S = float(os.environ.get("SKEIN_CHAOS_DRAIN_S", "900"))
+# Each run's profile: instances of every Skein service (2: the gate, spool and control behind
+# HAProxy). CI runs both; `make chaos SCALE=2` runs a long one at 2.
+SCALES = [int(n) for n in os.environ.get("SKEIN_CHAOS_SCALES", "1,2").split(",")]
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -203,8 +208,21 @@ def report(capsys: pytest.CaptureFixture[str]) -> Iterator[Report]:
         print("\n" + "\n".join(r.lines), flush=True)
 
 
+@pytest.fixture(params=SCALES, ids=[f"scale{n}" for n in SCALES])
+def scale(request: pytest.FixtureRequest) -> Iterator[int]:
+    """The stack at this many instances of every Skein service for the run, then back at 1."""
+    n: int = request.param
+    if n > 1:
+        stack("scale", str(n), timeout=300)
+    try:
+        yield n
+    finally:
+        if n > 1:
+            stack("scale", "1", timeout=300)
+
+
 @pytest.mark.timeout(int(SECONDS + DRAIN_S + 600))
-def test_acknowledged_records_land_exactly_once_through_chaos(report: Report) -> None:
+def test_acknowledged_records_land_exactly_once_through_chaos(report: Report, scale: int) -> None:
     tenants = [
         Tenant(t["client_id"], t["token"], t["schema"], t["dsn"])
         for t in (new_tenant(WAREHOUSE) for _ in range(CLIENTS))
@@ -223,7 +241,10 @@ def test_acknowledged_records_land_exactly_once_through_chaos(report: Report) ->
         ),
     ]
     threads = [threading.Thread(target=lane.run, name=lane.name, daemon=True) for lane in lanes]
-    report(f"clients {[t.client_id for t in tenants]}, {RATE:.0f} records/s offered")
+    report(
+        f"clients {[t.client_id for t in tenants]}, {RATE:.0f} records/s offered, "
+        f"{scale} instance(s) of every service"
+    )
     load.start()
     try:
         for thread in threads:
