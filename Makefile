@@ -62,6 +62,10 @@ lint: install ## ruff (format check + lint) and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+.PHONY: docs
+docs: install ## Regenerate the README's settings and CLI tables and docs/cli.md from the code
+	$(VENV)/bin/python -m docs.generate
+
 .PHONY: fmt
 fmt: install ## Format and auto-fix with ruff
 	$(VENV)/bin/ruff format .

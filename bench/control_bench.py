@@ -46,11 +46,13 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # support/ (not installed)
 from common import migrate as migrations
 from common.settings import SharedSettings
 from services.control import keys
+from support.processes import stop_process
+from support.stack import ROOT, healthy
 
-ROOT = Path(__file__).resolve().parent.parent
 TARGET_P99_MS = 50.0
 PARTITIONS = 12  # the local stack's records topic
 # Each client's tables: these names, then the same with a suffix (_1, _2, ...).
@@ -571,20 +573,12 @@ def control_service(dsn: str, workers: int) -> Iterator[str]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     tail = log_path.read_text(errors="replace")[-3000:]
                     raise SystemExit(f"the control service did not come up:\n{tail}")
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
+                if healthy(f"{url}/healthz"):
+                    break
                 time.sleep(0.2)
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, 30)
 
 
 # --- timing -------------------------------------------------------------------------------------

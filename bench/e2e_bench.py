@@ -34,34 +34,18 @@ import psycopg2
 from psycopg2 import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # support/ (not installed)
 from bench_records import make_record
 from gate_bench import RECORDS_PER_BATCH as BATCH
 from gate_bench import open_loop, requests_for
 
-from common import control, db
-from common.settings import SharedSettings
-from services.control import accounts, destinations
-from tests.conftest import demo_warehouse_secrets  # (and PGPASSFILE for the stack's clusters)
+from common import db
+from support.stack import ROOT, demo_warehouse_secrets
+from support.tenants import new_tenant
+from support.warehouse import DEMO_WAREHOUSE, warehouse
 
-ROOT = Path(__file__).resolve().parent.parent
-WAREHOUSE = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
 DLT_VERSION = "dlt[postgres]==1.31.0"
 ID_SPACE = 200_000  # ids cycle over this many keys: the table stays bounded
-
-
-def tenant(schema: str) -> tuple[int, str]:
-    with closing(db.connect()) as conn:
-        client_id = accounts.create_client(conn, "bench-e2e")["client_id"]
-        token = control.create_api_token(conn, client_id)["token"]
-        destinations.set_destination(
-            conn,
-            SharedSettings().secret_key.get_secret_value(),
-            client_id,
-            "postgres",
-            {"dsn_params": WAREHOUSE, "schema": schema},
-            demo_warehouse_secrets(),
-        )
-    return client_id, token
 
 
 def requests(token: str, rounds: int) -> list[bytes]:
@@ -90,7 +74,7 @@ def requests(token: str, rounds: int) -> list[bytes]:
 
 def loaded_rows(schema: str) -> int:
     try:
-        with closing(psycopg2.connect(**WAREHOUSE)) as conn, conn.cursor() as cur:
+        with closing(warehouse()) as conn, conn.cursor() as cur:
             cur.execute(
                 sql.SQL("SELECT coalesce(sum(records), 0) FROM {}").format(
                     sql.Identifier(schema, "_sdc_loads")
@@ -122,7 +106,7 @@ def pipeline_state() -> tuple[float, int]:
 
 
 def sustained(rate: float, seconds: float, schema: str) -> dict[str, float]:
-    _, token = tenant(schema)
+    token = new_tenant("bench-e2e", DEMO_WAREHOUSE, schema=schema).token
     reqs = requests(token, rounds=int(ID_SPACE / BATCH))
     began = time.monotonic()
     result: dict[str, float] = {}
@@ -160,7 +144,7 @@ def sustained(rate: float, seconds: float, schema: str) -> dict[str, float]:
 
 
 def freshness(schema: str) -> tuple[float, float]:
-    with closing(psycopg2.connect(**WAREHOUSE)) as conn, conn.cursor() as cur:
+    with closing(warehouse()) as conn, conn.cursor() as cur:
         cur.execute(
             sql.SQL(
                 "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d), "
@@ -213,7 +197,7 @@ def dlt_run(schema: str, count: int) -> dict[str, float]:
 
 
 def drop(schema: str) -> None:
-    with closing(psycopg2.connect(**WAREHOUSE)) as conn, conn, conn.cursor() as cur:
+    with closing(warehouse()) as conn, conn, conn.cursor() as cur:
         cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 

@@ -50,7 +50,7 @@ from confluent_kafka.admin import (
 from cpu_account import CpuWindow, stack_groups
 from kafka_tools import client_properties
 
-from common import control, db, kafka_admin
+from common import db, kafka_admin, tokens
 from common.settings import SharedSettings
 from common.wire import Header, TableRecords, encode_messages
 from services.control import accounts
@@ -390,7 +390,7 @@ def main() -> None:
     settings = SharedSettings()
     with closing(db.connect()) as conn:
         client = accounts.create_client(conn, "bench")
-        token = control.create_api_token(conn, client["client_id"])["token"]
+        token = tokens.create_api_token(conn, client["client_id"])["token"]
     bodies = make_bodies(16)
     requests = requests_for(token, bodies)
     values = message_values(bodies)

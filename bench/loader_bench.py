@@ -20,21 +20,27 @@ import io
 import itertools
 import random
 import statistics
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import orjson
 import psycopg2
-from bench_records import make_record
 from psycopg2 import sql
 
-import tests.conftest  # noqa: F401  (PGPASSFILE: the stack's generated passwords)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # support/ (not installed)
+from bench_records import make_record
+
 from common import runtime
 from common.s3 import client as s3_client
 from common.settings import SharedSettings
 from common.wire import Header
 from services.loaders.core.reader import events, lines_of, s3_chunks
 from services.loaders.postgres import warehouse
+from support.stack import use_stack_passwords
+
+use_stack_passwords()  # the demo warehouse's generated password
 
 DSN = "postgresql://postgres@127.0.0.1:5433/warehouse"
 

@@ -28,13 +28,15 @@ from pathlib import Path
 import httpx
 import psycopg2
 
-import tests.conftest  # noqa: F401  (PGPASSFILE: the stack's generated passwords)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # support/ (not installed)
 from common import db
 from common import migrate as migrations
 from common.spool_client import BatchRegistration, SpoolClient
 from services.control import accounts, destinations
+from support.stack import ROOT, use_stack_passwords
 
-ROOT = Path(__file__).resolve().parent.parent
+use_stack_passwords()  # the stack's clusters' generated passwords
+
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PORT = 18082
 TOKEN = "bench-token"

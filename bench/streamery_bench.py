@@ -30,14 +30,13 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # support/ (not installed)
 from cpu_account import CpuWindow, stack_groups, with_children
 from kafka_tools import client_properties
 
 from common.settings import SharedSettings
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the integration tests' helpers (tests/ is not installed)
-from tests.integration.streamery_support import (  # noqa: E402
+from support.stack import ROOT
+from support.streamery import (
     Produced,
     StreameryProcess,
     committed,

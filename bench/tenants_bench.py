@@ -29,50 +29,25 @@ import random
 import sys
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
 import httpx
 import orjson
-import psycopg2
 from psycopg2 import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # support/ (not installed)
 from bench_records import make_record
 from cpu_account import CpuWindow, stack_groups
 
-from common import control, db
-from common.settings import SharedSettings
-from services.control import accounts, destinations
-from tests.conftest import demo_warehouse_secrets  # (and PGPASSFILE for the stack)
+from support.stack import GATE
+from support.tenants import drop_schemas, new_tenants
+from support.warehouse import DEMO_WAREHOUSE, warehouse
 
-GATE = "http://127.0.0.1:8080"
-WAREHOUSE = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
 PER_REQUEST = 1000
 LOADER_APP = "skein-loader-postgres"
-
-
-def tenants(count: int, prefix: str) -> list[tuple[int, str, str]]:
-    """(client id, token, schema) for ``count`` new clients on the demo warehouse."""
-    key = SharedSettings().secret_key.get_secret_value()
-    made = []
-    with closing(db.connect()) as conn:
-        for _ in range(count):
-            client_id = accounts.create_client(conn, "bench-tenants")["client_id"]
-            token = control.create_api_token(conn, client_id)["token"]
-            schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
-            destinations.set_destination(
-                conn,
-                key,
-                client_id,
-                "postgres",
-                {"dsn_params": WAREHOUSE, "schema": schema},
-                demo_warehouse_secrets(),
-            )
-            made.append((client_id, token, schema))
-    return made
 
 
 def bodies(targets: list[tuple[str, str]], total: int, first: int = 0) -> list[tuple[str, bytes]]:
@@ -131,8 +106,7 @@ class Progress:
 
     def __init__(self, want: dict[str, int]) -> None:
         self.pending = dict(want)
-        self._conn = psycopg2.connect(**WAREHOUSE)
-        self._conn.autocommit = True
+        self._conn = warehouse()
 
     def missing(self) -> int:
         """Rows still to come; 0 once every schema has what it waits for."""
@@ -169,15 +143,13 @@ class Sampler:
         self._thread.start()
 
     def _run(self) -> None:
-        with closing(psycopg2.connect(**WAREHOUSE)) as conn:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                while not self._stop.wait(0.05):
-                    cur.execute(
-                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-                        (LOADER_APP,),
-                    )
-                    self.peak = max(self.peak, int(cur.fetchone()[0]))  # type: ignore[index]
+        with closing(warehouse()) as conn, conn.cursor() as cur:
+            while not self._stop.wait(0.05):
+                cur.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                    (LOADER_APP,),
+                )
+                self.peak = max(self.peak, int(cur.fetchone()[0]))  # type: ignore[index]
 
     def stop(self) -> int:
         self._stop.set()
@@ -187,21 +159,20 @@ class Sampler:
 
 def run(name: str, clients: int, tables: int, total: int) -> dict[str, dict[str, float]]:
     """The cold and the warm pass of one layout (its schemas dropped afterwards)."""
-    made = tenants(clients, f"bt_{name}")
-    targets = [(token, f"t{n}") for _, token, _ in made for n in range(tables)]
+    made = new_tenants(clients, DEMO_WAREHOUSE, prefix=f"bt_{name}")
+    targets = [(t.token, f"t{n}") for t in made for n in range(tables)]
     requests = bodies(targets, total)
-    schema_of = {token: schema for _, token, schema in made}
+    schema_of = {t.token: t.schema for t in made}
     want = {schema: 0 for schema in schema_of.values()}
     for token, body in requests:
         want[schema_of[token]] += body.count(b'"action"')
     expected = sum(want.values())
-    schemas = list(want)
     try:
         cold = timed(name, requests, want)
         again = bodies(targets, total, first=total)
         warm = timed(name, again, {schema: 2 * n for schema, n in want.items()})
     finally:
-        drop(schemas)
+        drop_schemas(made)
     return {
         "cold": {"records": expected, "tables": len(targets), **cold},
         "warm": {"records": expected, "tables": len(targets), **warm},
@@ -235,12 +206,6 @@ def timed(name: str, requests: list[tuple[str, bytes]], want: dict[str, int]) ->
         "send_rate": round(expected / (sent - started)),
         "peak_connections": sampler.stop(),
     }
-
-
-def drop(schemas: list[str]) -> None:
-    with closing(psycopg2.connect(**WAREHOUSE)) as conn, conn, conn.cursor() as cur:
-        for schema in schemas:
-            cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 def main() -> None:

@@ -52,7 +52,7 @@ def env_file() -> Path | None:
 
 
 class SharedSettings(BaseSettings):
-    """The variables every service reads, under the names DESIGN.md fixes."""
+    """The variables every service reads, under the same names in every service."""
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
@@ -65,42 +65,109 @@ class SharedSettings(BaseSettings):
         {"kafka", "secret_key", "spool_token", "s3_secret_key"}
     )
 
-    env: str = Field("local", validation_alias="SKEIN_ENV")
-    kafka_bootstrap: str = Field(
-        "127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092", validation_alias="SKEIN_KAFKA_BOOTSTRAP"
+    env: str = Field(
+        "local",
+        validation_alias="SKEIN_ENV",
+        description="`production` refuses a placeholder `SKEIN_SECRET_KEY`, `SKEIN_SPOOL_TOKEN` "
+        "or `SKEIN_S3_SECRET_KEY` and requires Kafka credentials (each service: of those it "
+        "uses)",
     )
-    topic: str = Field("skein.records", validation_alias="SKEIN_TOPIC")
-    # SASL/SCRAM-SHA-512 principal of this process on Kafka (docs/architecture.md, Security):
-    # gate, streamery or admin. Unset: an anonymous PLAINTEXT client, which the local stack and
-    # docker-compose refuse; production requires one.
-    kafka_username: str | None = Field(None, validation_alias="SKEIN_KAFKA_USERNAME")
-    kafka_password: SecretStr = Field(SecretStr(""), validation_alias="SKEIN_KAFKA_PASSWORD")
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092",
+        validation_alias="SKEIN_KAFKA_BOOTSTRAP",
+        description="Kafka bootstrap servers",
+    )
+    topic: str = Field(
+        "skein.records", validation_alias="SKEIN_TOPIC", description="the records topic"
+    )
+    # Principals and the ACLs they get: docs/architecture.md, Security.
+    kafka_username: str | None = Field(
+        None,
+        validation_alias="SKEIN_KAFKA_USERNAME",
+        description="this process's SASL/SCRAM-SHA-512 principal; unset = anonymous, which the "
+        "brokers (local stack, docker-compose) refuse; required in production",
+        json_schema_extra={
+            "doc_default": "unset (`admin` in `.run/skein.env`; `gate`, `streamery` for those "
+            "services)"
+        },
+    )
+    kafka_password: SecretStr = Field(
+        SecretStr(""),
+        validation_alias="SKEIN_KAFKA_PASSWORD",
+        description="its password",
+        json_schema_extra={"doc_default": "from `.run/secrets/kafka-<principal>`"},
+    )
     kafka_security_protocol: Literal["SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "SASL_PLAINTEXT", validation_alias="SKEIN_KAFKA_SECURITY_PROTOCOL"
+        "SASL_PLAINTEXT",
+        validation_alias="SKEIN_KAFKA_SECURITY_PROTOCOL",
+        description="`SASL_SSL` for brokers with TLS",
     )
     control_dsn: SecretStr = Field(
         SecretStr("postgresql://postgres@127.0.0.1:5432/skein"),
         validation_alias="SKEIN_CONTROL_DSN",
+        description="control database",
+        json_schema_extra={
+            "doc_default": "`postgresql://postgres:<.run/secrets/pg-control>@127.0.0.1:5432/skein`"
+        },
     )
-    s3_endpoint: str = Field("http://127.0.0.1:8333", validation_alias="SKEIN_S3_ENDPOINT")
-    s3_bucket: str = Field("skein", validation_alias="SKEIN_S3_BUCKET")
-    s3_access_key: str = Field("skein", validation_alias="SKEIN_S3_ACCESS_KEY")
+    s3_endpoint: str = Field(
+        "http://127.0.0.1:8333", validation_alias="SKEIN_S3_ENDPOINT", description="S3 API endpoint"
+    )
+    s3_bucket: str = Field(
+        "skein", validation_alias="SKEIN_S3_BUCKET", description="bucket for batch objects"
+    )
+    s3_access_key: str = Field(
+        "skein", validation_alias="SKEIN_S3_ACCESS_KEY", description="S3 access key"
+    )
     s3_secret_key: SecretStr = Field(
-        SecretStr(LOCAL_S3_SECRET_KEY), validation_alias="SKEIN_S3_SECRET_KEY"
+        SecretStr(LOCAL_S3_SECRET_KEY),
+        validation_alias="SKEIN_S3_SECRET_KEY",
+        description="S3 secret key",
+        json_schema_extra={
+            "doc_default": "`.run/secrets/s3` (built-in placeholder refused in production)"
+        },
     )
-    spool_url: str = Field("http://127.0.0.1:8081", validation_alias="SKEIN_SPOOL_URL")
-    # The spool's internal API token (sent as a Bearer token by the streamery and the loaders).
+    spool_url: str = Field(
+        "http://127.0.0.1:8081",
+        validation_alias="SKEIN_SPOOL_URL",
+        description="the spool's internal API",
+    )
     spool_token: SecretStr = Field(
-        SecretStr(LOCAL_SPOOL_TOKEN), validation_alias="SKEIN_SPOOL_TOKEN"
+        SecretStr(LOCAL_SPOOL_TOKEN),
+        validation_alias="SKEIN_SPOOL_TOKEN",
+        description="bearer token of the spool's internal API (the streamery and the loaders "
+        "send it)",
+        json_schema_extra={
+            "doc_default": "`.run/secrets/spool-token` (built-in placeholder refused in production)"
+        },
     )
-    secret_key: SecretStr = Field(SecretStr(LOCAL_SECRET_KEY), validation_alias="SKEIN_SECRET_KEY")
-    # Scrape-time per-client gauges name at most this many clients (the stalest); the rest share
-    # the label "other" (docs/architecture.md, Operations).
-    metrics_max_clients: int = Field(1000, ge=1, validation_alias="SKEIN_METRICS_MAX_CLIENTS")
-    # Non-public networks a destination may point at (common/netpolicy.py). Unset: the demo
-    # warehouse of the local stack when SKEIN_ENV=local, nothing otherwise.
+    secret_key: SecretStr = Field(
+        SecretStr(LOCAL_SECRET_KEY),
+        validation_alias="SKEIN_SECRET_KEY",
+        description="keyring `ID:KEY[,ID:KEY...]` of base64 32-byte keys; the last encrypts "
+        "destination secrets, hook secrets and integration configs (AES-GCM, bound to the "
+        "client), all decrypt; `skein secrets rotate` moves everything to the last (a "
+        "passphrase is refused in production)",
+        json_schema_extra={"doc_default": "a placeholder passphrase"},
+    )
+    # docs/architecture.md, Operations.
+    metrics_max_clients: int = Field(
+        1000,
+        ge=1,
+        validation_alias="SKEIN_METRICS_MAX_CLIENTS",
+        description="clients named by the scrape-time per-client gauges (the stalest); the rest "
+        "are labelled `other`",
+    )
+    # Checked by common/netpolicy.py.
     allowed_networks: str | None = Field(
-        None, validation_alias="SKEIN_DESTINATION_ALLOWED_NETWORKS"
+        None,
+        validation_alias="SKEIN_DESTINATION_ALLOWED_NETWORKS",
+        description="non-public `NETWORK[:PORT[-PORT]]` ranges a destination or a hook URL may "
+        "point at (comma-separated); the platform's own addresses are refused whatever it says",
+        json_schema_extra={
+            "doc_default": f"`{LOCAL_ALLOWED_NETWORKS}` with `SKEIN_ENV=local` (the demo "
+            "warehouse, local hook receivers), else empty"
+        },
     )
 
     @classmethod

@@ -14,7 +14,7 @@ import httpx
 import orjson
 import psycopg2
 
-from common import control, db
+from common import db, tokens
 from common.settings import SharedSettings
 from services.control import accounts, destinations
 
@@ -34,7 +34,7 @@ def demo_client(run_dir: Path) -> tuple[int, str]:
             client_id, token = data["client_id"], data["token"]
         else:
             client_id = accounts.create_client(conn, "demo")["client_id"]
-            token = control.create_api_token(conn, client_id)["token"]
+            token = tokens.create_api_token(conn, client_id)["token"]
             saved.write_bytes(orjson.dumps({"client_id": client_id, "token": token}))
             saved.chmod(0o600)
         destinations.set_destination(

@@ -8,7 +8,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from common import audit, control
+from common import audit, client_limits, control, destination_config
 
 
 def _client_row(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -65,14 +65,14 @@ def get_limits(conn: control.Connection, client_id: int) -> dict[str, int | None
     with conn, conn.cursor() as cur:
         cur.execute(
             sql.SQL("SELECT {} FROM clients c WHERE c.client_id = %s").format(
-                control.LIMIT_COLUMNS
+                client_limits.LIMIT_COLUMNS
             ),
             (client_id,),
         )
         row = cur.fetchone()
     if row is None:
         raise control.NotFound(f"no client {client_id}")
-    return dict(zip(control.LIMITS, row, strict=True))
+    return dict(zip(client_limits.LIMITS, row, strict=True))
 
 
 def set_limits(
@@ -80,10 +80,10 @@ def set_limits(
 ) -> dict[str, int | None]:
     """Set (a positive number) or reset to the gate's default (None) some of a client's
     limits; returns them all."""
-    unknown = sorted(set(changes) - set(control.LIMITS))
+    unknown = sorted(set(changes) - set(client_limits.LIMITS))
     if unknown:
         raise control.ControlError(
-            f"unknown limit(s) {', '.join(unknown)}; known: {', '.join(control.LIMITS)}"
+            f"unknown limit(s) {', '.join(unknown)}; known: {', '.join(client_limits.LIMITS)}"
         )
     for name, value in changes.items():
         if value is not None and value <= 0:
@@ -122,7 +122,7 @@ def grant_platform(
             (client_id, kind, value),
         )
         audit.record(cur, "client.allow", client_id=client_id, details={kind: value})
-    return control.list_grants(conn, client_id)
+    return destination_config.list_grants(conn, client_id)
 
 
 def revoke_platform(
@@ -134,4 +134,4 @@ def revoke_platform(
             (client_id, kind, value),
         )
         audit.record(cur, "client.disallow", client_id=client_id, details={kind: value})
-    return control.list_grants(conn, client_id)
+    return destination_config.list_grants(conn, client_id)

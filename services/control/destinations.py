@@ -15,7 +15,7 @@ import orjson
 import psycopg2
 import psycopg2.extensions
 
-from common import audit, control, crypto, netpolicy
+from common import audit, control, crypto, destination_config, netpolicy
 from common.settings import SharedSettings
 from services.loaders import registry
 
@@ -45,7 +45,7 @@ def set_destination(
     secrets: dict[str, str],
 ) -> None:
     """Create or replace a client's one destination; ``secrets`` are stored only encrypted."""
-    control.check_destination(type, config, secrets)
+    destination_config.check_destination(type, config, secrets)
     sealed = (
         psycopg2.Binary(
             crypto.encrypt(
@@ -141,8 +141,8 @@ def put(
         netpolicy.check_destination(netpolicy.from_settings(shared), destination_type, config)
     except netpolicy.DestinationRefused as exc:
         raise control.ControlError(str(exc)) from None
-    refusal = control.platform_refusal(
-        destination_type, config, secrets, control.list_grants(conn, client_id)
+    refusal = destination_config.platform_refusal(
+        destination_type, config, secrets, destination_config.list_grants(conn, client_id)
     )
     if refusal:
         raise control.ControlError(refusal)
@@ -153,7 +153,9 @@ def put(
 
 def show(conn: control.Connection, shared: SharedSettings, client_id: int) -> dict[str, Any]:
     """Settings and the names of the secrets, never their values."""
-    found = control.get_destination(conn, shared.secret_key.get_secret_value(), client_id)
+    found = destination_config.get_destination(
+        conn, shared.secret_key.get_secret_value(), client_id
+    )
     if found is None:
         raise control.NotFound(f"client {client_id} has no destination")
     return found
@@ -166,7 +168,7 @@ def test(conn: control.Connection, shared: SharedSettings, client_id: int) -> di
 
 def stored(conn: control.Connection, shared: SharedSettings, client_id: int) -> dict[str, Any]:
     """The destination with its secrets, as the loader reads it (for ``probe``)."""
-    raw = control.get_destination(
+    raw = destination_config.get_destination(
         conn, shared.secret_key.get_secret_value(), client_id, reveal=True
     )
     if raw is None:
@@ -175,7 +177,7 @@ def stored(conn: control.Connection, shared: SharedSettings, client_id: int) -> 
 
 
 def probe(shared: SharedSettings, client_id: int, raw: dict[str, Any]) -> dict[str, Any]:
-    from services.loaders.core.runner import Destination
+    from services.loaders.core.protocol import Destination
 
     type_ = raw["type"]
     report: dict[str, Any] = {"client_id": client_id, "type": type_, "ok": False}

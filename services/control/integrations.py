@@ -13,6 +13,7 @@ from typing import Any
 from common import control
 from services.control import accounts
 from services.extractor import catalog, integrations, redact, sandbox, schedule, taps
+from services.extractor.runs import list_runs
 from services.extractor.settings import ExtractorSettings
 
 
@@ -114,19 +115,17 @@ def run_now(conn: control.Connection, name: str) -> dict[str, Any]:
 
 def started_after(conn: control.Connection, name: str, after_run_id: int) -> dict[str, Any] | None:
     """The first run of ``name`` past ``after_run_id``, once the extractor has started one."""
-    newer = [r for r in integrations.list_runs(conn, name, 3) if r["run_id"] > after_run_id]
+    newer = [r for r in list_runs(conn, name, 3) if r["run_id"] > after_run_id]
     return newer[-1] if newer else None
 
 
 def last_run_id(conn: control.Connection, name: str) -> int:
-    runs = integrations.list_runs(conn, name, limit=1)
+    runs = list_runs(conn, name, limit=1)
     return int(runs[0]["run_id"]) if runs else 0
 
 
 def running(conn: control.Connection, name: str) -> dict[str, Any] | None:
-    return next(
-        (r for r in integrations.list_runs(conn, name, 1) if r["status"] == "running"), None
-    )
+    return next((r for r in list_runs(conn, name, 1) if r["status"] == "running"), None)
 
 
 def stop(conn: control.Connection, name: str) -> int | None:
@@ -135,7 +134,7 @@ def stop(conn: control.Connection, name: str) -> int | None:
 
 
 def runs(conn: control.Connection, name: str, limit: int, stderr: bool) -> list[dict[str, Any]]:
-    return integrations.list_runs(conn, name, limit, stderr)
+    return list_runs(conn, name, limit, stderr)
 
 
 def run_log(conn: control.Connection, name: str, run_id: int) -> dict[str, Any]:

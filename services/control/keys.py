@@ -1,7 +1,7 @@
 """Keys of the control service's HTTP API: the domain both ``skein keys`` and the API use.
 
 ``sko_…`` (operator: every client) or ``skc_…`` (one client), 256 random bits, stored as
-SHA-256 (``control.hash_token``: nothing to brute-force in 256 random bits) and shown once.
+SHA-256 (``tokens.hash_token``: nothing to brute-force in 256 random bits) and shown once.
 A key of the wrong shape is refused before the database is asked.
 """
 
@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from common import audit, control
+from common import audit, control, tokens
 
 OPERATOR_PREFIX = "sko_"
 CLIENT_PREFIX = "skc_"
@@ -61,7 +61,7 @@ def create(conn: control.Connection, client_id: int | None, name: str = "") -> d
         cur.execute(
             "INSERT INTO api_keys (client_id, name, key_hash, key_prefix) VALUES (%s, %s, %s, %s)"
             " RETURNING key_id, created_at",
-            (client_id, name, control.hash_token(key), control.token_prefix(key)),
+            (client_id, name, tokens.hash_token(key), tokens.token_prefix(key)),
         )
         key_id, created_at = cur.fetchone()  # type: ignore[misc]
         audit.record(
@@ -69,7 +69,7 @@ def create(conn: control.Connection, client_id: int | None, name: str = "") -> d
             "key.create",
             client_id=client_id,
             subject=f"key {key_id}",
-            details={"key_prefix": control.token_prefix(key), "name": name},
+            details={"key_prefix": tokens.token_prefix(key), "name": name},
         )
     return {
         "key_id": key_id,
@@ -136,7 +136,7 @@ def lookup(conn: control.Connection, key: str) -> Key | None:
     with conn, conn.cursor() as cur:
         cur.execute(
             "SELECT key_id, client_id FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL",
-            (control.hash_token(key),),
+            (tokens.hash_token(key),),
         )
         row = cur.fetchone()
     return None if row is None else Key(row[0], row[1])

@@ -1,11 +1,11 @@
 """Webhook URLs: issue, list, revoke (``skein webhooks``, ``/v1/clients/{id}/webhooks``). The gate
-looks them up with ``common.control.lookup_webhook``."""
+looks them up with ``common.tokens.lookup_webhook``."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from common import audit, control
+from common import audit, control, tokens
 
 _MAX_NAME = 255
 
@@ -54,15 +54,15 @@ def create_webhook(
     """Issue a webhook token loading into ``table_name``; ``url_path`` and ``token`` shown once."""
     check_table_name(table_name)
     check_key_field(key_field)
-    token = control.new_token("webhook")
+    token = tokens.new_token("webhook")
     with conn, conn.cursor() as cur:
         cur.execute(
             "INSERT INTO webhooks (client_id, token_hash, token_prefix, table_name, key_field)"
             " SELECT client_id, %s, %s, %s, %s FROM clients WHERE client_id = %s"
             " RETURNING webhook_id",
             (
-                control.hash_token(token),
-                control.token_prefix(token),
+                tokens.hash_token(token),
+                tokens.token_prefix(token),
                 table_name,
                 key_field,
                 client_id,
@@ -76,7 +76,7 @@ def create_webhook(
                 client_id=client_id,
                 subject=f"webhook {row[0]}",
                 details={
-                    "token_prefix": control.token_prefix(token),
+                    "token_prefix": tokens.token_prefix(token),
                     "table_name": table_name,
                     "key_field": key_field,
                 },
@@ -89,7 +89,7 @@ def create_webhook(
         "table_name": table_name,
         "key_field": key_field,
         "token": token,
-        "token_prefix": control.token_prefix(token),
+        "token_prefix": tokens.token_prefix(token),
         "url_path": webhook_url_path(client_id, token),
     }
 
@@ -126,7 +126,7 @@ def revoke_webhook(conn: control.Connection, webhook_id: int, client_id: int | N
 
     Raises :class:`common.control.ControlError` for an unknown id.
     """
-    return control.revoke_row(conn, _REVOKE_WEBHOOK, webhook_id, client_id, "webhook", "webhook")
+    return tokens.revoke_row(conn, _REVOKE_WEBHOOK, webhook_id, client_id, "webhook", "webhook")
 
 
 _REVOKE_WEBHOOK = (

@@ -15,7 +15,7 @@ import httpx
 from prometheus_client import REGISTRY
 
 from common import db, health, logs
-from services.extractor import integrations, metrics
+from services.extractor import metrics, runs
 from services.extractor.scheduler import Scheduler
 from services.extractor.settings import ExtractorSettings
 
@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
 
     def rows() -> list[metrics.Row]:
         with closing(db.connect(dsn, connect_timeout=2)) as conn:
-            return integrations.health(conn)
+            return runs.health(conn)
 
     def control_db_up() -> bool:
         with closing(db.connect(dsn, connect_timeout=2)) as conn, conn.cursor() as cur:

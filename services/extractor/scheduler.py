@@ -22,8 +22,8 @@ from typing import Any
 
 import psycopg2
 
-from common import crypto, db
-from services.extractor import integrations, metrics, sandbox, schedule, taps
+from common import control, crypto, db
+from services.extractor import locks, metrics, runs, sandbox, schedule, taps
 from services.extractor.redact import Redactor, secret_values
 from services.extractor.run import RunOutcome, RunRequest, execute
 from services.extractor.settings import ExtractorSettings
@@ -39,7 +39,7 @@ class Scheduler:
     def __init__(
         self,
         settings: ExtractorSettings,
-        connect: Callable[[], integrations.Connection] | None = None,
+        connect: Callable[[], control.Connection] | None = None,
     ) -> None:
         self.settings = settings
         # Refuses to start when the sandbox asked for cannot be had (SandboxError).
@@ -58,7 +58,7 @@ class Scheduler:
 
     def serve(self) -> None:
         """Tick until :attr:`stop` is set, then let the runs in progress end (cancelled)."""
-        conn: integrations.Connection | None = None
+        conn: control.Connection | None = None
         while not self.stop.is_set():
             try:
                 if conn is None or conn.closed:
@@ -88,9 +88,9 @@ class Scheduler:
         for thread in list(self._running.values()):
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
-    def tick(self, conn: integrations.Connection) -> None:
+    def tick(self, conn: control.Connection) -> None:
         busy = self.reap(conn)
-        for integration_id in integrations.stop_requested(conn) & busy:
+        for integration_id in runs.stop_requested(conn) & busy:
             with self._lock:
                 cancel = self._cancels.get(integration_id)
             if cancel is not None and not cancel.is_set():
@@ -99,11 +99,11 @@ class Scheduler:
         room = self.settings.max_concurrent_runs - len(busy)
         if room <= 0:
             return
-        for integration_id in integrations.due(conn, room + len(busy)):
+        for integration_id in runs.due(conn, room + len(busy)):
             if integration_id in busy or room <= 0:
                 continue
             run_conn = self._connect()
-            if not integrations.try_lock(run_conn, integration_id):
+            if not locks.try_lock(run_conn, integration_id):
                 run_conn.close()  # running in another extractor
                 continue
             thread = threading.Thread(
@@ -118,26 +118,26 @@ class Scheduler:
             thread.start()
             room -= 1
 
-    def reap(self, conn: integrations.Connection) -> set[int]:
+    def reap(self, conn: control.Connection) -> set[int]:
         """Close the runs whose extractor died; return the integrations running here."""
         with self._lock:
             self._running = {i: t for i, t in self._running.items() if t.is_alive()}
             self._cancels = {i: c for i, c in self._cancels.items() if i in self._running}
             busy = set(self._running)
-        for integration_id in integrations.with_running_rows(conn):
+        for integration_id in runs.with_running_rows(conn):
             if integration_id not in busy:
                 self._close_dead_runs(conn, integration_id)
         return busy
 
-    def _close_dead_runs(self, conn: integrations.Connection, integration_id: int) -> None:
-        if not integrations.try_lock(conn, integration_id):
+    def _close_dead_runs(self, conn: control.Connection, integration_id: int) -> None:
+        if not locks.try_lock(conn, integration_id):
             return  # alive in another extractor
         try:
-            closed = integrations.close_dead_runs(conn, integration_id)
-            found = integrations.failure_count(conn, integration_id)
+            closed = runs.close_dead_runs(conn, integration_id)
+            found = runs.failure_count(conn, integration_id)
             if closed and found is not None:
                 expression, failures = found
-                integrations.record_dead_runs(
+                runs.record_dead_runs(
                     conn,
                     integration_id,
                     self._after_failure(expression, failures + 1),
@@ -146,7 +146,7 @@ class Scheduler:
                     "closed a run whose extractor died", extra={"integration_id": integration_id}
                 )
         finally:
-            integrations.unlock(conn, integration_id)
+            locks.unlock(conn, integration_id)
 
     def _cancel_of(self, integration_id: int) -> threading.Event:
         """The run's own cancel (``run_due_once`` runs have none registered: the extractor's)."""
@@ -164,17 +164,17 @@ class Scheduler:
 
     # --- one run -----------------------------------------------------------------------------
 
-    def run_locked(self, conn: integrations.Connection, integration_id: int) -> None:
+    def run_locked(self, conn: control.Connection, integration_id: int) -> None:
         try:
             with closing(conn):
-                if integrations.close_dead_runs(conn, integration_id):
-                    found = integrations.failure_count(conn, integration_id)
+                if runs.close_dead_runs(conn, integration_id):
+                    found = runs.failure_count(conn, integration_id)
                     if found is not None:
-                        integrations.record_dead_runs(
+                        runs.record_dead_runs(
                             conn, integration_id, self._after_failure(found[0], found[1] + 1)
                         )
                 try:
-                    spec = integrations.load(conn, self._secret_key, integration_id)
+                    spec = runs.load(conn, self._secret_key, integration_id)
                 except crypto.SecretKeyError as exc:
                     self._refuse(conn, integration_id, str(exc))
                     return
@@ -183,14 +183,14 @@ class Scheduler:
         except Exception:
             log.exception("run failed to start or finish", extra={"integration_id": integration_id})
 
-    def _refuse(self, conn: integrations.Connection, integration_id: int, error: str) -> None:
+    def _refuse(self, conn: control.Connection, integration_id: int, error: str) -> None:
         """A run that cannot even start (its config cannot be decrypted): recorded as failed,
         so operators see why in its history, and retried with back-off."""
-        found = integrations.failure_count(conn, integration_id)
+        found = runs.failure_count(conn, integration_id)
         if found is None:
             return
-        run_id = integrations.start_run(conn, integration_id, "schedule", self._owner)
-        integrations.finish_run(
+        run_id = runs.start_run(conn, integration_id, "schedule", self._owner)
+        runs.finish_run(
             conn,
             run_id,
             succeeded=False,
@@ -201,10 +201,10 @@ class Scheduler:
         )
         log.error("run refused", extra={"integration_id": integration_id, "error": error})
 
-    def _run(self, conn: integrations.Connection, spec: integrations.RunSpec) -> None:
+    def _run(self, conn: control.Connection, spec: runs.RunSpec) -> None:
         labels = (str(spec.client_id), spec.name)
         trigger = "manual" if spec.manual else "retry" if spec.consecutive_failures else "schedule"
-        run_id = integrations.start_run(conn, spec.integration_id, trigger, self._owner)
+        run_id = runs.start_run(conn, spec.integration_id, trigger, self._owner)
         log.info(
             "run started",
             extra={"integration": spec.name, "run_id": run_id, "trigger": trigger},
@@ -228,7 +228,7 @@ class Scheduler:
             if outcome.succeeded or stopped
             else self._after_failure(spec.schedule, spec.consecutive_failures + 1)
         )
-        integrations.finish_run(
+        runs.finish_run(
             conn,
             run_id,
             succeeded=outcome.succeeded,
@@ -256,8 +256,8 @@ class Scheduler:
 
     def _execute(
         self,
-        conn: integrations.Connection,
-        spec: integrations.RunSpec,
+        conn: control.Connection,
+        spec: runs.RunSpec,
         run_id: int,
         redactor: Redactor,
         labels: tuple[str, str],
@@ -280,7 +280,7 @@ class Scheduler:
                 raise
 
         def save_state(state: Any, records: dict[str, int]) -> None:
-            integrations.save_state(conn, spec.integration_id, run_id, state, records)
+            runs.save_state(conn, spec.integration_id, run_id, state, records)
             metrics.STATES_SAVED.labels(*labels).inc()
 
         s = self.settings

@@ -8,9 +8,9 @@ nothing of it is accepted:
   across the gate's processes, as ``ratelimit.RateLimiter`` does);
 - concurrent requests: counted per process (the limit split likewise, at least one each);
 - distinct tables: a table the client has not sent before is admitted by the control database
-  (``control.admit_tables``, all or none of a request's new tables, under a per-client lock), so
-  the count holds across every gate process; tables already admitted are remembered in a
-  bounded LRU and cost nothing. The spool's retention forgets tables idle past it.
+  (``common.client_limits.admit_tables``, all or none of a request's new tables, under a
+  per-client lock), so the count holds across every gate process; tables already admitted are
+  remembered in a bounded LRU and cost nothing. The spool's retention forgets tables idle past it.
 """
 
 from __future__ import annotations

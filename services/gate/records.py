@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from common.control import WebhookInfo
+from common.tokens import WebhookInfo
 from common.wire import Header, TableRecords, dumps
 from services.gate.errors import batch_error, forbidden, status_error, unprocessable
 from services.gate.schemas import (

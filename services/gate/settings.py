@@ -13,57 +13,128 @@ MB = 1024 * 1024
 
 
 class GateSettings(SharedSettings):
+    """The gate: the Import API v2 and webhooks, each request durable in Kafka before its 2xx."""
+
     model_config = SettingsConfigDict(env_prefix="SKEIN_GATE_", extra="ignore")
     own_prefix: ClassVar[str] = "SKEIN_GATE_"
     credentials: ClassVar[frozenset[str]] = frozenset({"kafka"})
 
-    host: str = "127.0.0.1"
-    port: int = 8080
-    # Worker processes. More than the cores: a worker's event loop also waits on body reads and
-    # Kafka acknowledgements between its parses (4 took ~20 % more records/s than 2 on 2 cores).
-    workers: int = Field(4, ge=1)
-    # A 2xx is sent only once every record is acknowledged by Kafka; past this, 503.
-    request_timeout_s: float = Field(10.0, gt=0)
-    retry_after_s: int = Field(5, ge=1)
-    max_body_bytes: int = Field(20 * MB, ge=1024)
-    max_records: int = Field(20_000, ge=1)
-    max_depth: int = Field(64, ge=2)
-    max_key_length: int = Field(1024, ge=1)
+    host: str = Field("127.0.0.1", description="gate listen address")
+    port: int = Field(8080, description="gate listen port")
+    # More than the cores: 4 took ~20 % more records/s than 2 on 2 cores.
+    workers: int = Field(
+        4,
+        ge=1,
+        description="gate worker processes (more than the cores: each also waits on Kafka acks "
+        "and body reads)",
+    )
+    request_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="deadline for Kafka to acknowledge a request's records (a 2xx is sent only "
+        "once every record is acknowledged); then 503",
+    )
+    retry_after_s: int = Field(5, ge=1, description="`Retry-After` on 503")
+    max_body_bytes: int = Field(20 * MB, ge=1024, description="body limit, raw and inflated (413)")
+    max_records: int = Field(20_000, ge=1, description="records per request (400)")
+    max_depth: int = Field(64, ge=2, description="JSON nesting limit (400)")
+    max_key_length: int = Field(1024, ge=1, description="longest string key value")
+    message_max_bytes: int = Field(
+        1 * MB, ge=64 * 1024, description="target size of one Kafka message"
+    )
     # Each Kafka message stays below the topic's max.message.bytes (8 MiB on the local stack).
-    message_max_bytes: int = Field(1 * MB, ge=64 * 1024)
-    kafka_message_limit_bytes: int = Field(8 * MB, ge=64 * 1024)
-    compression: str = "lz4"
-    linger_ms: int = Field(5, ge=0)
-    # Token lookups: a revocation takes effect within token_ttl_s on every process; while the
-    # control DB is down, tokens seen within token_grace_s keep working.
-    token_ttl_s: float = Field(5.0, gt=0)
-    token_grace_s: float = Field(600.0, ge=0)
-    # Untrusted client schemas.
-    schema_cache_size: int = Field(512, ge=1)
-    # ... and in bytes of compiled code, in all and per client (a client past its share
-    # evicts its own oldest schemas).
-    schema_cache_bytes: int = Field(256 << 20, ge=1 << 20)
-    schema_cache_client_bytes: int = Field(32 << 20, ge=1 << 20)
-    # New schemas compile in a worker process (services/gate/compiler.py): its caps (CPU
-    # seconds and address space per schema), and what one client may spend on compiles per
-    # minute (the worker's CPU seconds; 0 = no limit) before a new schema is 429.
-    schema_compile_timeout_s: float = Field(5.0, gt=0)
-    schema_compile_memory_bytes: int = Field(1 << 30, ge=64 << 20)
-    schema_compile_budget_s: float = Field(10.0, ge=0)
-    schema_compile_failures: int = Field(10, ge=0)
-    max_schema_bytes: int = Field(256 * 1024, ge=1024)
-    # Per-client quotas (0 = unlimited); a client's own settings (skein clients set-limits)
-    # override each. Defaults are generous: they stop a runaway client, not a busy one.
-    rate_limit_rps: float = Field(1000.0, ge=0)
-    rate_limit_burst_s: float = Field(2.0, gt=0)
-    bytes_per_s: float = Field(128.0 * 1024 * 1024, ge=0)
-    max_concurrent_requests: int = Field(64, ge=0)
-    max_tables_per_client: int = Field(2000, ge=0)
-    # (client, table) pairs already admitted, remembered per process.
-    known_tables_cache: int = Field(100_000, ge=1)
-    metrics_dir: str = ""
-    # Request line and headers: longer ones answer 414 / 431 before any route runs.
-    max_url_bytes: int = Field(8192, ge=256)
-    max_header_bytes: int = Field(16384, ge=1024)
-    # /metrics (and /healthz, /readyz) for Prometheus, apart from the public port.
-    metrics_port: int = 9101
+    kafka_message_limit_bytes: int = Field(
+        8 * MB, ge=64 * 1024, description="the topic's message limit (one record must fit)"
+    )
+    compression: str = Field("lz4", description="producer compression")
+    linger_ms: int = Field(5, ge=0, description="producer linger")
+    token_ttl_s: float = Field(
+        5.0, gt=0, description="token cache TTL: a revocation takes effect within it"
+    )
+    token_grace_s: float = Field(
+        600.0, ge=0, description="control DB down: recently valid tokens keep working this long"
+    )
+    # Untrusted client schemas, kept compiled per gate process.
+    schema_cache_size: int = Field(512, ge=1, description="compiled schemas kept per gate process")
+    schema_cache_bytes: int = Field(
+        256 << 20, ge=1 << 20, description="bytes of compiled code the schema cache holds"
+    )
+    schema_cache_client_bytes: int = Field(
+        32 << 20,
+        ge=1 << 20,
+        description="bytes one client's schemas may hold in the cache (past it, that client's "
+        "oldest go)",
+    )
+    # New schemas compile in a worker process (services/gate/compiler.py).
+    schema_compile_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="a new client schema compiles in a worker process (nice 19) under this cap of "
+        "CPU seconds (past it: 400, the worker is replaced)",
+    )
+    schema_compile_memory_bytes: int = Field(
+        1 << 30,
+        ge=64 << 20,
+        description="... and this cap of address space (past it: 400, the worker is replaced)",
+    )
+    schema_compile_budget_s: float = Field(
+        10.0,
+        ge=0,
+        description="per client and gate process, per minute: CPU seconds of the compile worker "
+        "(waiting is free) before a new schema answers 429 (`schema_compiles`); 0 = no limit",
+    )
+    schema_compile_failures: int = Field(
+        10,
+        ge=0,
+        description="per client and gate process, per minute: refused schemas before a new "
+        "schema answers 429 (`schema_compiles`); 0 = no limit",
+    )
+    max_schema_bytes: int = Field(256 * 1024, ge=1024, description="largest client schema (400)")
+    # Per-client quotas: generous defaults, they stop a runaway client, not a busy one.
+    rate_limit_rps: float = Field(
+        1000.0,
+        ge=0,
+        description="default requests/s per client, 0 = unlimited (`skein clients set-limits "
+        "--rps` overrides)",
+    )
+    rate_limit_burst_s: float = Field(2.0, gt=0, description="burst allowance in seconds of rate")
+    bytes_per_s: float = Field(
+        128.0 * 1024 * 1024,
+        ge=0,
+        description="default request-body bytes/s per client, 0 = unlimited (`--bytes-per-s`)",
+    )
+    max_concurrent_requests: int = Field(
+        64,
+        ge=0,
+        description="default requests in progress at once per client, split across the gate's "
+        "processes, 0 = unlimited (`--concurrent`)",
+    )
+    max_tables_per_client: int = Field(
+        2000,
+        ge=0,
+        description="default distinct tables per client, 0 = unlimited (`--tables`); tables idle "
+        "past the spool's retention no longer count",
+    )
+    known_tables_cache: int = Field(
+        100_000,
+        ge=1,
+        description="(client, table) pairs each gate process remembers as admitted",
+    )
+    metrics_dir: str = Field(
+        "",
+        description="prometheus multiprocess directory (emptied at start)",
+        json_schema_extra={"doc_default": "`.run/metrics/gate` (unset: a temporary directory)"},
+    )
+    max_url_bytes: int = Field(
+        8192,
+        ge=256,
+        description="a longer request line answers 414 (JSON body), before any route runs",
+    )
+    max_header_bytes: int = Field(
+        16384, ge=1024, description="larger headers answer 431 (JSON body), before any route runs"
+    )
+    metrics_port: int = Field(
+        9101,
+        description="internal port of the gate's `/metrics` (all workers), `/healthz`, `/readyz`; "
+        "the public port has no `/metrics`",
+    )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from common import control
+from common import control, destination_config
 
 
 @dataclass(frozen=True)
@@ -29,9 +29,9 @@ class DestinationType:
 
     def check(self, config: dict[str, Any], secrets: dict[str, str]) -> None:
         """Everything the control plane checks when a destination is set: the shared rules
-        (``control.check_destination``: libpq allow-list, secrets never in plain settings), then
-        the type's own; raises ``control.ControlError``."""
-        control.check_destination(self.name, config, secrets)
+        (``destination_config.check_destination``: libpq allow-list, secrets never in plain
+        settings), then the type's own; raises ``control.ControlError``."""
+        destination_config.check_destination(self.name, config, secrets)
         try:
             self.destination.check(config, secrets)
         except ValueError as exc:
@@ -47,7 +47,8 @@ TYPES: dict[str, DestinationType] = {
         DestinationType("snowflake", takes_dsn=False),
     )
 }
-assert tuple(TYPES) == control.DESTINATION_TYPES  # one list, read by the control database code
+# One list, read by the control database code.
+assert tuple(TYPES) == destination_config.DESTINATION_TYPES
 
 
 def get(name: str) -> DestinationType:

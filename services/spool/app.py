@@ -1,4 +1,5 @@
-"""The spool's internal HTTP API (127.0.0.1:8081, bearer token): thin routes over ``queue``."""
+"""The spool's internal HTTP API (127.0.0.1:8081, bearer token): thin routes over ``queue`` (the
+lease protocol) and ``operations`` (operator tools, retention)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from common import logs
 from common import metrics as common_metrics
 from common.db import ControlDb
 from common.spool_client import BatchRegistration
-from services.spool import metrics, queue
+from services.spool import metrics, operations, queue
 from services.spool.objects import BatchObjects
 from services.spool.policy import RetryPolicy
 from services.spool.settings import SpoolSettings
@@ -131,7 +132,7 @@ def _purge(
     purged = 0
     try:
         while not stop.is_set():
-            done = db.run(lambda conn: queue.purge_loaded(conn, older_than_s, objects.delete))
+            done = db.run(lambda conn: operations.purge_loaded(conn, older_than_s, objects.delete))
             purged += done
             metrics.PURGED.inc(done)
             if done == 0:
@@ -144,7 +145,7 @@ def _purge(
     pruned = 0
     try:
         while not stop.is_set():
-            done = db.run(lambda conn: queue.prune_idle_tables(conn, older_than_s))
+            done = db.run(lambda conn: operations.prune_idle_tables(conn, older_than_s))
             pruned += done
             if done == 0:
                 break
@@ -154,7 +155,7 @@ def _purge(
     if pruned:
         log.info("forgot tables idle past retention", extra={"tables": pruned})
     try:
-        db.run(lambda conn: queue.prune_rejections(conn, older_than_s))
+        db.run(lambda conn: operations.prune_rejections(conn, older_than_s))
     except Exception as exc:  # the next round tries again
         log.warning("pruning kept rejections failed", extra={"err": str(exc)})
 
@@ -166,7 +167,7 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
     policy = RetryPolicy(settings.retry_base_s, settings.retry_cap_s, settings.retry_window_s)
     token = settings.spool_token.get_secret_value()
 
-    queue_depth = metrics.QueueCollector(lambda: db.run(queue.stats))
+    queue_depth = metrics.QueueCollector(lambda: db.run(operations.stats))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -198,8 +199,8 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
     async def conflict(_r: Request, exc: queue.Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, 409)
 
-    @app.exception_handler(queue.NotFound)
-    async def not_found(_r: Request, exc: queue.NotFound) -> JSONResponse:
+    @app.exception_handler(operations.NotFound)
+    async def not_found(_r: Request, exc: operations.NotFound) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, 404)
 
     @app.exception_handler(queue.Refused)
@@ -344,7 +345,7 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
     ) -> dict[str, Any]:
         """Batches in load order, filtered."""
         rows = db.run(
-            lambda conn: queue.list_batches(
+            lambda conn: operations.list_batches(
                 conn,
                 state=state,
                 client_id=client_id,
@@ -356,26 +357,26 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
 
     @app.get("/v1/batches/{batch_id}", dependencies=api)
     def get_batch(batch_id: int) -> dict[str, Any]:
-        return db.run(lambda conn: queue.get_batch(conn, batch_id))
+        return db.run(lambda conn: operations.get_batch(conn, batch_id))
 
     @app.post("/v1/batches/{batch_id}/retry", dependencies=api)
     def retry(batch_id: int) -> dict[str, Any]:
         """Operator: a dead batch goes back to pending (409 if it is not dead)."""
-        return {"retried": db.run(lambda conn: queue.retry(conn, batch_id))}
+        return {"retried": db.run(lambda conn: operations.retry(conn, batch_id))}
 
     @app.post("/v1/batches/retry-dead", dependencies=api)
     def retry_dead() -> dict[str, Any]:
         """Operator: every dead batch goes back to pending."""
-        return {"retried": db.run(lambda conn: queue.retry(conn, None))}
+        return {"retried": db.run(lambda conn: operations.retry(conn, None))}
 
     @app.post("/v1/batches/{batch_id}/skip", dependencies=api)
     def skip(batch_id: int) -> dict[str, Any]:
         """Operator: give up on a dead batch so its table's later batches can load."""
-        return {"skipped": db.run(lambda conn: queue.skip(conn, batch_id))}
+        return {"skipped": db.run(lambda conn: operations.skip(conn, batch_id))}
 
     @app.get("/v1/stats", dependencies=api)
     def stats() -> dict[str, Any]:
-        return db.run(queue.stats)
+        return db.run(operations.stats)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

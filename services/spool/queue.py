@@ -1,4 +1,4 @@
-"""The spool's state machine over the control database (plain functions, one transaction each).
+"""The spool's lease protocol over the control database (plain functions, one transaction each).
 
     register -> pending --lease--> leased --ack--> loaded
                   ^                   |--nack transient--> retry_wait --(due)--> leased ...
@@ -9,24 +9,63 @@
 One table loads in Kafka order: a lease holds the consecutive ready batches at the head of ONE
 (client, table); a dead or not-yet-due head blocks the rest of that table only. The
 ``table_leases`` row of a (client, table), locked with ``FOR UPDATE SKIP LOCKED``, serialises
-leasers, and a live lease there keeps every other leaser off that table.
+leasers, and a live lease there keeps every other leaser off that table. Here: the streamery's
+side (``register``, ``dead_letter``, ``high_water``) and the loaders' (``lease``, ``extend``,
+``ack``, ``ack_and_lease``, ``nack``, with ``housekeeping`` returning expired leases). The
+operator's edges (retry, skip) and retention live in ``services.spool.operations``.
+
+The hot path runs in SQL functions (one round trip each; a stale token or batches not held come
+back as ``{"error": ...}``, raised here as :class:`Conflict`, so nothing is half-applied). Each
+is named by its latest definition in ``common/migrations/``:
+
+- ``spool_lease(type, owner, lease_seconds, max_batches, max_bytes, candidates, max_per_client)``,
+  0009_fair_leases (replacing 0005's). Finds up to ``candidates`` (client, table) pairs whose
+  head batch is ready for the type (pending or retry_wait, due), leaving out tables with a live
+  lease and clients holding ``max_per_client`` live leases of the type; orders them by the
+  client's live leases, then its last turn (``client_turns.served_at``), then the oldest data.
+  It takes the first whose ``table_leases`` row it can lock (``SKIP LOCKED``), re-counts the cap
+  under the client's ``client_turns`` row lock, takes the head batches up to the first one not
+  ready, ``max_batches`` or ``max_bytes``, marks them leased under a new token (``attempts`` +
+  1) and returns the lease as jsonb; NULL when no table is ready.
+- ``spool_versioned(lease)``, 0020_lease_destination_version. Adds ``destination_version`` (the
+  client's ``destinations.updated_at`` in microseconds), so a loader whose cached destination is
+  older reads it again.
+- ``spool_ack(token, batch_ids, report)``, 0021_schema_log (replacing 0018's). Runs the
+  two-argument ``spool_ack`` and, with a loader's report, in the same transaction writes its
+  schema changes to ``schema_log`` and its kept rejected records to ``rejected_records`` and
+  emits the events its client's hooks want (``hook_emit``, 0018): ``load.completed``,
+  ``records.rejected`` when rows were rejected, ``schema.changed`` when the schema changed.
+- ``spool_ack(token, batch_ids)``, 0006_spool_ack_wakes_retries (replacing 0005's). Locks the
+  lease's batches, marks the named ones (all if NULL) loaded, makes the same client's batches of
+  that destination type waiting out a transient back-off due now (a load just worked), and
+  releases the table's lease once none of its batches is leased. Returns ``{"acked": n}``.
+- ``spool_ack_and_lease(token, batch_ids, type, owner, lease_seconds, max_batches, max_bytes,
+  candidates, max_per_client, report)``, 0018_hooks (0009's form without ``report`` is unused).
+  The three-argument ``spool_ack``, then, unless it answered an error, ``spool_lease``, in one
+  transaction (the table the ack frees can be leased at once): ``{"acked": n, "next": lease}``.
+- ``spool_versioned_next(answer)``, 0020_lease_destination_version: ``spool_versioned`` on the
+  answer's ``next``.
+- ``hook_batches_dead(batch_ids)``, 0018_hooks. One ``batch.dead`` hook event per (client,
+  table) among those batches now dead, for clients with a live hook; called in the transaction
+  that made them dead (``dead_letter``, a permanent or final ``nack``).
+
+``register``, ``dead_letter``, ``high_water``, ``housekeeping``, ``extend`` and ``nack`` are plain
+statements in this file. (Over 400 lines, the excess being the list above: the protocol is one
+state machine, read in one place.)
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import orjson
-import psycopg2.extensions
 
+from common.control import Connection, iso
 from common.spool_client import BatchRegistration
 from services.spool.policy import RetryPolicy
 
-Connection = psycopg2.extensions.connection
 OPEN_STATES = ("pending", "leased", "retry_wait", "dead")
 STATES = (*OPEN_STATES, "loaded", "skipped")
 CANDIDATES = 32
@@ -36,10 +75,6 @@ MAX_LEASES_PER_CLIENT = 2
 
 class Conflict(Exception):
     """The request contradicts the spool's state (stale lease token, out-of-order batch...)."""
-
-
-class NotFound(Exception):
-    pass
 
 
 class Refused(Exception):
@@ -52,10 +87,6 @@ class Registered:
     batch_id: int
     created: bool
     destination_type: str | None
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 # ----------------------------------------------------------------------------- registration
@@ -331,7 +362,7 @@ def extend(conn: Connection, token: str, lease_seconds: int) -> str:
         row = cur.fetchone()
         if row is None:
             raise Conflict("unknown or stale lease token")
-        return str(_iso(row[0]))
+        return str(iso(row[0]))
 
 
 def ack(
@@ -445,237 +476,3 @@ def nack(
             cur.execute("SELECT hook_batches_dead(%s::bigint[])", (ids,))  # batch.dead
         _release_if_done(cur, token)
         return len(ids)
-
-
-# --------------------------------------------------------------------------------- operator
-
-_LIST_COLUMNS = (
-    "batch_id, client_id, destination_type, table_name, object_key, partition, first_offset, "
-    "last_offset, record_count, bytes, oldest_received_at, newest_received_at, state, attempts, "
-    "lease_owner, lease_expires_at, next_attempt_at, last_error, last_error_kind, created_at, "
-    "updated_at, loaded_at, purged_at"
-)
-
-
-def _listed(row: tuple[Any, ...]) -> dict[str, Any]:
-    keys = [c.strip() for c in _LIST_COLUMNS.split(",")]
-    return {k: (_iso(v) if isinstance(v, datetime) else v) for k, v in zip(keys, row, strict=True)}
-
-
-def list_batches(
-    conn: Connection,
-    *,
-    state: str | None = None,
-    client_id: int | None = None,
-    destination_type: str | None = None,
-    limit: int = 1000,
-) -> list[dict[str, Any]]:
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            f"""SELECT {_LIST_COLUMNS} FROM batches
-                WHERE (%(state)s::text IS NULL OR state = %(state)s)
-                  AND (%(client)s::bigint IS NULL OR client_id = %(client)s)
-                  AND (%(dest)s::text IS NULL OR destination_type = %(dest)s)
-                ORDER BY client_id, table_name, partition, first_offset
-                LIMIT %(limit)s""",  # noqa: S608 (constant column list)
-            {"state": state, "client": client_id, "dest": destination_type, "limit": limit},
-        )
-        return [_listed(r) for r in cur.fetchall()]
-
-
-def page_batches(
-    conn: Connection,
-    *,
-    state: str | None = None,
-    client_id: int | None = None,
-    after: int = 0,
-    limit: int = 100,
-) -> list[dict[str, Any]]:
-    """Batches by id (a keyset page: ids past ``after``), for the control API."""
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            f"""SELECT {_LIST_COLUMNS} FROM batches
-                WHERE batch_id > %(after)s
-                  AND (%(state)s::text IS NULL OR state = %(state)s)
-                  AND (%(client)s::bigint IS NULL OR client_id = %(client)s)
-                ORDER BY batch_id LIMIT %(limit)s""",  # noqa: S608 (constant column list)
-            {"state": state, "client": client_id, "after": after, "limit": limit},
-        )
-        return [_listed(r) for r in cur.fetchall()]
-
-
-def get_batch(conn: Connection, batch_id: int) -> dict[str, Any]:
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            f"SELECT {_LIST_COLUMNS} FROM batches WHERE batch_id = %s",  # noqa: S608
-            (batch_id,),
-        )
-        row = cur.fetchone()
-    if row is None:
-        raise NotFound(f"no batch {batch_id}")
-    return _listed(row)
-
-
-def retry(conn: Connection, batch_id: int | None = None) -> int:
-    """Put a dead batch (or, with None, every dead batch) back to pending for another go."""
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            """UPDATE batches b SET state = 'pending', attempts = 0, first_failed_at = NULL,
-                   next_attempt_at = now(), updated_at = now(),
-                   -- to the client's destination as it is now (its type may have changed)
-                   destination_type = coalesce(
-                       (SELECT d.type FROM destinations d WHERE d.client_id = b.client_id),
-                       b.destination_type)
-               WHERE state = 'dead' AND (%(id)s::bigint IS NULL OR batch_id = %(id)s)""",
-            {"id": batch_id},
-        )
-        count = int(cur.rowcount)
-    if batch_id is not None and count == 0:
-        _require_dead(conn, batch_id)
-    return count
-
-
-def skip(conn: Connection, batch_id: int) -> int:
-    """Give up on a dead batch so that its table's later batches can load (operator decision)."""
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            """UPDATE batches SET state = 'skipped', updated_at = now()
-               WHERE state = 'dead' AND batch_id = %s""",
-            (batch_id,),
-        )
-        count = int(cur.rowcount)
-    if count == 0:
-        _require_dead(conn, batch_id)
-    return count
-
-
-def purge_loaded(
-    conn: Connection,
-    older_than_s: float,
-    delete: Callable[[list[str]], set[str]],
-    limit: int = 1000,
-) -> int:
-    """Delete the objects of up to ``limit`` batches loaded more than ``older_than_s`` ago and
-    mark their rows purged; how many were. ``delete`` removes keys from S3 and returns those it
-    removed (a key it could not remove stays unpurged, for the next round). Only loaded
-    batches, the oldest first: a dead or skipped batch's object is the only copy of records that
-    never reached a warehouse. The rows stay locked (and skipped by a concurrent purge) until
-    they are marked."""
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            """SELECT batch_id, object_key FROM batches b
-               WHERE state = 'loaded' AND purged_at IS NULL
-                 AND updated_at < now() - make_interval(secs => %s)
-                 AND NOT EXISTS (  -- a replay of the same object still to load keeps it
-                     SELECT 1 FROM batches r WHERE r.object_key = b.object_key
-                       AND r.replay_of IS NOT NULL
-                       AND r.state IN ('pending', 'leased', 'retry_wait', 'dead'))
-               ORDER BY updated_at LIMIT %s
-               FOR UPDATE SKIP LOCKED""",
-            (older_than_s, limit),
-        )
-        rows = cur.fetchall()
-        if not rows:
-            return 0
-        removed = delete([key for _, key in rows])
-        ids = [batch_id for batch_id, key in rows if key in removed]
-        if ids:
-            cur.execute("UPDATE batches SET purged_at = now() WHERE batch_id = ANY(%s)", (ids,))
-        return len(ids)
-
-
-def prune_rejections(conn: Connection, older_than_s: float, limit: int = 10_000) -> int:
-    """Drop up to ``limit`` kept copies of rejected records older than ``older_than_s`` (the
-    batch retention: the objects they came from are gone too); how many were."""
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            """DELETE FROM rejected_records WHERE rejection_id IN (
-                   SELECT rejection_id FROM rejected_records
-                   WHERE created_at < now() - make_interval(secs => %s) LIMIT %s)""",
-            (older_than_s, limit),
-        )
-        return int(cur.rowcount)
-
-
-def prune_idle_tables(conn: Connection, older_than_s: float, limit: int = 1000) -> int:
-    """Forget up to ``limit`` tables idle longer than ``older_than_s``: their ``table_leases``,
-    ``high_water`` and ``client_tables`` rows (batch rows stay, for history and status). A table
-    is idle when its newest batch (the last in Kafka order: a table stays in one partition) is
-    loaded or skipped, registered that long ago, and nobody holds its lease. The rows of idle
-    tables would otherwise grow for ever and count against the client's tables quota; a
-    table sent to again is registered anew. (Kafka's retention should not be longer than this,
-    or a re-read of offsets that old would find no high-water mark.)"""
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            """WITH idle AS (
-                   SELECT l.client_id, l.table_name FROM table_leases l
-                   CROSS JOIN LATERAL (
-                       SELECT b.state, b.created_at FROM batches b
-                       WHERE b.client_id = l.client_id AND b.table_name = l.table_name
-                       ORDER BY b.partition DESC, b.first_offset DESC, b.batch_id DESC LIMIT 1
-                   ) newest
-                   WHERE (l.expires_at IS NULL OR l.expires_at < now())
-                     AND newest.state IN ('loaded', 'skipped')
-                     AND newest.created_at < now() - make_interval(secs => %s)
-                   LIMIT %s
-                   FOR UPDATE OF l SKIP LOCKED
-               ), gone AS (
-                   DELETE FROM table_leases t USING idle i
-                   WHERE t.client_id = i.client_id AND t.table_name = i.table_name
-                   RETURNING t.client_id, t.table_name
-               ), marks AS (
-                   DELETE FROM high_water h USING gone g
-                   WHERE h.client_id = g.client_id AND h.table_name = g.table_name
-               ), quota AS (
-                   DELETE FROM client_tables c USING gone g
-                   WHERE c.client_id = g.client_id AND c.table_name = g.table_name
-               )
-               SELECT count(*) FROM gone""",
-            (older_than_s, limit),
-        )
-        return int(cur.fetchone()[0])  # type: ignore[index]
-
-
-def _require_dead(conn: Connection, batch_id: int) -> None:
-    state = get_batch(conn, batch_id)["state"]
-    raise Conflict(f"batch {batch_id} is {state}, not dead")
-
-
-def stats(conn: Connection) -> dict[str, Any]:
-    """Open batches by destination type and state, with the oldest waiting record's age."""
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            """SELECT coalesce(destination_type, 'unassigned'), state, count(*), sum(bytes),
-                      extract(epoch FROM now() - min(oldest_received_at))
-               FROM batches WHERE state IN %s
-               GROUP BY 1, 2 ORDER BY 1, 2""",
-            (OPEN_STATES,),
-        )
-        rows = cur.fetchall()
-        cur.execute(
-            """SELECT client_id, state, count(*),
-                      extract(epoch FROM now() - min(oldest_received_at))
-               FROM batches WHERE state IN %s
-               GROUP BY 1, 2 ORDER BY 1, 2""",
-            (OPEN_STATES,),
-        )
-        by_client = cur.fetchall()
-        cur.execute("SELECT count(*) FROM table_leases WHERE expires_at > now()")
-        live = cur.fetchone()
-    return {
-        "clients": [
-            {"client_id": int(c), "state": s, "batches": int(n), "oldest_age_s": float(a or 0.0)}
-            for c, s, n, a in by_client
-        ],
-        "open": [
-            {
-                "destination_type": d,
-                "state": s,
-                "batches": int(n),
-                "bytes": int(b or 0),
-                "oldest_age_s": float(a or 0.0),
-            }
-            for d, s, n, b, a in rows
-        ],
-        "live_leases": int(live[0]) if live else 0,
-    }

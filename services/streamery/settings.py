@@ -13,45 +13,91 @@ MiB = 1024 * 1024
 
 
 class StreamerySettings(SharedSettings):
+    """The streamery: Kafka to per-table gzip JSONL batches in S3, registered with the spool,
+    offsets committed after."""
+
     model_config = SettingsConfigDict(env_prefix="SKEIN_STREAMERY_", extra="ignore")
     own_prefix: ClassVar[str] = "SKEIN_STREAMERY_"
     credentials: ClassVar[frozenset[str]] = frozenset({"kafka", "spool_token", "s3_secret_key"})
 
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = Field(9102, ge=0, le=65535)
-    group_id: str = "skein-streamery"
-    # A crashed member's partitions move to the others after this long without heartbeats
-    # (librdkafka's 45 s default would stall those partitions that long after a SIGKILL).
-    session_timeout_ms: int = Field(10_000, ge=6_000, le=300_000)
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="listen address of the streamery's `/metrics`, `/healthz`, `/readyz`",
+    )
+    metrics_port: int = Field(9102, ge=0, le=65535, description="... and their port")
+    group_id: str = Field(
+        "skein-streamery",
+        description="Kafka consumer group (all streamery processes share it)",
+    )
+    # librdkafka's 45 s default would stall those partitions that long after a SIGKILL.
+    session_timeout_ms: int = Field(
+        10_000,
+        ge=6_000,
+        le=300_000,
+        description="a crashed member's partitions move to the others after this long without "
+        "heartbeats",
+    )
     # Everything the process may hold in record data: table buffers, batches on their way to S3
     # and the spool, librdkafka's fetch queue (a fixed share of this, fetch_queue_bytes), and the
     # allocator's slack (an eighth: see data_budget).
-    memory_limit_bytes: int = Field(512 * MiB, ge=32 * MiB)
-    # librdkafka's pre-fetch queue; 0 = an eighth of the memory limit, at most 64 MiB.
-    fetch_queue_bytes: int = Field(0, ge=0)
+    memory_limit_bytes: int = Field(
+        512 * MiB,
+        ge=32 * MiB,
+        description="record data held at most: buffers + batches in flight + librdkafka's queue",
+    )
+    fetch_queue_bytes: int = Field(
+        0,
+        ge=0,
+        description="the limit's share reserved for librdkafka's pre-fetch queue; 0 = an eighth "
+        "of the limit, at most 64 MiB",
+    )
     # Cut policy: a table's buffer becomes a batch at the first of these limits.
-    max_batch_bytes: int = Field(32 * MiB, ge=64 * 1024)
-    max_batch_records: int = Field(500_000, ge=1)
-    # Freshness: a record waits at most this long in a buffer (p99 gate-to-row <= 15 s).
-    max_batch_age_s: float = Field(5.0, gt=0)
-    # ... and is cut as soon as its table has had no message for this long (0 = never): a
-    # quiet table's records need not wait out the age (docs/architecture.md, "Cutting").
-    batch_quiet_s: float = Field(0.25, ge=0)
-    # ISA-L deflate level (0-3) of the gzip objects: 1 (~2.4x on JSON at ~550 MB/s per core) is
-    # the default; 0 is ~15 % faster and ~25 % larger; 2-3 trade CPU for slightly smaller objects.
-    gzip_level: int = Field(1, ge=0, le=3)
-    # Uploads (gzip + PUT + register) run on this many threads.
-    upload_workers: int = Field(4, ge=1, le=64)
-    commit_interval_s: float = Field(1.0, gt=0)
-    # SIGTERM / partition revocation: how long to wait for batches to register before giving up
-    # (what is not registered is not committed, and is read again by whoever consumes next).
-    shutdown_timeout_s: float = Field(30.0, ge=0)
-    revoke_timeout_s: float = Field(20.0, ge=0)
-    # Back-off between attempts at S3 and the spool while they fail.
-    retry_backoff_max_s: float = Field(5.0, gt=0)
-    spool_timeout_s: float = Field(10.0, gt=0)
-    s3_timeout_s: float = Field(30.0, gt=0)
-    log_level: str = "INFO"
+    max_batch_bytes: int = Field(
+        32 * MiB,
+        ge=64 * 1024,
+        description="cut a table's buffer before it passes this (a larger message is a batch "
+        "alone)",
+    )
+    max_batch_records: int = Field(
+        500_000, ge=1, description="cut a table's buffer at this many records"
+    )
+    # Freshness: p99 gate-to-row <= 15 s.
+    max_batch_age_s: float = Field(
+        5.0,
+        gt=0,
+        description="cut a table's buffer this long after its first record arrived",
+    )
+    # docs/architecture.md, "Cutting".
+    batch_quiet_s: float = Field(
+        0.25,
+        ge=0,
+        description="cut a table's buffer once it has had no new record for this long (0 = "
+        "never): freshness follows the load",
+    )
+    # 1 (~2.4x on JSON at ~550 MB/s per core) is the default; 0 is ~15 % faster and ~25 % larger;
+    # 2-3 trade CPU for slightly smaller objects.
+    gzip_level: int = Field(
+        1, ge=0, le=3, description="ISA-L deflate level (0-3) of the gzip batch objects"
+    )
+    upload_workers: int = Field(
+        4, ge=1, le=64, description="threads that gzip, upload and register batches"
+    )
+    commit_interval_s: float = Field(
+        1.0, gt=0, description="how often durable offsets are committed"
+    )
+    # What is not registered is not committed, and is read again by whoever consumes next.
+    shutdown_timeout_s: float = Field(
+        30.0, ge=0, description="SIGTERM: wait this long for batches to register"
+    )
+    revoke_timeout_s: float = Field(
+        20.0, ge=0, description="partition revocation: wait this long for batches to register"
+    )
+    retry_backoff_max_s: float = Field(
+        5.0, gt=0, description="longest wait between attempts at S3 or the spool"
+    )
+    spool_timeout_s: float = Field(10.0, gt=0, description="per-request timeout at the spool")
+    s3_timeout_s: float = Field(30.0, gt=0, description="per-request timeout at S3")
+    log_level: str = Field("INFO", description="log level")
 
     def fetch_queue_budget(self) -> int:
         """Bytes reserved for librdkafka's pre-fetch queue (counted in the memory limit)."""

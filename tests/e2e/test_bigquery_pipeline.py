@@ -6,71 +6,62 @@ and the failing client's batches wait (transient, never dead) and load once it i
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from common import control, db
+from common import db
 from common.settings import SharedSettings
-from services.control import accounts, destinations
+from services.control import destinations
 from services.loaders.bigquery import statements
 from services.loaders.bigquery.connection import connect
 from services.loaders.bigquery.destination import BigQueryTarget
-from tests import bigquery_emulator
-from tests.conftest import ROOT, wait_for
-from tests.e2e.test_pipeline import WAREHOUSE, batches, new_tenant, push, rows
+from support import bigquery_emulator
+from support.processes import stop_process
+from support.stack import ROOT, free_port, wait_for
+from support.tenants import Tenant, batches, new_tenant, push, rows
+from support.warehouse import DEMO_WAREHOUSE
 
 # The first test on a machine builds the emulator (~12 min on 2 cores; cached afterwards).
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 METRICS_PORT = 19105
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound and released: refused connections)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def bigquery_tenant(endpoint: str) -> dict[str, Any]:
-    dataset = f"e2e_{uuid.uuid4().hex[:8]}"
-    with closing(db.connect()) as conn:
-        client = accounts.create_client(conn, "e2e-bigquery")
-        token = control.create_api_token(conn, client["client_id"])
-    tenant = {"client_id": client["client_id"], "token": token["token"], "dataset": dataset}
+def bigquery_tenant(endpoint: str) -> Tenant:
+    """A client whose destination is a dataset of its own (its ``schema``) at ``endpoint``."""
+    tenant = replace(new_tenant("e2e-bigquery"), schema=f"e2e_{uuid.uuid4().hex[:8]}")
     point_at(tenant, endpoint)
     return tenant
 
 
-def point_at(tenant: dict[str, Any], endpoint: str) -> None:
+def point_at(tenant: Tenant, endpoint: str) -> None:
     with closing(db.connect()) as conn:
         destinations.set_destination(
             conn,
             SharedSettings().secret_key.get_secret_value(),
-            tenant["client_id"],
+            tenant.client_id,
             "bigquery",
             {
                 "project": bigquery_emulator.PROJECT,
-                "schema": tenant["dataset"],
+                "schema": tenant.schema,
                 "api_endpoint": endpoint,
             },
             {},
         )
 
 
-def bq_ids(endpoint: str, tenant: dict[str, Any], table: str) -> list[int]:
+def bq_ids(endpoint: str, tenant: Tenant, table: str) -> list[int]:
     session = connect(
-        BigQueryTarget(bigquery_emulator.PROJECT, tenant["dataset"], api_endpoint=endpoint), 5, 30
+        BigQueryTarget(bigquery_emulator.PROJECT, tenant.schema, api_endpoint=endpoint), 5, 30
     )
-    target = statements.Dataset(bigquery_emulator.PROJECT, tenant["dataset"]).table(table)
+    target = statements.Dataset(bigquery_emulator.PROJECT, tenant.schema).table(table)
     try:
         job = session.client.query(f"SELECT id FROM {target} ORDER BY id")
         return [int(r[0]) for r in job.result()]
@@ -107,13 +98,7 @@ def loader_process(**settings: str) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, 40)
 
 
 @pytest.fixture
@@ -133,9 +118,9 @@ def metrics() -> str | None:
 def test_a_failing_bigquery_destination_stalls_only_its_own_client(
     emulator: str, bigquery_loader: None
 ) -> None:
-    broken = bigquery_tenant(f"http://127.0.0.1:{closed_port()}")
+    broken = bigquery_tenant(f"http://127.0.0.1:{free_port()}")
     healthy = bigquery_tenant(emulator)
-    postgres = new_tenant(WAREHOUSE)
+    postgres = new_tenant("e2e", DEMO_WAREHOUSE)
     records = [{"id": i, "name": f"n{i}", "address": {"city": "Oslo"}} for i in range(20)]
     for tenant in (broken, healthy, postgres):
         push(tenant, "customers", records)
@@ -154,14 +139,14 @@ def test_a_failing_bigquery_destination_stalls_only_its_own_client(
     )
     # The broken client's batches were tried, failed as transient, and wait for a retry.
     failed = wait_for(
-        lambda: [b for b in batches(broken["client_id"]) if b["last_error_kind"]],
+        lambda: [b for b in batches(broken.client_id) if b["last_error_kind"]],
         timeout=60,
         interval=1,
         what="a failed attempt of the broken client's batches",
     )
     assert {b["last_error_kind"] for b in failed} == {"transient"}, failed
     assert all("BigQuery" in (b["last_error"] or "") for b in failed), failed
-    assert {b["state"] for b in batches(broken["client_id"])} <= {"pending", "leased", "retry_wait"}
+    assert {b["state"] for b in batches(broken.client_id)} <= {"pending", "leased", "retry_wait"}
     text = metrics() or ""
     assert 'destination_type="bigquery"' in text and 'result="transient"' in text
 
@@ -174,24 +159,24 @@ def test_a_failing_bigquery_destination_stalls_only_its_own_client(
         what="the once-broken client's rows after its destination was fixed",
     )
     wait_for(
-        lambda: {b["state"] for b in batches(broken["client_id"])} == {"loaded"},
+        lambda: {b["state"] for b in batches(broken.client_id)} == {"loaded"},
         timeout=60,
         what="its batches acknowledged",
     )
     nested = connect(
-        BigQueryTarget(bigquery_emulator.PROJECT, broken["dataset"], api_endpoint=emulator), 5, 30
+        BigQueryTarget(bigquery_emulator.PROJECT, broken.schema, api_endpoint=emulator), 5, 30
     )
-    target = statements.Dataset(bigquery_emulator.PROJECT, broken["dataset"]).table("customers")
+    target = statements.Dataset(bigquery_emulator.PROJECT, broken.schema).table("customers")
     got = nested.client.query(f"SELECT address FROM {target} WHERE id = 3").result()
     assert [dict(r.items()) for r in got] == [{"address": {"city": "Oslo"}}]  # kept nested
     nested.client.close()
 
 
-def loaded_ids(endpoint: str, tenant: dict[str, Any]) -> list[int]:
+def loaded_ids(endpoint: str, tenant: Tenant) -> list[int]:
     session = connect(
-        BigQueryTarget(bigquery_emulator.PROJECT, tenant["dataset"], api_endpoint=endpoint), 5, 30
+        BigQueryTarget(bigquery_emulator.PROJECT, tenant.schema, api_endpoint=endpoint), 5, 30
     )
-    loads = statements.Dataset(bigquery_emulator.PROJECT, tenant["dataset"]).table("_sdc_loads")
+    loads = statements.Dataset(bigquery_emulator.PROJECT, tenant.schema).table("_sdc_loads")
     try:
         return [int(r[0]) for r in session.client.query(f"SELECT batch_id FROM {loads}").result()]
     finally:
@@ -212,12 +197,12 @@ def test_loader_killed_after_its_commit_loads_each_row_once(emulator: str, tmp_p
     assert marker.exists()
     with loader_process(workers="1"):
         wait_for(
-            lambda: {b["state"] for b in batches(tenant["client_id"])} == {"loaded"},
+            lambda: {b["state"] for b in batches(tenant.client_id)} == {"loaded"},
             timeout=180,
             interval=1,
             what="every batch acknowledged after the restart",
         )
     assert bq_ids(emulator, tenant, "payments") == list(range(50))
     ids = loaded_ids(emulator, tenant)
-    assert sorted(ids) == sorted(b["batch_id"] for b in batches(tenant["client_id"]))
+    assert sorted(ids) == sorted(b["batch_id"] for b in batches(tenant.client_id))
     assert len(ids) == len(set(ids))  # no batch recorded twice

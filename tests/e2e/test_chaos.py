@@ -1,8 +1,8 @@
 """Chaos: records pushed through the gate while brokers, services and stores die and come back.
 
-A load generator (``chaos_load``) pushes records for several clients into keyed and append-only
+A load generator (``support.load``) pushes records for several clients into keyed and append-only
 tables, retrying each request unchanged on 503/429 or a dropped connection, and keeps a ledger of
-every acknowledged record. Meanwhile two lanes of faults (``chaos_faults``) SIGKILL and restart a
+every acknowledged record. Meanwhile two lanes of faults (``support.faults``) SIGKILL and restart a
 broker, the streamery, the spool, the Postgres loader, a gate worker and the whole gate, and stop
 the S3 server and the demo warehouse for 30 s, at seeded random moments. Once the load stops and
 everything is back, every acknowledged record must be in its client's warehouse exactly once
@@ -35,17 +35,11 @@ import pytest
 from psycopg2 import sql
 
 from common import db
-from tests.conftest import stack, wait_for
-from tests.e2e.chaos_faults import PIDS, ChaosLane, kill_faults, outage_faults
-from tests.e2e.chaos_load import (
-    POISON_ID,
-    POISON_NOTE,
-    TABLES,
-    Ledger,
-    LoadGenerator,
-    Tenant,
-)
-from tests.e2e.test_pipeline import WAREHOUSE, batches, new_tenant, push, rows
+from support.faults import ChaosLane, kill_faults, outage_faults
+from support.load import POISON_ID, POISON_NOTE, TABLES, Ledger, LoadGenerator
+from support.stack import RUN_DIR, stack, wait_for
+from support.tenants import Tenant, batches, new_tenant, new_tenants, push, rows
+from support.warehouse import DEMO_WAREHOUSE
 
 SECONDS = float(os.environ.get("SKEIN_CHAOS_SECONDS", "30"))
 SEED = int(os.environ.get("SKEIN_CHAOS_SEED", str(time.time_ns() % 1_000_000)))
@@ -58,7 +52,7 @@ SCALES = [int(n) for n in os.environ.get("SKEIN_CHAOS_SCALES", "1,2").split(",")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-LOG = PIDS.parent / "logs" / "chaos.log"
+LOG = RUN_DIR / "logs" / "chaos.log"
 KEYED_COLUMNS = {"accounts": ["v", "name", "meta__n"], "orders": ["v", "name"]}
 
 
@@ -81,10 +75,6 @@ class Report:
         print(stamped, flush=True)
 
 
-def warehouse(tenant: Tenant) -> psycopg2.extensions.connection:
-    return psycopg2.connect(None, connect_timeout=3, **tenant.dsn)
-
-
 def warehouse_rows(tenant: Tenant, table: str) -> list[tuple[Any, ...]]:
     if TABLES[table]:
         columns = ["id", "_sdc_sequence", *KEYED_COLUMNS[table]]
@@ -94,7 +84,7 @@ def warehouse_rows(tenant: Tenant, table: str) -> list[tuple[Any, ...]]:
         sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(tenant.schema, table)
     )
     try:
-        with closing(warehouse(tenant)) as conn, conn.cursor() as cur:
+        with closing(tenant.connect()) as conn, conn.cursor() as cur:
             cur.execute(query)
             return list(cur.fetchall())
     except psycopg2.errors.UndefinedTable:
@@ -151,7 +141,7 @@ def rejected(tenants: list[Tenant]) -> int:
     total = 0
     for tenant in tenants:
         try:
-            with closing(warehouse(tenant)) as conn, conn.cursor() as cur:
+            with closing(tenant.connect()) as conn, conn.cursor() as cur:
                 cur.execute(
                     sql.SQL("SELECT count(*) FROM {}").format(
                         sql.Identifier(tenant.schema, "_sdc_rejected")
@@ -223,10 +213,7 @@ def scale(request: pytest.FixtureRequest) -> Iterator[int]:
 
 @pytest.mark.timeout(int(SECONDS + DRAIN_S + 600))
 def test_acknowledged_records_land_exactly_once_through_chaos(report: Report, scale: int) -> None:
-    tenants = [
-        Tenant(t["client_id"], t["token"], t["schema"], t["dsn"])
-        for t in (new_tenant(WAREHOUSE) for _ in range(CLIENTS))
-    ]
+    tenants = new_tenants(CLIENTS, prefix="e2e")
     ledger = Ledger()
     load = LoadGenerator(tenants, ledger, SEED, RATE)
     rng = Random(SEED)
@@ -284,13 +271,13 @@ def test_acknowledged_records_land_exactly_once_through_chaos(report: Report, sc
 def test_a_warehouse_restart_costs_no_load_retry() -> None:
     """The loader's cached warehouse connections die with a restart; the next load of each
     table must still succeed at once (a failed attempt would cost the table a back-off)."""
-    tenant = new_tenant(WAREHOUSE)
+    tenant = new_tenant("e2e", DEMO_WAREHOUSE)
     tables = [f"t{i}" for i in range(4)]
     for table in tables:  # the loader's workers now hold connections for this client
         push(tenant, table, [{"id": 1}])
     for table in tables:
         wait_for(lambda t=table: rows(tenant, t), timeout=120, interval=0.5, what=table)
-    before = {b["batch_id"] for b in batches(tenant["client_id"])}
+    before = {b["batch_id"] for b in batches(tenant.client_id)}
     try:
         stack("pg-stop", "warehouse")
     finally:
@@ -299,6 +286,6 @@ def test_a_warehouse_restart_costs_no_load_retry() -> None:
         push(tenant, table, [{"id": 2}], first_seq=10)
     for table in tables:
         wait_for(lambda t=table: len(rows(tenant, t)) == 2, timeout=120, interval=0.5, what=table)
-    after = [b for b in batches(tenant["client_id"]) if b["batch_id"] not in before]
+    after = [b for b in batches(tenant.client_id) if b["batch_id"] not in before]
     assert len(after) == len(tables)
     assert [(b["table_name"], b["last_error"]) for b in after if b["last_error"]] == []

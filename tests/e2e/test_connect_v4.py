@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import demo_warehouse_secrets, wait_for
-from tests.integration.test_control_plane import ok
-from tests.support import hostile_tap
-from tests.support.processes import own_service
-from tests.support.tenants import DEMO_WAREHOUSE
+from support import hostile_tap
+from support.cli import ok
+from support.processes import own_service
+from support.stack import demo_warehouse_secrets, wait_for
+from support.warehouse import DEMO_WAREHOUSE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

@@ -25,11 +25,13 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from common import control, db
+from common import db, tokens
 from common.settings import SharedSettings
 from services.control import accounts, destinations
 from services.extractor import integrations
-from tests.conftest import ROOT, demo_warehouse_secrets, stack, stack_secret, wait_for
+from services.extractor.runs import list_runs
+from support.processes import stop_process
+from support.stack import ROOT, demo_warehouse_secrets, stack, stack_secret, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -151,7 +153,7 @@ def add_integration(tmp: Path, table: str, schedule: str = "0 0 1 1 *") -> tuple
 def runs(name: str, stderr: bool = False) -> list[dict[str, Any]]:
     """What `skein integrations runs NAME` prints, oldest first (read directly: tests poll it)."""
     with closing(db.connect()) as conn:
-        return integrations.list_runs(conn, name, 100, stderr)[::-1]
+        return list_runs(conn, name, 100, stderr)[::-1]
 
 
 def integration(name: str, client_id: int) -> dict[str, Any]:
@@ -214,13 +216,8 @@ class Extractor:
         self.process.wait(30)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
 
 
 @pytest.fixture(scope="module")
@@ -317,8 +314,8 @@ def test_incremental_integration_copies_new_rows_on_each_scheduled_run(
     assert removed["removed"] is True
     assert skein("integrations", "ls", str(client_id))["integrations"] == []
     with closing(db.connect()) as conn:
-        tokens = control.list_api_tokens(conn, client_id)
-    assert len(tokens) == 1 and tokens[0]["revoked_at"] is not None  # its own token, revoked
+        issued = tokens.list_api_tokens(conn, client_id)
+    assert len(issued) == 1 and issued[0]["revoked_at"] is not None  # its own token, revoked
 
 
 def test_a_killed_extractor_resumes_from_the_saved_state(

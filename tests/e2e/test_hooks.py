@@ -5,46 +5,30 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from common import control, db
+from common import db, tokens
 from common.settings import SharedSettings
 from services.control import accounts, destinations
-from tests.conftest import demo_warehouse_secrets, wait_for
+from support.cli import skein
+from support.stack import demo_warehouse_secrets, wait_for
 
 pytestmark = pytest.mark.e2e
 
 GATE = "http://127.0.0.1:8080"
 WAREHOUSE = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
-SKEIN = Path(sys.executable).with_name("skein")
 RECEIVER_PORT = 8791  # in the local stack's allowed hook-receiver ports (8790-8799)
 SECRET = "e2e-hook-secret-" + uuid.uuid4().hex
-
-
-def skein(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    done = subprocess.run(
-        [str(SKEIN), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
-    return done.returncode, orjson.loads(done.stdout.splitlines()[-1])
 
 
 class Receiver:
@@ -92,7 +76,7 @@ def new_tenant() -> dict[str, Any]:
     schema = f"e2e_hooks_{uuid.uuid4().hex[:8]}"
     with closing(db.connect()) as conn:
         client = accounts.create_client(conn, "e2e-hooks")
-        token = control.create_api_token(conn, client["client_id"])
+        token = tokens.create_api_token(conn, client["client_id"])
         destinations.set_destination(
             conn,
             SharedSettings().secret_key.get_secret_value(),

@@ -28,16 +28,10 @@ from common import db
 from common.s3 import client as s3_client
 from common.settings import SharedSettings
 from common.wire import Header, TableRecords, encode_messages, message_key
-from tests.conftest import ROOT, stack, wait_for
-from tests.support.tenants import (
-    DEMO_WAREHOUSE,
-    Tenant,
-    batches_of,
-    count_rows,
-    drop_schemas,
-    new_tenants,
-    push,
-)
+from support.processes import stop_process
+from support.stack import ROOT, stack, wait_for
+from support.tenants import Tenant, batches_of, count_rows, drop_schemas, new_tenants, push
+from support.warehouse import DEMO_WAREHOUSE
 
 pytestmark = pytest.mark.e2e
 
@@ -86,7 +80,7 @@ def test_three_hundred_clients_share_one_warehouse_within_the_connection_cap() -
                 list(
                     pool.map(
                         lambda job: push(
-                            http, job[0], job[1], [{"id": i, "v": i} for i in range(4)]
+                            job[0], job[1], [{"id": i, "v": i} for i in range(4)], http=http
                         ),
                         jobs,
                     )
@@ -191,12 +185,7 @@ def own_loader(tmp: Path) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield loader
     finally:
-        loader.terminate()
-        try:
-            loader.wait(60)
-        except subprocess.TimeoutExpired:
-            loader.kill()
-            loader.wait()
+        stop_process(loader)
         stack("start", "loaders.postgres")
 
 
@@ -230,7 +219,7 @@ def test_a_hung_a_locked_and_a_stalled_warehouse_cost_only_their_own_clients(
         with own_loader(tmp_path), httpx.Client() as http:
             # The locked and stalled clients' tables exist first, as a customer's would.
             for t in (locked, stalled):
-                push(http, t, "orders", [{"id": 0, "sent": time.time()}])
+                push(t, "orders", [{"id": 0, "sent": time.time()}], http=http)
             wait_for(
                 lambda: count_rows(locked, "orders") == 1 and count_rows(stalled, "orders") == 1,
                 timeout=120,
@@ -260,13 +249,13 @@ def test_a_hung_a_locked_and_a_stalled_warehouse_cost_only_their_own_clients(
                 )
             # Every obstacle in place: the hostile clients send, the healthy ones keep sending.
             for t in (hung, locked, stalled):
-                push(http, t, "orders", [{"id": i, "sent": time.time()} for i in range(1, 21)])
+                push(t, "orders", [{"id": i, "sent": time.time()} for i in range(1, 21)], http=http)
             started = time.monotonic()
             seq = 0
             while time.monotonic() - started < 30:
                 seq += 1
                 for t in healthy:
-                    push(http, t, "orders", [{"id": seq, "sent": time.time()}], first_seq=seq)
+                    push(t, "orders", [{"id": seq, "sent": time.time()}], first_seq=seq, http=http)
                 time.sleep(1)
             wait_for(
                 lambda: all(count_rows(t, "orders") == seq for t in healthy),
@@ -322,7 +311,7 @@ def test_a_destination_aimed_at_the_control_database_never_reaches_it() -> None:
     tenant = new_tenants(1, control_dsn, prefix="aimed")[0]
     table = f"stolen_{tenant.client_id}"
     with httpx.Client() as http:
-        push(http, tenant, table, [{"id": 1, "sent": time.time()}])
+        push(tenant, table, [{"id": 1, "sent": time.time()}], http=http)
 
     def parked() -> list[dict[str, Any]]:
         return [b for b in batches_of([tenant.client_id]) if b["state"] == "dead"]
@@ -360,11 +349,11 @@ def test_one_clients_backlog_does_not_starve_a_quiet_client() -> None:
                 list(
                     pool.map(
                         lambda job: push(
-                            http,
                             busy,
                             job[0],
                             [{"id": i, "v": "x" * 40} for i in range(job[1], job[1] + per_request)],
                             first_seq=job[1] + 1,
+                            http=http,
                         ),
                         jobs,
                     )
@@ -385,11 +374,11 @@ def test_one_clients_backlog_does_not_starve_a_quiet_client() -> None:
                     backlog_rows = sum(count_rows(busy, t) for t in tables)
                 seq += 1
                 push(
-                    http,
                     quiet,
                     "orders",
                     [{"id": seq * 10 + i, "sent": time.time()} for i in range(10)],
                     first_seq=seq * 10,
+                    http=http,
                 )
                 time.sleep(max(0.0, started + seq - time.monotonic()))
                 if seq > 400:
@@ -440,7 +429,7 @@ def test_a_forged_message_for_a_missing_client_is_dead_lettered_and_consumption_
         with httpx.Client() as http:
             # Several tables, so that some share the forged message's partition.
             for n in range(12):
-                push(http, tenant, f"t{n}", [{"id": 1, "sent": time.time()}])
+                push(tenant, f"t{n}", [{"id": 1, "sent": time.time()}], http=http)
 
         def dead() -> list[dict[str, Any]]:
             return [b for b in batches_of([missing]) if b["state"] == "dead"]

@@ -22,10 +22,10 @@ import httpx
 import pytest
 import yaml
 
-from common import control, db
+from common import db, tokens
 from common.settings import SharedSettings
 from services.control import accounts, destinations
-from tests.conftest import ROOT, demo_warehouse_secrets, stack, wait_for
+from support.stack import ROOT, demo_warehouse_secrets, stack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -118,7 +118,7 @@ def tenant() -> dict[str, Any]:
     dsn = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
     with closing(db.connect()) as conn:
         client = accounts.create_client(conn, "ops-e2e")
-        token = control.create_api_token(conn, client["client_id"])
+        token = tokens.create_api_token(conn, client["client_id"])
         destinations.set_destination(
             conn,
             SharedSettings().secret_key.get_secret_value(),

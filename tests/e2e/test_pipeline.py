@@ -7,99 +7,21 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import Any
 
-import httpx
 import psycopg2
 import pytest
 from psycopg2 import sql
 
-from common import control, db
-from common.settings import SharedSettings
-from services.control import accounts, destinations
-from services.spool import queue
-from tests.conftest import ROOT, demo_warehouse_secrets, stack, wait_for
+from support.stack import ROOT, stack, wait_for
+from support.tenants import batches, new_tenant, push, rows
+from support.warehouse import DEMO_WAREHOUSE
 
-GATE = "http://127.0.0.1:8080"
-WAREHOUSE = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
 OTHER_WAREHOUSE_DB = "skein_e2e_other_warehouse"
 
-
 pytestmark = pytest.mark.e2e
-
-
-def new_tenant(dsn_params: dict[str, str]) -> dict[str, Any]:
-    schema = f"e2e_{uuid.uuid4().hex[:8]}"
-    with closing(db.connect()) as conn:
-        client = accounts.create_client(conn, "e2e")
-        token = control.create_api_token(conn, client["client_id"])
-        destinations.set_destination(
-            conn,
-            SharedSettings().secret_key.get_secret_value(),
-            client["client_id"],
-            "postgres",
-            {"dsn_params": dsn_params, "schema": schema},
-            demo_warehouse_secrets(dsn_params),
-        )
-    return {
-        "client_id": client["client_id"],
-        "token": token["token"],
-        "schema": schema,
-        "dsn": dsn_params,
-    }
-
-
-def push(
-    tenant: dict[str, Any], table: str, records: list[dict[str, Any]], first_seq: int = 1
-) -> None:
-    body = {
-        "table_name": table,
-        "schema": {"properties": {"id": {"type": "integer"}}},
-        "key_names": ["id"],
-        "messages": [
-            {"action": "upsert", "sequence": first_seq + i, "data": r}
-            for i, r in enumerate(records)
-        ],
-    }
-    deadline = time.monotonic() + 60
-    while True:
-        r = httpx.post(
-            f"{GATE}/v2/import/batch",
-            json=body,
-            headers={"Authorization": f"Bearer {tenant['token']}"},
-            timeout=30,
-        )
-        if r.status_code == 202:
-            return
-        assert r.status_code == 503 and time.monotonic() < deadline, r.text
-
-
-def rows(tenant: dict[str, Any], table: str, columns: str = "id") -> list[tuple[Any, ...]]:
-    try:
-        with (
-            closing(psycopg2.connect(connect_timeout=3, **tenant["dsn"])) as conn,
-            conn.cursor() as cur,
-        ):
-            cur.execute(
-                sql.SQL("SELECT {} FROM {} ORDER BY 1").format(
-                    sql.SQL(", ").join(sql.Identifier(c) for c in columns.split(",")),
-                    sql.Identifier(tenant["schema"], table),
-                )
-            )
-            return cur.fetchall()
-    except psycopg2.errors.UndefinedTable:
-        return []
-    except psycopg2.OperationalError:
-        return []
-
-
-def batches(client_id: int) -> list[dict[str, Any]]:
-    with closing(db.connect()) as conn:
-        return queue.list_batches(conn, client_id=client_id)
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +52,7 @@ def other_warehouse() -> Iterator[dict[str, str]]:
 
 
 def test_a_record_pushed_to_the_gate_becomes_a_row() -> None:
-    tenant = new_tenant(WAREHOUSE)
+    tenant = new_tenant("e2e", DEMO_WAREHOUSE)
     push(
         tenant,
         "customers",
@@ -153,8 +75,8 @@ def test_a_record_pushed_to_the_gate_becomes_a_row() -> None:
 
 @pytest.mark.slow
 def test_a_down_warehouse_stalls_only_its_own_client(other_warehouse: dict[str, str]) -> None:
-    down = new_tenant(WAREHOUSE)
-    healthy = new_tenant(other_warehouse)
+    down = new_tenant("e2e", DEMO_WAREHOUSE)
+    healthy = new_tenant("e2e", other_warehouse)
     stack("pg-stop", "warehouse")
     stopped_at = time.monotonic()
     try:
@@ -168,7 +90,7 @@ def test_a_down_warehouse_stalls_only_its_own_client(other_warehouse: dict[str, 
         )
         # Keep the warehouse down for 30 s in all.
         wait_for(lambda: time.monotonic() - stopped_at >= 30, timeout=60, interval=1, what="30 s")
-        states = {b["state"] for b in batches(down["client_id"])}
+        states = {b["state"] for b in batches(down.client_id)}
         assert "loaded" not in states and "dead" not in states, states
     finally:
         stack("pg-start", "warehouse")
@@ -178,8 +100,8 @@ def test_a_down_warehouse_stalls_only_its_own_client(other_warehouse: dict[str, 
         interval=2,
         what="the stalled client's rows once its warehouse is back",
     )
-    assert {b["state"] for b in batches(down["client_id"])} == {"loaded"}
-    assert {b["state"] for b in batches(healthy["client_id"])} == {"loaded"}
+    assert {b["state"] for b in batches(down.client_id)} == {"loaded"}
+    assert {b["state"] for b in batches(healthy.client_id)} == {"loaded"}
 
 
 def run_faulty_loader(point: str, tmp: Path) -> subprocess.Popen[bytes]:
@@ -205,7 +127,7 @@ def run_faulty_loader(point: str, tmp: Path) -> subprocess.Popen[bytes]:
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["before_commit", "after_commit"])
 def test_loader_killed_mid_load_leaves_exact_rows(point: str, tmp_path: Path) -> None:
-    tenant = new_tenant(WAREHOUSE)
+    tenant = new_tenant("e2e", DEMO_WAREHOUSE)
     stack("stop", "loaders.postgres")
     faulty = run_faulty_loader(point, tmp_path)
     try:
@@ -234,14 +156,14 @@ def test_loader_killed_mid_load_leaves_exact_rows(point: str, tmp_path: Path) ->
     expected = [(i, i * 10) for i in range(100)] + [(i, i * 11) for i in range(100, 300)]
     assert got == expected
     wait_for(
-        lambda: {b["state"] for b in batches(tenant["client_id"])} == {"loaded"},
+        lambda: {b["state"] for b in batches(tenant.client_id)} == {"loaded"},
         timeout=120,
         what="every batch acknowledged",
     )
-    with closing(psycopg2.connect(**tenant["dsn"])) as conn, conn.cursor() as cur:
+    with closing(tenant.connect()) as conn, conn.cursor() as cur:
         cur.execute(
             sql.SQL("SELECT count(*), count(DISTINCT batch_id) FROM {}").format(
-                sql.Identifier(tenant["schema"], "_sdc_loads")
+                sql.Identifier(tenant.schema, "_sdc_loads")
             )
         )
         total, distinct = cur.fetchone()  # type: ignore[misc]

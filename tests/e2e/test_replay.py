@@ -4,14 +4,11 @@ it with the same rows."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 import uuid
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,29 +17,16 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from common import control, db
+from common import db, tokens
 from common.settings import SharedSettings
 from services.control import accounts, destinations
-from tests.conftest import demo_warehouse_secrets, wait_for
+from support.cli import SKEIN, ok
+from support.stack import demo_warehouse_secrets, wait_for
 
 pytestmark = pytest.mark.e2e
 
 GATE = "http://127.0.0.1:8080"
 WAREHOUSE = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
-SKEIN = Path(sys.executable).with_name("skein")
-
-
-def skein(*args: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [str(SKEIN), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=dict(os.environ),
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return dict(orjson.loads(done.stdout.splitlines()[-1]))
 
 
 def set_schema(client_id: int, schema: str) -> None:
@@ -110,7 +94,7 @@ def test_replay_restores_a_dropped_table_adds_no_duplicates_and_fills_a_new_dest
     schema = f"e2e_replay_{uuid.uuid4().hex[:8]}"
     with closing(db.connect()) as conn:
         client_id = int(accounts.create_client(conn, "e2e-replay")["client_id"])
-        token = control.create_api_token(conn, client_id)["token"]
+        token = tokens.create_api_token(conn, client_id)["token"]
     set_schema(client_id, schema)
     since = (datetime.now(UTC) - timedelta(seconds=5)).isoformat()
 
@@ -131,17 +115,17 @@ def test_replay_restores_a_dropped_table_adds_no_duplicates_and_fills_a_new_dest
         cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, "orders")))
 
     before = batch_count(client_id)
-    dry = skein("replay", str(client_id), "--table", "orders", "--since", since, "--dry-run")
+    dry = ok("replay", str(client_id), "--table", "orders", "--since", since, "--dry-run")
     (planned,) = dry["would_enqueue"]
     assert planned["table_name"] == "orders" and planned["records"] == 40 and dry["gone"] == []
     assert batch_count(client_id) == before  # a dry run changes nothing
 
-    done = skein("replay", str(client_id), "--table", "orders", "--since", since)
+    done = ok("replay", str(client_id), "--table", "orders", "--since", since)
     assert [t["table_name"] for t in done["enqueued"]] == ["orders"]
     wait_for(lambda: rows(schema, "orders") == orders, timeout=60, what="orders restored")
 
     # Everything again: the rows converge, nothing is duplicated (events has no key).
-    skein("replay", str(client_id), "--since", since)
+    ok("replay", str(client_id), "--since", since)
     wait_for(lambda: replays_waiting(client_id) == 0, timeout=60, what="the replays loaded")
     assert rows(schema, "orders") == orders
     assert rows(schema, "events") == events
@@ -149,7 +133,7 @@ def test_replay_restores_a_dropped_table_adds_no_duplicates_and_fills_a_new_dest
     # A new destination: a replay fills it with the same rows.
     fresh = f"{schema}_new"
     set_schema(client_id, fresh)
-    skein("replay", str(client_id), "--since", since)
+    ok("replay", str(client_id), "--since", since)
     wait_for(lambda: replays_waiting(client_id) == 0, timeout=60, what="the replays loaded")
     assert rows(fresh, "orders") == orders
     assert rows(fresh, "events") == events

@@ -22,10 +22,10 @@ from confluent_kafka.admin import AdminClient
 
 from common import db
 from common.settings import SharedSettings
-from tests.conftest import stack, wait_for
-from tests.e2e.test_pipeline import WAREHOUSE, new_tenant, rows
+from support.stack import GATE, stack, wait_for
+from support.tenants import Tenant, new_tenant, rows
+from support.warehouse import DEMO_WAREHOUSE
 
-GATE = "http://127.0.0.1:8080"
 SCHEMA = {"properties": {"id": {"type": "integer"}, "n": {"type": "integer"}}}
 
 
@@ -42,7 +42,7 @@ def scaled() -> Iterator[None]:
 class Load:
     """Clients posting keyed records through HAProxy at a steady rate; every answer counted."""
 
-    tenant: dict[str, Any]
+    tenant: Tenant
     table: str
     workers: int = 5
     per_request: int = 100
@@ -66,7 +66,7 @@ class Load:
             thread.join(60)
 
     def _run(self, worker: int) -> None:
-        headers = {"Authorization": f"Bearer {self.tenant['token']}"}
+        headers = {"Authorization": f"Bearer {self.tenant.token}"}
         sent = 0
         with httpx.Client(base_url=GATE, headers=headers, timeout=30) as client:
             while not self._stop.is_set():
@@ -148,7 +148,7 @@ def assert_exactly_once(load: Load) -> None:
     assert load.errors == [], load.errors[:10]
     assert load.acked, "the load sent nothing"
     assert load.landed() == sorted(load.acked)  # none lost, none twice (keyed: by id)
-    for partition, ranges in batch_ranges(load.tenant["client_id"], load.table).items():
+    for partition, ranges in batch_ranges(load.tenant.client_id, load.table).items():
         for (_, last), (first, _) in itertools.pairwise(ranges):
             assert first > last, f"partition {partition}: batches overlap at offset {first}"
 
@@ -157,7 +157,7 @@ def assert_exactly_once(load: Load) -> None:
 
 
 def test_a_rolling_restart_under_load_is_invisible_to_clients() -> None:
-    load = Load(new_tenant(WAREHOUSE), "rolling").start()  # 5,000 records/s
+    load = Load(new_tenant("e2e", DEMO_WAREHOUSE), "rolling").start()  # 5,000 records/s
     try:
         time.sleep(3)
         stack("rolling-restart", timeout=900)
@@ -169,7 +169,7 @@ def test_a_rolling_restart_under_load_is_invisible_to_clients() -> None:
 
 
 def test_streameries_join_and_leave_under_load_without_loss_or_duplicates() -> None:
-    load = Load(new_tenant(WAREHOUSE), "rebalanced", workers=3).start()
+    load = Load(new_tenant("e2e", DEMO_WAREHOUSE), "rebalanced", workers=3).start()
     try:
         stack("stop", "streamery@2")  # 2 -> 1
         wait_for(lambda: each_partition_has_one_owner(1), timeout=60, what="one streamery")
@@ -188,7 +188,7 @@ def test_streameries_join_and_leave_under_load_without_loss_or_duplicates() -> N
 
 
 def test_loaders_join_and_leave_under_load_without_loss_or_duplicates() -> None:
-    load = Load(new_tenant(WAREHOUSE), "reloaded", workers=3).start()
+    load = Load(new_tenant("e2e", DEMO_WAREHOUSE), "reloaded", workers=3).start()
     try:
         stack("stop", "loaders.postgres@2")  # 2 -> 1
         time.sleep(3)
@@ -207,7 +207,7 @@ def test_loaders_join_and_leave_under_load_without_loss_or_duplicates() -> None:
         cur.execute(
             "SELECT count(*), count(*) FILTER (WHERE state = 'loaded') FROM batches"
             " WHERE client_id = %s",
-            (load.tenant["client_id"],),
+            (load.tenant.client_id,),
         )
         total, loaded = cur.fetchone() or (0, 0)
     assert total == loaded > 0

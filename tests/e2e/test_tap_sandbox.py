@@ -21,10 +21,11 @@ from psycopg2 import sql
 
 from common import db
 from services.extractor import integrations
-from tests.conftest import RUN_DIR, wait_for
-from tests.support import hostile_tap
-from tests.support.processes import own_service
-from tests.support.tenants import new_tenants
+from services.extractor.runs import list_runs
+from support import hostile_tap
+from support.processes import own_service
+from support.stack import RUN_DIR, wait_for
+from support.tenants import new_tenants
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -78,7 +79,7 @@ def add(env: dict[str, str], tmp: Path, label: str, config: dict[str, Any]) -> t
 
 def finished_runs(name: str) -> list[dict[str, Any]]:
     with closing(db.connect()) as conn:
-        runs = integrations.list_runs(conn, name, 10, True)
+        runs = list_runs(conn, name, 10, True)
     return [r for r in runs if r["status"] != "running"]
 
 

@@ -19,11 +19,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from common import control, db
-from services.control import accounts
-from tests.conftest import ROOT, stack, wait_for
-from tests.e2e.test_pipeline import batches, push
-from tests.integration.snowflake_support import connect, fakesnow_server, select
+from common import db
+from support.snowflake import connect, fakesnow_server, select
+from support.stack import ROOT, stack, wait_for
+from support.tenants import Tenant, batches, new_tenant, push
 
 pytestmark = pytest.mark.e2e
 SKEIN = str(ROOT / ".venv" / "bin" / "skein")
@@ -43,17 +42,15 @@ def skein(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
 
 
 @pytest.fixture
-def tenant() -> Iterator[dict[str, Any]]:
-    with closing(db.connect()) as conn:
-        client = accounts.create_client(conn, "warehouse-loaders")
-        token = control.create_api_token(conn, client["client_id"])
-    yield {"client_id": client["client_id"], "token": token["token"]}
+def tenant() -> Iterator[Tenant]:
+    client = new_tenant("warehouse-loaders")
+    yield client
     # Its warehouse goes away with the test: nothing of it may keep retrying on the shared stack.
     with closing(db.connect()) as conn, conn, conn.cursor() as cur:
         cur.execute(
             "UPDATE batches SET state = 'skipped' WHERE client_id = %s "
             "AND state IN ('pending', 'retry_wait', 'dead')",
-            (client["client_id"],),
+            (client.client_id,),
         )
 
 
@@ -97,13 +94,13 @@ def loads(port: int, kind: str, result: str) -> float:
 
 
 def test_records_reach_snowflake_through_its_own_loader(
-    fakesnow: dict[str, Any], snowflake_loader: None, tenant: dict[str, Any]
+    fakesnow: dict[str, Any], snowflake_loader: None, tenant: Tenant
 ) -> None:
     client = tenant
     schema = f"e2e_{uuid.uuid4().hex[:8]}"
     settings = [f"--set={k}={v}" for k, v in fakesnow.items()]
     shown = skein(
-        "destinations", "set", str(client["client_id"]), "snowflake", "--schema", schema,
+        "destinations", "set", str(client.client_id), "snowflake", "--schema", schema,
         *settings, "--secret-env", "password=SKEIN_TEST_SF_PASSWORD",
         env={"SKEIN_TEST_SF_PASSWORD": "snow"},
     )  # fmt: skip
@@ -134,15 +131,15 @@ def test_records_reach_snowflake_through_its_own_loader(
 
 
 def test_an_unreachable_redshift_is_retried_with_back_off_not_parked(
-    redshift_loader: None, tenant: dict[str, Any]
+    redshift_loader: None, tenant: Tenant
 ) -> None:
     client = tenant
     skein(
-        "clients", "allow", str(client["client_id"]),
+        "clients", "allow", str(client.client_id),
         "--redshift-role", "arn:aws:iam::123456789012:role/skein-test",
     )  # fmt: skip
     skein(
-        "destinations", "set", str(client["client_id"]), "redshift",
+        "destinations", "set", str(client.client_id), "redshift",
         "--dsn", "postgresql://loader@127.0.0.1:1/dev", "--set", "s3_bucket=skein",
         "--set", "iam_role=arn:aws:iam::123456789012:role/skein-test",
         "--password-env", "SKEIN_TEST_RS_PASSWORD", env={"SKEIN_TEST_RS_PASSWORD": "pw"},
@@ -150,7 +147,7 @@ def test_an_unreachable_redshift_is_retried_with_back_off_not_parked(
     push(client, "events", [{"id": 1}])
 
     def waiting() -> list[dict[str, Any]]:
-        return [b for b in batches(client["client_id"]) if b["state"] == "retry_wait"]
+        return [b for b in batches(client.client_id) if b["state"] == "retry_wait"]
 
     parked = wait_for(waiting, timeout=90, what="the batch to wait for a retry")
     assert "warehouse unavailable" in parked[0]["last_error"]
@@ -181,11 +178,11 @@ def run_faulty_snowflake_loader(point: str, tmp: Path) -> subprocess.Popen[bytes
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["before_commit", "after_commit"])
 def test_snowflake_loader_killed_mid_load_leaves_exact_rows(
-    point: str, tmp_path: Path, fakesnow: dict[str, Any], tenant: dict[str, Any]
+    point: str, tmp_path: Path, fakesnow: dict[str, Any], tenant: Tenant
 ) -> None:
     schema = f"crash_{uuid.uuid4().hex[:8]}"
     skein(
-        "destinations", "set", str(tenant["client_id"]), "snowflake", "--schema", schema,
+        "destinations", "set", str(tenant.client_id), "snowflake", "--schema", schema,
         *[f"--set={k}={v}" for k, v in fakesnow.items()],
         "--secret-env", "password=SKEIN_TEST_SF_PASSWORD", env={"SKEIN_TEST_SF_PASSWORD": "snow"},
     )  # fmt: skip
@@ -204,7 +201,7 @@ def test_snowflake_loader_killed_mid_load_leaves_exact_rows(
     try:
 
         def acknowledged() -> bool:
-            return {b["state"] for b in batches(tenant["client_id"])} == {"loaded"}
+            return {b["state"] for b in batches(tenant.client_id)} == {"loaded"}
 
         wait_for(acknowledged, timeout=180, interval=1, what="every batch acknowledged")
         with closing(connect(fakesnow)) as conn:

@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import orjson
 
-from tests.integration.gate_support import Tenant, push_record
+from support.gate import push_record
+from support.tenants import Tenant
 
 MB = 1024 * 1024
 LIMIT = 20 * MB  # SKEIN_GATE_MAX_BODY_BYTES on the local stack

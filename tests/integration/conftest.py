@@ -7,7 +7,7 @@ from confluent_kafka.admin import AdminClient
 
 from common import kafka_admin
 from common.settings import SharedSettings
-from tests.conftest import stack
+from support.stack import stack
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

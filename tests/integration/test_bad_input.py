@@ -30,7 +30,9 @@ from hypothesis import strategies as st
 
 from common import db
 from services.control import accounts, webhooks
-from tests.conftest import wait_for
+from support.gate import GATE_METRICS, TopicWatch, client_keys, push_record
+from support.stack import GATE, wait_for
+from support.tenants import new_tenant
 from tests.integration.bad_input_corpus import (
     ACCEPTED,
     CORPUS,
@@ -43,14 +45,6 @@ from tests.integration.bad_input_corpus import (
     reasons,
     request_for,
     send,
-)
-from tests.integration.gate_support import (
-    GATE,
-    GATE_METRICS,
-    TopicWatch,
-    client_keys,
-    new_tenant,
-    push_record,
 )
 
 

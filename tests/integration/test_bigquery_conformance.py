@@ -1,5 +1,6 @@
 """The loader conformance suite against goccy/bigquery-emulator, through the real
-google-cloud-bigquery client (load jobs, MERGE in a transaction, schema updates)."""
+google-cloud-bigquery client (load jobs, MERGE in a transaction, schema updates), driving the
+loader only through its ``Warehouse`` protocol."""
 
 from __future__ import annotations
 
@@ -8,16 +9,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery
 
-from services.loaders.bigquery import connection, statements, warehouse
-from services.loaders.bigquery.destination import BigQueryTarget
-from services.loaders.bigquery.errors import classify
+from services.loaders.bigquery import statements
+from services.loaders.bigquery.loader import BigQueryWarehouse
+from services.loaders.bigquery.names import BigQueryNames
 from services.loaders.core.errors import PermanentError, TransientError
-from tests import bigquery_emulator
+from services.loaders.core.protocol import Destination
+from support import bigquery_emulator
 from tests.conformance.cases import CASES, Case, Line
-from tests.conformance.runner import case_params, run_case, to_events
+from tests.conformance.runner import case_params, run_case
+from tests.integration.conformance_support import ThroughProtocol
 
-NAMES = warehouse.NAMES
+NAMES = BigQueryNames()
 # The first test on a machine builds the emulator (~12 min on 2 cores; cached afterwards).
 pytestmark = pytest.mark.timeout(1800)
 
@@ -28,32 +34,34 @@ class BigQueryHarness:
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
         self.run = uuid.uuid4().hex[:6]
-        self.sessions: dict[str, warehouse.Session] = {}
+        self.driver = ThroughProtocol(BigQueryWarehouse(request_timeout=30, job_timeout=120))
+        # For reading back only.
+        self.client = bigquery.Client(
+            project=bigquery_emulator.PROJECT,
+            credentials=AnonymousCredentials(),
+            client_options=ClientOptions(api_endpoint=endpoint),
+        )
 
-    def session(self, dataset: str) -> warehouse.Session:
-        found = self.sessions.get(dataset)
-        if found is None:
-            target = BigQueryTarget(bigquery_emulator.PROJECT, dataset, api_endpoint=self.endpoint)
-            found = self.sessions[dataset] = connection.connect(target, 30, 120)
-        return found
+    def destination(self, dataset: str) -> Destination:
+        """A client's destination on the emulator, loading into ``dataset``."""
+        config = {"project": bigquery_emulator.PROJECT, "schema": dataset}
+        return Destination(1, "bigquery", {**config, "api_endpoint": self.endpoint}, {})
 
     def dataset(self, case: Case) -> str:
         return f"conf_{self.run}_{case.name}"
 
     def load_lines(self, dataset: str, table: str, batch_ids: list[int], lines: list[Line]) -> int:
-        work = warehouse.LeaseWork(1, table, batch_ids, [len(lines)] * len(batch_ids), "token")
-        rows, _ = warehouse.load_events(self.session(dataset), work, to_events(lines))
+        """Rows written by loading these batches, every id handed to ``load`` (whose own check
+        skips batches already loaded and refuses a lease that raced another to them)."""
+        destination = self.destination(dataset)
+        rows, _ = self.driver.load(destination, table, batch_ids, lines, skip_loaded=False)
         return rows
 
     def load(self, case: Case, batch_id: int, lines: list[Line]) -> None:
-        try:
-            self.load_lines(self.dataset(case), case.table, [batch_id], lines)
-        except Exception as exc:
-            raise classify(exc) from exc
+        self.driver.load(self.destination(self.dataset(case)), case.table, [batch_id], lines)
 
-    def select(self, dataset: str, sql_tail: str) -> list[dict[str, Any]]:
-        session = self.session(dataset)
-        job = session.client.query(sql_tail, retry=session.retry, job_retry=None)
+    def select(self, sql: str) -> list[dict[str, Any]]:
+        job = self.client.query(sql, job_retry=None)
         return [dict(row.items()) for row in job.result(timeout=60)]
 
     def rows(self, case: Case, table: str, columns: list[str]) -> list[dict[str, Any]]:
@@ -65,13 +73,13 @@ class BigQueryHarness:
             f"_sdc_read.{statements.quote(NAMES.column(c))} AS {statements.quote(f'c{i}')}"
             for i, c in enumerate(columns)
         )
-        got = self.select(dataset, f"SELECT {selected} FROM {target} AS _sdc_read")
+        got = self.select(f"SELECT {selected} FROM {target} AS _sdc_read")
         return [{c: row[f"c{i}"] for i, c in enumerate(columns)} for row in got]
 
     def rejected(self, case: Case) -> int:
         dataset = self.dataset(case)
         table = statements.Dataset(bigquery_emulator.PROJECT, dataset).table(statements.REJECTED)
-        return int(self.select(dataset, f"SELECT COUNT(*) AS n FROM {table}")[0]["n"])
+        return int(self.select(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"])
 
 
 @pytest.fixture
@@ -81,8 +89,8 @@ def harness() -> Iterator[BigQueryHarness]:
     with bigquery_emulator.running() as endpoint:
         h = BigQueryHarness(endpoint)
         yield h
-        for session in h.sessions.values():
-            session.client.close()
+        h.driver.close()
+        h.client.close()
 
 
 # What goccy/bigquery-emulator v0.8.1 cannot show (checked against its source):
@@ -115,18 +123,17 @@ def test_a_batch_already_loaded_is_not_loaded_again(harness: BigQueryHarness) ->
     dataset = f"conf_{harness.run}_again"
     lines = case.batches[0]
     assert harness.load_lines(dataset, case.table, [77], lines) == 2
-    session = harness.session(dataset)
-    assert warehouse.loaded_batches(session, [77, 78]) == {77}
+    assert harness.driver.already_loaded(harness.destination(dataset), [77, 78]) == {77}
     # Same batch again (as after a crash between commit and ack, with a new lease).
     assert harness.load_lines(dataset, case.table, [77], lines) == 0
     table = statements.Dataset(bigquery_emulator.PROJECT, dataset).table("flat")
-    assert harness.select(dataset, f"SELECT COUNT(*) AS n FROM {table}")[0]["n"] == 2
+    assert harness.select(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"] == 2
     # A lease holding it with another batch (a race) is refused whole, to be retried.
     with pytest.raises(TransientError, match="committed concurrently"):
         harness.load_lines(dataset, case.table, [77, 79], lines)
-    assert harness.select(dataset, f"SELECT COUNT(*) AS n FROM {table}")[0]["n"] == 2
+    assert harness.select(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"] == 2
     loads = statements.Dataset(bigquery_emulator.PROJECT, dataset).table(statements.LOADS)
-    counted = harness.select(dataset, f"SELECT batch_id, job_id FROM {loads}")
+    counted = harness.select(f"SELECT batch_id, job_id FROM {loads}")
     assert [r["batch_id"] for r in counted] == [77]
     assert counted[0]["job_id"].startswith("skein_1_")
 
@@ -153,9 +160,7 @@ def test_type_split_and_nesting_within_one_lease(harness: BigQueryHarness) -> No
     ]
     assert harness.load_lines(dataset, "mixed", [1], lines) == 3
     table = statements.Dataset(bigquery_emulator.PROJECT, dataset).table("mixed")
-    got = harness.select(
-        dataset, f"SELECT id, v, v__st, tags, tags__it, place FROM {table} ORDER BY id"
-    )
+    got = harness.select(f"SELECT id, v, v__st, tags, tags__it, place FROM {table} ORDER BY id")
     assert got == [
         {"id": 1, "v": 42, "v__st": None, "tags": ["a", "b"], "tags__it": [], "place": None},
         {"id": 2, "v": None, "v__st": "x", "tags": [], "tags__it": [], "place": {"city": "Oslo"}},

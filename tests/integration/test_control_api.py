@@ -14,9 +14,11 @@ import httpx
 import orjson
 import pytest
 
-from common import audit, control, db
+from common import audit, db, destination_config, tokens
 from services.control import accounts
-from tests.integration.test_control_plane import ok, skein
+from support.cli import ok, skein
+from support.stack import wait_for
+from support.tenants import new_tenants, push
 
 CONTROL_URL = os.environ.get("SKEIN_TEST_CONTROL_URL", "http://127.0.0.1:8082")
 CONTROL_METRICS_URL = os.environ.get("SKEIN_TEST_CONTROL_METRICS_URL", "http://127.0.0.1:9108")
@@ -160,7 +162,7 @@ def test_tokens_are_issued_listed_and_revoked(surface: Surface) -> None:
     assert surface.revoke_token(cid, token["token_id"]) is True
     assert surface.revoke_token(cid, token["token_id"]) is False
     with closing(db.connect()) as conn:
-        assert control.lookup_api_token(conn, token["token"]) is None
+        assert tokens.lookup_api_token(conn, token["token"]) is None
 
 
 def test_limits_change_only_what_is_named(surface: Surface) -> None:
@@ -184,7 +186,7 @@ def test_a_destination_is_checked_by_the_same_rules(surface: Surface) -> None:
         message = surface.set_destination(cid, **spec)
         assert isinstance(message, str) and complaint in message, message
     with closing(db.connect()) as conn:
-        assert control.get_destination(conn, "unused", cid) is None  # nothing stored
+        assert destination_config.get_destination(conn, "unused", cid) is None  # nothing stored
     stored = surface.set_destination(
         cid, type="postgres", dsn="host=127.0.0.1 port=5433 dbname=warehouse", schema="s1"
     )
@@ -234,8 +236,8 @@ def test_a_client_key_sees_its_own_client_only(operator: httpx.Client) -> None:
         refused(http.patch(f"/v1/clients/{mine}/limits", json={"max_tables": 9}), 403, "forbidden")
         refused(http.get("/v1/keys"), 403, "forbidden")
     with closing(db.connect()) as conn:
-        assert control.lookup_api_token(conn, their_token["token"]) is not None  # not revoked
-        assert control.list_api_tokens(conn, theirs)[0]["revoked_at"] is None
+        assert tokens.lookup_api_token(conn, their_token["token"]) is not None  # not revoked
+        assert tokens.list_api_tokens(conn, theirs)[0]["revoked_at"] is None
 
 
 def test_changes_through_the_api_are_attributed_to_its_key(operator: httpx.Client) -> None:
@@ -315,13 +317,10 @@ def test_the_spec_health_and_metrics() -> None:
 
 
 def test_batches_are_listed_and_acted_on_within_the_client(operator: httpx.Client) -> None:
-    from tests.conftest import wait_for
-    from tests.support.tenants import new_tenants, push
-
     tenant, other = new_tenants(2, prefix="api_batches")
     with httpx.Client() as gate:
         for table in ("orders", "refunds", "users"):
-            push(gate, tenant, table, [{"id": i} for i in range(3)])
+            push(tenant, table, [{"id": i} for i in range(3)], http=gate)
     with client_http(tenant.client_id) as http:
         listed = wait_for(
             lambda: answer(http.get("/v1/batches", params={"state": "loaded"}))["data"],
@@ -393,7 +392,7 @@ def test_webhooks_through_the_cli_and_the_api_alike(
     assert [(w["table_name"], w["key_field"]) for w in listed] == [("events", "id")]
     assert revoked is True
     with closing(db.connect()) as conn:
-        assert control.lookup_webhook(conn, made["token"]) is None
+        assert tokens.lookup_webhook(conn, made["token"]) is None
 
 
 def test_platform_grants_decide_what_a_destination_may_use(operator: httpx.Client) -> None:

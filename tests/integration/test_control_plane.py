@@ -4,48 +4,19 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from common import control, crypto, db
+from common import control, crypto, db, destination_config, tokens
 from common import migrate as migrations
 from common.settings import SharedSettings
 from services.control import destinations
-
-SKEIN = Path(sys.executable).with_name("skein")
-
-
-def skein(
-    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
-) -> tuple[int, dict[str, Any]]:
-    """Run the CLI; return its exit code and the one JSON object it printed."""
-    done = subprocess.run(
-        [str(SKEIN), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        input=stdin,
-        env={**os.environ, **(env or {})},
-    )
-    lines = done.stdout.splitlines()
-    assert len(lines) == 1, f"expected one JSON line, got {done.stdout!r} (stderr {done.stderr!r})"
-    return done.returncode, orjson.loads(lines[0])
-
-
-def ok(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> dict[str, Any]:
-    code, out = skein(*args, env=env, stdin=stdin)
-    assert code == 0, out
-    assert "error" not in out
-    return out
+from support.cli import ok, skein
 
 
 @pytest.fixture(scope="module")
@@ -110,25 +81,25 @@ def test_api_token_is_shown_once_and_stored_only_as_a_hash(
     anywhere = "SELECT count(*) FROM api_tokens t WHERE strpos(t::text, %s) > 0"
     assert scalar(conn, anywhere, (token,)) == 0
     hashed = "SELECT count(*) FROM api_tokens WHERE token_hash = %s"
-    assert scalar(conn, hashed, (control.hash_token(token),)) == 1
+    assert scalar(conn, hashed, (tokens.hash_token(token),)) == 1
 
 
 def test_api_token_lookup_follows_revocation_and_rate_limit(
     conn: control.Connection, client_id: int
 ) -> None:
     created = ok("tokens", "create", str(client_id))
-    assert control.lookup_api_token(conn, created["token"]) == control.ApiTokenInfo(client_id, None)
+    assert tokens.lookup_api_token(conn, created["token"]) == tokens.ApiTokenInfo(client_id, None)
     with conn, conn.cursor() as cur:
         cur.execute("UPDATE clients SET rate_limit_rps = 50 WHERE client_id = %s", (client_id,))
-    assert control.lookup_api_token(conn, created["token"]) == control.ApiTokenInfo(client_id, 50)
-    assert control.lookup_api_token(conn, created["token"] + "x") is None
-    assert control.lookup_api_token(conn, "whk_" + created["token"][4:]) is None
+    assert tokens.lookup_api_token(conn, created["token"]) == tokens.ApiTokenInfo(client_id, 50)
+    assert tokens.lookup_api_token(conn, created["token"] + "x") is None
+    assert tokens.lookup_api_token(conn, "whk_" + created["token"][4:]) is None
 
     assert ok("tokens", "revoke", str(created["token_id"])) == {
         "token_id": created["token_id"],
         "revoked": True,
     }
-    assert control.lookup_api_token(conn, created["token"]) is None
+    assert tokens.lookup_api_token(conn, created["token"]) is None
     again = ok("tokens", "revoke", str(created["token_id"]))
     assert again["revoked"] is False
     listed = ok("tokens", "list", str(client_id))["tokens"]
@@ -162,18 +133,18 @@ def test_webhook_create_list_lookup_revoke(conn: control.Connection, client_id: 
     anywhere = "SELECT count(*) FROM webhooks w WHERE strpos(w::text, %s) > 0"
     assert scalar(conn, anywhere, (token,)) == 0
 
-    assert control.lookup_webhook(conn, token) == control.WebhookInfo(
+    assert tokens.lookup_webhook(conn, token) == tokens.WebhookInfo(
         webhook_id=created["webhook_id"],
         client_id=client_id,
         table_name="orders",
         key_field="id",
         rate_limit_rps=None,
     )
-    assert control.lookup_api_token(conn, token) is None  # a webhook token is not an API token
+    assert tokens.lookup_api_token(conn, token) is None  # a webhook token is not an API token
 
     assert ok("webhooks", "revoke", str(created["webhook_id"]))["revoked"] is True
-    assert control.lookup_webhook(conn, token) is None
-    assert control.lookup_webhook(conn, default["token"]) is not None
+    assert tokens.lookup_webhook(conn, token) is None
+    assert tokens.lookup_webhook(conn, default["token"]) is not None
 
 
 @pytest.mark.parametrize(
@@ -221,10 +192,10 @@ def test_destination_password_in_the_dsn_is_stored_only_encrypted(
     assert scalar(conn, in_secrets, (password, client_id)) == 0
 
     key = settings.secret_key.get_secret_value()
-    revealed = control.get_destination(conn, key, client_id, reveal=True)
+    revealed = destination_config.get_destination(conn, key, client_id, reveal=True)
     assert revealed is not None
     assert revealed["secrets"] == {"password": password}
-    hidden = control.get_destination(conn, key, client_id)
+    hidden = destination_config.get_destination(conn, key, client_id)
     assert hidden is not None and "secrets" not in hidden
 
 
@@ -263,7 +234,7 @@ def test_destination_set_twice_replaces_with_a_password_from_the_environment(
     assert password not in destination_row(conn, client_id)
     count = "SELECT count(*) FROM destinations WHERE client_id = %s"
     assert scalar(conn, count, (client_id,)) == 1
-    revealed = control.get_destination(
+    revealed = destination_config.get_destination(
         conn, settings.secret_key.get_secret_value(), client_id, reveal=True
     )
     assert revealed is not None and revealed["secrets"] == {"password": password}
@@ -296,7 +267,7 @@ def test_destination_password_prompt_keeps_stdout_to_the_json(
         "schema": "RAW",
     }
     assert shown["secrets_set"] == ["password"]
-    revealed = control.get_destination(
+    revealed = destination_config.get_destination(
         conn, settings.secret_key.get_secret_value(), client_id, reveal=True
     )
     assert revealed is not None and revealed["secrets"] == {"password": password}
@@ -322,7 +293,7 @@ def test_destination_secret_from_the_environment(
     assert shown["config"] == {"project": "acme-dw", "schema": "skein"}
     assert shown["secrets_set"] == ["credentials_json"]
     assert "BEGIN" not in destination_row(conn, client_id)
-    revealed = control.get_destination(
+    revealed = destination_config.get_destination(
         conn, settings.secret_key.get_secret_value(), client_id, reveal=True
     )
     assert revealed is not None and revealed["secrets"] == {"credentials_json": credentials}
@@ -513,14 +484,14 @@ def test_secrets_rotate_moves_every_secret_to_the_newest_key_and_is_safe_twice(
         again = ok("secrets", "rotate", env=forward)
         assert again["destinations"] == 0 and again["integrations"] == 0
         # Only the new key is needed now; the old one alone no longer opens them.
-        revealed = control.get_destination(conn, new, client_id, reveal=True)
+        revealed = destination_config.get_destination(conn, new, client_id, reveal=True)
         assert revealed is not None and revealed["secrets"] == {"password": password}
         with pytest.raises(crypto.SecretKeyError):
-            control.get_destination(conn, old, client_id, reveal=True)
+            destination_config.get_destination(conn, old, client_id, reveal=True)
         entries = ok("audit", "ls", "--limit", "5")["entries"]
         assert any(e["action"] == "secrets.rotate" and e["subject"] == "k2" for e in entries)
         assert new.split(":", 1)[1] not in orjson.dumps(entries).decode()
     finally:  # the rest of the stack keeps its key
         ok("secrets", "rotate", env=back)
-    revealed = control.get_destination(conn, old, client_id, reveal=True)
+    revealed = destination_config.get_destination(conn, old, client_id, reveal=True)
     assert revealed is not None and revealed["secrets"] == {"password": password}

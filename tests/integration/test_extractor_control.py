@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from common import control, db, netpolicy
+from common import control, db, netpolicy, tokens
 from common.settings import SharedSettings
 from services.control import accounts, hooks
-from services.extractor import integrations
+from services.extractor import integrations, locks, runs
 from services.extractor.scheduler import Scheduler
 from services.extractor.settings import ExtractorSettings
-from tests.conftest import wait_for
+from support.stack import wait_for
 
 SKEIN = str(Path(sys.executable).parent / "skein")
 CATALOG = {
@@ -35,7 +35,7 @@ CATALOG = {
 }
 
 
-def new_integration(conn: integrations.Connection, **overrides: Any) -> dict[str, Any]:
+def new_integration(conn: control.Connection, **overrides: Any) -> dict[str, Any]:
     client = accounts.create_client(conn, "extractor-control")
     values: dict[str, Any] = {
         "client_id": client["client_id"],
@@ -71,18 +71,18 @@ def test_secrets_are_sealed_and_a_run_sees_them_decrypted() -> None:
             row = cur.fetchone()
         assert row is not None and b"pw-123456" not in bytes(row[0])
         key = SharedSettings().secret_key.get_secret_value()
-        assert integrations.load(conn, key, made["integration_id"]) is None  # not due
+        assert runs.load(conn, key, made["integration_id"]) is None  # not due
         # Holding its run lock keeps the stack's extractor from running it once it is due.
-        assert integrations.try_lock(conn, made["integration_id"])
+        assert locks.try_lock(conn, made["integration_id"])
         integrations.request_run(conn, made["name"])
-        spec = integrations.load(conn, key, made["integration_id"])
+        spec = runs.load(conn, key, made["integration_id"])
         assert spec is not None and spec.manual
         assert spec.config == {"host": "h", "password": "pw-123456"}
         assert spec.token.startswith("skn_")
-        assert control.lookup_api_token(conn, spec.token) is not None
+        assert tokens.lookup_api_token(conn, spec.token) is not None
         integrations.remove(conn, made["name"])
-        integrations.unlock(conn, made["integration_id"])
-        assert control.lookup_api_token(conn, spec.token) is None  # revoked with it
+        locks.unlock(conn, made["integration_id"])
+        assert tokens.lookup_api_token(conn, spec.token) is None  # revoked with it
 
 
 def test_a_dead_run_is_closed_only_after_its_extractor_is_gone() -> None:
@@ -91,15 +91,15 @@ def test_a_dead_run_is_closed_only_after_its_extractor_is_gone() -> None:
         made = new_integration(conn)
         integration_id = made["integration_id"]
         running_conn = db.connect()
-        assert integrations.try_lock(running_conn, integration_id)
-        integrations.start_run(running_conn, integration_id, "manual", "elsewhere:1")
+        assert locks.try_lock(running_conn, integration_id)
+        runs.start_run(running_conn, integration_id, "manual", "elsewhere:1")
 
         other = db.connect()
-        assert not integrations.try_lock(other, integration_id)  # one run at a time
+        assert not locks.try_lock(other, integration_id)  # one run at a time
         other.close()
         scheduler = Scheduler(settings)
         scheduler.reap(conn)
-        assert integrations.list_runs(conn, made["name"])[0]["status"] == "running"
+        assert runs.list_runs(conn, made["name"])[0]["status"] == "running"
 
         running_conn.close()  # the extractor holding it dies: its session and lock go
         before = datetime.now(UTC)
@@ -107,7 +107,7 @@ def test_a_dead_run_is_closed_only_after_its_extractor_is_gone() -> None:
         def reaped() -> dict[str, Any] | None:
             # The stack's extractor may be the one that closes it (it reaps too): either will do.
             scheduler.reap(conn)
-            run = integrations.list_runs(conn, made["name"])[0]
+            run = runs.list_runs(conn, made["name"])[0]
             return run if run["status"] != "running" else None
 
         run = wait_for(reaped, timeout=10, what="the dead run closed")
@@ -130,7 +130,7 @@ def test_paused_integrations_are_not_due_and_cannot_be_run() -> None:
         past = datetime.now(UTC) - timedelta(seconds=1)
         integrations.set_paused(conn, made["name"], True, past)
         assert integrations.require(conn, made["name"])["next_run_at"] == past.isoformat()
-        assert made["integration_id"] not in integrations.due(conn, 1000)
+        assert made["integration_id"] not in runs.due(conn, 1000)
         code, answer = skein("integrations", "run", made["name"])
         assert code == 1 and "paused" in answer["error"]
         code, answer = skein("integrations", "resume", made["name"])
@@ -146,10 +146,10 @@ def test_a_reset_clears_bookmarks_until_a_run_begun_after_it_succeeds() -> None:
     with closing(db.connect()) as conn:
         made = new_integration(conn, catalog=two)
         name, integration_id = made["name"], made["integration_id"]
-        assert integrations.try_lock(conn, integration_id)  # the stack's extractor keeps off
+        assert locks.try_lock(conn, integration_id)  # the stack's extractor keeps off
         state = {"bookmarks": {"public-t": {"id": 5}, "u": {"id": 7}}, "currently_syncing": "u"}
-        before = integrations.start_run(conn, integration_id, "manual", "test:1")
-        integrations.save_state(conn, integration_id, before, state, {})
+        before = runs.start_run(conn, integration_id, "manual", "test:1")
+        runs.save_state(conn, integration_id, before, state, {})
 
         code, answer = skein("integrations", "reset", name, "--stream", "nope")
         assert code == 1 and "has no stream 'nope'" in answer["error"]
@@ -162,29 +162,29 @@ def test_a_reset_clears_bookmarks_until_a_run_begun_after_it_succeeds() -> None:
 
         # Runs while it is pending start without u's bookmark (even one a failed reset run
         # saved) and give u's records a new table version.
-        integrations.save_state(conn, integration_id, before, state, {})
+        runs.save_state(conn, integration_id, before, state, {})
         integrations.request_run(conn, name)
-        spec = integrations.load(conn, key, integration_id)
+        spec = runs.load(conn, key, integration_id)
         assert spec is not None and spec.reset_streams == ("u",)
         assert spec.state == {"bookmarks": {"public-t": {"id": 5}}}
         assert spec.reset_version is not None and spec.reset_version > 1.7e12  # ms clock
 
         # The run that was going when the reset came succeeds: the reset stays pending.
-        integrations.finish_run(conn, before, succeeded=True, **finish)
+        runs.finish_run(conn, before, succeeded=True, **finish)
         assert integrations.require(conn, name)["reset_streams"] == ["u"]
-        after = integrations.start_run(conn, integration_id, "manual", "test:1")
-        integrations.finish_run(conn, after, succeeded=False, **finish)
+        after = runs.start_run(conn, integration_id, "manual", "test:1")
+        runs.finish_run(conn, after, succeeded=False, **finish)
         assert integrations.require(conn, name)["reset_streams"] == ["u"]
-        after = integrations.start_run(conn, integration_id, "manual", "test:1")
-        integrations.finish_run(conn, after, succeeded=True, **finish)
+        after = runs.start_run(conn, integration_id, "manual", "test:1")
+        runs.finish_run(conn, after, succeeded=True, **finish)
         found = integrations.require(conn, name)
         assert (found["reset_streams"], found["reset_requested_at"]) == (None, None)
-        integrations.save_state(conn, integration_id, after, state, {})
+        runs.save_state(conn, integration_id, after, state, {})
         integrations.request_run(conn, name)
-        spec = integrations.load(conn, key, integration_id)
+        spec = runs.load(conn, key, integration_id)
         assert spec is not None and spec.reset_version is None and spec.state == state
         integrations.remove(conn, name)
-        integrations.unlock(conn, integration_id)
+        locks.unlock(conn, integration_id)
 
 
 @pytest.mark.parametrize(
@@ -233,10 +233,10 @@ def test_a_config_sealed_with_another_key_fails_the_run_visibly() -> None:
         made = new_integration(conn)
         scheduler = Scheduler(ExtractorSettings(SKEIN_SECRET_KEY="some-other-key"))  # type: ignore[call-arg]
         lock_conn = db.connect()
-        assert integrations.try_lock(lock_conn, made["integration_id"])  # see above
+        assert locks.try_lock(lock_conn, made["integration_id"])  # see above
         integrations.request_run(conn, made["name"])
         scheduler.run_locked(lock_conn, made["integration_id"])  # closes lock_conn
-        run = integrations.list_runs(conn, made["name"])[0]
+        run = runs.list_runs(conn, made["name"])[0]
         assert run["status"] == "failed"
         assert "cannot decrypt" in run["error"]
         assert integrations.require(conn, made["name"])["consecutive_failures"] == 1
@@ -259,10 +259,10 @@ def test_closing_a_run_tells_the_clients_hooks_in_the_same_transaction() -> None
             ["extraction.failed", "extraction.succeeded"],
         )
         # Holding its run lock keeps the stack's extractor away from it.
-        assert integrations.try_lock(conn, made["integration_id"])
+        assert locks.try_lock(conn, made["integration_id"])
         for succeeded in (True, False):
-            run_id = integrations.start_run(conn, made["integration_id"], "manual", "test:1")
-            integrations.finish_run(
+            run_id = runs.start_run(conn, made["integration_id"], "manual", "test:1")
+            runs.finish_run(
                 conn,
                 run_id,
                 succeeded=succeeded,
@@ -277,7 +277,7 @@ def test_closing_a_run_tells_the_clients_hooks_in_the_same_transaction() -> None
                 (client_id,),
             )
             events = cur.fetchall()
-        integrations.unlock(conn, made["integration_id"])
+        locks.unlock(conn, made["integration_id"])
         integrations.remove(conn, made["name"])
     assert [t for t, _ in events] == ["extraction.succeeded", "extraction.failed"]
     ok, failed = (p for _, p in events)

@@ -22,11 +22,11 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from common import control, db
+from common import db, tokens
 from common.settings import SharedSettings
 from common.wire import Header, decode_message
 from services.control import accounts, webhooks
-from tests.conftest import ROOT, stack, wait_for
+from support.stack import ROOT, stack, wait_for
 
 GATE = "http://127.0.0.1:8080"
 GATE_METRICS = "http://127.0.0.1:9101/metrics"  # internal port, not the public one
@@ -38,7 +38,7 @@ def tenant() -> dict[str, Any]:
     """A fresh client with an API token, created through the control plane."""
     with closing(db.connect()) as conn:
         client = accounts.create_client(conn, f"gate-test-{uuid.uuid4().hex[:8]}")
-        token = control.create_api_token(conn, client["client_id"])
+        token = tokens.create_api_token(conn, client["client_id"])
     return {"client_id": client["client_id"], "token": token["token"]}
 
 
@@ -161,12 +161,12 @@ def test_gzip_push_lands_and_other_clients_id_is_403(
 def test_revoked_token_is_refused_within_the_ttl(http: httpx.Client) -> None:
     with closing(db.connect()) as conn:
         client = accounts.create_client(conn, "revocation-test")
-        token = control.create_api_token(conn, client["client_id"])
+        token = tokens.create_api_token(conn, client["client_id"])
     headers = {"Authorization": f"Bearer {token['token']}", "Content-Type": "application/json"}
     body = orjson.dumps(batch_body("t", 1))
     assert http.post("/v2/import/batch", headers=headers, content=body).status_code == 202
     with closing(db.connect()) as conn:
-        assert control.revoke_api_token(conn, token["token_id"])
+        assert tokens.revoke_api_token(conn, token["token_id"])
     revoked_at = time.monotonic()
     wait_for(
         lambda: http.post("/v2/import/batch", headers=headers, content=body).status_code == 401,
@@ -402,8 +402,8 @@ def test_quotas_set_with_the_cli_answer_429_naming_the_limit(http: httpx.Client)
     Requests per second likewise. Another client is not affected."""
     with closing(db.connect()) as conn:
         client = accounts.create_client(conn, "quota-test")
-        token = control.create_api_token(conn, client["client_id"])["token"]
-        other = control.create_api_token(conn, accounts.create_client(conn, "q2")["client_id"])
+        token = tokens.create_api_token(conn, client["client_id"])["token"]
+        other = tokens.create_api_token(conn, accounts.create_client(conn, "q2")["client_id"])
     cid = client["client_id"]
     skein = str(ROOT / ".venv" / "bin" / "skein")
 
@@ -441,12 +441,12 @@ def test_quotas_set_with_the_cli_answer_429_naming_the_limit(http: httpx.Client)
 
 
 class SchemaFlood:
-    """``tests.support.schema_flood`` in its own process; ``answers`` collects its status codes."""
+    """``support.schema_flood`` in its own process; ``answers`` collects its status codes."""
 
     def __init__(self, token: str, connections: int = 4) -> None:
         self.answers: list[int] = []
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.schema_flood", GATE, token, str(connections)],
+            [sys.executable, "-m", "support.schema_flood", GATE, token, str(connections)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,
@@ -473,11 +473,11 @@ def test_costly_schemas_of_one_client_do_not_slow_another(http: httpx.Client) ->
     records/s with a schema it has sent before: its p99 latency stays at most 250 ms. (The
     flood runs in its own process: its threads would otherwise delay the timed requests.)"""
     with closing(db.connect()) as conn:
-        hostile = control.create_api_token(
+        hostile = tokens.create_api_token(
             conn, accounts.create_client(conn, "schemas")["client_id"]
         )
         steady_client = accounts.create_client(conn, "steady")
-        steady = control.create_api_token(conn, steady_client["client_id"])
+        steady = tokens.create_api_token(conn, steady_client["client_id"])
     steady_headers = {
         "Authorization": f"Bearer {steady['token']}",
         "Content-Type": "application/json",

@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import SecretStr
 
 from common.settings import SharedSettings
-from tests.conftest import ROOT
+from support.stack import ROOT
 
 SECRETS = Path(os.environ.get("SKEIN_RUN_DIR", ROOT / ".run")) / "secrets"
 FORGED = f"forged-{uuid.uuid4()}".encode()

@@ -11,7 +11,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from common import kafka_admin
 from common.settings import SharedSettings
-from tests.conftest import stack, wait_for
+from support.stack import stack, wait_for
 
 
 def durable_producer(settings: SharedSettings, timeout_ms: int = 10_000) -> Producer:

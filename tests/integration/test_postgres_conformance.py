@@ -1,19 +1,29 @@
-"""The loader conformance suite against the real demo-warehouse Postgres (127.0.0.1:5433)."""
+"""The loader conformance suite against the real demo-warehouse Postgres (127.0.0.1:5433),
+driving the loader only through its ``Warehouse`` protocol."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-import psycopg2
 import pytest
 from psycopg2 import sql
 
 from services.loaders.core.errors import PermanentError
-from services.loaders.postgres import errors, warehouse
+from services.loaders.core.protocol import Destination
+from services.loaders.postgres.loader import PostgresWarehouse
 from services.loaders.postgres.statements import REJECTED, RULES
 from tests.conformance.cases import CASES, Case, Line, header
-from tests.conformance.runner import case_params, run_case, to_events
-from tests.integration.conformance_support import SchemaHarness
+from tests.conformance.runner import case_params, run_case
+from tests.integration.conformance_support import (
+    WAREHOUSE_DSN_PARAMS,
+    SchemaHarness,
+    ThroughProtocol,
+)
+
+
+def destination(schema: str) -> Destination:
+    """A client's destination on the demo warehouse, loading into ``schema``."""
+    return Destination(1, "postgres", {"dsn_params": WAREHOUSE_DSN_PARAMS, "schema": schema}, {})
 
 
 class PostgresHarness(SchemaHarness):
@@ -22,14 +32,11 @@ class PostgresHarness(SchemaHarness):
     rules = RULES
     rejected_table = REJECTED
 
-    def load(self, case: Case, batch_id: int, lines: list[Line]) -> None:
-        schema = self.schema(case)
-        warehouse.ensure_metadata(self.conn, schema)
-        work = warehouse.LeaseLoad(case.table, [batch_id], "token", to_events(lines))
-        try:
-            warehouse.load(self.conn, schema, work)
-        except Exception as exc:
-            raise errors.classify(exc) from exc
+    def loader(self) -> PostgresWarehouse:
+        return PostgresWarehouse()
+
+    def destination(self, schema: str) -> Destination:
+        return destination(schema)
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +53,13 @@ def test_conformance(harness: PostgresHarness, case: Case) -> None:
 def test_a_batch_already_loaded_is_not_loaded_again(harness: PostgresHarness) -> None:
     case = CASES[0]
     schema = harness.schema(case) + "_again"
-    conn = harness.conn
-    warehouse.ensure_metadata(conn, schema)
+    conn, driver, again = harness.conn, harness.driver, destination(schema)
     lines = case.batches[0]
-    warehouse.load(conn, schema, warehouse.LeaseLoad(case.table, [77], "t1", to_events(lines)))
-    assert warehouse.loaded_batches(conn, schema, [77, 78]) == {77}
-    with pytest.raises(psycopg2.errors.UniqueViolation):
-        warehouse.load(conn, schema, warehouse.LeaseLoad(case.table, [77], "t2", to_events(lines)))
+    driver.load(again, case.table, [77], lines, token="t1")
+    assert driver.already_loaded(again, [77, 78]) == {77}
+    # A lease holding it again (it raced the first to the commit): the commit fails on
+    # _sdc_loads' key and rolls back, and the load counts as already done.
+    assert driver.load(again, case.table, [77], lines, token="t2", skip_loaded=False) == (0, 0)
     with conn, conn.cursor() as cur:
         cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "flat")))
         assert cur.fetchone() == (2,)
@@ -61,18 +68,15 @@ def test_a_batch_already_loaded_is_not_loaded_again(harness: PostgresHarness) ->
 
 @pytest.mark.parametrize("direct", [True, False], ids=["straight_into_the_table", "merge_only"])
 def test_chunked_loads_keep_the_greatest_sequence_whichever_way_rows_go_in(
-    harness: PostgresHarness, monkeypatch: pytest.MonkeyPatch, direct: bool
+    harness: PostgresHarness, direct: bool
 ) -> None:
     """Rows go in 3-row chunks, straight into the table while their keys are new (falling back
     to the merge when a key exists or repeats), or always merged: the same table either way,
     holding each key's greatest sequence (ties: the later record), _sdc_batched_at the load's
     time."""
-    monkeypatch.setattr(warehouse, "CHUNK_ROWS", 3)
-    if not direct:
-        monkeypatch.setattr(warehouse.ChunkMerger, "_try_direct", lambda self, chunk: False)
+    driver = ThroughProtocol(PostgresWarehouse(chunk_rows=3, straight_in=direct))
     schema = f"conf_{harness.run}_chunks_{direct}"
-    conn = harness.conn
-    warehouse.ensure_metadata(conn, schema)
+    conn, chunked = harness.conn, destination(schema)
     head = header("t", ["id"])
     expected: dict[int, tuple[int, str]] = {}
     batches = [
@@ -89,7 +93,8 @@ def test_chunked_loads_keep_the_greatest_sequence_whichever_way_rows_go_in(
             )
             if key not in expected or sequence >= expected[key][0]:
                 expected[key] = (sequence, value)
-        warehouse.load(conn, schema, warehouse.LeaseLoad("t", [n], "token", to_events(lines)))
+        driver.load(chunked, "t", [n], lines)
+    driver.close()
     with conn, conn.cursor() as cur:
         cur.execute(
             sql.SQL(
@@ -101,16 +106,13 @@ def test_chunked_loads_keep_the_greatest_sequence_whichever_way_rows_go_in(
     assert got == [(k, s, v, True) for k, (s, v) in sorted(expected.items())]
 
 
-def test_subtable_rows_follow_their_parents_across_chunks(
-    harness: PostgresHarness, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_subtable_rows_follow_their_parents_across_chunks(harness: PostgresHarness) -> None:
     """Root rows are numbered by their line in each chunk; a child row carries its parent's
     number. Across 2-row chunks, with parents rewritten by a later record, every parent keeps
     exactly the child rows of its winning record."""
-    monkeypatch.setattr(warehouse, "CHUNK_ROWS", 2)
+    driver = ThroughProtocol(PostgresWarehouse(chunk_rows=2))
     schema = f"conf_{harness.run}_child_chunks"
-    conn = harness.conn
-    warehouse.ensure_metadata(conn, schema)
+    conn, chunked = harness.conn, destination(schema)
     head = header("o", ["id"])
     records = [
         (1, 1, ["a", "b"]),
@@ -125,7 +127,8 @@ def test_subtable_rows_follow_their_parents_across_chunks(
     lines += [
         {"action": "upsert", "sequence": s, "data": {"id": k, "tags": t}} for k, s, t in records
     ]
-    warehouse.load(conn, schema, warehouse.LeaseLoad("o", [1], "token", to_events(lines)))
+    driver.load(chunked, "o", [1], lines)
+    driver.close()
     with conn, conn.cursor() as cur:
         cur.execute(
             sql.SQL("SELECT _sdc_source_key_id, value FROM {} ORDER BY 1, _sdc_level_0_id").format(

@@ -1,5 +1,6 @@
 """The loader conformance suite for Redshift, its merge logic executed on the demo-warehouse
-Postgres (127.0.0.1:5433) where the two dialects agree.
+Postgres (127.0.0.1:5433) where the two dialects agree, driving the loader only through its
+``Warehouse`` protocol (with two stand-ins: ``RedshiftOnPostgres``).
 
 Real here: every statement the Redshift loader generates except COPY (DDL, comments, LOCK,
 the staging-table merge, subtables, activate_version, _sdc_loads/_sdc_rejected), the staged
@@ -26,11 +27,17 @@ from psycopg2 import sql
 
 from common.settings import SharedSettings
 from services.loaders.core.errors import PermanentError
-from services.loaders.redshift import errors, loader, warehouse
+from services.loaders.core.protocol import Destination
 from services.loaders.redshift import statements as S
+from services.loaders.redshift.loader import RedshiftWarehouse
+from services.loaders.redshift.staging import S3Copier, StagedFile
 from tests.conformance.cases import CASES, Case, Line, header
-from tests.conformance.runner import case_params, run_case, to_events
-from tests.integration.conformance_support import SchemaHarness
+from tests.conformance.runner import case_params, run_case
+from tests.integration.conformance_support import (
+    WAREHOUSE_DSN,
+    WAREHOUSE_DSN_PARAMS,
+    SchemaHarness,
+)
 
 
 def quote_aware(statement: str) -> str:
@@ -52,10 +59,10 @@ class QuoteAwareCursor(psycopg2.extensions.cursor):
         super().executemany(query, vars_list)
 
 
-class PostgresCopy(loader.S3Copier):
+class PostgresCopy(S3Copier):
     """Uploads like production, then reads the staged object back instead of COPY."""
 
-    def copy(self, cur: Any, name: str, staged: warehouse.StagedFile, key: str) -> None:
+    def copy(self, cur: Any, name: str, staged: StagedFile, key: str) -> None:
         data, paths = self.upload(staged, key)
         body = self.s3.get_object(Bucket=self.bucket, Key=data)["Body"].read()
         jsonpaths = json.loads(self.s3.get_object(Bucket=self.bucket, Key=paths)["Body"].read())
@@ -81,35 +88,47 @@ def destination_config() -> dict[str, Any]:
     }
 
 
-class RedshiftOnPostgres(SchemaHarness):
+class RedshiftOnPostgres(RedshiftWarehouse):
+    """The Redshift loader with stand-ins for what plain Postgres lacks: its sessions are
+    psycopg2 connections to the demo warehouse (``QuoteAwareCursor``), and COPY from S3 is
+    ``PostgresCopy``."""
+
+    def __init__(self) -> None:
+        super().__init__(copier=PostgresCopy)
+
+    def open(self, destination: Destination) -> Any:
+        conn = psycopg2.connect(WAREHOUSE_DSN)
+        conn.cursor_factory = QuoteAwareCursor
+        return conn
+
+    def close(self, session: Any) -> None:
+        session.close()
+
+
+def destination(schema: str) -> Destination:
+    """A client's destination on the demo warehouse (as Redshift), loading into ``schema``,
+    staging in the local S3."""
+    secret = SharedSettings().s3_secret_key.get_secret_value()
+    config = {"dsn_params": WAREHOUSE_DSN_PARAMS, "schema": schema, **destination_config()}
+    return Destination(1, "redshift", config, {"aws_secret_access_key": secret})
+
+
+class RedshiftHarness(SchemaHarness):
     warehouse = "redshift"
     prefix = "rs"
     rules = S.RULES
     rejected_table = S.REJECTED
 
-    def __init__(self, conn: Any) -> None:
-        super().__init__(conn)
-        conn.cursor_factory = QuoteAwareCursor
-        secret = SharedSettings().s3_secret_key.get_secret_value()
-        self.copier = PostgresCopy(
-            destination_config(), {"aws_secret_access_key": secret}, f"conf-{self.run}"
-        )
+    def loader(self) -> RedshiftOnPostgres:
+        return RedshiftOnPostgres()
 
-    def load(self, case: Case, batch_id: int, lines: list[Line]) -> None:
-        schema = self.schema(case)
-        warehouse.ensure_metadata(self.conn, schema)
-        work = warehouse.LeaseLoad(case.table, [batch_id], "token", to_events(lines))
-        try:
-            warehouse.load(self.conn, schema, work, self.copier)
-        except psycopg2.Error as exc:
-            raise PermanentError(str(exc)) from exc
-        except Exception as exc:
-            raise errors.classify(exc) from exc
+    def destination(self, schema: str) -> Destination:
+        return destination(schema)
 
 
 @pytest.fixture(scope="module")
-def harness() -> Iterator[RedshiftOnPostgres]:
-    with RedshiftOnPostgres.connected() as h:
+def harness() -> Iterator[RedshiftHarness]:
+    with RedshiftHarness.connected() as h:
         yield h
 
 
@@ -119,41 +138,34 @@ POSTGRES_GAPS = {"hostile_and_unicode_names": "Postgres truncates names at 63 by
 
 
 @pytest.mark.parametrize("case", case_params(skip=POSTGRES_GAPS))
-def test_conformance(harness: RedshiftOnPostgres, case: Case) -> None:
+def test_conformance(harness: RedshiftHarness, case: Case) -> None:
     run_case(harness, case, (PermanentError,))
 
 
-def test_a_batch_already_loaded_is_not_loaded_again(harness: RedshiftOnPostgres) -> None:
+def test_a_batch_already_loaded_is_not_loaded_again(harness: RedshiftHarness) -> None:
     case = CASES[0]
     schema = harness.schema(case) + "_again"
-    conn = harness.conn
-    warehouse.ensure_metadata(conn, schema)
+    conn, driver, again = harness.conn, harness.driver, destination(schema)
     lines = case.batches[0]
-    first = warehouse.LeaseLoad(case.table, [77], "t1", to_events(lines))
-    assert warehouse.load(conn, schema, first, harness.copier) == (2, 0)
-    assert warehouse.loaded_batches(conn, schema, [77, 78]) == {77}
-    again = warehouse.LeaseLoad(case.table, [77], "t2", to_events(lines))
-    assert warehouse.load(conn, schema, again, harness.copier) == (0, 0)
+    assert driver.load(again, case.table, [77], lines, token="t1") == (2, 0)
+    assert driver.already_loaded(again, [77, 78]) == {77}
+    # A lease holding it again (it raced the first to the commit): rolled back, nothing twice.
+    assert driver.load(again, case.table, [77], lines, token="t2", skip_loaded=False) == (0, 0)
     with conn, conn.cursor() as cur:
         cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "flat")))
         assert cur.fetchone() == (2,)
 
 
 def test_varchar_columns_widen_and_keys_sit_in_the_table_comment(
-    harness: RedshiftOnPostgres,
+    harness: RedshiftHarness,
 ) -> None:
     schema = f"rs_{harness.run}_widen"
-    conn = harness.conn
-    warehouse.ensure_metadata(conn, schema)
+    conn, widen = harness.conn, destination(schema)
     head = header("w", ["id"])
     short = [head, {"action": "upsert", "sequence": 1, "data": {"id": 1, "s": "x"}}]
     long = [head, {"action": "upsert", "sequence": 2, "data": {"id": 2, "s": "y" * 3000}}]
-    warehouse.load(
-        conn, schema, warehouse.LeaseLoad("w", [1], "t", to_events(short)), harness.copier
-    )
-    warehouse.load(
-        conn, schema, warehouse.LeaseLoad("w", [2], "t", to_events(long)), harness.copier
-    )
+    harness.driver.load(widen, "w", [1], short, token="t")
+    harness.driver.load(widen, "w", [2], long, token="t")
     with conn, conn.cursor() as cur:
         cur.execute(
             "SELECT character_maximum_length FROM information_schema.columns "
@@ -161,7 +173,12 @@ def test_varchar_columns_widen_and_keys_sit_in_the_table_comment(
             (schema,),
         )
         assert cur.fetchone() == (4096,)
-        cur.execute(S.table_comment(), (schema, "w"))
+        cur.execute(
+            "SELECT obj_description(c.oid, 'pg_class') FROM pg_catalog.pg_class c "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s",
+            (schema, "w"),
+        )
         assert json.loads(cur.fetchone()[0]) == {"primary_keys": ["id"]}
         cur.execute(
             sql.SQL("SELECT length(s) FROM {} ORDER BY id").format(sql.Identifier(schema, "w"))
@@ -170,21 +187,19 @@ def test_varchar_columns_widen_and_keys_sit_in_the_table_comment(
 
 
 def test_subtables_of_a_root_whose_name_is_hashed_are_found_on_later_loads(
-    harness: RedshiftOnPostgres,
+    harness: RedshiftHarness,
 ) -> None:
     # Capitals: Redshift's rules hash the root's name ("orders_<hash>"), so no subtable name
     # can start with it.
     schema, table = f"rs_{harness.run}_hashed_root", "Orders"
-    conn = harness.conn
-    warehouse.ensure_metadata(conn, schema)
+    conn, hashed = harness.conn, destination(schema)
 
     def load(batch_id: int, *records: tuple[int, dict[str, Any]]) -> None:
-        lines = [
+        lines: list[Line] = [
             header(table, ["id"]),
             *({"action": "upsert", "sequence": s, "data": d} for s, d in records),
         ]
-        work = warehouse.LeaseLoad(table, [batch_id], "t", to_events(lines))
-        warehouse.load(conn, schema, work, harness.copier)
+        harness.driver.load(hashed, table, [batch_id], lines, token="t")
 
     def tables() -> list[str]:
         with conn, conn.cursor() as cur:

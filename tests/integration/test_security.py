@@ -29,11 +29,11 @@ import psutil
 import pytest
 
 import services
-from common import control, crypto, db
+from common import crypto, db, destination_config, tokens
 from common.settings import SharedSettings
 from services.control import accounts, destinations, webhooks
-from services.spool import queue
-from tests.conftest import ROOT, RUN_DIR, stack_secret, wait_for
+from services.spool import operations
+from support.stack import ROOT, RUN_DIR, stack_secret, wait_for
 
 SPOOL = "http://127.0.0.1:8081"
 # Every listener the local stack must have; each must be on a loopback address.
@@ -196,7 +196,7 @@ def test_the_spool_stores_nothing_for_an_unauthenticated_caller() -> None:
         r = httpx.post(f"{SPOOL}/v1/batches", json=registration, headers=headers, timeout=10)
         assert r.status_code == 401
     with closing(db.connect()) as conn:
-        assert queue.list_batches(conn, client_id=client_id) == []
+        assert operations.list_batches(conn, client_id=client_id) == []
     token = SharedSettings().spool_token.get_secret_value()
     r = httpx.get(f"{SPOOL}/v1/stats", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert r.status_code == 200  # the right token is accepted: the 401s are about the token
@@ -216,7 +216,7 @@ def test_the_control_database_holds_tokens_only_hashed_and_secrets_only_encrypte
     credentials = orjson.dumps({"private_key": f"-----BEGIN {uuid.uuid4().hex}"}).decode()
     with closing(db.connect()) as conn:
         client_id = int(accounts.create_client(conn, "at-rest")["client_id"])
-        token = control.create_api_token(conn, client_id)["token"]
+        token = tokens.create_api_token(conn, client_id)["token"]
         hook = webhooks.create_webhook(conn, client_id)["token"]
         destinations.set_destination(
             conn,
@@ -244,7 +244,7 @@ def test_the_control_database_holds_tokens_only_hashed_and_secrets_only_encrypte
         assert plain.encode() not in dump, f"the {what} is stored in plain text"
     # What is stored instead: the tokens' SHA-256 and the AES-GCM ciphertext of the secrets.
     for plain in (token, hook):
-        assert control.hash_token(plain).hex().encode() in dump
+        assert tokens.hash_token(plain).hex().encode() in dump
     bound = {"purpose": "destination", "client_id": client_id}
     assert orjson.loads(crypto.decrypt(key, stored, **bound)) == {
         "password": password,
@@ -257,7 +257,7 @@ def test_the_control_database_holds_tokens_only_hashed_and_secrets_only_encrypte
         crypto.decrypt(key, stored, purpose="destination", client_id=client_id + 1)
     revealed: dict[str, Any] | None
     with closing(db.connect()) as conn:
-        revealed = control.get_destination(conn, key, client_id)
+        revealed = destination_config.get_destination(conn, key, client_id)
     assert revealed is not None and password not in orjson.dumps(revealed).decode()
 
 

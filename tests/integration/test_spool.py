@@ -28,7 +28,7 @@ import psycopg2
 import psycopg2.sql
 import pytest
 
-from common import control, db, netpolicy
+from common import client_limits, db, netpolicy
 from common import migrate as migrations
 from common.s3 import client as s3_client
 from common.settings import SharedSettings
@@ -39,9 +39,9 @@ from common.spool_client import (
     SpoolUnavailable,
 )
 from services.control import accounts, destinations, hooks
-from services.spool import queue
+from services.spool import operations, queue
 from services.spool.policy import RetryPolicy
-from tests.conftest import ROOT, wait_for
+from support.stack import ROOT, wait_for
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 TOKEN = "spool-test-token"
@@ -171,7 +171,7 @@ def test_registration_is_idempotent_and_advances_high_water(spool: IsolatedSpool
     with pytest.raises(SpoolConflict, match="high-water"):
         client.register(registration(cid, "t", 3, 30, 50))
     with closing(spool.connect()) as conn:
-        listed = queue.list_batches(conn, client_id=cid)
+        listed = operations.list_batches(conn, client_id=cid)
     assert [(b["table_name"], b["first_offset"]) for b in listed] == [
         ("t", 10),
         ("t", 25),
@@ -195,7 +195,7 @@ def test_lease_is_one_table_in_offset_order_with_a_size_limit(spool: IsolatedSpo
     rest = client.ack_and_lease(lease.lease_token, "bigquery", "w2")
     assert rest is not None and [b.first_offset for b in rest.batches] == [20, 30, 40]
     with closing(spool.connect()) as conn:
-        states = [b["state"] for b in queue.list_batches(conn, client_id=cid)]
+        states = [b["state"] for b in operations.list_batches(conn, client_id=cid)]
     assert states == ["loaded", "loaded", "leased", "leased", "leased"]
     client.ack(rest.lease_token)
     assert client.lease("bigquery", "w2") is None
@@ -279,7 +279,7 @@ def test_backoff_grows_with_attempts_and_transient_never_dies_in_window(
             queue.nack(
                 conn, got["lease_token"], "transient", "connection refused", None, policy, 0.999
             )
-            batch = queue.get_batch(conn, got["batches"][0]["batch_id"])
+            batch = operations.get_batch(conn, got["batches"][0]["batch_id"])
             assert batch["state"] == "retry_wait"
             wait = (
                 datetime.fromisoformat(batch["next_attempt_at"])
@@ -303,7 +303,7 @@ def test_backoff_grows_with_attempts_and_transient_never_dies_in_window(
         got = queue.lease(conn, "snowflake", "w", 60, 10, 10**9)
         assert got is not None
         queue.nack(conn, got["lease_token"], "transient", "still refused", None, policy, 0.5)
-        batch = queue.get_batch(conn, got["batches"][0]["batch_id"])
+        batch = operations.get_batch(conn, got["batches"][0]["batch_id"])
     assert batch["state"] == "dead"
     assert "longer than the retry window" in batch["last_error"]
 
@@ -365,17 +365,17 @@ def test_dead_batch_holds_back_its_table_only_until_retried_or_skipped(
     assert lease_mine() is None  # a2 waits behind the dead a1
 
     with closing(spool.connect()) as conn:
-        assert queue.get_batch(conn, a1)["state"] == "dead"
-        assert queue.get_batch(conn, a1)["last_error"] == "column type cannot change"
-        assert queue.get_batch(conn, b1)["state"] == "loaded"
-        assert queue.retry(conn, a1) == 1
+        assert operations.get_batch(conn, a1)["state"] == "dead"
+        assert operations.get_batch(conn, a1)["last_error"] == "column type cannot change"
+        assert operations.get_batch(conn, b1)["state"] == "loaded"
+        assert operations.retry(conn, a1) == 1
     again = lease_mine()
     assert again is not None and [b.batch_id for b in again.batches] == [a1]
     client.nack(again.lease_token, "permanent", "still broken")
     with closing(spool.connect()) as conn:
-        assert queue.skip(conn, a1) == 1
+        assert operations.skip(conn, a1) == 1
         with pytest.raises(queue.Conflict):
-            queue.skip(conn, a2)  # not dead
+            operations.skip(conn, a2)  # not dead
     last = lease_mine()
     assert last is not None and [b.batch_id for b in last.batches] == [a2]
     client.ack(last.lease_token)
@@ -386,7 +386,7 @@ def test_a_client_without_a_destination_waits_until_one_is_set(spool: IsolatedSp
     cid = new_client(spool, None)
     client.register(registration(cid, "t", 0, 0, 9))
     with closing(spool.connect()) as conn:
-        assert queue.list_batches(conn, client_id=cid)[0]["destination_type"] is None
+        assert operations.list_batches(conn, client_id=cid)[0]["destination_type"] is None
         destinations.set_destination(conn, "k", cid, "redshift", {"dsn_params": {"host": "x"}}, {})
     got = wait_for(lambda: client.lease("redshift", "w"), timeout=15, what="the batch leasable")
     assert got.client_id == cid
@@ -492,7 +492,7 @@ def test_eight_leasers_load_1000_batches_exactly_once_in_order(spool: IsolatedSp
     loaded = run_leasers(spool, clients, expected, leasers=8)
     assert dict(loaded) == expected  # every batch exactly once, each table in offset order
     with closing(spool.connect()) as conn:
-        states = {b["state"] for c in clients for b in queue.list_batches(conn, client_id=c)}
+        states = {b["state"] for c in clients for b in operations.list_batches(conn, client_id=c)}
     assert states == {"loaded"}
 
 
@@ -503,7 +503,7 @@ def test_restarting_the_spool_mid_run_loses_and_duplicates_nothing(spool: Isolat
     loaded = run_leasers(spool, clients, expected, leasers=4, kill_spool_after=60)
     assert dict(loaded) == expected
     with closing(spool.connect()) as conn:
-        states = {b["state"] for c in clients for b in queue.list_batches(conn, client_id=c)}
+        states = {b["state"] for c in clients for b in operations.list_batches(conn, client_id=c)}
     assert states == {"loaded"}
 
 
@@ -551,7 +551,7 @@ def test_retention_deletes_the_objects_of_old_loaded_batches_and_nothing_else(
             client.nack(got.lease_token, "permanent", "cannot load")
     ids["pending"] = client.register(regs["pending"])["batch_id"]
     with closing(spool.connect()) as conn:
-        assert queue.skip(conn, ids["skipped"]) == 1
+        assert operations.skip(conn, ids["skipped"]) == 1
         with conn, conn.cursor() as cur:  # all but "recent" finished 8 days ago
             cur.execute(
                 "UPDATE batches SET updated_at = now() - interval '8 days' "
@@ -569,7 +569,7 @@ def test_retention_deletes_the_objects_of_old_loaded_batches_and_nothing_else(
     wait_for(lambda: purged_count() >= 1, timeout=30, what="a purge counted")
     assert not stored(regs["old"].object_key)
     with closing(spool.connect()) as conn:
-        rows = {n: queue.get_batch(conn, ids[n]) for n in names}
+        rows = {n: operations.get_batch(conn, ids[n]) for n in names}
     assert rows["old"]["purged_at"] is not None
     for n in ("recent", "dead", "skipped", "pending"):
         assert stored(regs[n].object_key), n
@@ -654,14 +654,14 @@ def test_tables_idle_past_retention_are_forgotten_and_others_kept(spool: Isolate
         got = queue.lease(conn, "snowflake", "w", 60, 10, 10**9)
         assert got is not None
         queue.ack(conn, got["lease_token"], None)  # one of the two tables loaded
-        control.admit_tables(conn, cid, ["idle", "busy"], 10)
+        client_limits.admit_tables(conn, cid, ["idle", "busy"], 10)
         with conn, conn.cursor() as cur:
             cur.execute(
                 "UPDATE batches SET created_at = now() - interval '8 days' WHERE client_id = %s",
                 (cid,),
             )
-        assert queue.prune_idle_tables(conn, 7 * 86400) == 1
-        assert queue.prune_idle_tables(conn, 7 * 86400) == 0
+        assert operations.prune_idle_tables(conn, 7 * 86400) == 1
+        assert operations.prune_idle_tables(conn, 7 * 86400) == 0
         with conn, conn.cursor() as cur:
             for table in ("table_leases", "high_water", "client_tables"):
                 cur.execute(

@@ -13,7 +13,7 @@ from common.spool_client import BatchRegistration
 from services.control import accounts, destinations
 from services.spool import queue
 from services.spool.policy import RetryPolicy
-from tests.conftest import ROOT
+from support.stack import ROOT
 
 
 def skein(*args: str, expect: int = 0) -> dict[str, Any]:

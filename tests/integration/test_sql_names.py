@@ -10,15 +10,10 @@ import httpx
 import orjson
 from psycopg2 import sql
 
-from tests.conftest import wait_for
-from tests.integration.gate_support import (
-    GATE,
-    new_tenant,
-    push_record,
-    schema_tables,
-    table_rows,
-    warehouse,
-)
+from support.gate import push_record
+from support.stack import GATE, wait_for
+from support.tenants import new_tenant
+from support.warehouse import DEMO_WAREHOUSE, schema_tables, table_rows, warehouse
 
 
 def test_sql_hostile_table_and_column_names_land_quoted_and_touch_nothing_else() -> None:
@@ -36,8 +31,8 @@ def test_sql_hostile_table_and_column_names_land_quoted_and_touch_nothing_else()
                 sql.Identifier(canary, "victims")
             )
         )
-    tenant = new_tenant("sqlnames", destination=True)
-    assert tenant.schema is not None
+    tenant = new_tenant("sqlnames", DEMO_WAREHOUSE)
+    assert tenant.schema
     target = f'"{canary}".victims'
     tables = [
         f'{marker} x"; DROP TABLE {target}; --',
@@ -111,8 +106,8 @@ def test_sql_hostile_table_and_column_names_land_quoted_and_touch_nothing_else()
 
 def test_sql_hostile_names_in_a_batch_schema_are_only_names() -> None:
     """The same through /batch, whose JSON Schema names the hostile columns and tables."""
-    tenant = new_tenant("sqlschema", destination=True)
-    assert tenant.schema is not None
+    tenant = new_tenant("sqlschema", DEMO_WAREHOUSE)
+    assert tenant.schema
     table = "orders'; DROP TABLE _sdc_loads; --"
     column = 'amount"; UPDATE _sdc_loads SET records = 0; --'
     body = {
@@ -127,7 +122,7 @@ def test_sql_hostile_names_in_a_batch_schema_are_only_names() -> None:
     r = httpx.post(f"{GATE}/v2/import/batch", json=body, headers=tenant.headers(), timeout=30)
     assert r.status_code == 202, r.text
     wait_for(
-        lambda: len(table_rows(tenant.schema or "", table, ["id"])) == 5,
+        lambda: len(table_rows(tenant.schema, table, ["id"])) == 5,
         timeout=240,
         interval=1,
         what="the batch's rows",

@@ -18,8 +18,8 @@ import pytest
 
 from common.settings import SharedSettings
 from services.streamery.keys import parse_object_key
-from tests.conftest import stack, wait_for
-from tests.integration.streamery_support import (
+from support.stack import stack, wait_for
+from support.streamery import (
     SCHEMA,
     Landed,
     Produced,

@@ -17,8 +17,8 @@ import pytest
 
 from services.extractor import run, sandbox, taps
 from services.extractor.redact import Redactor
-from tests.conftest import RUN_DIR
-from tests.support import hostile_tap
+from support import hostile_tap
+from support.stack import RUN_DIR
 
 VICTIM_SECRET = "victim-secret-5f0c2a71d9"
 CANARY = "SKEIN_SANDBOX_CANARY"

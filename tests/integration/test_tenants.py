@@ -17,19 +17,11 @@ import orjson
 from common import db
 from common.settings import SharedSettings
 from services.control import destinations, webhooks
-from services.spool import queue
-from tests.conftest import ROOT, wait_for
-from tests.integration.gate_support import (
-    GATE,
-    WAREHOUSE,
-    Tenant,
-    TopicWatch,
-    client_keys,
-    new_tenant,
-    push_record,
-    table_rows,
-    warehouse_role,
-)
+from services.spool import operations
+from support.gate import TopicWatch, client_keys, push_record
+from support.stack import GATE, ROOT, wait_for
+from support.tenants import Tenant, new_tenant
+from support.warehouse import DEMO_WAREHOUSE, table_rows, warehouse_role
 
 FORBIDDEN = {
     "status": "ERROR",
@@ -150,7 +142,7 @@ def load_as(tenant: Tenant, hook_path: str, others: list[Tenant]) -> list[int]:
 
 
 def test_after_a_mixed_load_each_destination_holds_only_its_own_rows() -> None:
-    tenants = [new_tenant(f"mix{k}", destination=True) for k in range(3)]
+    tenants = [new_tenant(f"mix{k}", DEMO_WAREHOUSE) for k in range(3)]
     hooks = [webhook(t, "hooks")["url_path"] for t in tenants]
     with ThreadPoolExecutor(len(tenants)) as pool:
         outcomes = list(
@@ -164,7 +156,7 @@ def test_after_a_mixed_load_each_destination_holds_only_its_own_rows() -> None:
     expected = {"orders": 200, "events": 200, "hooks": 50}
     for tenant in tenants:
         schema = tenant.schema
-        assert schema is not None
+        assert schema
         for table, count in expected.items():
             wait_for(
                 lambda schema=schema, table=table, count=count: (
@@ -195,14 +187,14 @@ def log_text() -> bytes:
 
 def test_no_token_or_password_reaches_any_log() -> None:
     password = f"pw-{uuid.uuid4().hex}"
-    tenant = new_tenant("logscan", destination=True, password=password)
+    tenant = new_tenant("logscan", DEMO_WAREHOUSE, password=password)
     hook = webhook(tenant, "logscan_hooks", key="id")
     # A second client whose warehouse refuses connections: the loader's failure path runs with
     # its password in hand.
     failing_password = f"pw-{uuid.uuid4().hex}"
     failing = new_tenant("logfail")
     settings = SharedSettings()
-    unreachable = {**WAREHOUSE, "port": "1"}
+    unreachable = {**DEMO_WAREHOUSE, "port": "1"}
     with closing(db.connect()) as conn:
         destinations.set_destination(
             conn,
@@ -241,11 +233,11 @@ def test_no_token_or_password_reaches_any_log() -> None:
     answers.append(post("/v2/import/batch", body, failing.headers()))
     assert [r.status_code for r in answers] == [202, 401, 401, 401, 401, 202, 202, 401, 401, 202]
 
-    assert tenant.schema is not None
+    assert tenant.schema
     wait_for(
         lambda: (
-            len(table_rows(tenant.schema or "", "logscan", ["id"])) == 1
-            and len(table_rows(tenant.schema or "", "logscan_hooks", ["id"])) == 1
+            len(table_rows(tenant.schema, "logscan", ["id"])) == 1
+            and len(table_rows(tenant.schema, "logscan_hooks", ["id"])) == 1
         ),
         timeout=240,
         interval=1,
@@ -254,7 +246,7 @@ def test_no_token_or_password_reaches_any_log() -> None:
 
     def failed_batch() -> list[dict[str, Any]]:
         with closing(db.connect()) as conn:
-            found = queue.list_batches(conn, client_id=failing.client_id)
+            found = operations.list_batches(conn, client_id=failing.client_id)
         return [b for b in found if b["last_error"]]
 
     failures = wait_for(failed_batch, timeout=240, interval=1, what="the loader's failed attempt")
@@ -266,7 +258,7 @@ def test_no_token_or_password_reaches_any_log() -> None:
             failing.client_id,
             "postgres",
             {
-                "dsn_params": {**WAREHOUSE, "user": warehouse_role(failing_password)},
+                "dsn_params": {**DEMO_WAREHOUSE, "user": warehouse_role(failing_password)},
                 "schema": f"logfail_{failing.client_id}",
             },
             {"password": failing_password},

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import ROOT
+from support.stack import ROOT
 
 
 def local_broker_properties() -> dict[str, str]:

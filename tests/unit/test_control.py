@@ -7,15 +7,15 @@ import re
 
 import pytest
 
-from common import control
+from common import control, destination_config, tokens
 from services.control import destinations, webhooks
 from services.control.cli.shared import pairs
 from services.control.destinations import settings_of as destination_settings
 
 
 def test_tokens_are_url_safe_prefixed_and_unique() -> None:
-    api = {control.new_token("api") for _ in range(100)}
-    webhook = {control.new_token("webhook") for _ in range(100)}
+    api = {tokens.new_token("api") for _ in range(100)}
+    webhook = {tokens.new_token("webhook") for _ in range(100)}
     assert len(api) == len(webhook) == 100
     assert all(re.fullmatch(r"skn_[A-Za-z0-9_-]{43}", t) for t in api)
     assert all(re.fullmatch(r"whk_[A-Za-z0-9_-]{32}", t) for t in webhook)
@@ -23,12 +23,12 @@ def test_tokens_are_url_safe_prefixed_and_unique() -> None:
 
 def test_unknown_token_kind_is_refused() -> None:
     with pytest.raises(control.ControlError):
-        control.new_token("admin")
+        tokens.new_token("admin")
 
 
 def test_hash_and_prefix() -> None:
-    assert control.hash_token("skn_abc") == hashlib.sha256(b"skn_abc").digest()
-    assert control.token_prefix("skn_abcdefgh") == "skn_abcd"
+    assert tokens.hash_token("skn_abc") == hashlib.sha256(b"skn_abc").digest()
+    assert tokens.token_prefix("skn_abcdefgh") == "skn_abcd"
     assert webhooks.webhook_url_path(7, "whk_x") == "/v1/clients/7/token/whk_x"
 
 
@@ -77,14 +77,16 @@ def test_an_invalid_dsn_does_not_echo_its_text() -> None:
 
 def test_check_destination_refuses_secrets_in_config() -> None:
     with pytest.raises(control.ControlError, match="password"):
-        control.check_destination("postgres", {"dsn_params": {"password": "x"}}, {})
+        destination_config.check_destination("postgres", {"dsn_params": {"password": "x"}}, {})
     with pytest.raises(control.ControlError, match="private_key"):
-        control.check_destination("snowflake", {"private_key": "x"}, {})
+        destination_config.check_destination("snowflake", {"private_key": "x"}, {})
     with pytest.raises(control.ControlError, match="both"):
-        control.check_destination("bigquery", {"project": "p"}, {"project": "p"})
+        destination_config.check_destination("bigquery", {"project": "p"}, {"project": "p"})
     with pytest.raises(control.ControlError, match="not one of"):
-        control.check_destination("mysql", {}, {})
-    control.check_destination("postgres", {"dsn_params": {"host": "h"}}, {"password": "x"})
+        destination_config.check_destination("mysql", {}, {})
+    destination_config.check_destination(
+        "postgres", {"dsn_params": {"host": "h"}}, {"password": "x"}
+    )
 
 
 def test_destination_settings_for_postgres() -> None:
@@ -163,7 +165,7 @@ def test_pairs() -> None:
 def test_libpq_parameters_beyond_the_allow_list_are_refused(param: str) -> None:
     params, _ = destinations.split_dsn(f"host=h dbname=d {param}=x")
     with pytest.raises(control.ControlError, match=param):
-        control.check_destination("postgres", {"dsn_params": params}, {})
+        destination_config.check_destination("postgres", {"dsn_params": params}, {})
 
 
 def test_the_loader_limits_win_over_what_a_destination_stored() -> None:

@@ -12,11 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from common import metrics as common_metrics
-from common.control import ApiTokenInfo, WebhookInfo
 from common.db import ControlDb
+from common.tokens import ApiTokenInfo, WebhookInfo
 from common.wire import decode_message
-from services.gate.app import Gate, create_app
+from services.gate.app import create_app
 from services.gate.auth import TokenCache
+from services.gate.intake import Gate
 from services.gate.producer import NotDelivered, OutgoingMessage
 from services.gate.quotas import Quotas
 from services.gate.schemas import SchemaCache
@@ -67,7 +68,7 @@ class FakeDirectory:
         return self.hooks.get(token)
 
     async def admit_tables(self, client_id: int, names: list[str], limit: int) -> list[str]:
-        """control.admit_tables in memory: all of a request's new tables, or none."""
+        """client_limits.admit_tables in memory: all of a request's new tables, or none."""
         held = self.tables.setdefault(client_id, set())
         new = [n for n in names if n not in held]
         if len(held) + len(new) > limit:

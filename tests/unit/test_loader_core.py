@@ -9,13 +9,14 @@ import orjson
 import pytest
 
 from common.wire import Header
-from services.loaders.core import runner
+from services.loaders.core import destination_cache
 from services.loaders.core.denest import denest, flat_row, is_flat, nested_row
 from services.loaders.core.errors import PermanentError
 from services.loaders.core.names import NameRules
-from services.loaders.core.plan import PRIMARY_KEY, PlanBuilder, append_only_key
+from services.loaders.core.plan import PlanBuilder
 from services.loaders.core.reader import Record, events, lines_of
 from services.loaders.core.shape import ColumnLimit, TableShape, place
+from services.loaders.core.system_columns import PRIMARY_KEY, append_only_key
 from services.loaders.core.types import ColumnType as T
 from services.loaders.core.types import schema_type, value_type
 
@@ -254,11 +255,11 @@ def test_a_lease_naming_a_newer_destination_version_bypasses_the_cached_settings
         reads.append(client_id)
         return {"type": "postgres", "config": {}, "updated_at": next(stamps)}
 
-    monkeypatch.setattr(runner.control, "get_destination", get_destination)
-    cache = runner.Destinations("postgresql://unused", "k", ttl=3600)
+    monkeypatch.setattr(destination_cache.destination_config, "get_destination", get_destination)
+    cache = destination_cache.Destinations("postgresql://unused", "k", ttl=3600)
     cache._db = _Db()  # type: ignore[assignment]
     first = cache.get(7)
-    assert first is not None and runner._version(first) == 1_796_499_000_120_000
+    assert first is not None and destination_cache._version(first) == 1_796_499_000_120_000
     assert cache.get(7, 1_796_499_000_120_000) is first and reads == [7]  # the same version
     assert cache.get(7) is first and reads == [7]  # no version named: the cache
     second = cache.get(7, 1_796_499_060_000_000)  # the destination changed: read again

@@ -18,7 +18,7 @@ from services.loaders.core.reader import events
 from services.loaders.core.shape import TableShape
 from services.loaders.core.types import ColumnType
 from services.loaders.postgres import statements as postgres
-from services.loaders.redshift import warehouse as redshift
+from services.loaders.redshift import statements as redshift
 
 SCHEMA = {
     "type": "object",
@@ -188,7 +188,7 @@ def test_plans_are_compiled_and_used_for_repeated_shapes() -> None:
 
 
 def test_spill_lines_may_hold_newlines_and_are_padded_to_the_final_width() -> None:
-    from services.loaders.core.plan import Spill
+    from services.loaders.core.spill import Spill
 
     spill = Spill()
     spill.append(["1", '"two\nlines"'])

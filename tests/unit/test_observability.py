@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from common.metrics import OTHER_CLIENTS, client_label, stalest_clients
 from services.spool.status import TableStatus, assess
 from services.streamery.metrics import OldestUnloaded
-from tests.conftest import ROOT
+from support.stack import ROOT
 
 
 def test_scrape_time_client_gauges_name_the_stalest_clients_and_fold_the_rest() -> None:

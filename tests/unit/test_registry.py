@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from common import control
+from common import control, destination_config
 from services.control.cli.destinations import DestinationType
 from services.control.destinations import settings_of as destination_settings
 from services.loaders import registry
@@ -28,7 +28,7 @@ CORE_FILES = {
 
 
 def test_every_type_is_registered_once_with_the_same_folder_shape() -> None:
-    assert tuple(registry.TYPES) == control.DESTINATION_TYPES
+    assert tuple(registry.TYPES) == destination_config.DESTINATION_TYPES
     assert [t.value for t in DestinationType] == list(registry.TYPES)
     folders = {p.name for p in LOADERS.iterdir() if (p / "__main__.py").exists()}
     assert folders == set(registry.TYPES)

@@ -12,7 +12,7 @@ import pytest
 from common.spool_client import BatchRegistration, SpoolConflict, SpoolUnavailable
 from services.streamery.batch import Batch, Message, Stream
 from services.streamery.shipper import Shipped, Shipper
-from tests.conftest import wait_for
+from support.stack import wait_for
 
 HEADER = (
     b'{"v":1,"client_id":7,"table_name":"t","key_names":[],"schema":null,"table_version":null,'

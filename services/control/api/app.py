@@ -29,7 +29,7 @@ from services.control.api.base import ApiError, Control, error_response
 from services.control.api.middleware import BodyLimit, Observe
 from services.control.delivery import DeliveryWorker
 from services.control.settings import ControlSettings
-from services.spool import queue
+from services.spool import operations, queue
 
 log = logging.getLogger("skein.control")
 
@@ -67,8 +67,8 @@ def create_app(settings: ControlSettings | None = None) -> FastAPI:
             headers["Retry-After"] = "5"
         return error_response(exc.status, exc.code, exc.message, headers)
 
-    @app.exception_handler(queue.NotFound)
-    async def no_batch(_r: Request, exc: queue.NotFound) -> JSONResponse:
+    @app.exception_handler(operations.NotFound)
+    async def no_batch(_r: Request, exc: operations.NotFound) -> JSONResponse:
         return error_response(404, "not_found", str(exc))
 
     @app.exception_handler(queue.Conflict)

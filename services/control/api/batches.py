@@ -24,7 +24,7 @@ from services.control.api.models import (
     PurgeIn,
     ReplayIn,
 )
-from services.spool import queue, replay
+from services.spool import operations, replay
 from services.spool.objects import BatchObjects
 from services.spool.settings import SpoolSettings
 
@@ -52,7 +52,7 @@ async def batches_list(
         client_id = key.client_id
     n = ctl.size(limit)
     rows = await ctl.run(
-        lambda conn: queue.page_batches(
+        lambda conn: operations.page_batches(
             conn, state=state, client_id=client_id, after=after, limit=n + 1
         )
     )
@@ -63,34 +63,34 @@ async def batches_list(
 async def batches_stats(ctl: Ctl, key: Caller) -> dict[str, Any]:
     """Open batches by destination type and state; live leases (operators)."""
     operator(key)
-    return await ctl.run(queue.stats)
+    return await ctl.run(operations.stats)
 
 
 async def batch_of(ctl: Control, key: keys.Key, batch_id: int) -> None:
-    found = await ctl.run(lambda conn: queue.get_batch(conn, batch_id))
+    found = await ctl.run(lambda conn: operations.get_batch(conn, batch_id))
     if not key.may_act_for(found["client_id"]):
-        raise queue.NotFound(f"no batch {batch_id}")
+        raise operations.NotFound(f"no batch {batch_id}")
 
 
 @router.post("/v1/batches/{batch_id}/retry", tags=["batches"])
 async def batches_retry(ctl: Ctl, batch_id: ClientId, key: Caller) -> dict[str, Any]:
     """Put a dead batch back to pending (to its client's destination as it is now)."""
     await batch_of(ctl, key, batch_id)
-    return {"retried": await ctl.run(lambda conn: queue.retry(conn, batch_id))}
+    return {"retried": await ctl.run(lambda conn: operations.retry(conn, batch_id))}
 
 
 @router.post("/v1/batches/{batch_id}/skip", tags=["batches"])
 async def batches_skip(ctl: Ctl, batch_id: ClientId, key: Caller) -> dict[str, Any]:
     """Give up on a dead batch so its table's later batches can load."""
     await batch_of(ctl, key, batch_id)
-    return {"skipped": await ctl.run(lambda conn: queue.skip(conn, batch_id))}
+    return {"skipped": await ctl.run(lambda conn: operations.skip(conn, batch_id))}
 
 
 @router.post("/v1/batches/retry-dead", tags=["batches"])
 async def batches_retry_dead(ctl: Ctl, key: Caller) -> dict[str, Any]:
     """Every dead batch back to pending (operators)."""
     operator(key)
-    return {"retried": await ctl.run(lambda conn: queue.retry(conn, None))}
+    return {"retried": await ctl.run(lambda conn: operations.retry(conn, None))}
 
 
 @router.post("/v1/batches/purge", tags=["batches"])
@@ -105,7 +105,7 @@ async def batches_purge(ctl: Ctl, body: PurgeIn, key: Caller) -> dict[str, Any]:
 
     def purge(conn: control.Connection) -> int:
         purged = 0
-        while done := queue.purge_loaded(conn, days * 86400, objects.delete):
+        while done := operations.purge_loaded(conn, days * 86400, objects.delete):
             purged += done
         return purged
 

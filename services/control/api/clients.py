@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from common import audit, control
+from common import audit, control, destination_config
 from services.control import accounts
 from services.control.api.base import (
     INT8,
@@ -82,7 +82,7 @@ async def limits_set(ctl: Ctl, client_id: ClientId, body: LimitsIn, key: Caller)
 async def grants_list(ctl: Ctl, client_id: ClientId, key: Caller) -> dict[str, Any]:
     """The platform credentials this client may use (``skein clients allow``)."""
     await ctl.own(key, client_id)
-    grants = await ctl.run(lambda conn: control.list_grants(conn, client_id))
+    grants = await ctl.run(lambda conn: destination_config.list_grants(conn, client_id))
     return {"client_id": client_id, "grants": grants}
 
 

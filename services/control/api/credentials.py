@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from common import control
+from common import tokens
 from services.control import keys, webhooks
 from services.control.api.base import (
     After,
@@ -35,7 +35,7 @@ async def tokens_list(
     await ctl.own(key, client_id)
     n = ctl.size(limit)
     rows = await ctl.run(
-        lambda conn: control.list_api_tokens(conn, client_id, after=after, limit=n + 1)
+        lambda conn: tokens.list_api_tokens(conn, client_id, after=after, limit=n + 1)
     )
     return page(rows, "token_id", n)
 
@@ -44,7 +44,7 @@ async def tokens_list(
 async def tokens_create(ctl: Ctl, client_id: ClientId, key: Caller) -> dict[str, Any]:
     """A new Import API token; ``token`` is in this answer only."""
     await ctl.own(key, client_id)
-    return await ctl.run(lambda conn: control.create_api_token(conn, client_id))
+    return await ctl.run(lambda conn: tokens.create_api_token(conn, client_id))
 
 
 @router.delete("/v1/clients/{client_id}/tokens/{token_id}", tags=["tokens"])
@@ -52,7 +52,7 @@ async def tokens_revoke(
     ctl: Ctl, client_id: ClientId, token_id: ClientId, key: Caller
 ) -> dict[str, Any]:
     await ctl.own(key, client_id)
-    revoked = await ctl.run(lambda conn: control.revoke_api_token(conn, token_id, client_id))
+    revoked = await ctl.run(lambda conn: tokens.revoke_api_token(conn, token_id, client_id))
     return {"token_id": token_id, "revoked": revoked}
 
 

@@ -17,11 +17,13 @@ audit_app = typer.Typer(no_args_is_help=True, help="Who changed what in the cont
 def audit_ls(
     client: Annotated[int | None, typer.Option(help="Only this client's changes.")] = None,
     since: Annotated[
-        str | None, typer.Option(help="Only changes at or after this ISO 8601 time.")
+        str | None, typer.Option(metavar="TS", help="Only changes at or after this ISO 8601 time.")
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 1000,
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many.")] = 1000,
 ) -> None:
-    """Control-plane changes, newest first: when, who, what, on which client (never secrets)."""
+    """Control-plane changes, newest first: when, who (`os:<user>`, `key:<key_id>`), what
+    (`client.create`, `token.revoke`, `destination.set`, `client.set_limits`, `client.allow`,
+    `integration.add`, ...), on which client; never a secret value."""
     with control_db() as conn:
         try:
             after = datetime.fromisoformat(since) if since else None

@@ -15,7 +15,7 @@ clients_app = typer.Typer(no_args_is_help=True, help="Clients (tenants).")
 
 @clients_app.command("create")
 def clients_create(name: str) -> None:
-    """Add a client; prints its id."""
+    """Add a client (a tenant); prints its id."""
     with control_db() as conn:
         emit(accounts.create_client(conn, name))
 
@@ -27,7 +27,15 @@ def clients_list() -> None:
         emit({"clients": accounts.list_clients(conn)})
 
 
-GrantOption = Annotated[list[str] | None, typer.Option()]
+BigQueryProjects = Annotated[
+    list[str] | None, typer.Option(metavar="P", help="A BigQuery project; repeatable.")
+]
+RedshiftRoles = Annotated[
+    list[str] | None, typer.Option(metavar="ARN", help="A Redshift IAM role; repeatable.")
+]
+S3Endpoints = Annotated[
+    list[str] | None, typer.Option(metavar="URL", help="An S3 endpoint; repeatable.")
+]
 
 
 def _grants(
@@ -50,12 +58,13 @@ def _grants(
 @clients_app.command("allow")
 def clients_allow(
     client_id: int,
-    bigquery_project: GrantOption = None,
-    redshift_role: GrantOption = None,
-    s3_endpoint: GrantOption = None,
+    bigquery_project: BigQueryProjects = None,
+    redshift_role: RedshiftRoles = None,
+    s3_endpoint: S3Endpoints = None,
 ) -> None:
-    """Let a client use the platform's credentials for these BigQuery projects / Redshift IAM
-    roles, or stage to these S3 endpoints; prints the client's grants."""
+    """Let a client use the platform's own credentials for these BigQuery projects (no
+    `credentials_json`) or Redshift IAM roles, or stage to these S3 endpoints; anything not
+    allowed is refused by `destinations set` and by the loader. Prints the client's grants."""
     with control_db() as conn:
         require_client(conn, client_id)
         for kind, value in _grants(bigquery_project, redshift_role, s3_endpoint):
@@ -66,9 +75,9 @@ def clients_allow(
 @clients_app.command("disallow")
 def clients_disallow(
     client_id: int,
-    bigquery_project: GrantOption = None,
-    redshift_role: GrantOption = None,
-    s3_endpoint: GrantOption = None,
+    bigquery_project: BigQueryProjects = None,
+    redshift_role: RedshiftRoles = None,
+    s3_endpoint: S3Endpoints = None,
 ) -> None:
     """Withdraw grants; the client's next load that needs one is refused."""
     with control_db() as conn:
@@ -91,7 +100,9 @@ def clients_set_limits(
     ] = None,
 ) -> None:
     """Set a client's own quotas (the gate's defaults apply to those never set); prints all
-    four, null meaning the default."""
+    four, null meaning the default. Over one, the gate answers 429 with a JSON body naming the
+    limit (`requests_per_s`, `bytes_per_s`, `concurrent_requests`, `tables`) and accepts
+    nothing; a change takes effect within the gate's token cache TTL."""
     names = {
         "rps": "rate_limit_rps",
         "bytes_per_s": "bytes_per_s",

@@ -15,7 +15,7 @@ db_app = typer.Typer(no_args_is_help=True, help="Control database.")
 
 @db_app.command("migrate")
 def db_migrate() -> None:
-    """Apply pending migrations to the control database, in order, once each."""
+    """Apply the control database's pending SQL migrations, in order, once each."""
     with closing(db.connect()) as conn:
         try:
             applied = migrations.migrate(conn)

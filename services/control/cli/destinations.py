@@ -29,20 +29,47 @@ def destinations_set(
     ] = None,
     schema: Annotated[str | None, typer.Option(help="Schema (dataset) to load into.")] = None,
     set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Non-secret KEY=VALUE setting; repeatable.")
+        list[str] | None,
+        typer.Option("--set", metavar="K=V", help="Non-secret KEY=VALUE setting; repeatable."),
     ] = None,
     password_env: Annotated[
-        str | None, typer.Option(help="Read the password from this environment variable.")
+        str | None,
+        typer.Option(metavar="VAR", help="Read the password from this environment variable."),
     ] = None,
     password_prompt: Annotated[
         bool, typer.Option("--password-prompt", help="Ask for the password.")
     ] = False,
     secret_env: Annotated[
         list[str] | None,
-        typer.Option(help="Secret KEY=VAR read from environment variable VAR; repeatable."),
+        typer.Option(
+            metavar="K=VAR", help="Secret KEY=VAR read from environment variable VAR; repeatable."
+        ),
     ] = None,
 ) -> None:
-    """Create or replace a client's destination; secrets are stored encrypted."""
+    """Create or replace a client's warehouse (postgres, redshift, bigquery, snowflake),
+    checked when set. A password in the DSN, from --password-env / --password-prompt, and the
+    --secret-env values are stored encrypted with SKEIN_SECRET_KEY; a DSN may set only `host
+    port dbname user sslmode sslrootcert connect_timeout` (`options`, `service`, `passfile`,
+    ... are refused).
+
+    BigQuery: `--set project=P [--schema DATASET] [--set location=L] [--set api_endpoint=URL]
+    [--secret-env credentials_json=VAR]`. `--schema` is the dataset (default
+    `skein_<client_id>`); `credentials_json` is a credentials file's JSON (a service
+    account's), stored encrypted; without it the loader uses Application Default Credentials,
+    or none when `api_endpoint` points at an emulator.
+
+    Redshift: `--dsn postgresql://USER@HOST:5439/DB [--schema S] --set s3_bucket=B [--set
+    s3_prefix=P --set s3_region=R] (--set iam_role=ARN | --set aws_access_key_id=K
+    --secret-env aws_secret_access_key=VAR) --password-env VAR`. Batches are staged in bucket B
+    (under P, default `skein-staging`) and loaded with `COPY ... FORMAT AS JSON`, which reads
+    them with the IAM role or the key pair (the secret stored encrypted); `--schema` default
+    `skein_<client_id>`.
+
+    Snowflake: `--set account=A --set user=U --set database=D [--set warehouse=W --set role=R]
+    [--schema S] (--secret-env password=VAR | --secret-env private_key=VAR [--secret-env
+    private_key_passphrase=VAR2])`. `--schema` default `SKEIN_<client_id>` (a lowercase name
+    is upper-cased, as Snowflake does); `host` / `port` / `protocol` settings point the
+    connector at another endpoint (the tests' fakesnow)."""
     with control_db() as conn:
         require_client(conn, client_id)
         if password_env is not None and password_prompt:
@@ -79,7 +106,8 @@ def destinations_set(
 @destinations_app.command("test")
 def destinations_test(client_id: int) -> None:
     """Connect to the client's destination as its loader would (network policy, credentials,
-    a round trip) and report, as JSON; exit 1 when it cannot be reached."""
+    one round trip) and report `{"ok", "server", "ms"}` or `{"ok": false, "error"}`; exit 1
+    when it cannot be reached."""
     with control_db() as conn:
         require_client(conn, client_id)
         report = destinations.test(conn, SharedSettings(), client_id)

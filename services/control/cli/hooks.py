@@ -19,13 +19,19 @@ hooks_app = typer.Typer(no_args_is_help=True, help="Notification hooks (events t
 def hooks_create(
     client_id: int,
     url: str,
-    events: Annotated[str, typer.Option(help=f"Comma-separated events: {', '.join(EVENT_TYPES)}.")],
+    events: Annotated[
+        str,
+        typer.Option(metavar="E1,E2", help=f"Comma-separated events: {', '.join(EVENT_TYPES)}."),
+    ],
     secret_env: Annotated[
         str | None,
-        typer.Option(help="Environment variable holding the signing secret (else generated)."),
+        typer.Option(
+            metavar="VAR", help="Environment variable holding the signing secret (else generated)."
+        ),
     ] = None,
 ) -> None:
-    """Create a hook. A generated signing secret is printed now and never again."""
+    """Create a hook: the events to URL, each signed (`Skein-Signature: t=,v1=`, HMAC-SHA256
+    of `"<t>." + body`). A generated signing secret is printed now and never again."""
     shared = SharedSettings()
     with control_db() as conn:
         secret = from_env(secret_env) if secret_env else None
@@ -63,7 +69,7 @@ def hooks_deliveries(
     client_id: int,
     state: Annotated[str | None, typer.Option(help="pending, sending, delivered or dead.")] = None,
 ) -> None:
-    """A client's deliveries, oldest first."""
+    """A client's deliveries, oldest first, with their attempts and last error."""
     with control_db() as conn:
         require_client(conn, client_id)
         emit(

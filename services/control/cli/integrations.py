@@ -34,27 +34,44 @@ def split_values(values: list[str] | None) -> list[str]:
 def integrations_add(
     client_id: int,
     name: str,
-    tap: Annotated[str, typer.Option(help="PyPI package of the tap, PACKAGE[==VERSION].")],
+    tap: Annotated[
+        str,
+        typer.Option(metavar="PACKAGE[==VERSION]", help="PyPI package of the tap, and version."),
+    ],
     config: Annotated[
-        typer.FileBinaryRead, typer.Option(help="The tap's JSON config file (stored encrypted).")
+        typer.FileBinaryRead,
+        typer.Option(metavar="FILE", help="The tap's JSON config file (stored encrypted)."),
     ],
     schedule_: Annotated[
         str,
-        typer.Option("--schedule", help="Cron expression, UTC (5 fields, or 6 with seconds last)."),
+        typer.Option(
+            "--schedule",
+            metavar="CRON",
+            help="Cron expression, UTC (5 fields, or 6 with seconds last).",
+        ),
     ] = "0 * * * *",
     select: Annotated[
-        list[str] | None, typer.Option(help="Stream to extract; repeatable (default: all).")
+        list[str] | None,
+        typer.Option(metavar="STREAM", help="Stream to extract; repeatable (default: all)."),
     ] = None,
     replication_key: Annotated[
         list[str] | None,
-        typer.Option(help="STREAM=COLUMN: extract STREAM incrementally on COLUMN; repeatable."),
+        typer.Option(
+            metavar="STREAM=COLUMN",
+            help="Extract STREAM incrementally on COLUMN; repeatable.",
+        ),
     ] = None,
     secret: Annotated[
         list[str] | None,
-        typer.Option(help="Config key whose value is secret (besides passwords, tokens, ...)."),
+        typer.Option(
+            metavar="KEY", help="Config key whose value is secret (besides passwords, tokens, ...)."
+        ),
     ] = None,
 ) -> None:
-    """Install the tap (its own virtualenv, cached), discover its streams, store the integration."""
+    """Install the Singer tap (its own virtualenv, cached per package and version), discover
+    its streams, and store the catalog with the chosen streams (all by default; incremental on
+    a replication key), the config encrypted, and a new API token of the client. The schedule
+    is cron in UTC (default `0 * * * *`; a 6th field is seconds)."""
     from services.extractor.settings import ExtractorSettings
 
     with integrations_db() as conn:
@@ -81,7 +98,8 @@ def integrations_add(
 
 @integrations_app.command("ls")
 def integrations_ls(client_id: int) -> None:
-    """A client's integrations: tap, schedule, streams, state, next run, failures."""
+    """A client's integrations: tap, schedule, streams, saved state, next run, failures in a
+    row (config key names only)."""
     with integrations_db() as conn:
         require_client(conn, client_id)
         emit({"client_id": client_id, "integrations": integrations.listed(conn, client_id)})
@@ -95,7 +113,8 @@ def integrations_run(
     ] = False,
     timeout: Annotated[float, typer.Option(min=1, help="With --wait: give up after this.")] = 3600,
 ) -> None:
-    """Ask the extractor to run the integration now."""
+    """Ask the extractor to run the integration now (with --wait: print the run when it ends;
+    exit 1 unless it succeeded)."""
     with integrations_db() as conn:
         last_id = integrations.last_run_id(conn, name)
         requested = integrations.run_now(conn, name)
@@ -128,10 +147,11 @@ def integrations_stop(name: str) -> None:
 @integrations_app.command("runs")
 def integrations_runs(
     name: str,
-    limit: Annotated[int, typer.Option(min=1)] = 20,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many runs.")] = 20,
     stderr: Annotated[bool, typer.Option("--stderr", help="Include the tap's stderr.")] = False,
 ) -> None:
-    """Run history, newest first: start, end, status, records per stream, error."""
+    """Run history, newest first: trigger, start, end, status, records per stream, error (and
+    with --stderr the tap's stderr, secrets redacted)."""
     with integrations_db() as conn:
         emit({"name": name, "runs": integrations.runs(conn, name, limit, stderr)})
 
@@ -157,8 +177,9 @@ def integrations_reset(
         str | None, typer.Option(help="Only this stream (its tap_stream_id); else all.")
     ] = None,
 ) -> None:
-    """Clear the saved bookmark: the next run re-extracts everything and, only if it
-    succeeds, swaps the table in whole; a failed run leaves the old rows in place."""
+    """Clear the saved bookmark of a stream (or all): the next runs re-extract it from scratch
+    under a new table version, and only a run that succeeds swaps the table in whole
+    (`activate_version`); a failed run leaves the old rows in place."""
     with integrations_db() as conn:
         emit(integrations.reset(conn, name, stream))
 

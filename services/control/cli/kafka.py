@@ -27,7 +27,14 @@ def kafka_errors() -> Iterator[None]:
 
 @kafka_app.command("ensure-topic")
 def kafka_ensure_topic(
-    partitions: Annotated[int, typer.Option(envvar="SKEIN_TOPIC_PARTITIONS", min=1)] = 12,
+    partitions: Annotated[
+        int,
+        typer.Option(
+            envvar="SKEIN_TOPIC_PARTITIONS",
+            min=1,
+            help="Partitions of the records topic if this creates it.",
+        ),
+    ] = 12,
 ) -> None:
     """Create the records topic (RF 3, min.insync.replicas 2) if it does not exist."""
     settings = SharedSettings()
@@ -51,7 +58,9 @@ def kafka_ensure_acls(
 
 @kafka_app.command("wait-ready")
 def kafka_wait_ready(
-    brokers: int = 3, isr: int = 3, timeout: Annotated[float, typer.Option(min=1)] = 90.0
+    brokers: Annotated[int, typer.Option(help="Brokers that must be registered.")] = 3,
+    isr: Annotated[int, typer.Option(help="In-sync replicas every partition must have.")] = 3,
+    timeout: Annotated[float, typer.Option(min=1, help="Give up after this many seconds.")] = 90.0,
 ) -> None:
     """Wait until all brokers are registered and every partition of the topic is fully in sync."""
     settings = SharedSettings()

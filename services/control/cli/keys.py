@@ -20,7 +20,9 @@ def keys_create(
     client: Annotated[int | None, typer.Option("--client", help="A key for this client.")] = None,
     name: Annotated[str, typer.Option(help="What the key is for.")] = "",
 ) -> None:
-    """Create an API key; the key is printed this once only."""
+    """Create a key of the control service's HTTP API: `{"key_id", "key": "sko_..." | "skc_..."}`,
+    the key printed this once only (it is stored hashed). An operator key acts on every client,
+    a client key on its own."""
     if operator == (client is not None):
         fail("give either --operator or --client CLIENT_ID")
     with control_db() as conn:

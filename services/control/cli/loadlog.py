@@ -17,7 +17,8 @@ Table = Annotated[str | None, typer.Option(help="Only this table.")]
 
 @schema_app.command("log")
 def schema_log(client_id: int, table: Table = None) -> None:
-    """Every schema change a loader made for the client: table, change, before, after, batches."""
+    """Every schema change a loader made for the client (table created, column added, widened
+    or split): table, change, type before and after, batches."""
     with control_db() as conn:
         require_client(conn, client_id)
         emit({"client_id": client_id, "changes": loadlog.schema_log(conn, client_id, table=table)})
@@ -28,10 +29,12 @@ def rejected_ls(
     client_id: int,
     table: Table = None,
     since: Annotated[
-        str | None, typer.Option(help="Only rejections at or after this ISO 8601 time.")
+        str | None,
+        typer.Option(metavar="TS", help="Only rejections at or after this ISO 8601 time."),
     ] = None,
 ) -> None:
-    """Rejected records with their reasons (up to 100 a load are kept, for the retention)."""
+    """Rejected records with their reasons (up to 100 a load are kept, for the retention; the
+    destination's `_sdc_rejected` table has all)."""
     with control_db() as conn:
         require_client(conn, client_id)
         after = moment(since, "--since") if since else None

@@ -24,16 +24,22 @@ def moment(text: str, option: str) -> datetime:
 def replay(
     client_id: int,
     since: Annotated[
-        str, typer.Option(help="Records received at or after this ISO 8601 time (UTC if no zone).")
+        str,
+        typer.Option(
+            metavar="TS", help="Records received at or after this ISO 8601 time (UTC if no zone)."
+        ),
     ],
-    until: Annotated[str | None, typer.Option(help="... and before this time.")] = None,
+    until: Annotated[
+        str | None, typer.Option(metavar="TS", help="... and before this time.")
+    ] = None,
     table: Annotated[str | None, typer.Option(help="Only this table.")] = None,
     dry_run: Annotated[
         bool, typer.Option(help="Say what would be enqueued; change nothing.")
     ] = False,
 ) -> None:
-    """Enqueue the client's loaded batches again from their retained objects, in order, for
-    its current destination; rows converge (keys by sequence, appends by their key)."""
+    """Load again the client's batches whose records arrived in the window, from their
+    retained objects, in order, into its current destination; rows converge (keys by sequence,
+    appends by their deterministic key). `gone` lists the ranges already purged."""
     with control_db() as conn:
         emit(
             replays.replay(

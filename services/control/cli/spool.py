@@ -17,12 +17,12 @@ spool_app = typer.Typer(no_args_is_help=True, help="Batches waiting to load (the
 
 @contextmanager
 def spool_db() -> Iterator[control.Connection]:
-    from services.spool import queue
+    from services.spool import operations, queue
 
     try:
         with closing(db.connect()) as conn:
             yield conn
-    except (queue.Conflict, queue.NotFound) as exc:
+    except (queue.Conflict, operations.NotFound) as exc:
         fail(str(exc))
 
 
@@ -31,48 +31,49 @@ def spool_ls(
     state: Annotated[
         str | None, typer.Option(help="pending|leased|retry_wait|loaded|dead|skipped")
     ] = None,
-    client: Annotated[int | None, typer.Option("--client")] = None,
-    limit: int = 1000,
+    client: Annotated[int | None, typer.Option("--client", help="Only this client's.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 1000,
 ) -> None:
     """List batches in load order."""
-    from services.spool import queue
+    from services.spool import operations, queue
 
     if state is not None and state not in queue.STATES:
         fail(f"unknown state {state!r}; one of {', '.join(queue.STATES)}")
     with spool_db() as conn:
-        emit({"batches": queue.list_batches(conn, state=state, client_id=client, limit=limit)})
+        emit({"batches": operations.list_batches(conn, state=state, client_id=client, limit=limit)})
 
 
 @spool_app.command("stats")
 def spool_stats() -> None:
-    """Open batches by destination type and state; live leases."""
-    from services.spool import queue
+    """Open batches by destination type and state (and by client), with bytes and the oldest
+    waiting record's age; live leases."""
+    from services.spool import operations
 
     with spool_db() as conn:
-        emit(queue.stats(conn))
+        emit(operations.stats(conn))
 
 
 @spool_app.command("retry")
 def spool_retry(
     batch_id: Annotated[int | None, typer.Argument()] = None,
-    all_dead: Annotated[bool, typer.Option("--all-dead")] = False,
+    all_dead: Annotated[bool, typer.Option("--all-dead", help="Every dead batch.")] = False,
 ) -> None:
     """Put a dead batch (or every dead batch) back to pending."""
-    from services.spool import queue
+    from services.spool import operations
 
     if (batch_id is None) == (not all_dead):
         fail("give a batch id or --all-dead")
     with spool_db() as conn:
-        emit({"retried": queue.retry(conn, batch_id)})
+        emit({"retried": operations.retry(conn, batch_id)})
 
 
 @spool_app.command("skip")
 def spool_skip(batch_id: int) -> None:
     """Give up on a dead batch so its table's later batches can load."""
-    from services.spool import queue
+    from services.spool import operations
 
     with spool_db() as conn:
-        emit({"skipped": queue.skip(conn, batch_id)})
+        emit({"skipped": operations.skip(conn, batch_id)})
 
 
 @spool_app.command("purge")
@@ -84,7 +85,7 @@ def spool_purge(
 ) -> None:
     """Delete the S3 objects of batches loaded longer ago than the retention; rows stay, marked
     purged. Dead and skipped batches are never touched."""
-    from services.spool import queue
+    from services.spool import operations
     from services.spool.objects import BatchObjects
     from services.spool.settings import SpoolSettings
 
@@ -95,6 +96,6 @@ def spool_purge(
     objects = BatchObjects(settings)
     purged = 0
     with spool_db() as conn:
-        while done := queue.purge_loaded(conn, days * 86400, objects.delete):
+        while done := operations.purge_loaded(conn, days * 86400, objects.delete):
             purged += done
     emit({"purged": purged, "older_than_days": days})

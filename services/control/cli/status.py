@@ -18,8 +18,9 @@ def status(
         float, typer.Option(min=1, help="Freshness objective in seconds.")
     ] = table_status.FRESHNESS_OBJECTIVE_S,
 ) -> None:
-    """Per client and table: last load, freshness, pending and dead batches. Exit code 1 when
-    a table has dead batches or records waiting longer than the freshness objective."""
+    """Per client and table: last load, its freshness, the oldest unloaded record's age,
+    pending and dead batches, last error. Exit code 1 when a table has dead batches or records
+    waiting longer than the freshness objective."""
     with closing(db.connect()) as conn:
         found = table_status.report(table_status.tables(conn, client), objective)
     emit(found)

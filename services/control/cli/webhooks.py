@@ -20,7 +20,8 @@ def webhooks_create(
         str | None, typer.Option(help="Top-level field that is the primary key (upserts).")
     ] = None,
 ) -> None:
-    """Issue a webhook URL. Its token is printed now and never again."""
+    """Issue a webhook URL, `/v1/clients/<id>/token/whk_...`. Its token is printed now and
+    never again."""
     with control_db() as conn:
         emit(webhooks.create_webhook(conn, client_id, table, key))
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any
 
 from google.api_core.client_options import ClientOptions
 from google.api_core.retry import Retry
@@ -68,6 +67,6 @@ def connect(target: BigQueryTarget, timeout: float, job_timeout: float) -> Sessi
     return Session(client, target, timeout, job_timeout, retry=retry)
 
 
-def close(session: Any) -> None:
+def close(session: Session) -> None:
     with contextlib.suppress(Exception):
-        session.client.close()
+        session.client.close()  # type: ignore[no-untyped-call]

@@ -20,7 +20,8 @@ from common.wire import Header
 from services.loaders.bigquery.names import BigQueryNames
 from services.loaders.bigquery.schema import Field, Placer, Rejected, TableSchema, timestamp_text
 from services.loaders.core import notes
-from services.loaders.core.plan import (
+from services.loaders.core.reader import Record
+from services.loaders.core.system_columns import (
     EXTRACTED_AT,
     PRIMARY_KEY,
     RECEIVED_AT,
@@ -28,7 +29,6 @@ from services.loaders.core.plan import (
     TABLE_VERSION,
     append_only_key,
 )
-from services.loaders.core.reader import Record
 from services.loaders.core.types import ColumnType
 
 BATCHED_AT = "_sdc_batched_at"

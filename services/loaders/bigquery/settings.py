@@ -13,6 +13,10 @@ class BigQueryLoaderSettings(LoaderSettings):
     own_prefix: ClassVar[str] = "SKEIN_LOADER_BIGQUERY_"
 
     metrics_port: int = 9105
-    # One API call (with the client library's own retries inside it), and one job's run.
-    request_timeout_s: float = Field(30.0, gt=0)
-    job_timeout_s: float = Field(600.0, gt=0)
+    request_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="one BigQuery API call (the client library's own retries stay within 3x "
+        "this; the spool's back-off retries the load)",
+    )
+    job_timeout_s: float = Field(600.0, gt=0, description="longest wait for one load or query job")

@@ -19,7 +19,7 @@ from services.loaders.bigquery.plan import (
     SEGMENT,
     Segment,
 )
-from services.loaders.core.plan import PRIMARY_KEY, SEQUENCE, TABLE_VERSION
+from services.loaders.core.system_columns import PRIMARY_KEY, SEQUENCE, TABLE_VERSION
 
 LOADS = "_sdc_loads"
 REJECTED = "_sdc_rejected"

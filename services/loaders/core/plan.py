@@ -5,18 +5,19 @@ The records of one table arrive in Kafka order. They are cut into *segments* whe
 order. Every value is placed in a column (``shape.place``), rendered to the warehouse's COPY
 text by the warehouse's ``render``, and spilled to a temporary file, so a lease of any size
 loads in bounded memory. Records that cannot be loaded are kept with the reason for
-``_sdc_rejected``.
+``_sdc_rejected``. The system columns are ``system_columns``, the spill file ``spill``.
+
+Over 400 lines, on purpose: ``PlanBuilder`` is one algorithm, the general path and the
+compiled fast path (``fastplan``) that it learns from its own decisions, sharing one lease's
+placement state; its output (``Staged``, ``Segment``) stays beside it.
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
-import uuid
-from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -36,6 +37,20 @@ from services.loaders.core.fastplan import Inline, Layout, Plan, compile_plan, l
 from services.loaders.core.names import SEPARATOR, NameRules
 from services.loaders.core.reader import Record
 from services.loaders.core.shape import ColumnLimit, TableShape, place
+from services.loaders.core.spill import Spill
+from services.loaders.core.system_columns import (
+    BATCHED_AT,
+    EXTRACTED_AT,
+    LEVEL,
+    PRIMARY_KEY,
+    RECEIVED_AT,
+    ROW,
+    SEQUENCE,
+    SOURCE_KEY,
+    SYSTEM_TYPES,
+    TABLE_VERSION,
+    append_only_key,
+)
 from services.loaders.core.types import ColumnType, parse_timestamp
 
 
@@ -57,26 +72,6 @@ class LeaseLoad:
         )
 
 
-# System columns (Stitch's names).
-RECEIVED_AT = "_sdc_received_at"
-BATCHED_AT = "_sdc_batched_at"
-SEQUENCE = "_sdc_sequence"
-TABLE_VERSION = "_sdc_table_version"
-EXTRACTED_AT = "_sdc_extracted_at"
-PRIMARY_KEY = "__sdc_primary_key"
-ROW = "_sdc_row"  # staging only: arrival order, for ties and to join children to parents
-SOURCE_KEY = "_sdc_source_key_"
-LEVEL = "_sdc_level_{}_id"
-
-SYSTEM_TYPES = {
-    RECEIVED_AT: ColumnType.TIMESTAMP,
-    BATCHED_AT: ColumnType.TIMESTAMP,
-    SEQUENCE: ColumnType.BIGINT,
-    TABLE_VERSION: ColumnType.BIGINT,
-    EXTRACTED_AT: ColumnType.TIMESTAMP,
-    PRIMARY_KEY: ColumnType.TEXT,
-}
-_KEY_NAMESPACE = uuid.UUID("6f1c3c1e-5b7e-4d3a-9a53-5e2b1c0d5e11")
 _PLANS_PER_SHAPE_KEY = 16  # record shapes remembered per segment and header context
 _COMPILES_PER_LEASE = 64  # ~0.1-0.2 ms each
 _SCHEMAS_REMEMBERED = 64
@@ -88,65 +83,13 @@ class Rejected(ValueError):
     """This record cannot be loaded (the reason goes to ``_sdc_rejected``)."""
 
 
-class Spill:
-    """Rows as delimited text lines in a temp file (spilled to disk past 8 MiB), read back once.
-
-    Fields are already rendered by the warehouse (``Render``); a quoted field may itself hold
-    a newline, so lines are found by their recorded byte lengths, never by splitting. A
-    table's column list may grow while rows arrive; each line remembers how many fields it
-    has, and ``text`` pads the shorter ones with NULLs.
-    """
-
-    def __init__(self) -> None:
-        self._file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115
-        self._widths = array("I")
-        self._sizes = array("I")  # each line's length in bytes (without its newline)
-        self._pending: list[str] = []  # lines not yet written, to write them a thousand at once
-
-    def __len__(self) -> int:
-        return len(self._widths)
-
-    def append(self, fields: list[str]) -> None:
-        self.append_line(",".join(fields), len(fields))
-
-    def append_line(self, line: str, width: int) -> None:
-        """One row whose ``width`` fields are already joined (without the newline)."""
-        pending = self._pending
-        pending.append(line)
-        self._widths.append(width)
-        if len(pending) >= 1024:
-            self._flush()
-
-    def _flush(self) -> None:
-        pending = self._pending
-        if pending:
-            # str.isascii is a flag lookup: only non-ASCII lines are encoded twice.
-            self._sizes.extend([len(x) if x.isascii() else len(x.encode()) for x in pending])
-            pending.append("")
-            self._file.write("\n".join(pending).encode())
-            self._pending = []
-
-    def text(self, width: int) -> Iterator[bytes]:
-        """The lines, each padded to ``width`` fields, in chunks."""
-        self._flush()
-        self._file.seek(0)
-        if not self._widths or min(self._widths) == width:  # nothing to pad: the file as is
-            while chunk := self._file.read(8 << 20):
-                yield chunk
-            return
-        pending: list[bytes] = []
-        read = self._file.read
-        for size, have in zip(self._sizes, self._widths, strict=True):
-            line = read(size + 1)
-            pending.append(line if have == width else line[:-1] + b"," * (width - have) + b"\n")
-            if len(pending) >= 2048:
-                yield b"".join(pending)
-                pending = []
-        if pending:
-            yield b"".join(pending)
-
-    def close(self) -> None:
-        self._file.close()
+def aware_timestamp(value: Any) -> datetime:
+    """A date-time field as a zone-aware value (UTC when it names no zone), for a ``Render``;
+    ``Rejected`` when it is no date-time."""
+    parsed = parse_timestamp(str(value))
+    if parsed is None:
+        raise Rejected(f"not a date-time: {value!r}")
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -195,17 +138,6 @@ class Segment:
 class Rejection:
     record: bytes
     reason: str
-
-
-def append_only_key(table: str, sequence: int, data: dict[str, Any]) -> str:
-    """Deterministic ``__sdc_primary_key``: a resent record (same table, sequence and content)
-    gets the same key and collapses onto the first copy."""
-    try:
-        canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # integers beyond 64 bits
-        canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-    name = f"{table}\x00{sequence}\x00".encode() + canonical
-    return str(uuid.uuid5(_KEY_NAMESPACE, name.hex()))
 
 
 class PlanBuilder:

@@ -10,13 +10,15 @@ import signal
 
 from common import health, logs, runtime
 from services.loaders.core import faults
-from services.loaders.core.runner import Destinations, Runner, Warehouse
+from services.loaders.core.destination_cache import Destinations
+from services.loaders.core.protocol import SessionT, Warehouse
+from services.loaders.core.runner import Runner
 from services.loaders.core.settings import LoaderSettings
 
 log = logging.getLogger("skein.loader")
 
 
-def serve(settings: LoaderSettings, warehouse: Warehouse) -> None:
+def serve(settings: LoaderSettings, warehouse: Warehouse[SessionT]) -> None:
     logs.configure()
     runtime.quick_gil_handoff()
     faults.configure(settings.fault, settings.fault_marker)

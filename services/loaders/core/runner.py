@@ -13,217 +13,60 @@ Worker threads each run the loop. What keeps one client's warehouse from costing
   (``sessions.SessionPool``), keyed by client and destination version (or, for a warehouse
   whose sessions hold nothing of a client, by what they are opened with: ``SharesSessions``),
   idle ones closed.
+
+The runner drives a warehouse only through ``protocol.Warehouse``; the lease's clock is
+``watch.LeaseWatch``, the clients' destinations ``destination_cache.Destinations``, the
+counters ``metrics``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import socket
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator
-from contextlib import contextmanager
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import Any, Generic
 
 from botocore.config import Config
-from prometheus_client import Counter, Gauge, Histogram
 
-from common import control, db, netpolicy
+from common import destination_config, netpolicy
 from common.metrics import client_label
 from common.s3 import client as s3_client
-from common.spool_client import Lease, SpoolClient, SpoolConflict, SpoolUnavailable
+from common.spool_client import Lease, LeasedBatch, SpoolClient, SpoolConflict, SpoolUnavailable
 from common.wire import Header
 from services.loaders.core import faults, notes
+from services.loaders.core.destination_cache import Destinations
 from services.loaders.core.errors import LoadError, PermanentError, TransientError
+from services.loaders.core.metrics import (
+    BATCHES,
+    FRESHNESS,
+    LOAD_SECONDS,
+    LOADS,
+    OPENED,
+    REJECTED,
+    ROWS,
+    SCHEMA_CHANGES,
+    SESSIONS,
+)
+from services.loaders.core.protocol import Destination, SessionT, Warehouse
 from services.loaders.core.reader import Record, events, lines_of, s3_chunks
 from services.loaders.core.sessions import SessionPool
 from services.loaders.core.settings import LoaderSettings
+from services.loaders.core.watch import LeaseWatch
 
 log = logging.getLogger("skein.loader")
 
 # Request ids named in one "loaded" log line, at most (a lease may hold thousands of requests).
 _LOGGED_REQUEST_IDS = 100
 
-# client_id labels are bounded by common.metrics.client_label; tables are never labels.
-LOADS = Counter(
-    "skein_loader_loads_total",
-    "Lease loads by outcome (ok, transient, permanent)",
-    ["destination_type", "client_id", "result"],
-)
-ROWS = Counter("skein_loader_rows_total", "Parent rows written", ["destination_type", "client_id"])
-BATCHES = Counter("skein_loader_batches_total", "Batches loaded", ["destination_type"])
-REJECTED = Counter(
-    "skein_loader_rejected_records_total",
-    "Records sent to _sdc_rejected",
-    ["destination_type", "client_id"],
-)
-SCHEMA_CHANGES = Counter(
-    "skein_loader_schema_changes_total",
-    "Schema changes loads made (tables created, columns added, widened or split)",
-    ["destination_type", "client_id"],
-)
-LOAD_SECONDS = Histogram(
-    "skein_loader_load_duration_seconds",
-    "Time to load one lease",
-    ["destination_type"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
-)
-FRESHNESS = Histogram(
-    "skein_loader_freshness_seconds",
-    "Loaded at minus received at (of the oldest record of each loaded batch)",
-    ["destination_type"],
-    buckets=(1, 2, 5, 10, 15, 30, 60, 120, 300, 900, 3600),
-)
-SESSIONS = Gauge(
-    "skein_loader_warehouse_sessions",
-    "Warehouse sessions this loader process holds open (at most its MAX_CONNECTIONS)",
-    ["destination_type"],
-)
-OPENED = Counter(
-    "skein_loader_warehouse_sessions_opened_total",
-    "Warehouse sessions opened",
-    ["destination_type"],
-)
-STALLED = Counter(
-    "skein_loader_stalled_loads_total",
-    "Loads that ran past STALLED_LOAD_S and gave their worker slot to other work",
-    ["destination_type"],
-)
 
-
-@dataclass(frozen=True)
-class Destination:
-    client_id: int
-    type: str
-    config: dict[str, Any]
-    secrets: dict[str, str]
-    # When the destination was last set: sessions opened under another version are not reused.
-    version: str = ""
-    # What an operator allowed this client to do with the platform's credentials.
-    grants: tuple[tuple[str, str], ...] = ()
-    # (host, address) the network policy vetted just before this session was opened: a loader
-    # that can connect to an address (libpq's hostaddr) does, closing the DNS-rebinding window.
-    pinned: tuple[tuple[str, str], ...] = ()
-
-    def pinned_to(self, vetted: dict[str, list[str]]) -> Destination:
-        """This destination pinned to the first address the network policy vetted per host
-        (``netpolicy.check_destination``'s answer)."""
-        pins = tuple((host, found[0]) for host, found in vetted.items() if found)
-        return dataclasses.replace(self, pinned=pins)
-
-
-class Warehouse(Protocol):
-    """What a warehouse loader implements (see services/loaders/postgres/)."""
-
-    type: str
-
-    def open(self, destination: Destination) -> Any:
-        """A session/connection to the client's warehouse."""
-
-    def close(self, session: Any) -> None: ...
-
-    def already_loaded(self, session: Any, destination: Destination, ids: list[int]) -> set[int]:
-        """Which of these batch ids this warehouse already holds (committed before a crash)."""
-
-    def load(
-        self,
-        session: Any,
-        destination: Destination,
-        lease: Lease,
-        batch_ids: list[int],
-        stream: Iterator[Header | Record],
-    ) -> tuple[int, int]:
-        """Load in one transaction with the batch ids; return (rows written, rejected)."""
-
-    def classify(self, exc: BaseException) -> LoadError:
-        """Transient (retry with back-off) or permanent (park the batch)."""
-
-    def cancel(self, session: Any) -> None:
-        """Interrupt what the session is running (from another thread); best effort."""
-
-    def probe(self, session: Any, destination: Destination) -> str:
-        """One round trip to the warehouse, described (``skein destinations test``)."""
-
-
-class SharesSessions(Protocol):
-    """A warehouse whose sessions carry nothing of the client that opened them (no session
-    state, no client-specific target) may say so: destinations with the same identity (every
-    setting and secret the session is opened with) then share idle sessions. Clients with the
-    same credentials on one server are no more able to reach each other through a shared
-    session than through their own. Checks that depend on the client (the platform's grants)
-    run for every load, not only when a session opens."""
-
-    def session_identity(self, destination: Destination) -> Hashable: ...
-
-
-class Destinations:
-    """Clients' destinations from the control DB, cached briefly."""
-
-    def __init__(self, dsn: str, secret_key: str, ttl: float) -> None:
-        # Pooled: a burst of new clients (a cache miss each) must not open a control-database
-        # connection per lease.
-        self._db = db.ControlDb(dsn, size=2, name="skein-loader-destinations")
-        self._secret_key = secret_key
-        self._ttl = ttl
-        self._cache: dict[int, tuple[float, Destination | None]] = {}
-        self._lock = threading.Lock()
-
-    def _fetch(self, client_id: int) -> Callable[[Any], dict[str, Any] | None]:
-        def fetch(conn: Any) -> dict[str, Any] | None:
-            try:
-                return control.get_destination(conn, self._secret_key, client_id, reveal=True)
-            finally:
-                conn.rollback()  # a pooled connection goes back with no transaction open
-
-        return fetch
-
-    def get(self, client_id: int, version: int | None = None) -> Destination | None:
-        """The client's destination, from the cache unless it expired or ``version`` (the
-        lease's ``destination_version``) says the destination changed since it was read."""
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(client_id)
-        if hit and now - hit[0] < self._ttl and (version is None or _version(hit[1]) == version):
-            return hit[1]
-        try:
-            raw = self._db.run(self._fetch(client_id))
-        except Exception as exc:
-            raise TransientError(f"control database unavailable: {exc}") from exc
-        found = (
-            None
-            if raw is None
-            else Destination(
-                client_id,
-                raw["type"],
-                raw["config"],
-                raw.get("secrets", {}),
-                str(raw.get("updated_at") or ""),
-                tuple((g["kind"], g["value"]) for g in raw.get("grants", [])),
-            )
-        )
-        with self._lock:
-            self._cache[client_id] = (now, found)
-        return found
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _version(destination: Destination | None) -> int | None:
-    """A destination's version as leases name it: its last change, microseconds since 1970."""
-    if destination is None or not destination.version:
-        return None
-    changed = datetime.fromisoformat(destination.version)
-    return (changed - _EPOCH) // timedelta(microseconds=1)
-
-
-class Runner:
+class Runner(Generic[SessionT]):
     def __init__(
-        self, settings: LoaderSettings, warehouse: Warehouse, destinations: Destinations
+        self, settings: LoaderSettings, warehouse: Warehouse[SessionT], destinations: Destinations
     ) -> None:
         self.settings = settings
         self.warehouse = warehouse
@@ -286,7 +129,7 @@ class Runner:
                         if lease is None:
                             self.stop.wait(self.settings.poll_interval_s)
                             continue
-                    watch = _Watch(self.settings, lease, self._slots)
+                    watch = LeaseWatch(self.settings, lease, self._slots)
                     outcome = self._handle(lease, watch)
                     if isinstance(outcome, Loaded):
                         faults.hit("after_commit")
@@ -303,7 +146,7 @@ class Runner:
         return spool.lease(self.kind, owner, **self.limits)
 
     def _handle(
-        self, lease: Lease, watch: _Watch, *, retry_stale: bool = True
+        self, lease: Lease, watch: LeaseWatch, *, retry_stale: bool = True
     ) -> Loaded | LoadError:
         """Load the lease; what it wrote, else the classified failure."""
         started = time.monotonic()
@@ -320,7 +163,7 @@ class Runner:
                     f"client {lease.client_id}'s destination is now {destination.type}, "
                     f"not {self.kind}: its batches move to the {destination.type} loader"
                 )
-            refusal = control.platform_refusal(
+            refusal = destination_config.platform_refusal(
                 destination.type,
                 destination.config,
                 destination.secrets,
@@ -406,7 +249,7 @@ class Runner:
             return ("shared", identity(destination)), ""
         return ("client", destination.client_id), destination.version
 
-    def _open(self, destination: Destination) -> Any:
+    def _open(self, destination: Destination) -> SessionT:
         try:
             vetted = netpolicy.check_destination(self.policy, destination.type, destination.config)
         except netpolicy.DestinationRefused as exc:
@@ -419,7 +262,7 @@ class Runner:
         self,
         destination: Destination,
         lease: Lease,
-        session: Any,
+        session: SessionT,
         request_ids: dict[str, None],
     ) -> tuple[int, int]:
         ids = [b.batch_id for b in lease.batches]
@@ -431,7 +274,7 @@ class Runner:
         return self.warehouse.load(session, destination, lease, [b.batch_id for b in todo], stream)
 
     def _events(
-        self, batches: list[Any], request_ids: dict[str, None]
+        self, batches: list[LeasedBatch], request_ids: dict[str, None]
     ) -> Iterator[Header | Record]:
         """The batches' header and record events; notes each header's request id on the way."""
         for batch in batches:
@@ -493,80 +336,3 @@ class Loaded:
             "destination_type": kind,
             **self.noted.report(),
         }
-
-
-class _Watch:
-    """One lease's clock while it loads: extends the lease every third of its length, gives the
-    worker slot back once the load counts as stalled, and past ``max_load_s`` stops extending
-    and cancels the load (``timed_out``)."""
-
-    def __init__(
-        self, settings: LoaderSettings, lease: Lease, slots: threading.BoundedSemaphore
-    ) -> None:
-        self._settings = settings
-        self._lease = lease
-        self._slots = slots
-        self._started = time.monotonic()
-        self.stalled = False
-        self.timed_out = False
-
-    @contextmanager
-    def running(self, cancel: Callable[[], None]) -> Iterator[None]:
-        done = threading.Event()
-        thread = threading.Thread(
-            target=self._run, args=(done, cancel), daemon=True, name="lease-watch"
-        )
-        thread.start()
-        try:
-            yield
-        finally:
-            done.set()
-            thread.join(5)
-
-    def _run(self, done: threading.Event, cancel: Callable[[], None]) -> None:
-        settings = self._settings
-        seconds = settings.lease_seconds
-        extend_every = max(1.0, seconds / 3)
-        next_extend = self._started + extend_every
-        stall_at = (
-            self._started + settings.stalled_load_s if settings.max_stalled_loads else math.inf
-        )
-        deadline = self._started + settings.max_load_s
-        token = settings.spool_token.get_secret_value()
-        # Opened at the first extension only: most loads end before one (and a client's TLS
-        # context costs milliseconds of CPU that every lease would pay).
-        spool: SpoolClient | None = None
-        try:
-            while True:
-                now = time.monotonic()
-                wake = min(next_extend, deadline, stall_at)
-                if done.wait(max(0.0, wake - now)):
-                    return
-                now = time.monotonic()
-                if now >= deadline:
-                    self.timed_out = True
-                    log.warning(
-                        "load passed its time limit: cancelling it",
-                        extra={"client_id": self._lease.client_id, "table": self._lease.table_name},
-                    )
-                    try:
-                        cancel()
-                    except Exception as exc:
-                        log.warning("cancelling the load failed", extra={"err": str(exc)})
-                    return
-                if now >= stall_at:
-                    stall_at = math.inf
-                    self.stalled = True
-                    self._slots.release()
-                    STALLED.labels(self._lease.destination_type).inc()
-                if now >= next_extend:
-                    next_extend = now + extend_every
-                    if spool is None:
-                        spool = SpoolClient(settings.spool_url, token)
-                    try:
-                        spool.extend(self._lease.lease_token, seconds)
-                    except (SpoolConflict, SpoolUnavailable) as exc:
-                        log.warning("lease extension failed", extra={"err": str(exc)})
-        finally:
-            if spool is not None:
-                spool.close()

@@ -28,18 +28,20 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Generic
+
+from services.loaders.core.protocol import SessionT
 
 log = logging.getLogger("skein.loader.sessions")
 
 
 @dataclass
-class Lent:
+class Lent(Generic[SessionT]):
     """A checked-out session. ``reused`` says it served an earlier load (it may have died with
     a warehouse restart since); ``discard()`` closes it instead of giving it back."""
 
     key: tuple[Hashable, Hashable]
-    session: Any
+    session: SessionT
     reused: bool
     broken: bool = field(default=False)
 
@@ -47,10 +49,10 @@ class Lent:
         self.broken = True
 
 
-class SessionPool:
+class SessionPool(Generic[SessionT]):
     def __init__(
         self,
-        close_session: Callable[[Any], None],
+        close_session: Callable[[SessionT], None],
         *,
         cap: int,
         idle_s: float,
@@ -64,7 +66,9 @@ class SessionPool:
         self._clock = clock
         self._cond = threading.Condition()
         # Idle sessions, least recently used first: serial -> (key, session, returned_at).
-        self._idle: OrderedDict[int, tuple[tuple[Hashable, Hashable], Any, float]] = OrderedDict()
+        self._idle: OrderedDict[int, tuple[tuple[Hashable, Hashable], SessionT, float]] = (
+            OrderedDict()
+        )
         self._busy = 0  # checked out, or being opened
         self._closing = 0  # popped to be closed: still open on the server until close returns
         self._serial = 0
@@ -86,8 +90,8 @@ class SessionPool:
     # -- checkout
     @contextmanager
     def session(
-        self, client: Hashable, version: Hashable, opener: Callable[[], Any]
-    ) -> Iterator[Lent]:
+        self, client: Hashable, version: Hashable, opener: Callable[[], SessionT]
+    ) -> Iterator[Lent[SessionT]]:
         """Lend a session of ``client``'s destination at ``version`` (opened with ``opener``
         when none is idle). Idle sessions of the client at another version are closed."""
         lent = self._checkout((client, version), opener)
@@ -98,9 +102,11 @@ class SessionPool:
             raise
         self._checkin(lent)
 
-    def _checkout(self, key: tuple[Hashable, Hashable], opener: Callable[[], Any]) -> Lent:
+    def _checkout(
+        self, key: tuple[Hashable, Hashable], opener: Callable[[], SessionT]
+    ) -> Lent[SessionT]:
         while True:
-            stale: list[Any] = []
+            stale: list[SessionT] = []
             reserved = False
             with self._cond:
                 if self._closed:
@@ -140,7 +146,7 @@ class SessionPool:
             raise
         return Lent(key, session, reused=False)
 
-    def _checkin(self, lent: Lent) -> None:
+    def _checkin(self, lent: Lent[SessionT]) -> None:
         with self._cond:
             self._busy -= 1
             keep = not lent.broken and not self._closed
@@ -168,7 +174,7 @@ class SessionPool:
     def reap(self) -> int:
         """Close sessions idle longer than ``idle_s``; returns how many."""
         now = self._clock()
-        old: list[Any] = []
+        old: list[SessionT] = []
         with self._cond:
             for serial, (_k, session, at) in list(self._idle.items()):
                 if now - at >= self._idle_s:
@@ -189,7 +195,7 @@ class SessionPool:
         for session in idle:
             self._close_quietly(session)
 
-    def _close_quietly(self, session: Any) -> None:
+    def _close_quietly(self, session: SessionT) -> None:
         """Close a session popped for closing (counted in ``_closing`` until it is shut)."""
         try:
             self._close(session)

@@ -12,36 +12,79 @@ MB = 1024 * 1024
 
 
 class LoaderSettings(SharedSettings):
+    """Settings every loader has (spool to each client's warehouse), each under its own
+    prefix."""
+
     credentials: ClassVar[frozenset[str]] = frozenset(
         {"secret_key", "spool_token", "s3_secret_key"}
     )
-    host: str = "127.0.0.1"
-    metrics_port: int = 9103
-    workers: int = Field(2, ge=1)
-    # Extended every third while a load runs; a crashed loader's tables wait at most this long.
-    lease_seconds: int = Field(60, ge=10)
-    max_batches: int = Field(20, ge=1)
-    max_bytes: int = Field(32 * MB, ge=1)
-    poll_interval_s: float = Field(0.5, gt=0)
-    connect_timeout_s: int = Field(10, ge=1)
-    destination_cache_s: float = Field(30.0, ge=0)
-    # The tenant boundary (docs/architecture.md, "Loaders: many clients on one server"):
-    # warehouse sessions held by this process in all, least recently used closed first ...
-    max_connections: int = Field(16, ge=1)
-    # ... and closed after this long idle.
-    idle_connection_s: float = Field(60.0, gt=0)
-    # A load past this is given up (cancelled, nacked as transient; its lease is not renewed).
-    max_load_s: float = Field(900.0, gt=0)
-    # A load running this long frees its worker slot for other clients' work (it goes on
-    # beside them); at most max_stalled_loads do so at once.
-    stalled_load_s: float = Field(10.0, gt=0)
-    max_stalled_loads: int = Field(4, ge=0)
-    # Postgres/Redshift session limits: one statement, one lock wait.
-    statement_timeout_s: float = Field(300.0, gt=0)
-    lock_timeout_s: float = Field(30.0, gt=0)
-    # Crash tests only: die at this point ("before_commit" | "after_commit"), once per marker.
-    fault: str = ""
-    fault_marker: str = ""
+    host: str = Field(
+        "127.0.0.1", description="listen address of its `/metrics`, `/healthz`, `/readyz`"
+    )
+    metrics_port: int = Field(9103, description="its `/metrics`, `/healthz`, `/readyz` port")
+    workers: int = Field(2, ge=1, description="concurrent loads (threads)")
+    lease_seconds: int = Field(
+        60,
+        ge=10,
+        description="lease length asked of the spool (extended every third while loading); a "
+        "crashed loader's tables wait at most this long",
+    )
+    max_batches: int = Field(
+        20, ge=1, description="most batches of one table loaded in one transaction"
+    )
+    max_bytes: int = Field(
+        32 * MB, ge=1, description="most bytes of one table loaded in one transaction"
+    )
+    poll_interval_s: float = Field(0.5, gt=0, description="wait when the spool has no work")
+    connect_timeout_s: int = Field(
+        10, ge=1, description="warehouse connection timeout (Postgres, Redshift, Snowflake)"
+    )
+    destination_cache_s: float = Field(
+        30.0, ge=0, description="how long a client's destination settings are cached"
+    )
+    # The tenant boundary (docs/architecture.md, "Loaders: many clients on one server").
+    max_connections: int = Field(
+        16,
+        ge=1,
+        description="warehouse sessions this loader process holds in all, least recently used "
+        "closed first (must be ≥ `WORKERS` + `MAX_STALLED_LOADS`)",
+    )
+    idle_connection_s: float = Field(
+        60.0, gt=0, description="an idle warehouse session is closed after this"
+    )
+    max_load_s: float = Field(
+        900.0,
+        gt=0,
+        description="a load past this is cancelled and fails as transient (its lease is no "
+        "longer extended)",
+    )
+    # It goes on beside the other clients' work.
+    stalled_load_s: float = Field(
+        10.0,
+        gt=0,
+        description="a load running this long gives its worker slot to other clients' work",
+    )
+    max_stalled_loads: int = Field(
+        4, ge=0, description="at most this many loads give up their slot at once"
+    )
+    statement_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="per-session `statement_timeout` (Redshift too; Snowflake: "
+        "`STATEMENT_TIMEOUT_IN_SECONDS`; BigQuery has its own `..._REQUEST_TIMEOUT_S` and "
+        "`..._JOB_TIMEOUT_S`)",
+    )
+    lock_timeout_s: float = Field(
+        30.0, gt=0, description="per-session `lock_timeout` (Postgres only)"
+    )
+    fault: str = Field(
+        "",
+        description="crash tests only: SIGKILL once at `before_commit` or `after_commit`",
+    )
+    fault_marker: str = Field(
+        "",
+        description="crash tests only: a file that makes the fault fire once, even across restarts",
+    )
 
     @model_validator(mode="after")
     def _threads_fit_the_connections(self) -> LoaderSettings:

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from common import control
+from common import destination_config
 
 Connection = psycopg2.extensions.connection
 
@@ -47,7 +47,9 @@ def connection_params(
     the name again; ``host`` still names the server for TLS), then the loader's limits, which a
     destination cannot lift."""
     params: dict[str, Any] = {
-        k: v for k, v in config.get("dsn_params", {}).items() if k in control.LIBPQ_ALLOWED
+        k: v
+        for k, v in config.get("dsn_params", {}).items()
+        if k in destination_config.LIBPQ_ALLOWED
     }
     address = (pinned or {}).get(str(params.get("host") or ""))
     if address:
@@ -80,7 +82,9 @@ def identity(config: dict[str, Any], secrets: dict[str, str]) -> Hashable:
     """What a session is opened with: every stored libpq setting it uses, and a digest of the
     password (two destinations with the same identity get interchangeable sessions)."""
     params = sorted(
-        (k, str(v)) for k, v in config.get("dsn_params", {}).items() if k in control.LIBPQ_ALLOWED
+        (k, str(v))
+        for k, v in config.get("dsn_params", {}).items()
+        if k in destination_config.LIBPQ_ALLOWED
     )
     password = hashlib.sha256(secrets.get("password", "").encode()).hexdigest()
     return ("postgres", tuple(params), password)

@@ -1,9 +1,9 @@
-"""The Postgres warehouse as the lease loop sees it (``services.loaders.core.runner.Warehouse``)."""
+"""The Postgres warehouse as the lease loop sees it (``services.loaders.core.protocol.Warehouse``),
+its sessions psycopg2 connections."""
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterator
-from typing import Any
 
 import psycopg2
 
@@ -11,24 +11,35 @@ from common.spool_client import Lease
 from common.wire import Header
 from services.loaders.core.errors import LoadError
 from services.loaders.core.plan import LeaseLoad
+from services.loaders.core.protocol import Destination, Warehouse
 from services.loaders.core.reader import Record
-from services.loaders.core.runner import Destination
 from services.loaders.postgres import connection, errors, statements, warehouse
-from services.loaders.postgres.connection import SessionLimits
+from services.loaders.postgres.chunks import CHUNK_ROWS
+from services.loaders.postgres.connection import Connection, SessionLimits
 
 
-class PostgresWarehouse:
+class PostgresWarehouse(Warehouse[Connection]):
     type = "postgres"
 
-    def __init__(self, limits: SessionLimits | None = None) -> None:
+    def __init__(
+        self,
+        limits: SessionLimits | None = None,
+        *,
+        chunk_rows: int = CHUNK_ROWS,
+        straight_in: bool = True,
+    ) -> None:
+        """``chunk_rows`` and ``straight_in``: how a lease is merged (``warehouse.load``); the
+        defaults are the loader's, others are for tests (small chunks, merge only)."""
         self.limits = limits or SessionLimits()
+        self.chunk_rows = chunk_rows
+        self.straight_in = straight_in
 
-    def open(self, destination: Destination) -> Any:
+    def open(self, destination: Destination) -> Connection:
         return connection.connect(
             destination.config, destination.secrets, self.limits, dict(destination.pinned)
         )
 
-    def close(self, session: Any) -> None:
+    def close(self, session: Connection) -> None:
         connection.close(session)
 
     def session_identity(self, destination: Destination) -> Hashable:
@@ -38,24 +49,28 @@ class PostgresWarehouse:
         (``runner.SharesSessions``)."""
         return connection.identity(destination.config, destination.secrets)
 
-    def probe(self, session: Any, destination: Destination) -> str:
+    def probe(self, session: Connection, destination: Destination) -> str:
         """One round trip (``skein destinations test``): the server's version."""
         with session.cursor() as cur:
             cur.execute("SELECT version()")
-            version = str(cur.fetchone()[0])
+            row = cur.fetchone()
+            assert row is not None  # SELECT returns its one row
+            version = str(row[0])
         session.rollback()
         return version
 
-    def cancel(self, session: Any) -> None:
+    def cancel(self, session: Connection) -> None:
         session.cancel()  # libpq's cancel request: the running statement fails QueryCanceled
 
-    def already_loaded(self, session: Any, destination: Destination, ids: list[int]) -> set[int]:
+    def already_loaded(
+        self, session: Connection, destination: Destination, ids: list[int]
+    ) -> set[int]:
         schema = warehouse.schema_of(destination.config, destination.client_id)
         return warehouse.already_loaded(session, schema, ids)
 
     def load(
         self,
-        session: Any,
+        session: Connection,
         destination: Destination,
         lease: Lease,
         batch_ids: list[int],
@@ -64,7 +79,13 @@ class PostgresWarehouse:
         schema = warehouse.schema_of(destination.config, destination.client_id)
         work = LeaseLoad.of(lease, batch_ids, stream)
         try:
-            return warehouse.load(session, schema, work)
+            return warehouse.load(
+                session,
+                schema,
+                work,
+                chunk_rows=self.chunk_rows,
+                straight_in=self.straight_in,
+            )
         except psycopg2.errors.UniqueViolation as exc:
             if statements.LOADS in str(exc.diag.table_name or ""):
                 return 0, 0  # another loader committed these batches first: nothing to do

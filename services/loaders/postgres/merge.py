@@ -8,14 +8,8 @@ from typing import Any
 
 from psycopg2 import sql
 
-from services.loaders.core.plan import (
-    BATCHED_AT,
-    ROW,
-    SEQUENCE,
-    SOURCE_KEY,
-    Segment,
-    Staged,
-)
+from services.loaders.core.plan import Segment, Staged
+from services.loaders.core.system_columns import BATCHED_AT, ROW, SEQUENCE, SOURCE_KEY
 from services.loaders.postgres.staging import stage
 from services.loaders.postgres.statements import ident
 

@@ -10,10 +10,8 @@ from typing import Any
 
 from psycopg2 import sql
 
-from services.loaders.core.plan import (
-    ROW,
-    Staged,
-)
+from services.loaders.core.plan import Staged
+from services.loaders.core.system_columns import ROW
 from services.loaders.postgres.statements import (
     SQL_TYPES,
     ident,

@@ -1,6 +1,7 @@
 """The SQL of a Postgres load, executed on the load's cursor: the type mapping (Stitch types to
-Postgres columns and back), identifiers, DDL (create, widen, re-key), the set-based merge of a
-``activate_version``, stale child rows and rejected records (the merge itself: ``merge.py``).
+Postgres columns and back), identifiers, DDL (create, widen, re-key), the deletes of an
+``activate_version`` and of stale child rows, and the bookkeeping tables ``_sdc_loads`` and
+``_sdc_rejected`` (the merge itself: ``merge.py``; COPY: ``staging.py``).
 
 Identifiers are always quoted with ``psycopg2.sql.Identifier`` (``bound_ident`` renders them
 once, so a ``%`` in a name is never taken for a parameter); values travel as parameters, never
@@ -22,15 +23,9 @@ from services.loaders.core.errors import (
     PermanentError,
 )
 from services.loaders.core.names import NameRules, starts_with_pattern
-from services.loaders.core.plan import (
-    PRIMARY_KEY,
-    SOURCE_KEY,
-    TABLE_VERSION,
-    PlanBuilder,
-    Rejection,
-    Segment,
-)
+from services.loaders.core.plan import PlanBuilder, Rejection, Segment
 from services.loaders.core.shape import TableShape
+from services.loaders.core.system_columns import PRIMARY_KEY, SOURCE_KEY, TABLE_VERSION
 from services.loaders.core.types import ColumnType
 
 RULES = NameRules(max_bytes=63, case="preserve", max_columns=1600)
@@ -290,4 +285,54 @@ def record_rejections(
             (table, r.record.decode("utf-8", "replace").replace("\x00", ""), r.reason, batch_ids)
             for r in rejected
         ],
+    )
+
+
+def create_metadata(cur: Any, schema: str) -> None:
+    """The schema and the bookkeeping tables ``_sdc_loads`` and ``_sdc_rejected``, if missing,
+    under an advisory lock on the schema's name (``warehouse.ensure_metadata`` retries)."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
+    cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident(schema)))
+    cur.execute(
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {} (
+                   batch_id bigint PRIMARY KEY, table_name text NOT NULL,
+                   lease_token text, records bigint NOT NULL,
+                   loaded_at timestamptz NOT NULL DEFAULT now())"""
+        ).format(ident(schema, LOADS))
+    )
+    cur.execute(
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {} (
+                   table_name text NOT NULL, record text NOT NULL, reason text NOT NULL,
+                   batch_ids bigint[] NOT NULL,
+                   rejected_at timestamptz NOT NULL DEFAULT now())"""
+        ).format(ident(schema, REJECTED))
+    )
+
+
+def select_loaded(cur: Any, schema: str, batch_ids: list[int]) -> set[int]:
+    """Which of ``batch_ids`` are in ``_sdc_loads``; the query names ``_sdc_rejected`` too, so
+    that a missing bookkeeping table fails it (``UndefinedTable``)."""
+    cur.execute(
+        sql.SQL(
+            "SELECT batch_id FROM {} WHERE batch_id = ANY(%s) "
+            "UNION ALL SELECT NULL FROM {} WHERE false"
+        ).format(bound_ident(cur, schema, LOADS), bound_ident(cur, schema, REJECTED)),
+        (batch_ids,),
+    )
+    return {r[0] for r in cur.fetchall()}
+
+
+def record_loads(
+    cur: Any, schema: str, table: str, lease_token: str, batch_ids: list[int], counts: list[int]
+) -> None:
+    """The batch ids in ``_sdc_loads``, in the load's transaction: a batch recorded meanwhile
+    fails the primary key and rolls the load back."""
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {} (batch_id, table_name, lease_token, records) "
+            "SELECT unnest(%s::bigint[]), %s, %s, unnest(%s::bigint[])"
+        ).format(bound_ident(cur, schema, LOADS)),
+        (batch_ids, table, lease_token, counts),
     )

@@ -16,6 +16,7 @@ from typing import Any
 
 import redshift_connector
 from redshift_connector import error as rs
+from redshift_connector.core import Connection
 
 from services.loaders.postgres.connection import SessionLimits
 
@@ -25,7 +26,7 @@ def connect(
     secrets: dict[str, str],
     limits: SessionLimits,
     pinned: Mapping[str, str] | None = None,
-) -> Any:
+) -> Connection:
     params = dict(config.get("dsn_params", {}))
     host = str(params.get("host") or "")
     sslmode = str(params.get("sslmode") or "verify-ca")
@@ -63,6 +64,6 @@ def connect(
     return conn
 
 
-def close(conn: Any) -> None:
+def close(conn: Connection) -> None:
     with contextlib.suppress(rs.Error):
         conn.close()

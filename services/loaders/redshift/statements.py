@@ -1,4 +1,5 @@
-"""Redshift SQL for one load, as pure functions over table shapes (unit-tested and parsed with
+"""Redshift SQL for one load and its type mapping (column types; ``render``: a value as the JSON
+literal of a staged row), as pure functions over table shapes (unit-tested and parsed with
 sqlglot's Redshift dialect; the merge runs on Postgres too, where the dialects agree).
 
 Identifiers are always quoted with sqlglot's Redshift quoting; values are ``%s`` parameters
@@ -15,13 +16,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from datetime import UTC
 from typing import Any
 
+import orjson
 from sqlglot import exp
 
 from services.loaders.core.names import NameRules
-from services.loaders.core.plan import BATCHED_AT, ROW, SEQUENCE, SOURCE_KEY, TABLE_VERSION
+from services.loaders.core.plan import Rejected, aware_timestamp
 from services.loaders.core.shape import TableShape
+from services.loaders.core.system_columns import (
+    BATCHED_AT,
+    ROW,
+    SEQUENCE,
+    SOURCE_KEY,
+    TABLE_VERSION,
+)
 from services.loaders.core.types import ColumnType
 
 # Redshift: 127-byte identifiers, folded to lower case; columns keep 12 bytes for split
@@ -53,6 +63,28 @@ FROM_SQL = {
 }
 LOADS = "_sdc_loads"
 REJECTED = "_sdc_rejected"
+_MAX_DIGITS = 38
+
+
+def render(kind: ColumnType, value: Any) -> str:
+    """A value as a JSON literal (a field of a staged row); refuses what Redshift cannot hold."""
+    if kind is ColumnType.TEXT:
+        text = orjson.dumps(str(value)).decode()
+        if len(str(value).encode()) > MAX_VARCHAR:
+            raise Rejected(f"a string longer than {MAX_VARCHAR} bytes (Redshift's VARCHAR)")
+        return text
+    if kind is ColumnType.TIMESTAMP:
+        return '"' + aware_timestamp(value).astimezone(UTC).isoformat(sep=" ") + '"'
+    if kind is ColumnType.BOOLEAN:
+        return "true" if value else "false"
+    if kind is ColumnType.DOUBLE:
+        return repr(float(value))
+    if kind is ColumnType.VARIANT:
+        raise Rejected("nested values are de-nested for Redshift")
+    text = str(int(value))
+    if len(text.lstrip("-")) > _MAX_DIGITS:
+        raise Rejected(f"integer {text} has more than {_MAX_DIGITS} digits (NUMERIC(38,0))")
+    return text
 
 
 def q(name: str) -> str:

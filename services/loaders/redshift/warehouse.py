@@ -1,115 +1,30 @@
 """Loading one lease into Redshift, built on the Postgres loader's plan: the same de-nesting,
 segments, bookkeeping tables (``_sdc_loads`` in the load's transaction: exactly once) and merge
-order; Redshift's differences are the SQL (``statements``) and how rows get in: each staged
-table is written to S3 as gzip JSON lines (one array per row) and loaded with
-``COPY ... FORMAT AS JSON '<jsonpaths>'`` into a temporary staging table.
-
-The COPY itself is behind ``Copier`` so the merge logic can run against Postgres in the tests
-(which reads the same staged object back from S3 instead).
+order. This module decides what runs when; Redshift's differences are the SQL (``statements``)
+and how rows get in (``staging``: gzip JSON lines in S3, ``COPY ... FORMAT AS JSON`` into a
+temporary staging table, behind ``staging.Copier``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
 import json
 import os
-import re
 import tempfile
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
-
-import orjson
+from typing import Any
 
 from services.loaders.core import faults, notes
 from services.loaders.core.errors import PermanentError
 from services.loaders.core.names import starts_with_pattern
-from services.loaders.core.plan import (
-    PRIMARY_KEY,
-    ROW,
-    TABLE_VERSION,
-    LeaseLoad,
-    PlanBuilder,
-    Rejected,
-    Segment,
-    Staged,
-)
+from services.loaders.core.plan import LeaseLoad, PlanBuilder, Segment, Staged
 from services.loaders.core.shape import TableShape
-from services.loaders.core.types import ColumnType, parse_timestamp
+from services.loaders.core.system_columns import PRIMARY_KEY, ROW, TABLE_VERSION
+from services.loaders.core.types import ColumnType
 from services.loaders.redshift import statements as S
-from services.loaders.redshift.statements import RULES
-
-_FIELD = re.compile(rb'"(?:[^"\\]|\\.)*"|[^,\n]*')
-_MAX_DIGITS = 38
-
-
-def render(kind: ColumnType, value: Any) -> str:
-    """A value as a JSON literal (a field of a staged row); refuses what Redshift cannot hold."""
-    if kind is ColumnType.TEXT:
-        text = orjson.dumps(str(value)).decode()
-        if len(str(value).encode()) > S.MAX_VARCHAR:
-            raise Rejected(f"a string longer than {S.MAX_VARCHAR} bytes (Redshift's VARCHAR)")
-        return text
-    if kind is ColumnType.TIMESTAMP:
-        parsed = parse_timestamp(str(value))
-        if parsed is None:
-            raise Rejected(f"not a date-time: {value!r}")
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return '"' + parsed.astimezone(UTC).isoformat(sep=" ") + '"'
-    if kind is ColumnType.BOOLEAN:
-        return "true" if value else "false"
-    if kind is ColumnType.DOUBLE:
-        return repr(float(value))
-    if kind is ColumnType.VARIANT:
-        raise Rejected("nested values are de-nested for Redshift")
-    text = str(int(value))
-    if len(text.lstrip("-")) > _MAX_DIGITS:
-        raise Rejected(f"integer {text} has more than {_MAX_DIGITS} digits (NUMERIC(38,0))")
-    return text
-
-
-@dataclass
-class StagedFile:
-    """One staged table's rows as gzip JSON lines on local disk, and its text lengths."""
-
-    staged: Staged
-    path: str
-    lengths: dict[str, int] = field(default_factory=dict)
-
-
-def json_lines(staged: Staged, path: str) -> StagedFile:
-    """Write the spill as gzip JSON arrays (an empty field is null); measure text columns."""
-    order = staged.order
-    text_at = [i for i, c in enumerate(order) if staged.shape.columns.get(c) is ColumnType.TEXT]
-    longest = [0] * len(order)
-    with gzip.open(path, "wb", compresslevel=1) as out:
-        for chunk in staged.spill.text(len(order)):
-            for line in chunk.splitlines():
-                fields = _split(line)
-                for i in text_at:
-                    longest[i] = max(longest[i], len(fields[i]) - 2)  # bytes, escapes included
-                out.write(b"[" + b",".join(f or b"null" for f in fields) + b"]\n")
-    return StagedFile(staged, path, {order[i]: longest[i] for i in text_at})
-
-
-def _split(line: bytes) -> list[bytes]:
-    fields, pos, end = [], 0, len(line)
-    while True:
-        match = _FIELD.match(line, pos)
-        assert match is not None  # the pattern matches the empty string
-        fields.append(match.group())
-        pos = match.end() + 1  # past the comma
-        if pos > end:
-            return fields
-
-
-class Copier(Protocol):
-    """Gets a staged file's rows into a staging table."""
-
-    def copy(self, cur: Any, name: str, staged: StagedFile, key: str) -> None: ...
+from services.loaders.redshift.staging import Copier, StagedFile, json_lines
+from services.loaders.redshift.statements import RULES, render
 
 
 def existing_shapes(

@@ -16,6 +16,7 @@ from typing import Any
 
 import snowflake.connector
 from cryptography.hazmat.primitives import serialization
+from snowflake.connector import SnowflakeConnection
 from snowflake.connector import errors as sf
 
 from services.loaders.snowflake.destination import Settings
@@ -29,7 +30,7 @@ def connect(
     secrets: dict[str, str],
     timeout: int,
     statement_timeout_s: float = 300.0,
-) -> Any:
+) -> SnowflakeConnection:
     """A session whose login takes at most ``timeout`` seconds and whose statements at most
     ``statement_timeout_s`` (the server's ``STATEMENT_TIMEOUT_IN_SECONDS`` ends them; every
     request to the account also gives up a little after that, for a server that never
@@ -63,6 +64,6 @@ def connect(
     )
 
 
-def close(conn: Any) -> None:
+def close(conn: SnowflakeConnection) -> None:
     with contextlib.suppress(sf.Error):
         conn.close()

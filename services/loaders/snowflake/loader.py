@@ -1,4 +1,5 @@
-"""The Snowflake warehouse as the lease loop sees it (``services.loaders.core.runner.Warehouse``).
+"""The Snowflake warehouse as the lease loop sees it (``services.loaders.core.protocol.Warehouse``),
+its sessions the connector's connections.
 
 ``snowflake-connector-python`` is imported only in this folder and in the tests (the
 ``snowflake`` extra).
@@ -7,18 +8,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+
+from snowflake.connector import SnowflakeConnection
 
 from common.spool_client import Lease
 from common.wire import Header
 from services.loaders.core.errors import LoadError
 from services.loaders.core.plan import LeaseLoad
+from services.loaders.core.protocol import Destination, Warehouse
 from services.loaders.core.reader import Record
-from services.loaders.core.runner import Destination
 from services.loaders.snowflake import connection, errors, warehouse
 
 
-class SnowflakeWarehouse:
+class SnowflakeWarehouse(Warehouse[SnowflakeConnection]):
     type = "snowflake"
 
     def __init__(self, connect_timeout: int = 10, statement_timeout_s: float = 300.0) -> None:
@@ -28,7 +30,7 @@ class SnowflakeWarehouse:
         # statement is a round trip to Snowflake, not worth repeating for every lease.
         self._ready: set[tuple[int, str]] = set()
 
-    def open(self, destination: Destination) -> Any:
+    def open(self, destination: Destination) -> SnowflakeConnection:
         return connection.connect(
             destination.config,
             destination.secrets,
@@ -36,20 +38,24 @@ class SnowflakeWarehouse:
             self.statement_timeout_s,
         )
 
-    def close(self, session: Any) -> None:
+    def close(self, session: SnowflakeConnection) -> None:
         self._ready = {r for r in self._ready if r[0] != id(session)}
         connection.close(session)
 
-    def probe(self, session: Any, destination: Destination) -> str:
+    def probe(self, session: SnowflakeConnection, destination: Destination) -> str:
         """One round trip (``skein destinations test``): the account's Snowflake version."""
         cur = session.cursor()
         cur.execute("SELECT CURRENT_VERSION()")
-        return str(cur.fetchone()[0])
+        row = cur.fetchone()
+        assert row is not None  # SELECT returns its one row
+        return str(row[0])
 
-    def cancel(self, session: Any) -> None:
+    def cancel(self, session: SnowflakeConnection) -> None:
         self.close(session)  # the connector's statements end with their connection
 
-    def already_loaded(self, session: Any, destination: Destination, ids: list[int]) -> set[int]:
+    def already_loaded(
+        self, session: SnowflakeConnection, destination: Destination, ids: list[int]
+    ) -> set[int]:
         schema = warehouse.schema_of(destination.config, destination.client_id)
         cur = session.cursor()
         if (id(session), schema) not in self._ready:
@@ -59,7 +65,7 @@ class SnowflakeWarehouse:
 
     def load(
         self,
-        session: Any,
+        session: SnowflakeConnection,
         destination: Destination,
         lease: Lease,
         batch_ids: list[int],

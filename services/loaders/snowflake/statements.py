@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from datetime import UTC
 from typing import Any
 
 import orjson
 from sqlglot import exp
 
 from services.loaders.core.names import NameRules
-from services.loaders.core.plan import ROW, SEQUENCE, TABLE_VERSION, Rejected
+from services.loaders.core.plan import Rejected, aware_timestamp
 from services.loaders.core.shape import TableShape
-from services.loaders.core.types import ColumnType, parse_timestamp
+from services.loaders.core.system_columns import ROW, SEQUENCE, TABLE_VERSION
+from services.loaders.core.types import ColumnType
 
 # Snowflake identifiers: 255 characters; split suffixes __bo __de __fl __it __st __ti __va.
 RULES = NameRules(
@@ -86,12 +86,7 @@ def render(kind: ColumnType, value: Any) -> str:
     if kind is ColumnType.TEXT:
         return _enclosed(str(value))
     if kind is ColumnType.TIMESTAMP:
-        parsed = parse_timestamp(str(value))
-        if parsed is None:
-            raise Rejected(f"not a date-time: {value!r}")
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return _enclosed(parsed.isoformat())
+        return _enclosed(aware_timestamp(value).isoformat())
     if kind is ColumnType.VARIANT:
         try:
             text = orjson.dumps(value).decode()

@@ -1,5 +1,6 @@
-"""Loading one lease into Snowflake: stage CSV files, ``COPY INTO`` staging tables, then one
-``MERGE`` per segment and the batch ids in ``_SDC_LOADS`` in ONE transaction (exactly once).
+"""Loading one lease into Snowflake: stage the rows (``staging``: Parquet files, ``COPY INTO``
+staging tables), then one ``MERGE`` per segment and the batch ids in ``_SDC_LOADS`` in ONE
+transaction (exactly once). This module decides what runs when; the SQL is ``statements``.
 
 Snowflake commits implicitly before any DDL, so everything that is DDL or a bulk copy — new
 tables and columns, the staging tables and their ``COPY INTO`` — runs first, each step
@@ -11,30 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pa_parquet
-
 from services.loaders.core import faults, notes
 from services.loaders.core.errors import PermanentError
-from services.loaders.core.plan import (
-    PRIMARY_KEY,
-    ROW,
-    TABLE_VERSION,
-    LeaseLoad,
-    PlanBuilder,
-    Segment,
-    Staged,
-)
+from services.loaders.core.plan import LeaseLoad, PlanBuilder, Segment
 from services.loaders.core.shape import TableShape
+from services.loaders.core.system_columns import PRIMARY_KEY, TABLE_VERSION
 from services.loaders.core.types import ColumnType
 from services.loaders.snowflake import statements as S
+from services.loaders.snowflake.staging import stage
 from services.loaders.snowflake.statements import RULES
 
 
@@ -80,43 +69,6 @@ def apply_ddl(cur: Any, schema: str, shape: TableShape) -> None:
             cur.execute(statement)
     shape.added.clear()
     shape.widened.clear()
-
-
-def stage(cur: Any, schema: str, staged: Staged, name: str) -> list[str]:
-    """PUT the spill as a Parquet file into the schema's stage and COPY it into a temporary
-    all-VARCHAR staging table; its data columns (casts happen in the MERGE)."""
-    order = staged.order
-    prefix = name.lower()
-    cur.execute(S.create_staging(name, order))
-    with tempfile.TemporaryDirectory(prefix="skein-snowflake-") as tmp:
-        spill = os.path.join(tmp, "rows.csv")
-        with open(spill, "wb") as out:
-            for chunk in staged.spill.text(len(order)):
-                out.write(chunk)
-        path = os.path.join(tmp, f"{prefix}.parquet")
-        to_parquet(spill, path, [S.column(c) for c in order])
-        cur.execute(S.put(schema, path, prefix))
-        cur.execute(S.copy_into(schema, name, prefix))
-    return [c for c in order if c != ROW]
-
-
-def to_parquet(csv_path: str, parquet_path: str, names: list[str]) -> None:
-    """The spill's CSV as Parquet string columns, streamed block by block: an enclosed empty
-    field stays an empty string, an unenclosed one is null."""
-    reader = pa_csv.open_csv(
-        csv_path,
-        read_options=pa_csv.ReadOptions(column_names=names, block_size=4 << 20),
-        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-        convert_options=pa_csv.ConvertOptions(
-            column_types={n: pa.string() for n in names},
-            null_values=[""],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-        ),
-    )
-    with pa_parquet.ParquetWriter(parquet_path, reader.schema) as writer:
-        for batch in reader:
-            writer.write_batch(batch)
 
 
 def rekey(cur: Any, schema: str, shape: TableShape, keys: tuple[str, ...]) -> None:

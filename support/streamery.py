@@ -1,11 +1,10 @@
-"""Helpers for the streamery's integration tests and benchmark: a throwaway topic, records in
+"""The streamery on its own, for its integration tests and benchmark: a throwaway topic, records in
 the gate's exact wire format, the streamery as a subprocess, and the batches read back."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from common.settings import SharedSettings
 from common.wire import Header, TableRecords, dumps, encode_messages, message_key
 from services.control import accounts
 from services.streamery.batch import read_body
-from tests.conftest import ROOT, wait_for
+from support.stack import ROOT, free_port, healthy, wait_for
 
 SCHEMA = {"properties": {"id": {"type": "integer"}, "v": {"type": "string"}}}
 
@@ -129,12 +128,6 @@ class Produced:
         assert self.producer.flush(60) == 0, "not every message was acknowledged"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class StreameryProcess:
     """``python -m services.streamery`` on a test topic, with its own group and metrics port."""
@@ -169,10 +162,7 @@ class StreameryProcess:
 
     def _healthy(self) -> bool:
         assert self.proc is not None and self.proc.poll() is None, "streamery exited"
-        try:
-            return httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return healthy(f"http://127.0.0.1:{self.port}/healthz")
 
     def metrics(self) -> dict[str, float]:
         text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text

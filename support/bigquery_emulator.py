@@ -8,7 +8,8 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tests.conftest import ROOT, wait_for
+from support.processes import stop_process
+from support.stack import ROOT, RUN_DIR, listening, wait_for
 
 SCRIPT = ROOT / "deploy" / "local" / "bigquery-emulator.sh"
 PROJECT = "skein-test"
@@ -38,18 +39,12 @@ def _free_port_pair() -> int:
     raise AssertionError("no free port pair on 127.0.0.1")
 
 
-def _open(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
 @contextmanager
 def running() -> Iterator[str]:
     """An emulator for the duration; yields its endpoint (``http://127.0.0.1:PORT``)."""
     path = binary()
     port = _free_port_pair()
-    log = open(ROOT / ".run" / "logs" / "bigquery-emulator.log", "ab")  # noqa: SIM115
+    log = open(RUN_DIR / "logs" / "bigquery-emulator.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
         [
             path,
@@ -64,15 +59,12 @@ def running() -> Iterator[str]:
     )
     try:
         wait_for(
-            lambda: proc.poll() is not None or _open(port), timeout=60, what="the emulator's port"
+            lambda: proc.poll() is not None or listening(port),
+            timeout=60,
+            what="the emulator's port",
         )
         assert proc.poll() is None, "the BigQuery emulator exited at start (see its log)"
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 10)
         log.close()

@@ -1,4 +1,4 @@
-"""The chaos suite's load generator and its ledger of acknowledged records.
+"""A load generator for the chaos suite and its ledger of acknowledged records.
 
 Each client gets worker threads that send Import API requests through the gate the way a real
 client does: a request answered 503 (or 429), or lost to a dropped or refused connection, is sent
@@ -20,7 +20,9 @@ from typing import Any
 
 import httpx
 
-GATE = "http://127.0.0.1:8080"
+from support.stack import GATE
+from support.tenants import Tenant
+
 KEYS = 400  # per keyed table: small, so keys are updated many times
 POISON_ID = 10_000_000  # keyed rows at or above this come only from rejected requests
 POISON_NOTE = "poison"
@@ -45,14 +47,6 @@ BATCH_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 # table -> key names; "accounts"/"events" go through /batch, "orders"/"clicks" through /push.
 TABLES: dict[str, list[str]] = {"accounts": ["id"], "events": [], "orders": ["id"], "clicks": []}
-
-
-@dataclass
-class Tenant:
-    client_id: int
-    token: str
-    schema: str
-    dsn: dict[str, str]
 
 
 @dataclass

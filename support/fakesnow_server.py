@@ -1,4 +1,4 @@
-"""Run PyPI ``fakesnow`` as a Snowflake stand-in server: ``python -m tests.support.fakesnow_server
+"""Run PyPI ``fakesnow`` as a Snowflake stand-in server: ``python -m support.fakesnow_server
 PORT [DATA_DIR]`` (127.0.0.1). The real ``snowflake-connector-python`` talks to it over HTTP.
 
 Two fixes are applied to fakesnow 0.12.1 here, both in its own bookkeeping, not in what it
@@ -41,12 +41,12 @@ def _lengths_escaped(catalog: str, schema: str, table: str, lengths: list[Any]) 
 
 
 def main() -> None:
-    transforms.extract_comment_on_table = _comment_only_when_given  # type: ignore[assignment]
+    transforms.extract_comment_on_table = _comment_only_when_given
     info_schema.insert_text_lengths_sql = _lengths_escaped  # type: ignore[assignment]
-    import fakesnow.server
+    from fakesnow.server import app
 
     port = int(sys.argv[1])
-    uvicorn.run(fakesnow.server.app, host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 process so that building and sending the schemas does not delay (through the GIL) the
 requests a test is timing.
 
-    python -m tests.support.schema_flood GATE_URL TOKEN CONNECTIONS
+    python -m support.schema_flood GATE_URL TOKEN CONNECTIONS
 
 prints each answer's status code on its own line until it is terminated.
 """

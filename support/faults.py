@@ -1,4 +1,4 @@
-"""The chaos suite's faults: SIGKILL-and-restart of each process and timed outages of the S3
+"""Faults for the chaos suite: SIGKILL-and-restart of each process and timed outages of the S3
 server and the demo warehouse, driven by ``deploy/local/stack.sh``, at seeded random moments.
 
 Two lanes run side by side: one kills and restarts processes (a broker, the streamery, the spool,
@@ -20,20 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from common import kafka_admin
 from common.settings import SharedSettings
-from tests.conftest import ROOT, stack, wait_for
+from support.stack import PIDS, healthy, service_pid, stack, wait_for
 
-PIDS = Path(os.environ.get("SKEIN_RUN_DIR", ROOT / ".run")) / "pids"
 OUTAGE_S = 30.0
 SERVICE_PORTS = {"gate": 8080, "spool": 8081, "streamery": 9102, "loaders.postgres": 9103}
-
-
-def service_pid(name: str) -> int:
-    """The session leader of a service started by stack.sh (its pid is its process group)."""
-    return int((PIDS / f"{name}.pid").read_text())
 
 
 def sigkill_service(name: str) -> None:
@@ -69,11 +61,8 @@ def zombie(pid: int) -> bool:
         return True
 
 
-def healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
+def answering(port: int) -> bool:
+    return healthy(f"http://127.0.0.1:{port}/healthz")
 
 
 def gate_workers() -> list[int]:
@@ -133,7 +122,7 @@ def _start_service(what: str) -> None:
                 raise
             continue
         pidfile = PIDS / f"{what}.pid"
-        if pidfile.exists() and live_members(service_pid(what)) and healthy(SERVICE_PORTS[what]):
+        if pidfile.exists() and live_members(service_pid(what)) and answering(SERVICE_PORTS[what]):
             return
     raise AssertionError(f"{what} did not start again")
 
@@ -154,7 +143,7 @@ def _gate_worker_back(what: str) -> None:
     # uvicorn's supervisor notices the dead worker within a second and starts another.
     count = _gate_worker_count[0] if _gate_worker_count else 1
     wait_for(lambda: len(gate_workers()) >= count, timeout=60, what="a new gate worker")
-    wait_for(lambda: healthy(8080), timeout=60, what="the gate")
+    wait_for(lambda: answering(8080), timeout=60, what="the gate")
 
 
 def _stop(what: str, rng: random.Random) -> str:

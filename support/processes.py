@@ -1,5 +1,5 @@
-"""A Skein service started by a test with its own settings (the stack's one stopped meanwhile
-when it would compete), stopped at the end whatever happens."""
+"""Processes a test or benchmark starts itself: a Skein service with its own settings (the
+stack's one stopped meanwhile when it would compete), stopped at the end whatever happens."""
 
 from __future__ import annotations
 
@@ -9,16 +9,19 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import httpx
-
-from tests.conftest import ROOT, RUN_DIR, stack, wait_for
+from support.stack import ROOT, RUN_DIR, healthy, stack, wait_for
 
 
-def _healthy(url: str) -> bool:
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """SIGTERM ``process`` (unless it exited), wait ``timeout`` for it, then SIGKILL it."""
+    if process.poll() is not None:
+        return
+    process.terminate()
     try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @contextmanager
@@ -39,14 +42,9 @@ def own_service(
     )
     log.close()
     try:
-        wait_for(lambda: _healthy(health_url), timeout=60, what=f"the test's {module}")
+        wait_for(lambda: healthy(health_url), timeout=60, what=f"the test's {module}")
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         if replaces is not None:
             stack("start", replaces)

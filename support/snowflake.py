@@ -4,7 +4,6 @@ connector."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,31 +13,21 @@ from typing import Any
 import snowflake.connector
 
 from services.loaders.snowflake.statements import q
-from tests.conftest import ROOT, wait_for
+from support.processes import stop_process
+from support.stack import ROOT, free_port, listening, wait_for
 
 DATABASE = "SKEIN_TEST"
 
 
-def free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _listening(port: int) -> bool:
-    with closing(socket.socket()) as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 @contextmanager
 def fakesnow_server() -> Iterator[dict[str, Any]]:
-    """Start ``tests.support.fakesnow_server`` on a free port; yield a destination config."""
+    """Start ``support.fakesnow_server`` on a free port; yield a destination config."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.fakesnow_server", str(port)], cwd=ROOT
+        [sys.executable, "-m", "support.fakesnow_server", str(port)], cwd=ROOT
     )
     try:
-        wait_for(lambda: _listening(port), timeout=60, what="fakesnow to listen")
+        wait_for(lambda: listening(port), timeout=60, what="fakesnow to listen")
         config = {
             "account": "fakesnow",
             "user": "fake",
@@ -51,8 +40,7 @@ def fakesnow_server() -> Iterator[dict[str, Any]]:
             conn.cursor().execute(f"CREATE DATABASE IF NOT EXISTS {q(DATABASE)}")
         yield config
     finally:
-        process.terminate()
-        process.wait(20)
+        stop_process(process, 20)
 
 
 def connect(config: dict[str, Any], database: str | None = DATABASE) -> Any:
