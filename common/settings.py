@@ -1,6 +1,6 @@
 """Settings from environment variables.
 
-The shared variables (``SKEIN_KAFKA_BOOTSTRAP`` ...) keep their DESIGN.md names in every service;
+The shared variables (``SKEIN_KAFKA_BOOTSTRAP`` ...) keep the same names in every service;
 each service adds its own under ``SKEIN_<SERVICE>_``. A variable under a service's own prefix that
 no field of that service's class matches is a configuration error, not silently ignored.
 """

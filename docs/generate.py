@@ -16,6 +16,10 @@ subclasses, or that only one has, gets one row per subclass. A secret (``SecretS
 computed default is never printed: such a field names what to show in
 ``json_schema_extra={"doc_default": ...}`` (the generator refuses it otherwise), as may any
 field whose default on the local stack is not the code's.
+
+Over 400 lines on purpose: one generator for both references, whose settings half (names,
+defaults, per-loader rows) and command half share the row and table rendering; neither is
+imported by the services.
 """
 
 from __future__ import annotations

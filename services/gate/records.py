@@ -193,7 +193,7 @@ def batch_tables(
             raise batch_error(f"Invalid schema: {exc}") from exc
         problem = _keys_problem(data, key_names, limits)
         if problem:
-            # IMPORT_API.md's documented form for a missing key carries no index.
+            # The Import API's documented form for a missing key carries no index.
             raise batch_error(
                 f"Record {problem}" if problem.startswith("is missing") else f"Record {i} {problem}"
             )

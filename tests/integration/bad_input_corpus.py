@@ -1,4 +1,4 @@
-"""The bad-input corpus: hostile requests for the gate and the answer IMPORT_API.md documents
+"""The bad-input corpus: hostile requests for the gate and the answer the Import API documents
 for each (status and JSON body form). Used by test_bad_input.py."""
 
 from __future__ import annotations
@@ -769,7 +769,7 @@ def assert_answer(case: Case, r: httpx.Response) -> None:
     assert case.check(r.json()), r.text[:500]
 
 
-# Edges IMPORT_API.md leaves open that the gate accepts (checked on /validate: nothing stored).
+# Edges the Import API leaves open that the gate accepts (checked on /validate: nothing stored).
 ACCEPTED: dict[str, tuple[Callable[[Hostile], bytes], dict[str, str]]] = {
     "integer_beyond_64_bits": (lambda h: push(h).replace(b'"id":1', b'"id":' + BIG_INT * 10), {}),
     "duplicate_keys_last_wins": (lambda h: push(h).replace(b'"id":1', b'"id":1,"id":2'), {}),

@@ -1,4 +1,4 @@
-"""Bad input through HTTP against the running gate: a corpus following IMPORT_API.md's edge-case
+"""Bad input through HTTP against the running gate: a corpus following the Import API's edge-case
 table, property-based tests (hypothesis) and schemathesis against /openapi.json.
 
 Every hostile request gets its documented 4xx with a JSON body, the gate keeps answering other
@@ -114,7 +114,7 @@ PROPERTY_SETTINGS = settings(
 
 
 def documented_form(path: str, status: int, body: Any) -> bool:
-    """Is ``body`` the form IMPORT_API.md gives for ``status`` on ``path``?"""
+    """Is ``body`` the form the Import API documents for ``status`` on ``path``?"""
     if status == 401:
         return bool(body == {"message": "Not Authorized"})
     if status == 403:
