@@ -26,18 +26,16 @@ from contextlib import closing
 from pathlib import Path
 
 import httpx
-import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # support/ (not installed)
 from common import db
 from common import migrate as migrations
 from common.spool_client import BatchRegistration, SpoolClient
 from services.control import accounts, destinations
-from support.stack import ROOT, use_stack_passwords
+from support.stack import ROOT, scratch_database, use_stack_passwords
 
 use_stack_passwords()  # the stack's clusters' generated passwords
 
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PORT = 18082
 TOKEN = "bench-token"
 
@@ -135,12 +133,13 @@ def main() -> None:
     parser.add_argument("--idle-tables", type=int, default=100_000)
     args = parser.parse_args()
 
-    name = f"skein_spool_bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(ADMIN_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    dsn = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with scratch_database(f"skein_spool_bench_{uuid.uuid4().hex[:8]}") as dsn:
+        measure(args, dsn)
+
+
+def measure(args: argparse.Namespace, dsn: str) -> None:
+    """The spool on the fresh control database ``dsn``: registrations, lease cycles with 100 and
+    with ``--idle-tables`` tables, and the baseline; printed."""
     env = {
         **os.environ,
         "SKEIN_CONTROL_DSN": dsn,
@@ -210,9 +209,6 @@ def main() -> None:
         if process is not None:
             process.terminate()
             process.wait(20)
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
 
 
 if __name__ == "__main__":

@@ -154,19 +154,27 @@ def revoke_api_token(conn: Connection, token_id: int, client_id: int | None = No
 
 def lookup_api_token(conn: Connection, token: str) -> ApiTokenInfo | None:
     """The client a live API token belongs to, or None if it is unknown or revoked."""
-    if not token.startswith(_TOKEN_PREFIXES["api"]):
-        return None  # not one of ours: no need to ask the database
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            sql.SQL(
-                "SELECT t.client_id, {} FROM api_tokens t"
-                " JOIN clients c ON c.client_id = t.client_id"
-                " WHERE t.token_hash = %s AND t.revoked_at IS NULL"
-            ).format(LIMIT_COLUMNS),
-            (hash_token(token),),
-        )
-        row = cur.fetchone()
+    row = _live_token_row(
+        conn,
+        token,
+        "api",
+        "SELECT t.client_id, {} FROM api_tokens t"
+        " JOIN clients c ON c.client_id = t.client_id"
+        " WHERE t.token_hash = %s AND t.revoked_at IS NULL",
+    )
     return None if row is None else ApiTokenInfo(row[0], *row[1:])
+
+
+def _live_token_row(conn: Connection, token: str, kind: str, query: str) -> tuple[Any, ...] | None:
+    """The row ``query`` finds for ``token`` (its ``{}``: the client's limit columns; its one
+    parameter: the token's hash), or None; a token without ``kind``'s prefix is not one of
+    ours, so None without asking the database."""
+    if not token.startswith(_TOKEN_PREFIXES[kind]):
+        return None
+    with conn, conn.cursor() as cur:
+        cur.execute(sql.SQL(query).format(LIMIT_COLUMNS), (hash_token(token),))
+        row: tuple[Any, ...] | None = cur.fetchone()
+    return row
 
 
 # --- webhooks --------------------------------------------------------------------------------
@@ -174,18 +182,14 @@ def lookup_api_token(conn: Connection, token: str) -> ApiTokenInfo | None:
 
 def lookup_webhook(conn: Connection, token: str) -> WebhookInfo | None:
     """Where a live webhook token's records go, or None if it is unknown or revoked."""
-    if not token.startswith(_TOKEN_PREFIXES["webhook"]):
-        return None
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            sql.SQL(
-                "SELECT w.webhook_id, w.client_id, w.table_name, w.key_field, {}"
-                " FROM webhooks w JOIN clients c ON c.client_id = w.client_id"
-                " WHERE w.token_hash = %s AND w.revoked_at IS NULL"
-            ).format(LIMIT_COLUMNS),
-            (hash_token(token),),
-        )
-        row = cur.fetchone()
+    row = _live_token_row(
+        conn,
+        token,
+        "webhook",
+        "SELECT w.webhook_id, w.client_id, w.table_name, w.key_field, {}"
+        " FROM webhooks w JOIN clients c ON c.client_id = w.client_id"
+        " WHERE w.token_hash = %s AND w.revoked_at IS NULL",
+    )
     if row is None:
         return None
     return WebhookInfo(

@@ -5,7 +5,8 @@ chose could do from inside an extractor run, reports each attempt on stderr as
 as a tap (one stream, one record) so the run can succeed.
 
 With ``{"mode": "victim", "secret": ..., "sleep": S}`` as its config it is instead a slow,
-harmless tap whose config holds a secret the hostile one hunts for.
+harmless tap whose config holds a secret the hostile one hunts for. ``extractor_settings``
+makes an extractor install it, from a wheel built on the spot.
 """
 
 from __future__ import annotations
@@ -202,3 +203,17 @@ def build_wheel(directory: Path) -> Path:
         for name, data in files.items():
             zf.writestr(name, data)
     return wheel
+
+
+def extractor_settings(directory: Path) -> dict[str, str]:
+    """The settings under which an extractor installs this tap, sandboxed: pip finds its wheel
+    (built here) in ``directory``/wheels, taps go to ``directory``/taps, bubblewrap required."""
+    wheels = directory / "wheels"
+    build_wheel(wheels)
+    taps = directory / "taps"
+    taps.mkdir(parents=True, exist_ok=True)
+    return {
+        "SKEIN_EXTRACTOR_PIP_FIND_LINKS": str(wheels),
+        "SKEIN_EXTRACTOR_TAPS_DIR": str(taps),
+        "SKEIN_EXTRACTOR_SANDBOX": "bwrap",
+    }

@@ -1,5 +1,6 @@
 """Processes a test or benchmark starts itself: a Skein service with its own settings (the
-stack's one stopped meanwhile when it would compete), stopped at the end whatever happens."""
+stack's one stopped meanwhile when it would compete), stopped at the end whatever happens; a
+loader made to die at a fault point, for the crash tests."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from support.stack import ROOT, RUN_DIR, healthy, stack, wait_for
 
@@ -48,3 +50,36 @@ def own_service(
         stop_process(process)
         if replaces is not None:
             stack("start", replaces)
+
+
+@contextmanager
+def loader_dying_at(
+    warehouse: str, point: str, marker: Path, metrics_port: int
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The ``warehouse`` loader in place of the stack's, made to SIGKILL itself once at
+    ``point`` (services/loaders/core/faults.py; it leaves ``marker`` behind as it does), with one
+    worker and a 12 s lease so that the batch it held is leased again soon after it dies. On
+    the way out it is killed if it still runs, and the stack's loader started again."""
+    service = f"loaders.{warehouse}"
+    setting = f"SKEIN_LOADER_{warehouse.upper()}_"
+    env = {
+        **os.environ,
+        f"{setting}FAULT": point,
+        f"{setting}FAULT_MARKER": str(marker),
+        f"{setting}METRICS_PORT": str(metrics_port),
+        f"{setting}WORKERS": "1",
+        f"{setting}LEASE_SECONDS": "12",
+    }
+    stack("stop", service)
+    log = open(RUN_DIR / "logs" / f"loader-{warehouse}-fault-{point}.log", "ab")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", f"services.{service}"], cwd=ROOT, env=env, stdout=log, stderr=log
+    )
+    log.close()
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        stack("start", service)

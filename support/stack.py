@@ -1,6 +1,6 @@
 """The local stack (``deploy/local/stack.sh``) as tests and benchmarks see it: where it keeps its
-runtime files, its endpoints and generated secrets, starting and stopping its parts, and polling
-for a condition with a deadline.
+runtime files, its endpoints and generated secrets, starting and stopping its parts, scratch
+databases on its control cluster, and polling for a condition with a deadline.
 
 Importing this module points libpq at the stack's generated passwords (``PGPASSFILE``, unless it
 is set already), so that ``common.db.connect()`` and ``psycopg2.connect`` reach its clusters.
@@ -12,11 +12,14 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 import httpx
+import psycopg2
+from psycopg2 import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "deploy" / "local" / "stack.sh"
@@ -56,6 +59,24 @@ def stack(*args: str, timeout: float = 180) -> str:
     )
     assert done.returncode == 0, f"stack.sh {' '.join(args)} failed:\n{done.stderr}"
     return done.stdout
+
+
+@contextmanager
+def scratch_database(name: str) -> Iterator[str]:
+    """Database ``name`` on the control cluster, created afresh (one an earlier run left behind
+    is dropped first) and dropped afterwards, whatever happens: its URL, as the superuser."""
+    admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")  # PGPASSFILE
+    admin.autocommit = True
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    try:
+        with admin.cursor() as cur:
+            cur.execute(drop)
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(drop)
+        admin.close()
 
 
 def service_pid(name: str) -> int:

@@ -75,6 +75,21 @@ def _create(
     if dsn is None:
         return Tenant(client_id, token)
     schema = schema or f"{name}_{uuid.uuid4().hex[:10]}"
+    set_postgres_destination(conn, client_id, dsn, schema, password=password)
+    return Tenant(client_id, token, schema, dict(dsn))
+
+
+def set_postgres_destination(
+    conn: connection,
+    client_id: int,
+    dsn: dict[str, str],
+    schema: str,
+    *,
+    password: str | None = None,
+) -> None:
+    """Point the client's destination at ``schema`` on the Postgres server ``dsn``: as a new
+    demo-warehouse role with ``password`` (stored as its encrypted secret) when one is given, as
+    the server's superuser otherwise."""
     destinations.set_destination(
         conn,
         SharedSettings().secret_key.get_secret_value(),
@@ -86,7 +101,6 @@ def _create(
         },
         {"password": password} if password else demo_warehouse_secrets(dsn),
     )
-    return Tenant(client_id, token, schema, dict(dsn))
 
 
 def batch_body(table: str, records: Iterable[dict[str, Any]], first_seq: int = 1) -> dict[str, Any]:

@@ -14,27 +14,11 @@ VERSION=$(sed -n 's|^[[:space:]]*github.com/goccy/bigquery-emulator \(v[^ ]*\).*
 CACHE=${SKEIN_BQ_EMULATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/skein}
 BIN=$CACHE/bigquery-emulator-$VERSION/bigquery-emulator
 
-log() { printf '[bigquery-emulator] %s\n' "$*" >&2; }
-die() { printf '[bigquery-emulator] ERROR: %s\n' "$*" >&2; exit 1; }
-
+# shellcheck source=go-build.sh
+source "$HERE/go-build.sh"
 build() {
-  [[ -x $BIN ]] && return 0
-  mkdir -p "$(dirname "$BIN")"
-  # One build at a time (CI starts one in the background; a test may ask meanwhile and waits).
-  exec {lock}>"$BIN.lock"
-  flock "$lock"
-  [[ -x $BIN ]] && return 0
-  local go
-  go=$(command -v go || true)
-  [[ -z $go && -x /usr/local/go/bin/go ]] && go=/usr/local/go/bin/go
-  [[ -n $go ]] || die "Go (>= 1.25) is needed to build the emulator"
-  mkdir -p "$(dirname "$BIN")"
-  log "building goccy/bigquery-emulator $VERSION into $BIN (first time only; several minutes)"
-  local t0=$SECONDS tmp="$BIN.tmp.$$"
-  (cd "$MOD" && CGO_ENABLED=0 "$go" build -trimpath -o "$tmp" \
-    github.com/goccy/bigquery-emulator/cmd/bigquery-emulator) >&2 || { rm -f "$tmp"; die "go build failed"; }
-  mv -f "$tmp" "$BIN"
-  log "built in $((SECONDS - t0))s"
+  go_build_cached bigquery-emulator "$BIN" "$MOD" github.com/goccy/bigquery-emulator/cmd/bigquery-emulator \
+    "goccy/bigquery-emulator $VERSION" "several minutes"
 }
 
 case ${1:-} in

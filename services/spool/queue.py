@@ -92,6 +92,29 @@ class Registered:
 # ----------------------------------------------------------------------------- registration
 
 
+# A registration's columns of ``batches``; ``_batch_values`` gives their values in this order.
+_BATCH_COLUMNS = (
+    "client_id, table_name, object_key, partition, first_offset, last_offset, record_count,"
+    " bytes, oldest_received_at, newest_received_at, request_ids"
+)
+
+
+def _batch_values(batch: BatchRegistration) -> tuple[Any, ...]:
+    return (
+        batch.client_id,
+        batch.table_name,
+        batch.object_key,
+        batch.partition,
+        batch.first_offset,
+        batch.last_offset,
+        batch.record_count,
+        batch.bytes,
+        batch.oldest_received_at,
+        batch.newest_received_at,
+        list(batch.request_ids),
+    )
+
+
 def register(conn: Connection, batch: BatchRegistration) -> Registered:
     """Record an uploaded batch and advance its high-water mark; idempotent on the object key.
 
@@ -99,14 +122,9 @@ def register(conn: Connection, batch: BatchRegistration) -> Registered:
     registers a table's batches in Kafka order, so anything else is a re-read duplicate or a bug.
     """
     with conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT batch_id, destination_type FROM batches"
-            " WHERE object_key = %s AND replay_of IS NULL",
-            (batch.object_key,),
-        )
-        found = cur.fetchone()
+        found = _registered_before(cur, batch.object_key)
         if found:
-            return Registered(found[0], False, found[1])
+            return found
         cur.execute("SELECT 1 FROM clients WHERE client_id = %s", (batch.client_id,))
         if cur.fetchone() is None:
             raise Refused(f"client {batch.client_id} does not exist")
@@ -122,38 +140,18 @@ def register(conn: Connection, batch: BatchRegistration) -> Registered:
                 f"{mark[0]} of partition {batch.partition} for this table"
             )
         cur.execute(
-            """INSERT INTO batches (client_id, destination_type, table_name, object_key, partition,
-                   first_offset, last_offset, record_count, bytes, oldest_received_at,
-                   newest_received_at, request_ids)
-               VALUES (%s, (SELECT type FROM destinations WHERE client_id = %s), %s, %s, %s,
-                       %s, %s, %s, %s, %s, %s, %s)
+            f"""INSERT INTO batches ({_BATCH_COLUMNS}, destination_type)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                       (SELECT type FROM destinations WHERE client_id = %s))
                ON CONFLICT (object_key) WHERE replay_of IS NULL DO NOTHING
-               RETURNING batch_id, destination_type""",
-            (
-                batch.client_id,
-                batch.client_id,
-                batch.table_name,
-                batch.object_key,
-                batch.partition,
-                batch.first_offset,
-                batch.last_offset,
-                batch.record_count,
-                batch.bytes,
-                batch.oldest_received_at,
-                batch.newest_received_at,
-                list(batch.request_ids),
-            ),
+               RETURNING batch_id, destination_type""",  # noqa: S608 (constant column list)
+            (*_batch_values(batch), batch.client_id),
         )
         row = cur.fetchone()
         if row is None:  # registered concurrently under the same key
-            cur.execute(
-                "SELECT batch_id, destination_type FROM batches"
-                " WHERE object_key = %s AND replay_of IS NULL",
-                (batch.object_key,),
-            )
-            row = cur.fetchone()
-            assert row is not None
-            return Registered(row[0], False, row[1])
+            found = _registered_before(cur, batch.object_key)
+            assert found is not None
+            return found
         _advance_mark(cur, batch)
         cur.execute(
             """INSERT INTO table_leases (client_id, table_name) VALUES (%s, %s)
@@ -161,6 +159,17 @@ def register(conn: Connection, batch: BatchRegistration) -> Registered:
             (batch.client_id, batch.table_name),
         )
         return Registered(row[0], True, row[1])
+
+
+def _registered_before(cur: Any, object_key: str) -> Registered | None:
+    """The batch already registered (or dead-lettered) under ``object_key``, if any."""
+    cur.execute(
+        "SELECT batch_id, destination_type FROM batches"
+        " WHERE object_key = %s AND replay_of IS NULL",
+        (object_key,),
+    )
+    row = cur.fetchone()
+    return None if row is None else Registered(row[0], False, row[1])
 
 
 def _advance_mark(cur: Any, batch: BatchRegistration) -> None:
@@ -180,38 +189,20 @@ def dead_letter(conn: Connection, batch: BatchRegistration, reason: str) -> Regi
     high-water mark advances as for a registration, so a re-read skips these offsets."""
     with conn, conn.cursor() as cur:
         cur.execute(
-            """INSERT INTO batches (client_id, table_name, object_key, partition, first_offset,
-                   last_offset, record_count, bytes, oldest_received_at, newest_received_at,
-                   request_ids, state, last_error, last_error_kind, first_failed_at)
+            f"""INSERT INTO batches ({_BATCH_COLUMNS}, state, last_error, last_error_kind,
+                   first_failed_at)
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'dead', %s, 'permanent', now())
                ON CONFLICT (object_key) WHERE replay_of IS NULL DO NOTHING
-               RETURNING batch_id""",
-            (
-                batch.client_id,
-                batch.table_name,
-                batch.object_key,
-                batch.partition,
-                batch.first_offset,
-                batch.last_offset,
-                batch.record_count,
-                batch.bytes,
-                batch.oldest_received_at,
-                batch.newest_received_at,
-                list(batch.request_ids),
-                f"refused at registration: {reason}",
-            ),
+               RETURNING batch_id""",  # noqa: S608 (constant column list)
+            (*_batch_values(batch), f"refused at registration: {reason}"),
         )
         row = cur.fetchone()
         if row is not None:
             cur.execute("SELECT hook_batches_dead(ARRAY[%s]::bigint[])", (row[0],))  # batch.dead
         if row is None:
-            cur.execute(
-                "SELECT batch_id FROM batches WHERE object_key = %s AND replay_of IS NULL",
-                (batch.object_key,),
-            )
-            found = cur.fetchone()
+            found = _registered_before(cur, batch.object_key)
             assert found is not None
-            return Registered(found[0], False, None)
+            return Registered(found.batch_id, False, None)
         _advance_mark(cur, batch)
         return Registered(row[0], True, None)
 

@@ -30,13 +30,7 @@ TAP = f"{hostile_tap.NAME}=={hostile_tap.VERSION}"
 
 @pytest.fixture(scope="module")
 def control_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    wheels = tmp_path_factory.mktemp("wheels")
-    hostile_tap.build_wheel(wheels)
-    shared = {
-        "SKEIN_EXTRACTOR_PIP_FIND_LINKS": str(wheels),
-        "SKEIN_EXTRACTOR_TAPS_DIR": str(tmp_path_factory.mktemp("taps")),
-        "SKEIN_EXTRACTOR_SANDBOX": "bwrap",
-    }
+    shared = hostile_tap.extractor_settings(tmp_path_factory.mktemp("hostile-tap"))
     extractor = {
         **shared,
         "SKEIN_EXTRACTOR_METRICS_PORT": "19107",

@@ -26,12 +26,13 @@ import pytest
 from psycopg2 import sql
 
 from common import db, tokens
-from common.settings import SharedSettings
-from services.control import accounts, destinations
+from services.control import accounts
 from services.extractor import integrations
 from services.extractor.runs import list_runs
 from support.processes import stop_process
-from support.stack import ROOT, demo_warehouse_secrets, stack, stack_secret, wait_for
+from support.stack import ROOT, scratch_database, stack, stack_secret, wait_for
+from support.tenants import set_postgres_destination
+from support.warehouse import DEMO_WAREHOUSE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -40,7 +41,6 @@ SOURCE_DB = "skein_e2e_extract_source"
 SOURCE = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": SOURCE_DB}
 # The control cluster's generated password (the source database lives there): it must never leak.
 SOURCE_PASSWORD = stack_secret("pg-control")
-WAREHOUSE = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
 METRICS = "http://127.0.0.1:19107/metrics"
 CREATED: list[str] = []  # integrations this module added: removed at its end, whatever happens
 SKEIN = str(Path(sys.executable).parent / "skein")
@@ -103,7 +103,7 @@ def source_table(name: str, rows: int) -> None:
 def warehouse_ids(schema: str, table: str) -> list[int]:
     try:
         with (
-            closing(psycopg2.connect(connect_timeout=3, **WAREHOUSE)) as conn,
+            closing(psycopg2.connect(connect_timeout=3, **DEMO_WAREHOUSE)) as conn,
             conn.cursor() as cur,
         ):
             cur.execute(
@@ -117,16 +117,9 @@ def warehouse_ids(schema: str, table: str) -> list[int]:
 def new_client() -> tuple[int, str]:
     schema = f"e2e_ext_{uuid.uuid4().hex[:8]}"
     with closing(db.connect()) as conn:
-        client = accounts.create_client(conn, "e2e-extractor")
-        destinations.set_destination(
-            conn,
-            SharedSettings().secret_key.get_secret_value(),
-            client["client_id"],
-            "postgres",
-            {"dsn_params": WAREHOUSE, "schema": schema},
-            demo_warehouse_secrets(),
-        )
-    return int(client["client_id"]), schema
+        client_id = int(accounts.create_client(conn, "e2e-extractor")["client_id"])
+        set_postgres_destination(conn, client_id, DEMO_WAREHOUSE, schema)
+    return client_id, schema
 
 
 def add_integration(tmp: Path, table: str, schedule: str = "0 0 1 1 *") -> tuple[str, int, str]:
@@ -169,6 +162,32 @@ def bookmark(name: str, client_id: int) -> int | None:
         return None
     value = next(iter(state["bookmarks"].values())).get("replication_key_value")
     return None if value is None else int(value)
+
+
+def run_until_a_state_is_saved(
+    name: str, client_id: int, what: str = "a state saved while the run is still going"
+) -> None:
+    """Start a run of ``name`` and wait until it has saved a bookmark and is still running."""
+    skein("integrations", "run", name)
+    wait_for(
+        lambda: (
+            bookmark(name, client_id) is not None
+            and any(r["status"] == "running" for r in runs(name))
+        ),
+        timeout=180,
+        interval=0.1,
+        what=what,
+    )
+
+
+def every_row(schema: str, table: str, rows: int) -> list[int]:
+    """The ids in the warehouse's ``table`` once there are ``rows`` of them."""
+
+    def complete() -> list[int]:
+        got = warehouse_ids(schema, table)
+        return got if len(got) == rows else []
+
+    return wait_for(complete, timeout=180, interval=1, what="every source row in the warehouse")
 
 
 def run_children() -> list[int]:
@@ -222,27 +241,19 @@ class Extractor:
 
 @pytest.fixture(scope="module")
 def extractor() -> Iterator[Extractor]:
-    admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")  # PGPASSFILE
-    admin.autocommit = True
-    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(SOURCE_DB))
-    with admin.cursor() as cur:
-        cur.execute(drop)
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(SOURCE_DB)))
-    stack("stop", "extractor")
-    ours = Extractor()
-    try:
-        ours.start()
-        yield ours
-    finally:
-        ours.stop()
-        with closing(db.connect()) as conn:
-            for name in CREATED:
-                if integrations.get(conn, name) is not None:
-                    integrations.remove(conn, name)
-        stack("start", "extractor")
-        with admin.cursor() as cur:
-            cur.execute(drop)
-        admin.close()
+    with scratch_database(SOURCE_DB):
+        stack("stop", "extractor")
+        ours = Extractor()
+        try:
+            ours.start()
+            yield ours
+        finally:
+            ours.stop()
+            with closing(db.connect()) as conn:
+                for name in CREATED:
+                    if integrations.get(conn, name) is not None:
+                        integrations.remove(conn, name)
+            stack("start", "extractor")
 
 
 # --- tests -----------------------------------------------------------------------------------
@@ -324,16 +335,7 @@ def test_a_killed_extractor_resumes_from_the_saved_state(
     rows = 40_000
     source_table("orders_kill", rows)
     name, client_id, schema = add_integration(tmp_path, "orders_kill")
-    skein("integrations", "run", name)
-    wait_for(
-        lambda: (
-            bookmark(name, client_id) is not None
-            and any(r["status"] == "running" for r in runs(name))
-        ),
-        timeout=180,
-        interval=0.1,
-        what="a state saved while the run is still going",
-    )
+    run_until_a_state_is_saved(name, client_id)
     extractor.kill()
     wait_for(lambda: not run_children(), timeout=20, what="the run's tap and target to die")
     saved = bookmark(name, client_id)
@@ -353,12 +355,7 @@ def test_a_killed_extractor_resumes_from_the_saved_state(
     assert resumed["trigger"] == "retry"
     # It started from the saved bookmark, not from scratch.
     assert resumed["records"] == {"public-orders_kill": rows - saved + 1}
-    ids = wait_for(
-        lambda: (got := warehouse_ids(schema, "public-orders_kill")) and len(got) == rows and got,
-        timeout=180,
-        interval=1,
-        what="every source row in the warehouse",
-    )
+    ids = every_row(schema, "public-orders_kill", rows)
     assert ids == list(range(1, rows + 1))  # every row exactly once
     skein("integrations", "remove", name)
 
@@ -369,16 +366,7 @@ def test_a_gate_outage_fails_the_run_keeps_the_state_and_the_retry_succeeds(
     rows = 40_000
     source_table("orders_gate", rows)
     name, client_id, schema = add_integration(tmp_path, "orders_gate")
-    skein("integrations", "run", name)
-    wait_for(
-        lambda: (
-            bookmark(name, client_id) is not None
-            and any(r["status"] == "running" for r in runs(name))
-        ),
-        timeout=180,
-        interval=0.1,
-        what="a state saved while the run is still going",
-    )
+    run_until_a_state_is_saved(name, client_id)
     stack("stop", "gate")
     try:
         failed = wait_for(
@@ -403,12 +391,7 @@ def test_a_gate_outage_fails_the_run_keeps_the_state_and_the_retry_succeeds(
     assert retried["trigger"] == "retry"
     assert retried["records"] == {"public-orders_gate": rows - kept + 1}
     assert integration(name, client_id)["consecutive_failures"] == 0
-    ids = wait_for(
-        lambda: (got := warehouse_ids(schema, "public-orders_gate")) and len(got) == rows and got,
-        timeout=180,
-        interval=1,
-        what="every source row in the warehouse",
-    )
+    ids = every_row(schema, "public-orders_gate", rows)
     assert ids == list(range(1, rows + 1))
     skein("integrations", "remove", name)
 
@@ -435,15 +418,8 @@ def test_a_reset_re_extracts_everything_and_swaps_the_table_in_only_when_a_run_s
     assert bookmark(name, client_id) is None
 
     # A reset run that fails (the gate goes away mid-run) leaves the old rows in place.
-    skein("integrations", "run", name)
-    wait_for(
-        lambda: (
-            bookmark(name, client_id) is not None
-            and any(r["status"] == "running" for r in runs(name))
-        ),
-        timeout=180,
-        interval=0.1,
-        what="a state saved while the reset run is still going",
+    run_until_a_state_is_saved(
+        name, client_id, what="a state saved while the reset run is still going"
     )
     stack("stop", "gate")
     try:

@@ -9,7 +9,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -17,16 +16,14 @@ import httpx
 import orjson
 import pytest
 
-from common import db, tokens
-from common.settings import SharedSettings
-from services.control import accounts, destinations
 from support.cli import skein
-from support.stack import demo_warehouse_secrets, wait_for
+from support.stack import wait_for
+from support.tenants import Tenant, batch_body, new_tenant
+from support.warehouse import DEMO_WAREHOUSE
 
 pytestmark = pytest.mark.e2e
 
 GATE = "http://127.0.0.1:8080"
-WAREHOUSE = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
 RECEIVER_PORT = 8791  # in the local stack's allowed hook-receiver ports (8790-8799)
 SECRET = "e2e-hook-secret-" + uuid.uuid4().hex
 
@@ -72,36 +69,12 @@ def receiver() -> Iterator[Receiver]:
         got.close()
 
 
-def new_tenant() -> dict[str, Any]:
-    schema = f"e2e_hooks_{uuid.uuid4().hex[:8]}"
-    with closing(db.connect()) as conn:
-        client = accounts.create_client(conn, "e2e-hooks")
-        token = tokens.create_api_token(conn, client["client_id"])
-        destinations.set_destination(
-            conn,
-            SharedSettings().secret_key.get_secret_value(),
-            client["client_id"],
-            "postgres",
-            {"dsn_params": WAREHOUSE, "schema": schema},
-            demo_warehouse_secrets(),
-        )
-    return {"client_id": client["client_id"], "token": token["token"], "schema": schema}
-
-
-def push(tenant: dict[str, Any], table: str, ids: range | list[dict[str, Any]]) -> str:
+def push(tenant: Tenant, table: str, ids: range | list[dict[str, Any]]) -> str:
     records = [{"id": i} for i in ids] if isinstance(ids, range) else ids
-    body = {
-        "table_name": table,
-        "schema": {"properties": {"id": {"type": "integer"}}},
-        "key_names": ["id"],
-        "messages": [
-            {"action": "upsert", "sequence": n + 1, "data": r} for n, r in enumerate(records)
-        ],
-    }
     r = httpx.post(
         f"{GATE}/v2/import/batch",
-        json=body,
-        headers={"Authorization": f"Bearer {tenant['token']}"},
+        json=batch_body(table, records),
+        headers={"Authorization": f"Bearer {tenant.token}"},
         timeout=30,
     )
     assert r.status_code == 202, r.text
@@ -120,8 +93,8 @@ def valid_signature(headers: dict[str, str], body: bytes) -> bool:
 def test_a_hook_that_fails_three_times_then_answers_gets_every_load_signed_once(
     receiver: Receiver,
 ) -> None:
-    tenant = new_tenant()
-    client_id = str(tenant["client_id"])
+    tenant = new_tenant("e2e_hooks", DEMO_WAREHOUSE)
+    client_id = str(tenant.client_id)
     code, hook = skein(
         "hooks",
         "create",
@@ -164,7 +137,7 @@ def test_a_hook_that_fails_three_times_then_answers_gets_every_load_signed_once(
     assert len(set(event_ids)) == len(event_ids)
     for headers, event in delivered:
         assert headers["Idempotency-Key"] == headers["Skein-Event-Id"] == event["id"]
-        assert event["type"] == "load.completed" and event["client_id"] == tenant["client_id"]
+        assert event["type"] == "load.completed" and event["client_id"] == tenant.client_id
     # Failed attempts were retried: the three 503s are on deliveries tried more than once.
     assert sum(d["attempts"] - 1 for d in deliveries) == 3
 
@@ -183,8 +156,8 @@ def test_a_hook_that_fails_three_times_then_answers_gets_every_load_signed_once(
 
 
 def test_a_hook_url_the_network_policy_refuses_is_not_stored() -> None:
-    tenant = new_tenant()
-    client_id = str(tenant["client_id"])
+    tenant = new_tenant("e2e_hooks", DEMO_WAREHOUSE)
+    client_id = str(tenant.client_id)
     for url in (
         "http://169.254.169.254/latest/meta-data",  # cloud metadata
         "http://127.0.0.1:8081/v1/stats",  # the spool: the platform's own
@@ -206,8 +179,8 @@ def test_a_hook_url_the_network_policy_refuses_is_not_stored() -> None:
 
 
 def test_schema_changes_and_rejected_records_are_logged_kept_and_heard() -> None:
-    tenant = new_tenant()
-    client_id = str(tenant["client_id"])
+    tenant = new_tenant("e2e_hooks", DEMO_WAREHOUSE)
+    client_id = str(tenant.client_id)
     receiver = Receiver(failures=0, port=RECEIVER_PORT + 1)
     try:
         code, _ = skein(

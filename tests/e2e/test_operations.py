@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -22,10 +21,10 @@ import httpx
 import pytest
 import yaml
 
-from common import db, tokens
-from common.settings import SharedSettings
-from services.control import accounts, destinations
-from support.stack import ROOT, demo_warehouse_secrets, stack, wait_for
+from common import db
+from support.stack import ROOT, free_port, stack, wait_for
+from support.tenants import Tenant, new_tenant
+from support.warehouse import DEMO_WAREHOUSE
 
 pytestmark = pytest.mark.e2e
 
@@ -101,37 +100,17 @@ def panel_queries(client_id: int) -> list[tuple[str, str]]:
     ]
 
 
-def free_port() -> int:
-    with closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 # --- fixtures ------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def tenant() -> dict[str, Any]:
+def tenant() -> Tenant:
     """A client whose destination is the demo warehouse (a schema of its own)."""
-    schema = f"ops_{uuid.uuid4().hex[:8]}"
-    dsn = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
-    with closing(db.connect()) as conn:
-        client = accounts.create_client(conn, "ops-e2e")
-        token = tokens.create_api_token(conn, client["client_id"])
-        destinations.set_destination(
-            conn,
-            SharedSettings().secret_key.get_secret_value(),
-            client["client_id"],
-            "postgres",
-            {"dsn_params": dsn, "schema": schema},
-            demo_warehouse_secrets(dsn),
-        )
-    return {"client_id": client["client_id"], "token": token["token"]}
+    return new_tenant("ops", DEMO_WAREHOUSE)
 
 
 @pytest.fixture(scope="module")
-def traffic(tenant: dict[str, Any]) -> Iterator[dict[str, int]]:
+def traffic(tenant: Tenant) -> Iterator[dict[str, int]]:
     """Records into the gate every half second for the whole module (real traffic)."""
     stop = threading.Event()
     counts = {"accepted": 0, "refused": 0}
@@ -153,7 +132,7 @@ def traffic(tenant: dict[str, Any]) -> Iterator[dict[str, int]]:
                     r = http.post(
                         "/v2/import/batch",
                         json=body,
-                        headers={"Authorization": f"Bearer {tenant['token']}"},
+                        headers={"Authorization": f"Bearer {tenant.token}"},
                     )
                     accepted = r.status_code == 202
                 except httpx.HTTPError:
@@ -261,9 +240,9 @@ def test_every_service_the_stack_runs_is_a_target_and_up() -> None:
 
 
 def test_warehouse_outage_fires_alerts_and_status_then_resolves(
-    tenant: dict[str, Any], traffic: dict[str, int], test_prometheus: str
+    tenant: Tenant, traffic: dict[str, int], test_prometheus: str
 ) -> None:
-    client_id = tenant["client_id"]
+    client_id = tenant.client_id
     panels = panel_queries(client_id)
     answered: dict[str, bool] = {expr: False for _, expr in panels}
 
@@ -345,7 +324,7 @@ def log_lines(name: str, offset: int) -> list[dict[str, Any]]:
 
 
 def test_a_request_id_follows_the_records_from_the_gate_to_the_warehouse(
-    tenant: dict[str, Any],
+    tenant: Tenant,
 ) -> None:
     logs = ("gate", "streamery", "loaders.postgres")
     offsets = {name: (RUN_DIR / "logs" / f"{name}.log").stat().st_size for name in logs}
@@ -359,7 +338,7 @@ def test_a_request_id_follows_the_records_from_the_gate_to_the_warehouse(
     r = httpx.post(
         f"{GATE}/v2/import/batch",
         json=body,
-        headers={"Authorization": f"Bearer {tenant['token']}", "X-Request-Id": request_id},
+        headers={"Authorization": f"Bearer {tenant.token}", "X-Request-Id": request_id},
         timeout=30,
     )
     assert r.status_code == 202 and r.headers["x-request-id"] == request_id
@@ -378,13 +357,13 @@ def test_a_request_id_follows_the_records_from_the_gate_to_the_warehouse(
         lambda: logged("streamery", "batch registered"), timeout=60, what="the batch registered"
     )
     assert registered is not None
-    assert registered["client_id"] == tenant["client_id"]
+    assert registered["client_id"] == tenant.client_id
     loaded = wait_for(
         lambda: logged("loaders.postgres", "loaded"), timeout=60, what="the batch loaded"
     )
     assert loaded is not None
     assert registered["batch_id"] in loaded["batch_ids"]
-    assert loaded["client_id"] == tenant["client_id"] and loaded["table"] == "ops_traced"
+    assert loaded["client_id"] == tenant.client_id and loaded["table"] == "ops_traced"
     # The spool keeps the request ids with the batch, for `skein spool ls`.
     with closing(db.connect()) as conn, conn.cursor() as cur:
         cur.execute(

@@ -3,19 +3,16 @@ loader -> the client's warehouse. Rows in the warehouse are what users see."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
-import psycopg2
 import pytest
 from psycopg2 import sql
 
-from support.stack import ROOT, stack, wait_for
+from support.processes import loader_dying_at
+from support.stack import scratch_database, stack, wait_for
 from support.tenants import batches, new_tenant, push, rows
 from support.warehouse import DEMO_WAREHOUSE
 
@@ -27,28 +24,19 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def other_warehouse() -> Iterator[dict[str, str]]:
     """A second, healthy warehouse server for another client (the control cluster)."""
-    admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(OTHER_WAREHOUSE_DB)
-            )
-        )
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(OTHER_WAREHOUSE_DB)))
-    # The stack's loader allows only the demo warehouse (127.0.0.1:5433): restarted here, it
-    # takes the suite's SKEIN_DESTINATION_ALLOWED_NETWORKS (tests/conftest.py), which also
-    # allows this database on the control cluster (the control database itself stays refused).
-    stack("stop", "loaders.postgres")
-    stack("start", "loaders.postgres")
-    yield {"host": "127.0.0.1", "port": "5432", "dbname": OTHER_WAREHOUSE_DB, "user": "postgres"}
-    with admin.cursor() as cur:
-        cur.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(OTHER_WAREHOUSE_DB)
-            )
-        )
-    admin.close()
+    with scratch_database(OTHER_WAREHOUSE_DB):
+        # The stack's loader allows only the demo warehouse (127.0.0.1:5433): restarted here,
+        # it takes the suite's SKEIN_DESTINATION_ALLOWED_NETWORKS (tests/conftest.py), which
+        # also allows this database on the control cluster (the control database itself stays
+        # refused).
+        stack("stop", "loaders.postgres")
+        stack("start", "loaders.postgres")
+        yield {
+            "host": "127.0.0.1",
+            "port": "5432",
+            "dbname": OTHER_WAREHOUSE_DB,
+            "user": "postgres",
+        }
 
 
 def test_a_record_pushed_to_the_gate_becomes_a_row() -> None:
@@ -104,33 +92,12 @@ def test_a_down_warehouse_stalls_only_its_own_client(other_warehouse: dict[str, 
     assert {b["state"] for b in batches(healthy.client_id)} == {"loaded"}
 
 
-def run_faulty_loader(point: str, tmp: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "SKEIN_LOADER_POSTGRES_FAULT": point,
-        "SKEIN_LOADER_POSTGRES_FAULT_MARKER": str(tmp / f"fault-{point}"),
-        "SKEIN_LOADER_POSTGRES_METRICS_PORT": "19103",
-        "SKEIN_LOADER_POSTGRES_WORKERS": "1",
-        # A short lease, so that the batch it held is leased again soon after it dies.
-        "SKEIN_LOADER_POSTGRES_LEASE_SECONDS": "12",
-    }
-    with open(ROOT / ".run" / "logs" / f"loader-fault-{point}.log", "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "services.loaders.postgres"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=log,
-        )
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["before_commit", "after_commit"])
 def test_loader_killed_mid_load_leaves_exact_rows(point: str, tmp_path: Path) -> None:
     tenant = new_tenant("e2e", DEMO_WAREHOUSE)
-    stack("stop", "loaders.postgres")
-    faulty = run_faulty_loader(point, tmp_path)
-    try:
+    marker = tmp_path / f"fault-{point}"
+    with loader_dying_at("postgres", point, marker, metrics_port=19103) as faulty:
         push(tenant, "payments", [{"id": i, "amount": i * 10} for i in range(200)])
         push(
             tenant,
@@ -140,12 +107,7 @@ def test_loader_killed_mid_load_leaves_exact_rows(point: str, tmp_path: Path) ->
         )
         faulty.wait(timeout=180)
         assert faulty.returncode == -9, "the loader should have died at the fault point"
-        assert (tmp_path / f"fault-{point}").exists()
-    finally:
-        if faulty.poll() is None:
-            faulty.kill()
-            faulty.wait()
-        stack("start", "loaders.postgres")
+        assert marker.exists()
     wait_for(
         lambda: len(rows(tenant, "payments")) == 300,
         timeout=240,

@@ -17,28 +17,20 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from common import db, tokens
-from common.settings import SharedSettings
-from services.control import accounts, destinations
+from common import db
 from support.cli import SKEIN, ok
-from support.stack import demo_warehouse_secrets, wait_for
+from support.stack import wait_for
+from support.tenants import new_tenant, set_postgres_destination
+from support.warehouse import DEMO_WAREHOUSE
 
 pytestmark = pytest.mark.e2e
 
 GATE = "http://127.0.0.1:8080"
-WAREHOUSE = {"host": "127.0.0.1", "port": "5433", "dbname": "warehouse", "user": "postgres"}
 
 
 def set_schema(client_id: int, schema: str) -> None:
     with closing(db.connect()) as conn:
-        destinations.set_destination(
-            conn,
-            SharedSettings().secret_key.get_secret_value(),
-            client_id,
-            "postgres",
-            {"dsn_params": WAREHOUSE, "schema": schema},
-            demo_warehouse_secrets(),
-        )
+        set_postgres_destination(conn, client_id, DEMO_WAREHOUSE, schema)
 
 
 def push(token: str, table: str, records: list[dict[str, Any]], first: int, keyed: bool) -> None:
@@ -62,7 +54,7 @@ def push(token: str, table: str, records: list[dict[str, Any]], first: int, keye
 
 def rows(schema: str, table: str) -> list[tuple[Any, ...]] | None:
     """The table's rows as users see them (no load-time column), or None if it is missing."""
-    with closing(psycopg2.connect(**WAREHOUSE)) as conn, conn.cursor() as cur:
+    with closing(psycopg2.connect(**DEMO_WAREHOUSE)) as conn, conn.cursor() as cur:
         cur.execute("SELECT to_regclass(%s)", (f'"{schema}"."{table}"',))
         if cur.fetchone() == (None,):
             return None
@@ -92,10 +84,8 @@ def batch_count(client_id: int) -> int:
 
 def test_replay_restores_a_dropped_table_adds_no_duplicates_and_fills_a_new_destination() -> None:
     schema = f"e2e_replay_{uuid.uuid4().hex[:8]}"
-    with closing(db.connect()) as conn:
-        client_id = int(accounts.create_client(conn, "e2e-replay")["client_id"])
-        token = tokens.create_api_token(conn, client_id)["token"]
-    set_schema(client_id, schema)
+    tenant = new_tenant("e2e-replay", DEMO_WAREHOUSE, schema=schema)
+    client_id, token = tenant.client_id, tenant.token
     since = (datetime.now(UTC) - timedelta(seconds=5)).isoformat()
 
     push(token, "orders", [{"id": i, "v": f"first-{i}"} for i in range(1, 31)], 1, keyed=True)
@@ -111,7 +101,7 @@ def test_replay_restores_a_dropped_table_adds_no_duplicates_and_fills_a_new_dest
     assert orders is not None and ("second-1" in {v for _, v, _ in orders})
 
     # By mistake: the table is dropped in the warehouse.
-    with closing(psycopg2.connect(**WAREHOUSE)) as conn, conn, conn.cursor() as cur:
+    with closing(psycopg2.connect(**DEMO_WAREHOUSE)) as conn, conn, conn.cursor() as cur:
         cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, "orders")))
 
     before = batch_count(client_id)
@@ -138,7 +128,7 @@ def test_replay_restores_a_dropped_table_adds_no_duplicates_and_fills_a_new_dest
     assert rows(fresh, "orders") == orders
     assert rows(fresh, "events") == events
 
-    with closing(psycopg2.connect(**WAREHOUSE)) as conn, conn, conn.cursor() as cur:
+    with closing(psycopg2.connect(**DEMO_WAREHOUSE)) as conn, conn, conn.cursor() as cur:
         for name in (schema, fresh):
             cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
 

@@ -40,12 +40,8 @@ CANARY = f"extractor-canary-{uuid.uuid4().hex}"
 def extractor_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """The settings this module's extractor and CLI share: the hostile wheel's directory, the
     sandbox required, a fast tick; the stack's extractor is stopped meanwhile."""
-    wheels = tmp_path_factory.mktemp("wheels")
-    hostile_tap.build_wheel(wheels)
     env = {
-        "SKEIN_EXTRACTOR_PIP_FIND_LINKS": str(wheels),
-        "SKEIN_EXTRACTOR_TAPS_DIR": str(tmp_path_factory.mktemp("taps")),
-        "SKEIN_EXTRACTOR_SANDBOX": "bwrap",
+        **hostile_tap.extractor_settings(tmp_path_factory.mktemp("hostile-tap")),
         "SKEIN_EXTRACTOR_METRICS_PORT": "19108",
         "SKEIN_EXTRACTOR_TICK_S": "0.5",
         "SKEIN_EXTRACTOR_FLUSH_INTERVAL_S": "1",

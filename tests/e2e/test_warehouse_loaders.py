@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
@@ -20,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from common import db
+from support.processes import loader_dying_at
 from support.snowflake import connect, fakesnow_server, select
 from support.stack import ROOT, stack, wait_for
 from support.tenants import Tenant, batches, new_tenant, push
@@ -156,25 +156,6 @@ def test_an_unreachable_redshift_is_retried_with_back_off_not_parked(
     assert loads(9104, "redshift", "transient") >= 1
 
 
-def run_faulty_snowflake_loader(point: str, tmp: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "SKEIN_LOADER_SNOWFLAKE_FAULT": point,
-        "SKEIN_LOADER_SNOWFLAKE_FAULT_MARKER": str(tmp / f"fault-{point}"),
-        "SKEIN_LOADER_SNOWFLAKE_METRICS_PORT": "19106",
-        "SKEIN_LOADER_SNOWFLAKE_WORKERS": "1",
-        "SKEIN_LOADER_SNOWFLAKE_LEASE_SECONDS": "12",  # its batch is leased again soon
-    }
-    with open(ROOT / ".run" / "logs" / f"loader-snowflake-fault-{point}.log", "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "services.loaders.snowflake"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=log,
-        )
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["before_commit", "after_commit"])
 def test_snowflake_loader_killed_mid_load_leaves_exact_rows(
@@ -187,17 +168,11 @@ def test_snowflake_loader_killed_mid_load_leaves_exact_rows(
         "--secret-env", "password=SKEIN_TEST_SF_PASSWORD", env={"SKEIN_TEST_SF_PASSWORD": "snow"},
     )  # fmt: skip
     was_running = (ROOT / ".run" / "pids" / "loaders.snowflake.pid").exists()
-    stack("stop", "loaders.snowflake")
-    faulty = run_faulty_snowflake_loader(point, tmp_path)
-    try:
+    marker = tmp_path / f"fault-{point}"
+    with loader_dying_at("snowflake", point, marker, metrics_port=19106) as faulty:
         push(tenant, "payments", [{"id": i, "amount": i * 10} for i in range(50)])
         faulty.wait(timeout=180)
         assert faulty.returncode == -9, "the loader should have died at the fault point"
-    finally:
-        if faulty.poll() is None:
-            faulty.kill()
-            faulty.wait()
-        stack("start", "loaders.snowflake")
     try:
 
         def acknowledged() -> bool:

@@ -163,6 +163,14 @@ def destination_row(conn: control.Connection, client_id: int) -> str:
     )
 
 
+def revealed_secrets(conn: control.Connection, key: str, client_id: int) -> dict[str, Any]:
+    """The client's destination secrets, decrypted with ``key`` (as a loader reads them)."""
+    revealed = destination_config.get_destination(conn, key, client_id, reveal=True)
+    assert revealed is not None
+    secrets: dict[str, Any] = revealed["secrets"]
+    return secrets
+
+
 def test_destination_password_in_the_dsn_is_stored_only_encrypted(
     conn: control.Connection, settings: SharedSettings, client_id: int
 ) -> None:
@@ -192,9 +200,7 @@ def test_destination_password_in_the_dsn_is_stored_only_encrypted(
     assert scalar(conn, in_secrets, (password, client_id)) == 0
 
     key = settings.secret_key.get_secret_value()
-    revealed = destination_config.get_destination(conn, key, client_id, reveal=True)
-    assert revealed is not None
-    assert revealed["secrets"] == {"password": password}
+    assert revealed_secrets(conn, key, client_id) == {"password": password}
     hidden = destination_config.get_destination(conn, key, client_id)
     assert hidden is not None and "secrets" not in hidden
 
@@ -234,10 +240,8 @@ def test_destination_set_twice_replaces_with_a_password_from_the_environment(
     assert password not in destination_row(conn, client_id)
     count = "SELECT count(*) FROM destinations WHERE client_id = %s"
     assert scalar(conn, count, (client_id,)) == 1
-    revealed = destination_config.get_destination(
-        conn, settings.secret_key.get_secret_value(), client_id, reveal=True
-    )
-    assert revealed is not None and revealed["secrets"] == {"password": password}
+    key = settings.secret_key.get_secret_value()
+    assert revealed_secrets(conn, key, client_id) == {"password": password}
 
 
 def test_destination_password_prompt_keeps_stdout_to_the_json(
@@ -267,10 +271,8 @@ def test_destination_password_prompt_keeps_stdout_to_the_json(
         "schema": "RAW",
     }
     assert shown["secrets_set"] == ["password"]
-    revealed = destination_config.get_destination(
-        conn, settings.secret_key.get_secret_value(), client_id, reveal=True
-    )
-    assert revealed is not None and revealed["secrets"] == {"password": password}
+    key = settings.secret_key.get_secret_value()
+    assert revealed_secrets(conn, key, client_id) == {"password": password}
 
 
 def test_destination_secret_from_the_environment(
@@ -293,10 +295,8 @@ def test_destination_secret_from_the_environment(
     assert shown["config"] == {"project": "acme-dw", "schema": "skein"}
     assert shown["secrets_set"] == ["credentials_json"]
     assert "BEGIN" not in destination_row(conn, client_id)
-    revealed = destination_config.get_destination(
-        conn, settings.secret_key.get_secret_value(), client_id, reveal=True
-    )
-    assert revealed is not None and revealed["secrets"] == {"credentials_json": credentials}
+    key = settings.secret_key.get_secret_value()
+    assert revealed_secrets(conn, key, client_id) == {"credentials_json": credentials}
 
 
 def test_a_secret_in_plain_config_is_refused(client_id: int) -> None:
@@ -484,8 +484,7 @@ def test_secrets_rotate_moves_every_secret_to_the_newest_key_and_is_safe_twice(
         again = ok("secrets", "rotate", env=forward)
         assert again["destinations"] == 0 and again["integrations"] == 0
         # Only the new key is needed now; the old one alone no longer opens them.
-        revealed = destination_config.get_destination(conn, new, client_id, reveal=True)
-        assert revealed is not None and revealed["secrets"] == {"password": password}
+        assert revealed_secrets(conn, new, client_id) == {"password": password}
         with pytest.raises(crypto.SecretKeyError):
             destination_config.get_destination(conn, old, client_id, reveal=True)
         entries = ok("audit", "ls", "--limit", "5")["entries"]
@@ -493,5 +492,4 @@ def test_secrets_rotate_moves_every_secret_to_the_newest_key_and_is_safe_twice(
         assert new.split(":", 1)[1] not in orjson.dumps(entries).decode()
     finally:  # the rest of the stack keeps its key
         ok("secrets", "rotate", env=back)
-    revealed = destination_config.get_destination(conn, old, client_id, reveal=True)
-    assert revealed is not None and revealed["secrets"] == {"password": password}
+    assert revealed_secrets(conn, old, client_id) == {"password": password}

@@ -41,9 +41,8 @@ from common.spool_client import (
 from services.control import accounts, destinations, hooks
 from services.spool import operations, queue
 from services.spool.policy import RetryPolicy
-from support.stack import ROOT, wait_for
+from support.stack import ROOT, scratch_database, wait_for
 
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 TOKEN = "spool-test-token"
 PORT = 18081
 
@@ -102,21 +101,13 @@ class IsolatedSpool:
 
 @pytest.fixture(scope="module")
 def spool() -> Iterator[IsolatedSpool]:
-    name = f"skein_spool_test_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(ADMIN_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    dsn = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with closing(db.connect(dsn)) as conn:
-        migrations.migrate(conn)
-    isolated = IsolatedSpool(dsn, f"http://127.0.0.1:{PORT}")
-    isolated.start()
-    yield isolated
-    isolated.stop()
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
+    with scratch_database(f"skein_spool_test_{uuid.uuid4().hex[:8]}") as dsn:
+        with closing(db.connect(dsn)) as conn:
+            migrations.migrate(conn)
+        isolated = IsolatedSpool(dsn, f"http://127.0.0.1:{PORT}")
+        isolated.start()
+        yield isolated
+        isolated.stop()
 
 
 def new_client(spool: IsolatedSpool, destination: str | None = "postgres") -> int:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import psycopg2
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common import control, logs
@@ -32,6 +32,23 @@ from services.control.settings import ControlSettings
 from services.spool import operations, queue
 
 log = logging.getLogger("skein.control")
+# the domain's refusals, answered with their message (the most specific class decides)
+DOMAIN_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
+    (operations.NotFound, 404, "not_found"),
+    (queue.Conflict, 409, "conflict"),
+    (hooks_domain.Busy, 409, "conflict"),
+    (control.NotFound, 404, "not_found"),
+    (control.ControlError, 400, "invalid_request"),
+)
+
+
+def answer_with(status: int, code: str) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """An exception handler answering ``status`` and ``code`` with the exception's message."""
+
+    async def answer(_r: Request, exc: Exception) -> Response:
+        return error_response(status, code, str(exc))
+
+    return answer
 
 
 def create_app(settings: ControlSettings | None = None) -> FastAPI:
@@ -67,25 +84,8 @@ def create_app(settings: ControlSettings | None = None) -> FastAPI:
             headers["Retry-After"] = "5"
         return error_response(exc.status, exc.code, exc.message, headers)
 
-    @app.exception_handler(operations.NotFound)
-    async def no_batch(_r: Request, exc: operations.NotFound) -> JSONResponse:
-        return error_response(404, "not_found", str(exc))
-
-    @app.exception_handler(queue.Conflict)
-    async def conflict(_r: Request, exc: queue.Conflict) -> JSONResponse:
-        return error_response(409, "conflict", str(exc))
-
-    @app.exception_handler(hooks_domain.Busy)
-    async def busy(_r: Request, exc: hooks_domain.Busy) -> JSONResponse:
-        return error_response(409, "conflict", str(exc))
-
-    @app.exception_handler(control.NotFound)
-    async def not_found(_r: Request, exc: control.NotFound) -> JSONResponse:
-        return error_response(404, "not_found", str(exc))
-
-    @app.exception_handler(control.ControlError)
-    async def refused(_r: Request, exc: control.ControlError) -> JSONResponse:
-        return error_response(400, "invalid_request", str(exc))
+    for refusal, status, code in DOMAIN_ERRORS:
+        app.add_exception_handler(refusal, answer_with(status, code))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:

@@ -82,6 +82,16 @@ class Control:
         """A page's size: asked for (at most the maximum), or the default."""
         return min(limit or self.settings.page_size, self.settings.max_page_size)
 
+    async def paged(
+        self,
+        limit: int | None,
+        id_field: str,
+        fetch: Callable[[control.Connection, int], list[dict[str, Any]]],
+    ) -> dict[str, Any]:
+        """A page of ``fetch(conn, n + 1)``'s rows, ``n`` the page's size (see ``page``)."""
+        n = self.size(limit)
+        return page(await self.run(lambda conn: fetch(conn, n + 1)), id_field, n)
+
     async def own(self, key: keys.Key, client_id: int) -> None:
         """404 for another client's resources and for an unknown client."""
         if not key.may_act_for(client_id):

@@ -9,21 +9,8 @@ from fastapi import APIRouter, Query
 
 from common import control
 from services.control import keys
-from services.control.api.base import (
-    INT8,
-    After,
-    Caller,
-    ClientId,
-    Control,
-    Ctl,
-    Limit,
-    operator,
-    page,
-)
-from services.control.api.models import (
-    PurgeIn,
-    ReplayIn,
-)
+from services.control.api.base import INT8, After, Caller, ClientId, Control, Ctl, Limit, operator
+from services.control.api.models import PurgeIn, ReplayIn
 from services.spool import operations, replay
 from services.spool.objects import BatchObjects
 from services.spool.settings import SpoolSettings
@@ -50,13 +37,13 @@ async def batches_list(
         if client_id not in (None, key.client_id):
             raise control.NotFound(f"no client {client_id}")
         client_id = key.client_id
-    n = ctl.size(limit)
-    rows = await ctl.run(
-        lambda conn: operations.page_batches(
-            conn, state=state, client_id=client_id, after=after, limit=n + 1
-        )
+    return await ctl.paged(
+        limit,
+        "batch_id",
+        lambda conn, n: operations.page_batches(
+            conn, state=state, client_id=client_id, after=after, limit=n
+        ),
     )
-    return page(rows, "batch_id", n)
 
 
 @router.get("/v1/batches/stats", tags=["batches"])

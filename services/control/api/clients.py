@@ -11,22 +11,8 @@ from fastapi.responses import Response
 
 from common import audit, control, destination_config
 from services.control import accounts
-from services.control.api.base import (
-    INT8,
-    After,
-    Caller,
-    ClientId,
-    Ctl,
-    Limit,
-    operator,
-    page,
-)
-from services.control.api.models import (
-    ClientIn,
-    GrantIn,
-    GrantKind,
-    LimitsIn,
-)
+from services.control.api.base import INT8, After, Caller, ClientId, Ctl, Limit, operator
+from services.control.api.models import ClientIn, GrantIn, GrantKind, LimitsIn
 from services.spool import status as table_status
 
 router = APIRouter()
@@ -40,13 +26,13 @@ async def clients_list(
     ctl: Ctl, key: Caller, after: After = 0, limit: Limit = None
 ) -> dict[str, Any]:
     """Clients, oldest first: every one for an operator key, its own for a client key."""
-    n = ctl.size(limit)
     if key.client_id is not None:
         own_id = key.client_id
         found = await ctl.run(lambda conn: accounts.get_client(conn, own_id))
         return {"data": [found] if found and own_id > after else [], "next_after": None}
-    rows = await ctl.run(lambda conn: accounts.list_clients(conn, after=after, limit=n + 1))
-    return page(rows, "client_id", n)
+    return await ctl.paged(
+        limit, "client_id", lambda conn, n: accounts.list_clients(conn, after=after, limit=n)
+    )
 
 
 @router.post("/v1/clients", status_code=201, tags=["clients"])

@@ -11,15 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 
 from common import control
 from services.control import connect, integrations
-from services.control.api.base import (
-    INT8,
-    ApiError,
-    Caller,
-    ClientId,
-    Ctl,
-    PageNo,
-    error_response,
-)
+from services.control.api.base import INT8, ApiError, Caller, ClientId, Ctl, PageNo, error_response
 from services.spool import status as table_status
 
 router = APIRouter()

@@ -8,19 +8,8 @@ from fastapi import APIRouter
 
 from common import tokens
 from services.control import keys, webhooks
-from services.control.api.base import (
-    After,
-    Caller,
-    ClientId,
-    Ctl,
-    Limit,
-    operator,
-    page,
-)
-from services.control.api.models import (
-    KeyIn,
-    WebhookIn,
-)
+from services.control.api.base import After, Caller, ClientId, Ctl, Limit, operator
+from services.control.api.models import KeyIn, WebhookIn
 
 router = APIRouter()
 
@@ -33,11 +22,11 @@ async def tokens_list(
     ctl: Ctl, client_id: ClientId, key: Caller, after: After = 0, limit: Limit = None
 ) -> dict[str, Any]:
     await ctl.own(key, client_id)
-    n = ctl.size(limit)
-    rows = await ctl.run(
-        lambda conn: tokens.list_api_tokens(conn, client_id, after=after, limit=n + 1)
+    return await ctl.paged(
+        limit,
+        "token_id",
+        lambda conn, n: tokens.list_api_tokens(conn, client_id, after=after, limit=n),
     )
-    return page(rows, "token_id", n)
 
 
 @router.post("/v1/clients/{client_id}/tokens", status_code=201, tags=["tokens"])
@@ -64,11 +53,11 @@ async def webhooks_list(
     ctl: Ctl, client_id: ClientId, key: Caller, after: After = 0, limit: Limit = None
 ) -> dict[str, Any]:
     await ctl.own(key, client_id)
-    n = ctl.size(limit)
-    rows = await ctl.run(
-        lambda conn: webhooks.list_webhooks(conn, client_id, after=after, limit=n + 1)
+    return await ctl.paged(
+        limit,
+        "webhook_id",
+        lambda conn, n: webhooks.list_webhooks(conn, client_id, after=after, limit=n),
     )
-    return page(rows, "webhook_id", n)
 
 
 @router.post("/v1/clients/{client_id}/webhooks", status_code=201, tags=["webhooks"])
@@ -97,9 +86,7 @@ async def webhooks_revoke(
 @router.get("/v1/keys", tags=["keys"])
 async def keys_list(ctl: Ctl, key: Caller, after: After = 0, limit: Limit = None) -> dict[str, Any]:
     operator(key)
-    n = ctl.size(limit)
-    rows = await ctl.run(lambda conn: keys.listed(conn, after=after, limit=n + 1))
-    return page(rows, "key_id", n)
+    return await ctl.paged(limit, "key_id", lambda conn, n: keys.listed(conn, after=after, limit=n))
 
 
 @router.post("/v1/keys", status_code=201, tags=["keys"])

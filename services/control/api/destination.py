@@ -8,14 +8,8 @@ from fastapi import APIRouter
 
 from common import control
 from services.control import destinations
-from services.control.api.base import (
-    Caller,
-    ClientId,
-    Ctl,
-)
-from services.control.api.models import (
-    DestinationIn,
-)
+from services.control.api.base import Caller, ClientId, Ctl
+from services.control.api.models import DestinationIn
 
 router = APIRouter()
 

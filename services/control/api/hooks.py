@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 
 from common import netpolicy
 from services.control import hooks, loadlog
-from services.control.api.base import After, Caller, ClientId, Ctl, Limit, page
+from services.control.api.base import After, Caller, ClientId, Ctl, Limit
 from services.control.api.models import HookIn
 
 router = APIRouter()
@@ -22,9 +22,9 @@ async def hooks_list(
     ctl: Ctl, client_id: ClientId, key: Caller, after: After = 0, limit: Limit = None
 ) -> dict[str, Any]:
     await ctl.own(key, client_id)
-    n = ctl.size(limit)
-    rows = await ctl.run(lambda conn: hooks.list_hooks(conn, client_id, after=after, limit=n + 1))
-    return page(rows, "hook_id", n)
+    return await ctl.paged(
+        limit, "hook_id", lambda conn, n: hooks.list_hooks(conn, client_id, after=after, limit=n)
+    )
 
 
 @router.post("/v1/clients/{client_id}/hooks", status_code=201, tags=["hooks"])
@@ -59,11 +59,11 @@ async def deliveries_list(
     limit: Limit = None,
 ) -> dict[str, Any]:
     await ctl.own(key, client_id)
-    n = ctl.size(limit)
-    rows = await ctl.run(
-        lambda conn: hooks.list_deliveries(conn, client_id, state=state, after=after, limit=n + 1)
+    return await ctl.paged(
+        limit,
+        "delivery_id",
+        lambda conn, n: hooks.list_deliveries(conn, client_id, state=state, after=after, limit=n),
     )
-    return page(rows, "delivery_id", n)
 
 
 @router.post("/v1/clients/{client_id}/hook-deliveries/{delivery_id}/redeliver", tags=["hooks"])
@@ -89,11 +89,11 @@ async def schema_log(
 ) -> dict[str, Any]:
     """As ``skein schema log``: the schema changes loads made, oldest first."""
     await ctl.own(key, client_id)
-    n = ctl.size(limit)
-    rows = await ctl.run(
-        lambda conn: loadlog.schema_log(conn, client_id, table=table, after=after, limit=n + 1)
+    return await ctl.paged(
+        limit,
+        "change_id",
+        lambda conn, n: loadlog.schema_log(conn, client_id, table=table, after=after, limit=n),
     )
-    return page(rows, "change_id", n)
 
 
 @router.get("/v1/clients/{client_id}/rejected", tags=["hooks"])
@@ -108,11 +108,11 @@ async def rejected(
 ) -> dict[str, Any]:
     """As ``skein rejected ls``: rejected records with their reasons, oldest first."""
     await ctl.own(key, client_id)
-    n = ctl.size(limit)
     at = since if since is None or since.tzinfo else since.replace(tzinfo=UTC)
-    rows = await ctl.run(
-        lambda conn: loadlog.rejected(
-            conn, client_id, table=table, since=at, after=after, limit=n + 1
-        )
+    return await ctl.paged(
+        limit,
+        "rejection_id",
+        lambda conn, n: loadlog.rejected(
+            conn, client_id, table=table, since=at, after=after, limit=n
+        ),
     )
-    return page(rows, "rejection_id", n)

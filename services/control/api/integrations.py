@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query
 
 from common import control
 from services.control import integrations, keys
-from services.control.api.base import (
-    Caller,
-    ClientId,
-    Control,
-    Ctl,
-    Name,
-)
-from services.control.api.models import (
-    IntegrationIn,
-)
+from services.control.api.base import Caller, ClientId, Control, Ctl, Name
+from services.control.api.models import IntegrationIn
 from services.extractor.settings import ExtractorSettings
 
 router = APIRouter()
+T = TypeVar("T")
 
 
 # --- integrations -------------------------------------------------------------------------
@@ -62,6 +56,18 @@ async def integration(ctl: Control, key: keys.Key, client_id: int, name: str) ->
     return await ctl.run(lambda conn: integrations.owned(conn, name, client_id))
 
 
+async def on_integration(
+    ctl: Control,
+    key: keys.Key,
+    client_id: int,
+    name: str,
+    act: Callable[[control.Connection, str], T],
+) -> T:
+    """``act(conn, name)``, once the client is the key's and ``name`` the client's (else 404)."""
+    await integration(ctl, key, client_id, name)
+    return await ctl.run(lambda conn: act(conn, name))
+
+
 @router.get("/v1/clients/{client_id}/integrations/{name}", tags=["integrations"])
 async def integrations_get(
     ctl: Ctl, client_id: ClientId, name: Name, key: Caller
@@ -74,8 +80,7 @@ async def integrations_run(
     ctl: Ctl, client_id: ClientId, name: Name, key: Caller
 ) -> dict[str, Any]:
     """Ask the extractor to run it at its next tick."""
-    await integration(ctl, key, client_id, name)
-    return await ctl.run(lambda conn: integrations.run_now(conn, name))
+    return await on_integration(ctl, key, client_id, name, integrations.run_now)
 
 
 @router.post("/v1/clients/{client_id}/integrations/{name}/stop", tags=["integrations"])
@@ -83,8 +88,7 @@ async def integrations_stop(
     ctl: Ctl, client_id: ClientId, name: Name, key: Caller
 ) -> dict[str, Any]:
     """Stop the running run (the next run resumes from the saved state)."""
-    await integration(ctl, key, client_id, name)
-    run_id = await ctl.run(lambda conn: integrations.stop(conn, name))
+    run_id = await on_integration(ctl, key, client_id, name, integrations.stop)
     return {"name": name, "stopping": run_id is not None, "run_id": run_id}
 
 
@@ -97,8 +101,9 @@ async def integrations_runs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
     stderr: bool = False,
 ) -> dict[str, Any]:
-    await integration(ctl, key, client_id, name)
-    runs = await ctl.run(lambda conn: integrations.runs(conn, name, limit, stderr))
+    runs = await on_integration(
+        ctl, key, client_id, name, lambda conn, name: integrations.runs(conn, name, limit, stderr)
+    )
     return {"data": runs, "next_after": None}
 
 
@@ -107,16 +112,16 @@ async def integrations_log(
     ctl: Ctl, client_id: ClientId, name: Name, run_id: ClientId, key: Caller
 ) -> dict[str, Any]:
     """One run's tap stderr (secrets redacted)."""
-    await integration(ctl, key, client_id, name)
-    return await ctl.run(lambda conn: integrations.run_log(conn, name, run_id))
+    return await on_integration(
+        ctl, key, client_id, name, lambda conn, name: integrations.run_log(conn, name, run_id)
+    )
 
 
 @router.post("/v1/clients/{client_id}/integrations/{name}/pause", tags=["integrations"])
 async def integrations_pause(
     ctl: Ctl, client_id: ClientId, name: Name, key: Caller
 ) -> dict[str, Any]:
-    await integration(ctl, key, client_id, name)
-    return await ctl.run(lambda conn: integrations.pause(conn, name))
+    return await on_integration(ctl, key, client_id, name, integrations.pause)
 
 
 @router.post("/v1/clients/{client_id}/integrations/{name}/reset", tags=["integrations"])
@@ -128,21 +133,20 @@ async def integrations_reset(
     stream: Annotated[str | None, Query(min_length=1, max_length=1000)] = None,
 ) -> dict[str, Any]:
     """As ``skein integrations reset``: the bookmark of ``stream`` (else of all) cleared."""
-    await integration(ctl, key, client_id, name)
-    return await ctl.run(lambda conn: integrations.reset(conn, name, stream))
+    return await on_integration(
+        ctl, key, client_id, name, lambda conn, name: integrations.reset(conn, name, stream)
+    )
 
 
 @router.post("/v1/clients/{client_id}/integrations/{name}/resume", tags=["integrations"])
 async def integrations_resume(
     ctl: Ctl, client_id: ClientId, name: Name, key: Caller
 ) -> dict[str, Any]:
-    await integration(ctl, key, client_id, name)
-    return await ctl.run(lambda conn: integrations.resume(conn, name))
+    return await on_integration(ctl, key, client_id, name, integrations.resume)
 
 
 @router.delete("/v1/clients/{client_id}/integrations/{name}", tags=["integrations"])
 async def integrations_remove(
     ctl: Ctl, client_id: ClientId, name: Name, key: Caller
 ) -> dict[str, Any]:
-    await integration(ctl, key, client_id, name)
-    return await ctl.run(lambda conn: integrations.remove(conn, name))
+    return await on_integration(ctl, key, client_id, name, integrations.remove)

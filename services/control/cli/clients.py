@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -55,6 +56,21 @@ def _grants(
     return found
 
 
+def _change_grants(
+    client_id: int,
+    change: Callable[[control.Connection, int, str, str], list[dict[str, str]]],
+    bigquery_project: list[str] | None,
+    redshift_role: list[str] | None,
+    s3_endpoint: list[str] | None,
+) -> None:
+    """``change`` each grant the options name; prints the client's grants after the last."""
+    with control_db() as conn:
+        require_client(conn, client_id)
+        for kind, value in _grants(bigquery_project, redshift_role, s3_endpoint):
+            grants = change(conn, client_id, kind, value)
+        emit({"client_id": client_id, "grants": grants})
+
+
 @clients_app.command("allow")
 def clients_allow(
     client_id: int,
@@ -65,11 +81,7 @@ def clients_allow(
     """Let a client use the platform's own credentials for these BigQuery projects (no
     `credentials_json`) or Redshift IAM roles, or stage to these S3 endpoints; anything not
     allowed is refused by `destinations set` and by the loader. Prints the client's grants."""
-    with control_db() as conn:
-        require_client(conn, client_id)
-        for kind, value in _grants(bigquery_project, redshift_role, s3_endpoint):
-            grants = accounts.grant_platform(conn, client_id, kind, value)
-        emit({"client_id": client_id, "grants": grants})
+    _change_grants(client_id, accounts.grant_platform, bigquery_project, redshift_role, s3_endpoint)
 
 
 @clients_app.command("disallow")
@@ -80,11 +92,9 @@ def clients_disallow(
     s3_endpoint: S3Endpoints = None,
 ) -> None:
     """Withdraw grants; the client's next load that needs one is refused."""
-    with control_db() as conn:
-        require_client(conn, client_id)
-        for kind, value in _grants(bigquery_project, redshift_role, s3_endpoint):
-            grants = accounts.revoke_platform(conn, client_id, kind, value)
-        emit({"client_id": client_id, "grants": grants})
+    _change_grants(
+        client_id, accounts.revoke_platform, bigquery_project, redshift_role, s3_endpoint
+    )
 
 
 @clients_app.command("set-limits")

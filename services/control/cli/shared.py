@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from typing import Any, NoReturn
 
 import orjson
@@ -26,13 +26,19 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 @contextmanager
-def control_db() -> Iterator[control.Connection]:
-    """A control-database connection; a refused request inside it becomes the JSON error."""
+def connected(*refusals: type[Exception]) -> Iterator[control.Connection]:
+    """A control-database connection; any of ``refusals`` raised inside it becomes the JSON
+    error."""
     try:
         with closing(db.connect()) as conn:
             yield conn
-    except (control.ControlError, crypto.SecretKeyError) as exc:
+    except refusals as exc:
         fail(str(exc))
+
+
+def control_db() -> AbstractContextManager[control.Connection]:
+    """A control-database connection; a refused request inside it becomes the JSON error."""
+    return connected(control.ControlError, crypto.SecretKeyError)
 
 
 def require_client(conn: control.Connection, client_id: int) -> None:

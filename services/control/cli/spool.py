@@ -3,27 +3,21 @@ this works even when the spool is down."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import AbstractContextManager
 from typing import Annotated
 
 import typer
 
-from common import control, db
-from services.control.cli.shared import emit, fail
+from common import control
+from services.control.cli.shared import connected, emit, fail
 
 spool_app = typer.Typer(no_args_is_help=True, help="Batches waiting to load (the spool).")
 
 
-@contextmanager
-def spool_db() -> Iterator[control.Connection]:
+def spool_db() -> AbstractContextManager[control.Connection]:
     from services.spool import operations, queue
 
-    try:
-        with closing(db.connect()) as conn:
-            yield conn
-    except (queue.Conflict, operations.NotFound) as exc:
-        fail(str(exc))
+    return connected(queue.Conflict, operations.NotFound)
 
 
 @spool_app.command("ls")

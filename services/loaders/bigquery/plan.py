@@ -20,6 +20,7 @@ from common.wire import Header
 from services.loaders.bigquery.names import BigQueryNames
 from services.loaders.bigquery.schema import Field, Placer, Rejected, TableSchema, timestamp_text
 from services.loaders.core import notes
+from services.loaders.core.plan import activated_version, segment_for
 from services.loaders.core.reader import Record
 from services.loaders.core.system_columns import (
     EXTRACTED_AT,
@@ -86,26 +87,19 @@ class LeasePlan:
         return self._row
 
     def _segment(self) -> Segment:
-        header = self._header
-        assert header is not None
-        keys = header.key_names
-        if self.segments:
-            last = self.segments[-1]
-            if last.activate_version is None and last.key_names == keys:
-                return last
-        key_columns = tuple(self.names.column(k) for k in keys) if keys else (PRIMARY_KEY,)
-        segment = Segment(len(self.segments), keys, key_columns)
-        self.segments.append(segment)
-        return segment
+        return segment_for(
+            self.segments,
+            self._header,
+            self.names.column,
+            lambda keys, columns: Segment(len(self.segments), keys, columns),
+        )
 
     def feed(self, event: Header | Record) -> None:
         if isinstance(event, Header):
             self._header = event
             return
         if event.action == "activate_version":
-            segment = self._segment()
-            version = self._header.table_version if self._header else None
-            segment.activate_version = version if version is not None else event.sequence
+            self._segment().activate_version = activated_version(self._header, event)
             return
         if event.action != "upsert" or not isinstance(event.data, dict):
             self._reject(event, f"unknown action {event.action!r}")

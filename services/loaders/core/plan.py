@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -134,6 +134,47 @@ class Segment:
             child.spill.close()
 
 
+class _Cut(Protocol):
+    """What the segment cut reads of a segment (this module's ``Segment``, BigQuery's own)."""
+
+    @property
+    def key_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def activate_version(self) -> int | None: ...
+
+
+_SegmentT = TypeVar("_SegmentT", bound=_Cut)
+
+
+def segment_for(
+    segments: list[_SegmentT],
+    header: Header | None,
+    column: Callable[[str], str],
+    new: Callable[[tuple[str, ...], tuple[str, ...]], _SegmentT],
+) -> _SegmentT:
+    """The segment the next record under ``header`` belongs to: the last one, unless an
+    ``activate_version`` closed it or the key names changed; else ``new(key names, key
+    columns)`` (each key's ``column``, or ``PRIMARY_KEY`` for append-only), appended."""
+    assert header is not None
+    keys = header.key_names
+    if segments:
+        last = segments[-1]
+        if last.activate_version is None and last.key_names == keys:
+            return last
+    key_columns = tuple(column(k) for k in keys) if keys else (PRIMARY_KEY,)
+    segment = new(keys, key_columns)
+    segments.append(segment)
+    return segment
+
+
+def activated_version(header: Header | None, record: Record) -> int:
+    """The table version an ``activate_version`` record activates: its header's, if set, else
+    the record's sequence."""
+    version = header.table_version if header else None
+    return version if version is not None else record.sequence
+
+
 @dataclass
 class Rejection:
     record: bytes
@@ -219,17 +260,12 @@ class PlanBuilder:
         return found
 
     def _segment(self) -> Segment:
-        header = self._header
-        assert header is not None
-        keys = header.key_names
-        if self.segments:
-            last = self.segments[-1]
-            if last.activate_version is None and last.key_names == keys:
-                return last
-        key_columns = tuple(self.rules.column(k) for k in keys) if keys else (PRIMARY_KEY,)
-        segment = Segment(keys, key_columns, Staged(self.shape(self.table_source)))
-        self.segments.append(segment)
-        return segment
+        return segment_for(
+            self.segments,
+            self._header,
+            self.rules.column,
+            lambda keys, columns: Segment(keys, columns, Staged(self.shape(self.table_source))),
+        )
 
     # -- events
     def feed(self, event: Header | Record) -> None:
@@ -240,7 +276,9 @@ class PlanBuilder:
             and type(event.loose) is dict
         ):
             segments = self.segments
-            if segments:  # the common case first: another record of the current segment
+            # The common case first: another record of the current segment (``segment_for``'s
+            # test, inlined: this runs once per record).
+            if segments:
                 last = segments[-1]
                 if last.activate_version is None and last.key_names == self._keys:
                     if self._planned(last, event):
@@ -256,9 +294,7 @@ class PlanBuilder:
             self._header_context(event)
             return
         if event.action == "activate_version":
-            segment = self._segment()
-            version = self._header.table_version if self._header else None
-            segment.activate_version = version if version is not None else event.sequence
+            self._segment().activate_version = activated_version(self._header, event)
             return
         if event.action != "upsert" or not isinstance(event.loose, dict):
             self.rejected.append(Rejection(event.raw, f"unknown action {event.action!r}"))

@@ -8,7 +8,6 @@ temporary staging table, behind ``staging.Copier``).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 import uuid
@@ -16,9 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.loaders.core import faults, notes
-from services.loaders.core.errors import PermanentError
+from services.loaders.core.bookkeeping import load_rows, rejected_rows
 from services.loaders.core.names import starts_with_pattern
 from services.loaders.core.plan import LeaseLoad, PlanBuilder, Segment, Staged
+from services.loaders.core.rekey import check_rekey
 from services.loaders.core.shape import TableShape
 from services.loaders.core.system_columns import PRIMARY_KEY, ROW, TABLE_VERSION
 from services.loaders.core.types import ColumnType
@@ -85,16 +85,8 @@ def rekey(cur: Any, schema: str, shape: TableShape, key: tuple[str, ...]) -> Non
     if shape.primary_key == key:
         return
     if shape.primary_key:
-        if key == (PRIMARY_KEY,):
-            cur.execute(S.fill_primary_key(schema, shape.name, PRIMARY_KEY))
-        cur.execute(S.bad_keys(schema, shape.name, key))
-        found = cur.fetchone()
-        if found and int(found[0]):
-            raise PermanentError(
-                f"key names of {shape.name} changed from {list(shape.primary_key)} to "
-                f"{list(key)} but the existing rows cannot be re-keyed ({found[0]} duplicate or "
-                "null keys); fix the rows or the key names, then retry the batch"
-            )
+        fill = S.fill_primary_key(schema, shape.name, PRIMARY_KEY)
+        check_rekey(cur, shape, key, fill, S.bad_keys(schema, shape.name, key))
     cur.execute(S.set_keys(schema, shape.name, key))
     shape.primary_key = key
 
@@ -258,28 +250,9 @@ def _record(
     cur: Any, schema: str, work: LeaseLoad, builder: PlanBuilder, batched_at: datetime
 ) -> None:
     if builder.rejected:
-        ids = json.dumps(work.batch_ids)
-        cur.executemany(
-            S.record_rejected(schema),
-            [
-                (
-                    work.table_source,
-                    _bounded(r.record.decode("utf-8", "replace").replace("\x00", "")),
-                    _bounded(r.reason),
-                    ids,
-                    batched_at,
-                )
-                for r in builder.rejected
-            ],
-        )
-    counts = work.batch_records or [0] * len(work.batch_ids)
-    cur.executemany(
-        S.record_loads(schema),
-        [
-            (batch_id, work.table_source, work.lease_token, count, batched_at)
-            for batch_id, count in zip(work.batch_ids, counts, strict=True)
-        ],
-    )
+        rows = rejected_rows(work, builder.rejected, batched_at, _bounded)
+        cur.executemany(S.record_rejected(schema), rows)
+    cur.executemany(S.record_loads(schema), load_rows(work, batched_at))
 
 
 def _bounded(text: str) -> str:

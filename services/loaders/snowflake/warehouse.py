@@ -11,14 +11,14 @@ VARIANT columns (``keep_nesting``): no subtables.
 from __future__ import annotations
 
 import contextlib
-import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from services.loaders.core import faults, notes
-from services.loaders.core.errors import PermanentError
+from services.loaders.core.bookkeeping import load_rows, rejected_rows
 from services.loaders.core.plan import LeaseLoad, PlanBuilder, Segment
+from services.loaders.core.rekey import check_rekey
 from services.loaders.core.shape import TableShape
 from services.loaders.core.system_columns import PRIMARY_KEY, TABLE_VERSION
 from services.loaders.core.types import ColumnType
@@ -76,16 +76,8 @@ def rekey(cur: Any, schema: str, shape: TableShape, keys: tuple[str, ...]) -> No
     if shape.primary_key == keys:
         return
     if shape.primary_key:
-        if keys == (PRIMARY_KEY,):
-            cur.execute(S.fill_primary_key(schema, shape.name, PRIMARY_KEY))
-        cur.execute(S.duplicate_keys(schema, shape.name, keys))
-        found = cur.fetchone()
-        if found and int(found[0]):
-            raise PermanentError(
-                f"key names of {shape.name} changed from {list(shape.primary_key)} to "
-                f"{list(keys)} but the existing rows cannot be re-keyed ({found[0]} duplicate "
-                "or null keys); fix the rows or the key names, then retry the batch"
-            )
+        fill = S.fill_primary_key(schema, shape.name, PRIMARY_KEY)
+        check_rekey(cur, shape, keys, fill, S.duplicate_keys(schema, shape.name, keys))
     delete, insert = S.write_keys(schema)
     cur.execute(delete, [shape.name])
     cur.execute(insert, [shape.name, S.key_json(keys)])
@@ -166,28 +158,9 @@ def _affected(cur: Any) -> int:
 
 def _record(cur: Any, schema: str, work: LeaseLoad, builder: PlanBuilder, batched_at: str) -> None:
     if builder.rejected:
-        ids = json.dumps(work.batch_ids)
-        cur.executemany(
-            S.record_rejected(schema),
-            [
-                [
-                    work.table_source,
-                    r.record.decode("utf-8", "replace").replace("\x00", ""),
-                    r.reason,
-                    ids,
-                    batched_at,
-                ]
-                for r in builder.rejected
-            ],
-        )
-    counts = work.batch_records or [0] * len(work.batch_ids)
-    cur.executemany(
-        S.record_loads(schema),
-        [
-            [batch_id, work.table_source, work.lease_token, count, batched_at]
-            for batch_id, count in zip(work.batch_ids, counts, strict=True)
-        ],
-    )
+        rows = rejected_rows(work, builder.rejected, batched_at)
+        cur.executemany(S.record_rejected(schema), rows)
+    cur.executemany(S.record_loads(schema), load_rows(work, batched_at))
 
 
 def schema_of(config: dict[str, Any], client_id: int) -> str:
