@@ -764,11 +764,11 @@ cmd_rolling_restart() {
   log "rolling restart done"
 }
 
-cmd_scale() { # N: every Skein service to N instances (proxied ones move behind HAProxy or back)
-  local n=$1 spec base name
-  [[ $n =~ ^[1-9]$ ]] || die "scale: N must be from 1 to 9"
+rescale() { # N: every Skein service to N instances, from the scale the stack last ran at
+  local n=$1 old spec base name
+  old=$(cat "$SCALE_FILE" 2>/dev/null || echo 1)
   # The proxied services change ports when HAProxy comes or goes: they restart.
-  if { ((n > 1)) && ((SCALE == 1)); } || { ((n == 1)) && ((SCALE > 1)); }; then
+  if (((n > 1) != (old > 1))); then
     for base in "${PROXIED[@]}"; do svc_stop "$base"; done
     haproxy_stop
   fi
@@ -782,6 +782,11 @@ cmd_scale() { # N: every Skein service to N instances (proxied ones move behind 
   done
   haproxy_start
   for spec in "${SERVICES[@]}"; do svc_start_all "${spec%%:*}"; done
+}
+
+cmd_scale() { # N (proxied services move behind HAProxy or back)
+  [[ $1 =~ ^[1-9]$ ]] || die "scale: N must be from 1 to 9"
+  rescale "$1"
   log "every Skein service at $SCALE instance(s)"
 }
 
@@ -797,20 +802,13 @@ cmd_up() {
   kafka_up
   prom_start
   s3_wait
-  local spec n
+  local n
   # A loader left from an earlier run that ended without `down` (crash, reboot) is no target.
   for n in "${!LOADER_PORTS[@]}"; do
     pid_alive "$PIDS/loaders.$n.pid" || rm -f "$PROM_DIR/targets/$(prom_job "loaders.$n").json"
   done
-  # A scaled run before this one: its extra instances and HAProxy go (the proxied services come
-  # back on their usual ports at scale 1), or the other way round.
-  if [[ $(cat "$SCALE_FILE" 2>/dev/null || echo 1) != "$SCALE" ]]; then
-    for spec in "${SERVICES[@]}"; do svc_stop "${spec%%:*}"; done
-    haproxy_stop
-  fi
-  echo "$SCALE" >"$SCALE_FILE"
-  haproxy_start
-  for spec in "${SERVICES[@]}"; do svc_start_all "${spec%%:*}"; done
+  # From whatever scale the last run left (its extra instances and HAProxy go, or come).
+  rescale "$SCALE"
   log "ready in $((SECONDS - t0))s"
   cmd_endpoints
   (cd "$ROOT" && "$VENV/bin/python" deploy/local/demo.py "$RUN_DIR") || die "the demo request did not flow through"
