@@ -14,7 +14,7 @@ help: ## List every target
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev,stack,redshift,bigquery,snowflake]'
+	$(VENV)/bin/pip install -q -e '.[dev,stack,redshift,bigquery,snowflake,iceberg]'
 	touch $@
 
 .PHONY: install

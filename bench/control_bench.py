@@ -547,9 +547,12 @@ def free_ports(count: int) -> list[int]:
 
 
 @contextmanager
-def control_service(dsn: str, workers: int) -> Iterator[str]:
+def control_service(
+    dsn: str, workers: int, prometheus_url: str = "http://127.0.0.1:9090"
+) -> Iterator[str]:
     """``python -m services.control`` on the bench database; its URL. Only this bench's
-    settings reach it (no env file, no other SKEIN_* variable)."""
+    settings reach it (no env file, no other SKEIN_* variable); the console's overview asks
+    ``prometheus_url``."""
     api_port, metrics_port = free_ports(2)
     with tempfile.TemporaryDirectory(prefix="skein-control-bench-") as scratch:
         log_path = Path(scratch) / "service.log"
@@ -561,6 +564,7 @@ def control_service(dsn: str, workers: int) -> Iterator[str]:
             "SKEIN_CONTROL_METRICS_PORT": str(metrics_port),
             "SKEIN_CONTROL_WORKERS": str(workers),
             "SKEIN_CONTROL_METRICS_DIR": str(Path(scratch) / "metrics"),
+            "SKEIN_CONTROL_PROMETHEUS_URL": prometheus_url,
         }
         with log_path.open("wb") as log:
             process = subprocess.Popen(
@@ -759,7 +763,8 @@ def measure(url: str, key: str, ids: Population, args: argparse.Namespace) -> No
 # --- main ---------------------------------------------------------------------------------------
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """This bench's flags (``console_bench`` adds its own to them)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--tables", type=int, default=20, help="tables per client")
@@ -776,7 +781,26 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--database", default="skein_control_bench")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--prometheus-url",
+        default=os.environ.get("SKEIN_CONTROL_PROMETHEUS_URL", "http://127.0.0.1:9090"),
+        help="the console overview's Prometheus (SKEIN_CONTROL_PROMETHEUS_URL): the stack's",
+    )
+    return parser
+
+
+@dataclass(frozen=True)
+class BenchDatabase:
+    dsn: str
+    key: str  # an operator's control API key
+    ids: Population
+
+
+@contextmanager
+def bench_database(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> Iterator[BenchDatabase]:
+    """The seeded bench database (what it holds printed), dropped afterwards unless --keep."""
     fleet = Fleet(
         args.clients,
         args.tables,
@@ -831,18 +855,35 @@ def main() -> None:
             f"{counts['api_keys']:,} API keys, {counts['integrations']:,} integrations with "
             f"{counts['integration_runs']:,} runs"
         )
-        with control_service(dsn, args.workers) as url:
-            # Two shared cores: what else runs moves these figures.
-            load = "/".join(f"{x:.1f}" for x in os.getloadavg())
-            print(f"control service: {url}, {args.workers} workers; load average {load}")
-            measure(url, key, ids, args)
-            load = "/".join(f"{x:.1f}" for x in os.getloadavg())
-            print(f"load average at the end: {load} (1/5/15 min)")
+        yield BenchDatabase(dsn, key, ids)
     finally:
         if args.keep:
             print(f"kept database {args.database}")
         else:
             recreate(admin_dsn, args.database, drop_only=True)
+
+
+def load_average() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def main() -> None:
+    # imported here: console_bench imports this module (its seeding, service and timing)
+    import console_bench
+
+    arguments = parser()
+    console_bench.add_arguments(arguments)
+    args = arguments.parse_args()
+    with (
+        bench_database(arguments, args) as db,
+        control_service(db.dsn, args.workers, args.prometheus_url) as url,
+    ):
+        # Two shared cores: what else runs moves these figures.
+        print(f"control service: {url}, {args.workers} workers; load average {load_average()}")
+        measure(url, db.key, db.ids, args)
+        if args.console_requests > 0:
+            console_bench.measure_console(url, db.dsn, args)
+        print(f"load average at the end: {load_average()} (1/5/15 min)")
 
 
 if __name__ == "__main__":

@@ -16,10 +16,18 @@ import orjson
 from common import crypto
 from common.control import Connection, ControlError, iso
 
-DESTINATION_TYPES = ("postgres", "redshift", "bigquery", "snowflake")
+DESTINATION_TYPES = ("postgres", "redshift", "bigquery", "snowflake", "iceberg")
 # Names that always hold a secret: refused in a destination's plain-text config.
 SECRET_SETTING_NAMES = frozenset(
-    {"password", "private_key", "private_key_passphrase", "credentials_json"}
+    {
+        "password",
+        "private_key",
+        "private_key_passphrase",
+        "credentials_json",
+        "aws_secret_access_key",
+        "catalog_token",
+        "catalog_credential",
+    }
 )
 
 

@@ -234,9 +234,10 @@ def from_settings(settings: Any, resolver: Resolver = resolve) -> NetworkPolicy:
 def destination_endpoints(type_: str, config: dict[str, Any]) -> Iterable[tuple[str, Any]]:
     """What a destination of ``type_`` connects to: ("hostport", (host, port, database)) and
     ("url", url) pairs, from its stored config."""
-    if type_ in ("postgres", "redshift"):
+    if type_ in ("postgres", "redshift") or (type_ == "iceberg" and config.get("dsn_params")):
+        # (an Iceberg destination's SQL catalog is a Postgres database)
         dsn = config.get("dsn_params") or {}
-        default_port = 5432 if type_ == "postgres" else 5439
+        default_port = 5439 if type_ == "redshift" else 5432
         yield (
             "hostport",
             (str(dsn.get("host") or ""), int(dsn.get("port") or default_port), dsn.get("dbname")),
@@ -250,6 +251,11 @@ def destination_endpoints(type_: str, config: dict[str, Any]) -> Iterable[tuple[
         yield "url", f"{scheme}://{host}{port}"
     if type_ == "bigquery" and config.get("api_endpoint"):
         yield "url", str(config["api_endpoint"])
+    if type_ == "iceberg":
+        if config.get("catalog_uri"):
+            yield "url", str(config["catalog_uri"])
+        if config.get("s3_endpoint"):
+            yield "url", str(config["s3_endpoint"])
 
 
 def check_destination(

@@ -191,6 +191,7 @@ ensure_prereqs() {
   pg_bin >/dev/null || missing+=(postgresql)
   command -v prometheus >/dev/null || missing+=(prometheus)
   command -v bwrap >/dev/null || missing+=(bubblewrap)  # the extractor's tap sandbox
+  command -v chromium >/dev/null || missing+=(chromium)  # the console's browser tests (Playwright)
   [[ $EUID -ne 0 ]] || command -v iptables >/dev/null || missing+=(iptables)  # tap_firewall
   if ((${#missing[@]})); then
     command -v apt-get >/dev/null && apt_install "${missing[@]}" ||
@@ -369,9 +370,12 @@ pg_start() { # name
     "${PG_USER_RUN[@]}" sed -i -E 's/[[:space:]]trust([[:space:]]*)$/ scram-sha-256\1/' "$data/pg_hba.conf"
     "${PG_USER_RUN[@]}" "$bin/pg_ctl" -D "$data" reload >/dev/null
   fi
-  PGPASSWORD=$password "${PG_USER_RUN[@]}" "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAq \
-    -c "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 ||
-    PGPASSWORD=$password "${PG_USER_RUN[@]}" "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres "$db"
+  local name  # the demo warehouse cluster also holds the Iceberg loader's SQL catalog, lakehouse
+  for name in "$db" $([[ $1 == warehouse ]] && echo lakehouse); do
+    PGPASSWORD=$password "${PG_USER_RUN[@]}" "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAq \
+      -c "SELECT 1 FROM pg_database WHERE datname = '$name'" | grep -q 1 ||
+      PGPASSWORD=$password "${PG_USER_RUN[@]}" "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres "$name"
+  done
 }
 
 pg_stop() { # name

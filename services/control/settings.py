@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -69,3 +69,28 @@ class ControlSettings(SharedSettings):
     )
     hook_retry_max_s: float = Field(3600.0, gt=0, description="... capped at this")
     hook_retry_window_s: float = Field(86400.0, gt=0, description="... within this window")
+    # The web console (services/control/console).
+    prometheus_url: str = Field(
+        "http://127.0.0.1:9090",
+        description="console: the Prometheus whose HTTP API the overview's charts query",
+    )
+    console_idle_s: int = Field(
+        1800, ge=60, description="console: a session unused this long ends (log in again)"
+    )
+    console_max_session_s: int = Field(
+        43200, ge=300, description="console: a session ends this long after its login, used or not"
+    )
+    console_secure_cookie: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="console: the session cookie's Secure flag; `auto`: when the request came "
+        "over HTTPS (its scheme, or `X-Forwarded-Proto` from a trusted proxy)",
+    )
+    login_failures_per_user: int = Field(
+        5, ge=1, description="console: failed logins of one user name per window, then 429"
+    )
+    login_failures_per_address: int = Field(
+        20, ge=1, description="console: failed logins from one address per window, then 429"
+    )
+    login_window_s: int = Field(
+        900, ge=10, description="console: the window the failed-login limits count over"
+    )

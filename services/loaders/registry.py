@@ -16,7 +16,7 @@ from common import control, destination_config
 @dataclass(frozen=True)
 class DestinationType:
     name: str
-    takes_dsn: bool  # its connection is a libpq DSN (``--dsn``): postgres, redshift
+    takes_dsn: bool  # its connection is a libpq DSN (``--dsn``): postgres, redshift, iceberg
 
     @property
     def destination(self) -> ModuleType:
@@ -45,6 +45,8 @@ TYPES: dict[str, DestinationType] = {
         DestinationType("redshift", takes_dsn=True),
         DestinationType("bigquery", takes_dsn=False),
         DestinationType("snowflake", takes_dsn=False),
+        # --dsn: the SQL catalog's Postgres database
+        DestinationType("iceberg", takes_dsn=True),
     )
 }
 # One list, read by the control database code.

@@ -139,3 +139,73 @@ def report(found: list[TableStatus], objective_s: float) -> dict[str, Any]:
             for t in unhealthy
         ],
     }
+
+
+def client_health(conn: Connection, client_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Per client of ``client_ids`` (a page of them): its tables, batches waiting and dead, the
+    age of its oldest unloaded record, and its last load (for the console's client list)."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            """SELECT c.client_id,
+                      (SELECT count(*) FROM table_leases t WHERE t.client_id = c.client_id),
+                      coalesce(w.pending, 0), coalesce(w.dead, 0),
+                      extract(epoch FROM now() - w.oldest),
+                      (SELECT max(b.loaded_at) FROM batches b
+                       WHERE b.client_id = c.client_id AND b.state = 'loaded')
+               FROM unnest(%s::bigint[]) AS c (client_id)
+               LEFT JOIN LATERAL (
+                   SELECT count(*) FILTER (WHERE b.state <> 'dead') AS pending,
+                          count(*) FILTER (WHERE b.state = 'dead') AS dead,
+                          min(b.oldest_received_at) AS oldest
+                   FROM batches b
+                   WHERE b.client_id = c.client_id
+                     AND b.state IN ('pending', 'leased', 'retry_wait', 'dead')
+               ) w ON true""",
+            (client_ids,),
+        )
+        rows = cur.fetchall()
+    return {
+        int(client_id): {
+            "tables": int(tables),
+            "pending": int(pending),
+            "dead": int(dead),
+            "oldest_unloaded_age_s": _seconds(age),
+            "last_loaded_at": loaded.isoformat() if loaded is not None else None,
+        }
+        for client_id, tables, pending, dead, age, loaded in rows
+    }
+
+
+def table_activity(
+    conn: Connection, client_id: int, window_s: float = 3600.0
+) -> dict[str, dict[str, Any]]:
+    """Per table of the client: rows loaded in all (batches still on record) and, per minute of
+    the last ``window_s``, rows loaded and the worst freshness at load (loaded at - oldest
+    received at); for the console's per-table charts."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            """SELECT table_name, sum(record_count) FROM batches
+               WHERE client_id = %s AND state = 'loaded' AND replay_of IS NULL
+               GROUP BY table_name""",
+            (client_id,),
+        )
+        totals = {name: int(rows) for name, rows in cur.fetchall()}
+        cur.execute(
+            """SELECT table_name, extract(epoch FROM date_trunc('minute', loaded_at)),
+                      sum(record_count), max(extract(epoch FROM loaded_at - oldest_received_at))
+               FROM batches
+               WHERE client_id = %s AND state = 'loaded'
+                 AND loaded_at > now() - make_interval(secs => %s)
+               GROUP BY 1, 2 ORDER BY 1, 2""",
+            (client_id, window_s),
+        )
+        minutes = cur.fetchall()
+    found: dict[str, dict[str, Any]] = {
+        name: {"rows_loaded": rows, "rows_per_min": [], "freshness_s": []}
+        for name, rows in totals.items()
+    }
+    for name, minute, rows, fresh in minutes:
+        table = found.setdefault(name, {"rows_loaded": 0, "rows_per_min": [], "freshness_s": []})
+        table["rows_per_min"].append((float(minute), float(rows)))
+        table["freshness_s"].append((float(minute), float(fresh)))
+    return found

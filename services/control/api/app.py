@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common import control, logs
 from common.db import ControlDb
+from services.control import console
 from services.control import hooks as hooks_domain
 from services.control.api import (
     batches,
@@ -126,4 +127,5 @@ def create_app(settings: ControlSettings | None = None) -> FastAPI:
 
     for routes in (clients, credentials, destination, hooks, integrations, batches, connect_v4):
         app.include_router(routes.router)
+    console.mount(app)
     return app

@@ -14,12 +14,14 @@ from services.control.cli.hooks import hooks_app
 from services.control.cli.integrations import integrations_app
 from services.control.cli.kafka import kafka_app
 from services.control.cli.keys import keys_app
+from services.control.cli.lake import lake_app
 from services.control.cli.loadlog import rejected_app, schema_app
 from services.control.cli.replay import replay
 from services.control.cli.secrets import secrets_app
 from services.control.cli.spool import spool_app
 from services.control.cli.status import status
 from services.control.cli.tokens import tokens_app
+from services.control.cli.users import users_app
 from services.control.cli.webhooks import webhooks_app
 
 app = typer.Typer(
@@ -39,6 +41,8 @@ for group, name in (
     (integrations_app, "integrations"),
     (audit_app, "audit"),
     (keys_app, "keys"),
+    (lake_app, "lake"),
+    (users_app, "users"),
     (secrets_app, "secrets"),
 ):
     app.add_typer(group, name=name)
