@@ -179,6 +179,45 @@ def resume(conn: control.Connection, name: str) -> dict[str, Any]:
     return integrations.require(conn, name)
 
 
+def streams_of(conn: control.Connection, name: str) -> list[str]:
+    """Every stream the tap's catalog has (selected or not)."""
+    return catalog.stream_names(integrations.stored_catalog(conn, name))
+
+
+def configure(
+    conn: control.Connection,
+    name: str,
+    *,
+    cron: str | None = None,
+    select: list[str] | None = None,
+) -> dict[str, Any]:
+    """Change its schedule and/or the streams it replicates (chosen from the catalog the tap
+    discovered when it was added; an empty list selects every stream). A stream keeps its
+    replication key while it stays selected. Takes effect from the next run."""
+    found = integrations.require(conn, name)
+    if cron is None and select is None:
+        raise control.ControlError("give a schedule or the streams to replicate")
+    with refusals():
+        expression = schedule.check(cron) if cron is not None else None
+        chosen = None
+        if select is not None:
+            stored = integrations.stored_catalog(conn, name)
+            wanted = select or catalog.stream_names(stored)  # none named: every stream
+            keys = {
+                s["stream"]: s["replication_key"]
+                for s in catalog.selected_streams(stored)
+                if s["replication_key"] and s["stream"] in wanted
+            }
+            chosen = catalog.select(stored, wanted, keys)
+    next_run_at = (
+        schedule.next_run(expression, datetime.now(UTC))
+        if expression is not None and not found["paused"]
+        else None
+    )
+    integrations.configure(conn, name, catalog=chosen, schedule=expression, next_run_at=next_run_at)
+    return integrations.require(conn, name)
+
+
 def remove(conn: control.Connection, name: str) -> dict[str, Any]:
     """Delete it with its run history; revoke its API token."""
     removed = integrations.remove(conn, name)

@@ -191,6 +191,17 @@ def require(conn: Connection, name: str) -> dict[str, Any]:
     return found
 
 
+def stored_catalog(conn: Connection, name: str) -> dict[str, Any]:
+    """The catalog the tap discovered when the integration was added, with its selection."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT catalog FROM integrations WHERE name = %s", (name,))
+        row = cur.fetchone()
+    if row is None:
+        raise IntegrationError(f"no integration named {name!r}")
+    found: dict[str, Any] = row[0]
+    return found
+
+
 def list_for_client(conn: Connection, client_id: int) -> list[dict[str, Any]]:
     with conn, conn.cursor() as cur:
         cur.execute(
@@ -255,6 +266,39 @@ def set_paused(conn: Connection, name: str, paused: bool, next_run_at: datetime 
             client_id=row[0] if row else None,
             subject=name,
         )
+
+
+def configure(
+    conn: Connection,
+    name: str,
+    *,
+    catalog: dict[str, Any] | None,
+    schedule: str | None,
+    next_run_at: datetime | None,
+) -> None:
+    """Store a new stream selection (``catalog``) and/or schedule (with its next run); a run
+    under way keeps what it started with, the next one uses these."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "UPDATE integrations SET catalog = coalesce(%s::jsonb, catalog),"
+            " schedule = coalesce(%s, schedule), next_run_at = coalesce(%s, next_run_at),"
+            " updated_at = now() WHERE name = %s RETURNING client_id",
+            (
+                None if catalog is None else orjson.dumps(catalog).decode(),
+                schedule,
+                next_run_at,
+                name,
+            ),
+        )
+        row = cur.fetchone()
+        if row is None:
+            raise IntegrationError(f"no integration named {name!r}")
+        details: dict[str, Any] = {}
+        if schedule is not None:
+            details["schedule"] = schedule
+        if catalog is not None:
+            details["streams"] = [s["stream"] for s in selected_streams(catalog)]
+        audit.record(cur, "integration.configure", client_id=row[0], subject=name, details=details)
 
 
 def remove(conn: Connection, name: str) -> dict[str, Any]:

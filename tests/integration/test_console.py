@@ -171,3 +171,54 @@ def _show(client_id: int) -> tuple[int, dict[str, Any]]:
     from support.cli import skein
 
     return skein("destinations", "show", str(client_id))
+
+
+def test_an_integrations_schedule_and_streams_are_set_from_its_page(
+    operator: httpx.Client,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from common.settings import SharedSettings
+    from services.extractor import catalog, integrations
+
+    client_id = ok("clients", "create", "console-it-integration")["client_id"]
+    discovered = {
+        "streams": [
+            {
+                "tap_stream_id": s,
+                "stream": s,
+                "schema": {"properties": {"id": {"type": "integer"}}},
+                "metadata": [{"breadcrumb": [], "metadata": {}}],
+            }
+            for s in ("orders", "users", "events")
+        ]
+    }
+    name = f"it-{uuid.uuid4().hex[:8]}"
+    with closing(db.connect()) as conn:
+        integrations.create(
+            conn,
+            SharedSettings().secret_key.get_secret_value(),
+            client_id=client_id,
+            name=name,
+            tap_package="tap-example",
+            tap_version="1.0.0",
+            tap_executable="tap-example",
+            config={"password": "hunter2-secret"},
+            secret_keys=["password"],
+            catalog=catalog.select(discovered, ["orders"]),
+            schedule="0 0 1 1 *",
+            next_run_at=datetime.now(UTC) + timedelta(days=30),
+        )
+    page = operator.get(f"/clients/{client_id}/integrations/{name}")
+    assert page.status_code == 200
+    assert 'value="users"' in page.text and "hunter2" not in page.text
+    path = f"/clients/{client_id}/integrations/{name}/settings"
+    form = {"csrf": csrf_of(page.text), "schedule": "nonsense"}
+    r = operator.post(path, data={**form, "streams": ["users"]})
+    assert r.status_code == 400  # a bad cron: nothing changes
+    assert ok("integrations", "ls", str(client_id))["integrations"][0]["schedule"] == "0 0 1 1 *"
+    r = operator.post(path, data={**form, "schedule": "15 * * * *", "streams": ["users", "events"]})
+    assert r.status_code == 200 and "Saved" in r.text
+    found = ok("integrations", "ls", str(client_id))["integrations"][0]
+    assert found["schedule"] == "15 * * * *"
+    assert [s["stream"] for s in found["streams"]] == ["users", "events"]

@@ -283,3 +283,43 @@ def test_closing_a_run_tells_the_clients_hooks_in_the_same_transaction() -> None
     ok, failed = (p for _, p in events)
     assert ok["integration_name"] == made["name"] and ok["records"] == {"t": 3}
     assert failed["status"] == "failed" and failed["error"] == "tap exited 1"
+
+
+TWO_STREAMS = {
+    "streams": [
+        {
+            "tap_stream_id": name,
+            "stream": name,
+            "schema": {"properties": {"id": {"type": "integer"}, "at": {"type": "string"}}},
+            "metadata": [{"breadcrumb": [], "metadata": {"selected": True}}],
+        }
+        for name in ("orders", "users")
+    ]
+}
+
+
+def test_a_schedule_and_streams_change_after_the_integration_is_added() -> None:
+    """`skein integrations set`: a new schedule moves the next run; the selection is made from
+    the catalog discovered at `add` (a stream it does not have is refused and nothing changes);
+    a selected stream keeps its replication key."""
+    from services.extractor import catalog
+
+    with closing(db.connect()) as conn:
+        keyed = catalog.select(TWO_STREAMS, ["orders", "users"], {"orders": "at"})
+        found = new_integration(conn, catalog=keyed)
+    name = found["name"]
+    code, out = skein("integrations", "set", name, "--select", "nope")
+    assert code == 1 and "no stream nope" in out["error"]
+    code, out = skein("integrations", "set", name, "--schedule", "not cron")
+    assert code == 1
+    code, out = skein("integrations", "set", name, "--schedule", "*/5 * * * *", "--select", "orders")
+    assert code == 0, out
+    assert out["schedule"] == "*/5 * * * *"
+    assert out["streams"] == [
+        {"stream": "orders", "replication_method": "INCREMENTAL", "replication_key": "at"}
+    ]
+    next_run = datetime.fromisoformat(out["next_run_at"])
+    assert next_run - datetime.now(UTC) <= timedelta(minutes=5)
+    code, out = skein("integrations", "set", name, "--select-all")
+    assert code == 0
+    assert [s["stream"] for s in out["streams"]] == ["orders", "users"]

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from common import control
 from services.control import integrations, keys
 from services.control.api.base import Caller, ClientId, Control, Ctl, Name
-from services.control.api.models import IntegrationIn
+from services.control.api.models import IntegrationIn, IntegrationSettingsIn
 from services.extractor.settings import ExtractorSettings
 
 router = APIRouter()
@@ -73,6 +73,22 @@ async def integrations_get(
     ctl: Ctl, client_id: ClientId, name: Name, key: Caller
 ) -> dict[str, Any]:
     return await integration(ctl, key, client_id, name)
+
+
+@router.patch("/v1/clients/{client_id}/integrations/{name}", tags=["integrations"])
+async def integrations_set(
+    ctl: Ctl, client_id: ClientId, name: Name, body: IntegrationSettingsIn, key: Caller
+) -> dict[str, Any]:
+    """As ``skein integrations set``: its schedule and/or streams, from the next run on."""
+    return await on_integration(
+        ctl,
+        key,
+        client_id,
+        name,
+        lambda conn, name: integrations.configure(
+            conn, name, cron=body.schedule, select=body.select
+        ),
+    )
 
 
 @router.post("/v1/clients/{client_id}/integrations/{name}/run", tags=["integrations"])

@@ -35,11 +35,12 @@ class WebhookIn(Body):
 
 
 class DestinationIn(Body):
-    """As ``skein destinations set``: ``dsn`` for postgres/redshift (a password in it is moved
-    to the secrets), ``settings`` as ``--set``, ``secrets`` as ``--secret-env`` (stored
+    """As ``skein destinations set``: ``dsn`` for postgres/redshift and an iceberg SQL catalog
+    (a password in it is moved to the secrets; an iceberg REST catalog takes ``catalog_uri``
+    in ``settings`` instead), ``settings`` as ``--set``, ``secrets`` as ``--secret-env`` (stored
     encrypted, never shown again)."""
 
-    type: Literal["postgres", "redshift", "bigquery", "snowflake"]
+    type: Literal["postgres", "redshift", "bigquery", "snowflake", "iceberg"]
     dsn: str | None = Field(None, max_length=4096)
     schema_: str | None = Field(None, alias="schema", max_length=255)
     settings: dict[str, str] = Field(default_factory=dict, max_length=64)
@@ -97,3 +98,11 @@ class ReplayIn(Body):
     until: datetime | None = None
     table: str | None = Field(None, min_length=1, max_length=1000)
     dry_run: bool = False
+
+
+class IntegrationSettingsIn(Body):
+    """As ``skein integrations set``: a new schedule and/or the streams to replicate (an empty
+    list: every stream); absent ones unchanged."""
+
+    schedule: str | None = Field(None, max_length=200)
+    select: list[Annotated[str, Field(max_length=255)]] | None = Field(None, max_length=1000)

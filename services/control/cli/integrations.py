@@ -191,6 +191,32 @@ def integrations_resume(name: str) -> None:
         emit(integrations.resume(conn, name))
 
 
+@integrations_app.command("set")
+def integrations_set(
+    name: str,
+    schedule_: Annotated[
+        str | None, typer.Option("--schedule", help="A new cron schedule (UTC).")
+    ] = None,
+    select: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--select", help="The streams to replicate (repeat it); --select-all for every one."
+        ),
+    ] = None,
+    select_all: Annotated[
+        bool, typer.Option("--select-all", help="Replicate every stream of its catalog.")
+    ] = False,
+) -> None:
+    """Change its schedule and/or the streams it replicates (from the catalog discovered when
+    it was added); a stream keeps its replication key while it stays selected. From the next
+    run on."""
+    if select and select_all:
+        fail("give --select or --select-all, not both")
+    streams = [] if select_all else select
+    with integrations_db() as conn:
+        emit(integrations.configure(conn, name, cron=schedule_, select=streams))
+
+
 @integrations_app.command("remove")
 def integrations_remove(name: str) -> None:
     """Delete it and its run history; revoke its API token."""

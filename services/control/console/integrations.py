@@ -144,7 +144,11 @@ async def _detail(
 
     def read(conn: control.Connection) -> dict[str, Any]:
         found = integrations.owned(conn, name, client_id)
-        return {"integration": found, "runs": integrations.runs(conn, name, RUNS, False)}
+        return {
+            "integration": found,
+            "runs": integrations.runs(conn, name, RUNS, False),
+            "available": integrations.streams_of(conn, name),
+        }
 
     context, error = await attempt(lambda: ctl.run(read))
     if context is None:  # an unknown name is a 404 already (attempt raises it)
@@ -158,6 +162,28 @@ async def integration_page(
     request: Request, client_id: ClientId, name: Name, _user: Viewer
 ) -> Response:
     return await _detail(request, client_id, name)
+
+
+@router.post("/clients/{client_id}/integrations/{name}/settings")
+async def integration_settings(
+    request: Request,
+    client_id: ClientId,
+    name: Name,
+    user: Changer,
+    schedule: Annotated[str, Form(max_length=1000)] = "",
+    streams: Annotated[list[str] | None, Form()] = None,
+) -> Response:
+    """Its schedule and the streams it replicates (checkboxes; none ticked: every stream)."""
+    ctl = control_of(request)
+    await own(ctl, user, client_id)
+
+    def act(conn: control.Connection) -> Any:
+        integrations.owned(conn, name, client_id)
+        return integrations.configure(conn, name, cron=schedule.strip(), select=streams or [])
+
+    _, error = await attempt(lambda: ctl.run(act))
+    message = error or "Saved: the next run uses this schedule and these streams."
+    return await _detail(request, client_id, name, message, 400 if error else 200)
 
 
 @router.post("/clients/{client_id}/integrations/{name}/{action}")
