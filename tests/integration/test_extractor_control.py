@@ -312,7 +312,9 @@ def test_a_schedule_and_streams_change_after_the_integration_is_added() -> None:
     assert code == 1 and "no stream nope" in out["error"]
     code, out = skein("integrations", "set", name, "--schedule", "not cron")
     assert code == 1
-    code, out = skein("integrations", "set", name, "--schedule", "*/5 * * * *", "--select", "orders")
+    code, out = skein(
+        "integrations", "set", name, "--schedule", "*/5 * * * *", "--select", "orders"
+    )
     assert code == 0, out
     assert out["schedule"] == "*/5 * * * *"
     assert out["streams"] == [
