@@ -178,7 +178,14 @@ def test_an_operator_runs_a_client_from_the_browser_and_a_client_user_sees_only_
     shot(operator, "integrations")
     usable(operator, 1280)
     narrow = log_in(browser, f"op-{suffix}", width=390)
-    for path, name in ((f"/clients/{client_id}", "client-390"), ("/clients", "clients-390")):
+    for path, name in (
+        ("/", "overview-390"),
+        ("/clients", "clients-390"),
+        (f"/clients/{client_id}", "client-390"),
+        (f"/clients/{client_id}/destination", "destination-390"),
+        (f"/clients/{client_id}/access", "tokens-390"),
+        (f"/clients/{client_id}/integrations", "integrations-390"),
+    ):
         narrow.goto(CONSOLE + path)
         shot(narrow, name)
         usable(narrow, 390)
