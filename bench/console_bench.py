@@ -18,14 +18,21 @@ times the console only.
    interleaved in a shuffled order, sequentially on one connection. The overview asks the
    stack's Prometheus (``--prometheus-url``), as it does in the stack.
 
+3. The overview's Prometheus part in this process (``overview.gather``), with its day charts
+   cached and not (a worker's first overview of each 10-min step asks for a day of every
+   panel), and the operator's against made-up answers with as many clients' ingest series as
+   the database has clients (the stack's Prometheus holds a handful).
+
 Prints p50 / p99 / max per page against the target (p99 <= 150 ms), with ``GET /healthz`` (no
 session, no database) as the baseline. The figure is the client's round trip on loopback: an
 upper bound of the server's time (it adds the HTTP client and loopback, about the baseline).
+With 100 requests a page, p99 is the slowest of them.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
 import re
 import secrets
@@ -34,11 +41,14 @@ from contextlib import closing
 from dataclasses import dataclass
 
 import httpx
+import orjson
 import psycopg2
 from control_bench import Samples, bench_database, control_service, load_average, parser
 from control_bench import percentile as pct
 
 from services.control import users
+from services.control.console import overview
+from services.control.settings import ControlSettings
 
 TARGET_P99_MS = 150.0
 LOGIN_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -141,32 +151,29 @@ def log_in(url: str, name: str, password: str) -> str:
 
 
 def run_plan(
-    url: str, sessions: dict[str, str], plan: list[tuple[Page, str]]
-) -> dict[str, Samples]:
-    """The plan's requests in order on one connection, each with its user's session cookie;
-    an answer that is the login form (a lost session) counts as an error."""
+    http: httpx.Client, sessions: dict[str, str], plan: list[tuple[Page, str]]
+) -> tuple[dict[str, Samples], httpx.Client]:
+    """The plan's requests in order on ``http``'s connection, each with its user's session
+    cookie; an answer that is the login form (a lost session) counts as an error. The samples
+    per page, and the client to go on with (a new one after a failure closed the old)."""
     results = {p.name: Samples() for p, _ in plan}
-    http = httpx.Client(base_url=url, timeout=60)
-    try:
-        for page, path in plan:
-            http.cookies.clear()  # only the session cookie given: none the answers set
-            headers = {"Cookie": f"{SESSION_COOKIE}={sessions[page.user]}"} if page.user else {}
-            began = time.perf_counter()
-            try:
-                response: httpx.Response | httpx.TransportError = http.get(path, headers=headers)
-            except httpx.TransportError as e:
-                response = e
-            elapsed = (time.perf_counter() - began) * 1000
-            samples = results[page.name]
-            samples.add(elapsed, response)
-            if isinstance(response, httpx.TransportError) or response.status_code >= 500:
-                http.close()  # uvicorn closes the connection after an unhandled error
-                http = httpx.Client(base_url=url, timeout=60)
-            elif response.status_code == 200 and 'name="password"' in response.text:
-                samples.failed(f"{path}: the login form (no session)")
-    finally:
-        http.close()
-    return results
+    for page, path in plan:
+        http.cookies.clear()  # only the session cookie given: none the answers set
+        headers = {"Cookie": f"{SESSION_COOKIE}={sessions[page.user]}"} if page.user else {}
+        began = time.perf_counter()
+        try:
+            response: httpx.Response | httpx.TransportError = http.get(path, headers=headers)
+        except httpx.TransportError as e:
+            response = e
+        elapsed = (time.perf_counter() - began) * 1000
+        samples = results[page.name]
+        samples.add(elapsed, response)
+        if isinstance(response, httpx.TransportError) or response.status_code >= 500:
+            http.close()  # uvicorn closes the connection after an unhandled error
+            http = httpx.Client(base_url=str(http.base_url), timeout=60)
+        elif response.status_code == 200 and 'name="password"' in response.text:
+            samples.failed(f"{path}: the login form (no session)")
+    return results, http
 
 
 def schedule(fleet: Fleet, pages: list[Page], n: int, rng: random.Random) -> list[tuple[Page, str]]:
@@ -208,9 +215,16 @@ def measure_console(url: str, dsn: str, args: argparse.Namespace) -> None:
     pages = [p for p in PAGES if p.user != "client" or not p.integrated or found.own in found.runs]
     timed = [BASELINE, *pages]
     rng = random.Random(args.seed)
-    run_plan(url, sessions, schedule(found, timed, args.console_warmup, rng))
-    plan = schedule(found, timed, args.console_requests, rng)
-    results = run_plan(url, sessions, plan)
+    # The warm-up on the same connection as the timed requests: a connection stays with one
+    # worker process, and a process's first answers pay once for what it caches (templates
+    # compiled, the TLS context, the overview's day charts).
+    http = httpx.Client(base_url=url, timeout=60)
+    try:
+        _, http = run_plan(http, sessions, schedule(found, timed, args.console_warmup, rng))
+        plan = schedule(found, timed, args.console_requests, rng)
+        results, http = run_plan(http, sessions, plan)
+    finally:
+        http.close()
     overview_errors = 0  # answers with a panel Prometheus could not fill
     print(
         f"console pages, sequential, one connection ({args.console_requests} requests per page "
@@ -235,6 +249,89 @@ def measure_console(url: str, dsn: str, args: argparse.Namespace) -> None:
             f"  note: {overview_errors} overview panel(s) without figures from "
             f"{args.prometheus_url} (the page renders without them)"
         )
+    overview_parts(args.prometheus_url, found.own, len(found.clients), 10)
+
+
+def synthetic_prometheus(clients: int) -> httpx.MockTransport:
+    """A Prometheus whose answers are made up: ``clients`` series for a query by client, three
+    for any other; each answer made once per shape, so only the console's side is timed."""
+    made: dict[tuple[bool, int], bytes] = {}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/alerts"):
+            return httpx.Response(200, json={"status": "success", "data": {"alerts": []}})
+        q = request.url.params
+        start, end, step = float(q["start"]), float(q["end"]), float(q["step"])
+        by_client, points = "by (client_id)" in q["query"], int((end - start) // step) + 1
+        if (by_client, points) not in made:
+            result = [
+                {
+                    "metric": {"client_id": str(i)} if by_client else {"result": f"r{i}"},
+                    "values": [
+                        [start + k * step, f"{(i * 7 + k) % 50 + 0.5}"] for k in range(points)
+                    ],
+                }
+                for i in range(clients if by_client else 3)
+            ]
+            data = {"resultType": "matrix", "result": result}
+            made[by_client, points] = orjson.dumps({"status": "success", "data": data})
+        return httpx.Response(
+            200, content=made[by_client, points], headers={"content-type": "application/json"}
+        )
+
+    return httpx.MockTransport(answer)
+
+
+def overview_parts(prometheus_url: str, own: int, clients: int, n: int) -> None:
+    """The overview's Prometheus part (``overview.gather``) in this process, with its day
+    charts cached and not: a worker's first overview of each 10-min step (per client filter)
+    asks Prometheus for a day of every panel, which the timed pages above (a few minutes, one
+    worker) meet at most once. Then the operator's with ``clients`` clients' ingest series,
+    which the stack's Prometheus does not hold."""
+    settings = ControlSettings(prometheus_url=prometheus_url)
+    synthetic = synthetic_prometheus(clients)
+    ingest = overview.PANELS[0].queries[0].expr
+
+    async def timed(
+        client_id: int | None, cold: bool, transport: httpx.AsyncBaseTransport | None = None
+    ) -> str:
+        found = []
+        for _ in range(n):
+            if cold:
+                overview.DAY_CACHE.clear()
+            began = time.perf_counter()
+            await overview.gather(settings, client_id=client_id, transport=transport)
+            found.append((time.perf_counter() - began) * 1000)
+        return f"p50 {pct(found, 50):.0f} max {max(found):.0f} ms"
+
+    async def run() -> list[str]:
+        await overview.gather(settings)  # the TLS context and imports, once
+        async with httpx.AsyncClient(base_url=prometheus_url, timeout=10) as http:
+            now = time.time()
+            series = await overview.query_range(
+                http, overview.promql(ingest, None), now - 3600, now, 30
+            )
+        lines = [f"  the stack's Prometheus holds {len(series)} clients' ingest series this hour"]
+        for who, client_id in (("operator", None), (f"client {own}", own)):
+            lines.append(
+                f"  {who}: day charts cached {await timed(client_id, False)}; "
+                f"not cached {await timed(client_id, True)}"
+            )
+        warm = await timed(None, False, synthetic)
+        cold = await timed(None, True, synthetic)
+        lines.append(
+            f"  operator, {clients:,} clients' series (answers made up in this process, "
+            f"Prometheus's own time not counted): day charts cached {warm}; not cached {cold}"
+        )
+        overview.DAY_CACHE.clear()
+        return lines
+
+    print(
+        f"the overview's Prometheus part alone (overview.gather in this process, {n} each, "
+        "not a round trip; not cached: a worker's first overview of each 10-min step):"
+    )
+    for line in asyncio.run(run()):
+        print(line)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

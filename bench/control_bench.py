@@ -3,6 +3,7 @@ database and service process.
 
     .venv/bin/python bench/control_bench.py [--clients 1000] [--tables 20] [--batches 100000]
                                             [--requests 300] [--concurrency 4] [--keep]
+                                            [--console-requests 100] [--prometheus-url URL]
 
 1. A separate database on the stack's Postgres cluster (``--database``, dropped and recreated;
    never the stack's own, whose loaders would try to load the seeded batches), migrated and
@@ -23,6 +24,10 @@ database and service process.
 Prints p50 / p99 / max per endpoint against the target (p99 <= 50 ms, sequential), with
 ``GET /healthz`` (no key, no database) as the baseline: what the HTTP round trip alone costs.
 The operator's unpaged ``/v1/status`` over every table is timed too, with fewer requests.
+
+4. Then the web console's pages on the same database and process (``console_bench.py``, which
+   also runs alone): an operator's and a client user's, each page's p50 / p99 / max against
+   its target (p99 <= 150 ms, issue 19), and the overview's Prometheus part cached and not.
 
 Over 400 lines on purpose: one script, read top to bottom: most of it is the bulk SQL that
 seeds a fleet-sized database the way the spool leaves it, which only this benchmark needs; its
