@@ -34,6 +34,10 @@ TOPIC=${SKEIN_TOPIC:-skein.records}
 PARTITIONS=${SKEIN_TOPIC_PARTITIONS:-12}
 S3_BUCKET=${SKEIN_S3_BUCKET:-skein}
 S3_ACCESS_KEY=${SKEIN_S3_ACCESS_KEY:-skein}
+# The buckets of the stack's S3 a destination may write to (an Iceberg destination's lake;
+# common/netpolicy.py): created with the batch bucket, and set for skein, the tests and every
+# service (SKEIN_DESTINATION_PLATFORM_S3_BUCKETS; never the batch bucket).
+export SKEIN_DESTINATION_PLATFORM_S3_BUCKETS=${SKEIN_DESTINATION_PLATFORM_S3_BUCKETS-lake}
 PG_CLUSTERS=(control:5432:skein warehouse:5433:warehouse)
 # Secrets generated at the first `up` (mode 0600), and the env file `skein`, the tests and the
 # demo read them from (common/settings.py). The services get only their own (svc_start).
@@ -127,6 +131,7 @@ SKEIN_KAFKA_PASSWORD=$(secret kafka-admin)
 SKEIN_CONTROL_DSN=$(control_dsn)
 SKEIN_S3_SECRET_KEY=$(secret s3)
 SKEIN_SPOOL_TOKEN=$(secret spool-token)
+SKEIN_DESTINATION_PLATFORM_S3_BUCKETS=$SKEIN_DESTINATION_PLATFORM_S3_BUCKETS
 # Not a service setting: the demo warehouse, for the demo, the tests and psql.
 SKEIN_DEMO_WAREHOUSE_DSN=postgresql://postgres:$(secret pg-warehouse)@127.0.0.1:5433/warehouse
 EOF
@@ -418,7 +423,9 @@ EOF
 
 s3_wait() {
   wait_port 8333 60 || die "S3 did not open 8333 (see $LOGS/s3.log)"
-  SKEIN_S3_SECRET_KEY=$(secret s3) "$VENV/bin/python" - "$S3_BUCKET" <<'EOF' || die "S3 bucket not reachable (see $LOGS/s3.log)"
+  local lakes
+  IFS=, read -r -a lakes <<<"${SKEIN_DESTINATION_PLATFORM_S3_BUCKETS//[[:space:]]/}"
+  SKEIN_S3_SECRET_KEY=$(secret s3) "$VENV/bin/python" - "$S3_BUCKET" "${lakes[@]}" <<'EOF' || die "S3 bucket not reachable (see $LOGS/s3.log)"
 import sys, time, boto3, os
 from botocore.config import Config
 s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:8333", region_name="us-east-1",
@@ -426,14 +433,15 @@ s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:8333", region_name="us-ea
                   aws_secret_access_key=os.environ["SKEIN_S3_SECRET_KEY"],
                   config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5))
 deadline = time.monotonic() + 60
-while True:
-    try:
-        s3.head_bucket(Bucket=sys.argv[1]); break
-    except Exception:
-        try: s3.create_bucket(Bucket=sys.argv[1]); break
+for bucket in sys.argv[1:]:
+    while True:
+        try:
+            s3.head_bucket(Bucket=bucket); break
         except Exception:
-            if time.monotonic() > deadline: raise
-            time.sleep(0.5)
+            try: s3.create_bucket(Bucket=bucket); break
+            except Exception:
+                if time.monotonic() > deadline: raise
+                time.sleep(0.5)
 EOF
 }
 
@@ -521,7 +529,7 @@ instances() { # base -> the names of its instances that have a pid file (running
 # name:port of each Skein service `up` starts. One loader process per warehouse type; which
 # ones start is SKEIN_LOADERS (comma-separated, default postgres), e.g.
 # SKEIN_LOADERS=postgres,bigquery make up. The extractor (scheduled Singer taps) posts to the gate.
-declare -A LOADER_PORTS=([postgres]=9103 [redshift]=9104 [bigquery]=9105 [snowflake]=9106)
+declare -A LOADER_PORTS=([postgres]=9103 [redshift]=9104 [bigquery]=9105 [snowflake]=9106 [iceberg]=9109)
 SERVICES=(spool:8081 control:8082 gate:8080 streamery:9102 extractor:9107)
 UNKNOWN_LOADERS=()  # refused by `up` only: `down` and the rest must work whatever is set
 IFS=, read -r -a _loaders <<<"${SKEIN_LOADERS:-postgres}"
@@ -668,6 +676,7 @@ defaults
   timeout server 120s
   timeout http-request 30s
   option http-server-close
+  option forwardfor  # the services see the client's address (the console's login limits)
   retries 3
   option redispatch 1
   retry-on conn-failure empty-response response-timeout

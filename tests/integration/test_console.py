@@ -222,3 +222,10 @@ def test_an_integrations_schedule_and_streams_are_set_from_its_page(
     found = ok("integrations", "ls", str(client_id))["integrations"][0]
     assert found["schedule"] == "15 * * * *"
     assert [s["stream"] for s in found["streams"]] == ["users", "events"]
+
+
+def test_a_part_refreshing_after_the_session_ended_sends_the_browser_to_the_login() -> None:
+    r = httpx.get(CONSOLE + "/clients/1/tables", headers={"HX-Request": "true"})
+    assert r.status_code == 204 and r.headers["hx-redirect"] == "/"
+    r = httpx.get(CONSOLE + "/clients/1/tables")
+    assert r.status_code == 303 and r.headers["location"] == "/"

@@ -14,7 +14,14 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from services.control.console import access, auth, destination, integrations, pages
-from services.control.console.web import STATIC, LoggedOut, PageError, error_page, login_redirect
+from services.control.console.web import (
+    STATIC,
+    LoggedOut,
+    PageError,
+    error_page,
+    is_htmx,
+    login_redirect,
+)
 
 
 def mount(app: FastAPI) -> None:
@@ -25,7 +32,9 @@ def mount(app: FastAPI) -> None:
         return error_page(request, exc.status, exc.message)
 
     @app.exception_handler(LoggedOut)
-    async def logged_out(_request: Request, _exc: LoggedOut) -> Response:
+    async def logged_out(request: Request, _exc: LoggedOut) -> Response:
+        if is_htmx(request):  # a part refreshing after the session ended: the whole page goes
+            return Response(status_code=204, headers={"HX-Redirect": "/"})
         return login_redirect()
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
