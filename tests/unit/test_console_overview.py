@@ -1,6 +1,7 @@
 """The console's overview: its queries are the Grafana dashboard's, it draws what a (fake)
-Prometheus answers, keeps a page small with many clients, and says per panel when
-Prometheus fails instead of failing the page (no servers: httpx.MockTransport)."""
+Prometheus answers, keeps a page (and what Prometheus sends) small with many clients, shows
+the previous day charts while it refreshes them, and says per panel when Prometheus fails
+instead of failing the page (no servers: httpx.MockTransport)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from services.control.console import overview
+from services.control.console.charts import Series
 from services.control.console.web import TEMPLATES
 from services.control.settings import ControlSettings
 from support.stack import ROOT
@@ -22,6 +24,12 @@ NOW = 1_796_000_000.0  # a fixed clock: 2026-11-30 00:53:20 UTC
 SETTINGS = ControlSettings(prometheus_url="http://prometheus.test:9090")
 
 INGEST = overview.promql(overview.PANELS[0].queries[0].expr, None)
+# What an operator's overview asks for INGEST (a series per client): the 5 largest at each
+# step, and the sum of the rest labelled skein_console="others" (the fake evaluates it).
+TOP_AND_REST = re.compile(
+    r"topk\((?P<k>\d+), (?P<a>.+)\) or label_replace\(sum\(\((?P<b>.+)\) unless "
+    r'topk\((?P<k2>\d+), (?P<c>.+)\)\), "skein_console", "others", "", ""\)'
+)
 LOADS = 'sum by (result) (rate(skein_loader_loads_total{client_id=~".*"}[1m])) * 60'
 FRESHNESS = (
     "histogram_quantile(0.99, sum by (destination_type, le) "
@@ -34,6 +42,7 @@ def _no_cached_days() -> Iterator[None]:
     overview.DAY_CACHE.clear()
     yield
     overview.DAY_CACHE.clear()
+    assert not overview.DAY_REFRESHES  # asyncio.run cancels what is left, which forgets it
 
 
 def dashboard_targets() -> list[dict[str, Any]]:
@@ -107,9 +116,30 @@ class FakePrometheus:
         p = request.url.params
         expr, start, end, step = p["query"], float(p["start"]), float(p["end"]), int(p["step"])
         self.asked.append((expr, p["start"], step))
-        result = [make(start, end, step) for make in self.fleet.get(expr, [])]
+        result = self.evaluate(expr, start, end, step)
         return httpx.Response(
             200, json={"status": "success", "data": {"resultType": "matrix", "result": result}}
+        )
+
+    def evaluate(self, expr: str, start: float, end: float, step: int) -> list[dict[str, Any]]:
+        """A fleet's expression, or ``TOP_AND_REST`` of one: at each step its ``k`` largest
+        series (only the steps where they are), and the sum of the others where there are."""
+        bounded = TOP_AND_REST.fullmatch(expr)
+        if bounded is None:
+            return [make(start, end, step) for make in self.fleet.get(expr, [])]
+        k, inner = int(bounded["k"]), bounded["a"]
+        assert bounded["b"] == bounded["c"] == inner and int(bounded["k2"]) == k
+        every = [make(start, end, step) for make in self.fleet[inner]]
+        top: dict[int, list[list[Any]]] = {}
+        rest: list[list[Any]] = []
+        for i, t in enumerate(every[0]["values"] if every else []):
+            at = sorted(range(len(every)), key=lambda j: -float(every[j]["values"][i][1]))
+            for j in at[:k]:
+                top.setdefault(j, []).append(every[j]["values"][i])
+            if at[k:]:
+                rest.append([t[0], str(sum(float(every[j]["values"][i][1]) for j in at[k:]))])
+        return [{"metric": every[j]["metric"], "values": top[j]} for j in sorted(top)] + (
+            [{"metric": {"skein_console": "others"}, "values": rest}] if rest else []
         )
 
 
@@ -192,10 +222,17 @@ def test_gather_draws_each_panel_with_its_current_values_and_the_firing_alerts()
     hours = {expr for expr, start, step in fake.asked if step == 30}
     days = {expr for expr, start, step in fake.asked if step == 600}
     every = {overview.promql(q.expr, None) for p in overview.PANELS for q in p.queries}
-    assert hours == days == every
+    # ... the ingest by client bounded by Prometheus (top 5 and the rest), as one query.
+    bounded = {e for e in hours if TOP_AND_REST.fullmatch(e)}
+    assert [(m["k"], m["a"]) for m in map(TOP_AND_REST.fullmatch, bounded) if m] == [("5", INGEST)]
+    assert hours == days == every - {INGEST} | bounded
+    assert len(fake.asked) + 1 <= 19  # and the alerts: within Prometheus's 20 at once
     assert all(float(start) == NOW - 3600 for _, start, step in fake.asked if step == 30)
 
     assert panel(context, "ingest")["headline"] == "78 records/s"  # 1 + 2 + ... + 12
+    # 12 + 11 + 10 + 9 + 8, and the rest (1 + ... + 7)
+    assert "client 8: 8</li><li>" in panel(context, "ingest")["hour"]
+    assert "others: 28</li></ul>" in panel(context, "ingest")["hour"]
     assert panel(context, "lag")["headline"] == "2.5k records"
     assert panel(context, "kafka_isr")["current"] == [
         ("under-replicated", "0"),
@@ -225,18 +262,55 @@ def test_gather_draws_each_panel_with_its_current_values_and_the_firing_alerts()
 def test_a_thousand_clients_make_five_lines_and_one_for_the_rest() -> None:
     fleet = dict(FLEET)
     fleet[INGEST] = [series({"client_id": str(c)}, constant(float(c))) for c in range(1, 1001)]
-    context = gather(FakePrometheus(fleet))
+    fake = FakePrometheus(fleet)
+    context = gather(fake)
     ingest = panel(context, "ingest")
     assert ingest["headline"] == "500.5k records/s"  # the total is of every client
     for chart in (ingest["hour"], ingest["day"]):
         assert chart.count("<polyline") == overview.MAX_SERIES
         legend = text(chart.split('<ul class="legend">')[1])
         assert "client 1000: 1.0k" in legend and "client 996: 996" in legend
-        assert "995 others: 495.5k" in legend
+        assert "others: 495.5k" in legend  # 1 + ... + 995
         assert "client 995:" not in legend
+    # Prometheus did the reduction: the console never asked for every client's series.
+    asked = [expr for expr, _, _ in fake.asked]
+    assert INGEST not in asked
+    assert sum(1 for e in asked if TOP_AND_REST.fullmatch(e)) == 2  # the hour and the day
     # The page is the size of a dozen clients' (each chart: 6 lines of 121 or 145 points).
     overview.DAY_CACHE.clear()
     assert len(render(context)) < 1.05 * len(render(gather(FakePrometheus())))
+
+
+def test_when_the_top_clients_change_the_lines_drawn_still_sum_to_the_total() -> None:
+    # 8 clients: client c sends c records/s in the first half hour, then 9 - c: the top 5 at
+    # each step are 8..4, then 1..5, so Prometheus sends all 8 (each in the top for a while).
+    def swapping(c: int) -> Callable[[float], float]:
+        return lambda t: c if t < NOW - 1800 else 9 - c
+
+    fleet = dict(FLEET)
+    fleet[INGEST] = [series({"client_id": str(c)}, swapping(c)) for c in range(1, 9)]
+    fake = FakePrometheus(fleet)
+
+    async def hour() -> list[Series]:
+        async with httpx.AsyncClient(
+            base_url=SETTINGS.prometheus_url, transport=httpx.MockTransport(fake)
+        ) as http:
+            return await overview.panel_series(http, overview.PANELS[0], None, overview.HOUR, NOW)
+
+    sent = asyncio.run(hour())
+    assert len(sent) == 9 and isinstance(sent[-1], overview.Rest)
+    drawn = overview.fold(sent)
+    assert len(drawn) == overview.MAX_SERIES and drawn[-1].name == "others"
+    assert overview.fold(drawn) == drawn  # the day cache keeps folded charts: folded again
+    totals: dict[float, float] = {}
+    for s in drawn:
+        for t, v in s.points:
+            totals[t] = totals.get(t, 0.0) + v
+    assert len(totals) == 121 and set(totals.values()) == {36.0}  # 1 + ... + 8 at each step
+
+    context = gather(fake)
+    assert panel(context, "ingest")["headline"] == "36 records/s"
+    assert panel(context, "ingest")["hour"].count("<polyline") == overview.MAX_SERIES
 
 
 def test_the_page_renders_the_panels_charts_and_alerts_without_inline_style_or_script() -> None:
@@ -356,10 +430,84 @@ def test_day_charts_are_kept_until_their_next_step() -> None:
     assert all(p["error"] is None and "<svg" in p["day"] for p in context["panels"])
     assert len(fake.asked) - first == first // 2  # only the hour's queries again
 
+    # Two steps on, the kept ones are too old to show (and there are none from the step
+    # before): the view asks for the day at once, and says it failed.
     later = asyncio.run(
         overview.gather(
-            SETTINGS, transport=httpx.MockTransport(days_fail), now=NOW + overview.DAY.step
+            SETTINGS, transport=httpx.MockTransport(days_fail), now=NOW + 2 * overview.DAY.step
         )
     )
     assert all(p["day"] is None and p["error"] for p in later["panels"])
     assert all("<svg" in p["hour"] for p in later["panels"])
+
+
+def test_a_new_step_shows_the_previous_day_charts_while_they_are_refreshed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = FakePrometheus()
+    gather(fake)  # a process's first view waits for the day
+    axis = r'text-anchor="(?:start|end)">([^<]+)<'
+    later = NOW + overview.DAY.step  # 01:03:20, the day now ends at 01:00
+    queries = sum(len(p.queries) for p in overview.PANELS)  # a day request each
+    charts = len(overview.PANELS)
+
+    async def views() -> None:
+        held = asyncio.Event()
+        failing = True
+        days_asked: list[str] = []
+
+        async def handler(request: httpx.Request) -> httpx.Response:
+            if request.url.params.get("step") == "600":
+                days_asked.append(request.url.params["query"])
+                await held.wait()
+                if failing:
+                    raise httpx.ConnectError("down")
+            return fake(request)
+
+        async def view(at: float) -> dict[str, Any]:
+            # The day requests are held: a view waiting for them would time out.
+            context: dict[str, Any] = await asyncio.wait_for(
+                overview.gather(SETTINGS, transport=httpx.MockTransport(handler), now=at), 2
+            )
+            return context
+
+        def refresh() -> asyncio.Task[None]:
+            (task,) = overview.DAY_REFRESHES.values()
+            return task
+
+        # A new step: the previous day charts at once, one refresh for both views.
+        for at in (later, later + 60):
+            context = await view(at)
+            for p in context["panels"]:
+                assert p["error"] is None
+                assert re.findall(axis, p["day"])[-2:] == ["29 Nov 00:50", "30 Nov 00:50"]
+                assert re.findall(axis, p["hour"])[-1] == ("01:04" if at > later else "01:03")
+        task = refresh()
+        await asyncio.sleep(0.05)
+        assert len(days_asked) == queries  # once each, not once per view
+        assert refresh() is task and not task.done()
+
+        # It fails: logged; the views still show the previous charts, and try again.
+        held.set()
+        await task
+        assert not overview.DAY_REFRESHES
+        assert [r.getMessage() for r in caplog.records if "background" in r.getMessage()] == [
+            f"overview: {charts} of {charts} day charts failed in the background "
+            "(tried again at the next view)"
+        ]
+        failing = False
+        context = await view(later + 120)
+        assert all("30 Nov 00:50" in p["day"] for p in context["panels"])
+        await refresh()
+        assert len(days_asked) == 2 * queries
+
+        # Refreshed: the new day charts, and no day request more.
+        asked = len(days_asked)
+        context = await view(later + 180)
+        assert len(days_asked) == asked
+        for p in context["panels"]:
+            assert p["error"] is None
+            assert re.findall(axis, p["day"])[-2:] == ["29 Nov 01:00", "30 Nov 01:00"]
+        assert panel(context, "ingest")["headline"] == "78 records/s"
+
+    asyncio.run(views())

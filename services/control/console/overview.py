@@ -15,12 +15,24 @@ Invariants:
 - A page stays small whatever the number of clients: a chart draws at most ``MAX_SERIES``
   lines (the largest by their peak in the window, the rest summed as one "others" line), and
   at most ``MAX_ALERTS`` alerts are listed (with a count per alert name of them all).
+- So does what Prometheus sends: a query with a series per client (``per_client_series``) is
+  asked, in an operator's overview, for its ``MAX_SERIES - 1`` largest series at each step and
+  one more summing the rest at that step (``top_and_rest``), so the console reads at most
+  ``MAX_SERIES`` points a step whatever the number of clients. The top series can change
+  from step to step, so their union may be more: ``fold`` still bounds the chart (the extra
+  are added to "others"), and at each step the lines drawn sum to the total (the headline).
+  The dashboard's expression is kept verbatim inside the wrapper.
 - Every request has short timeouts (connect 1 s, else 4 s), and all of them run at once (an
   hour of every query, a day of those not cached, and the alerts: at most 19 requests, within
   Prometheus's default 20 concurrent queries), so a page waits for the slowest, not the sum.
 - A day chart ends on a 10-min step and is kept (per process, per client filter) until the
-  next step: it is the same for every view meanwhile. Measured on the local stack (two
-  shared cores): 16-40 ms a warm overview, ~200 ms the first of a step (the day queries).
+  next step: it is the same for every view meanwhile. At a new step the previous step's chart
+  is shown at once while a background task (one per process and cache key) fetches the new
+  one; its failures are logged and it is tried again at the next view. Only a view with no
+  chart from this step or the previous one (a process's first, or the first after a step of
+  failed refreshes) waits for the day queries. Measured on the local stack (two shared
+  cores): 16-40 ms a warm overview, about as much the first of a step, ~200 ms one that
+  waits for the day queries.
 """
 
 from __future__ import annotations
@@ -52,10 +64,13 @@ SEVERITY_ORDER = {"page": 0, "warn": 1, "info": 2}
 
 @dataclass(frozen=True)
 class Query:
-    """One target of a dashboard panel: its PromQL and its legend (Grafana's legendFormat)."""
+    """One target of a dashboard panel: its PromQL and its legend (Grafana's legendFormat).
+    ``per_client_series``: the query has a series per client (``by (client_id)``), so an
+    operator's overview asks Prometheus for the largest few and the sum of the rest."""
 
     expr: str
     legend: str
+    per_client_series: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,7 @@ PANELS: tuple[Panel, ...] = (
                 "sum by (client_id) "
                 '(rate(skein_gate_records_accepted_total{client_id=~"$client_id"}[1m]))',
                 "client {{client_id}}",
+                per_client_series=True,
             ),
         ),
         total=True,
@@ -157,9 +173,33 @@ class QueryFailed(Exception):
     """Prometheus answered, but not with a result."""
 
 
+@dataclass(frozen=True)
+class Rest(Series):
+    """The sum of the series Prometheus did not send (see ``top_and_rest``): drawn last."""
+
+
+REST_LABEL = "skein_console"  # the label (= "others") of the rest's series in an answer
+
+
 def promql(expr: str, client_id: int | None) -> str:
     """The dashboard's query with its client variable set (all clients: ``.*``)."""
     return expr.replace("$client_id", ".*" if client_id is None else str(int(client_id)))
+
+
+def top_and_rest(expr: str, k: int = MAX_SERIES - 1) -> str:
+    """``expr``'s ``k`` largest series at each step, and one more, labelled
+    ``skein_console="others"``, summing the others at that step (no point where there are none:
+    the sum of nothing). One query (not two), to stay within Prometheus's concurrent queries;
+    ``unless`` rather than ``sum - sum(topk)``: no rounding residue, never negative."""
+    top = f"topk({k}, {expr})"
+    return f'{top} or label_replace(sum(({expr}) unless {top}), "{REST_LABEL}", "others", "", "")'
+
+
+def query_text(q: Query, client_id: int | None) -> str:
+    """What the overview asks Prometheus for ``q``: the dashboard's query, bounded to
+    ``MAX_SERIES`` series in an operator's overview if it has a series per client."""
+    expr = promql(q.expr, client_id)
+    return top_and_rest(expr) if q.per_client_series and client_id is None else expr
 
 
 def legend(template: str, labels: dict[str, str]) -> str:
@@ -169,18 +209,23 @@ def legend(template: str, labels: dict[str, str]) -> str:
 
 def fold(series: Sequence[Series], limit: int = MAX_SERIES) -> list[Series]:
     """At most ``limit`` series: the largest by their peak in the window, in their order (so
-    colours stay put), then one summing the rest."""
-    if len(series) <= limit:
-        return list(series)
+    colours stay put), then one summing the rest (with the ``Rest`` Prometheus sent, if any:
+    then it is always drawn, as "others", and the others fill ``limit - 1`` lines)."""
+    lines = [s for s in series if not isinstance(s, Rest)]
+    sent = [s for s in series if isinstance(s, Rest)]
+    if len(lines) + len(sent) <= limit:
+        return [*lines, *sent]
     ranked = sorted(
-        range(len(series)), key=lambda i: -max((v for _, v in series[i].points), default=0.0)
+        range(len(lines)), key=lambda i: -max((v for _, v in lines[i].points), default=0.0)
     )
     kept, rest = sorted(ranked[: limit - 1]), ranked[limit - 1 :]
     summed: dict[float, float] = {}
-    for i in rest:
-        for t, v in series[i].points:
+    for s in [*(lines[i] for i in rest), *sent]:
+        for t, v in s.points:
             summed[t] = summed.get(t, 0.0) + v
-    return [*(series[i] for i in kept), Series(f"{len(rest)} others", sorted(summed.items()))]
+    points = sorted(summed.items())
+    others = Rest("others", points) if sent else Series(f"{len(rest)} others", points)
+    return [*(lines[i] for i in kept), others]
 
 
 def shown(value: float, unit: str) -> str:
@@ -227,15 +272,18 @@ async def query_range(
 async def panel_series(
     http: httpx.AsyncClient, panel: Panel, client_id: int | None, window: Window, end: float
 ) -> list[Series]:
-    """Every series of the panel's queries over the window, named by their legends."""
+    """Every series of the panel's queries over the window, named by their legends (the sum
+    of those Prometheus did not send: a ``Rest``)."""
     results = await asyncio.gather(
         *(
-            query_range(http, promql(q.expr, client_id), end - window.seconds, end, window.step)
+            query_range(http, query_text(q, client_id), end - window.seconds, end, window.step)
             for q in panel.queries
         )
     )
     return [
-        Series(legend(q.legend, labels), points)
+        Rest("others", points)
+        if q.per_client_series and client_id is None and labels.get(REST_LABEL) == "others"
+        else Series(legend(q.legend, labels), points)
         for q, found in zip(panel.queries, results, strict=True)
         for labels, points in found
     ]
@@ -338,18 +386,91 @@ def tls() -> ssl.SSLContext:
 
 # Day charts by (Prometheus, client filter, end of the window): the window ends on a 10-min
 # step, so until the next step a day chart is the same for every view (and its queries are
-# the slowest: a day of every client's series).
+# the slowest: a day of every client's series). The previous step's are kept too: a view at a
+# new step shows them while ``DAY_REFRESHES`` fetches the new ones.
+DayKey = tuple[str, int | None, float]
 DayCharts = dict[str, list[Series]]
-DAY_CACHE: dict[tuple[str, int | None, float], DayCharts] = {}
+DAY_CACHE: dict[DayKey, DayCharts] = {}
 DAY_CACHE_SIZE = 64
+DAY_REFRESHES: dict[DayKey, asyncio.Task[None]] = {}  # at most one running per key
 
 
-def day_cache(key: tuple[str, int | None, float]) -> DayCharts:
-    for old in [k for k in DAY_CACHE if k[2] < key[2]]:
+def day_cache(key: DayKey) -> DayCharts:
+    """The day charts kept for ``key`` (none yet: an empty entry), after dropping those older
+    than its previous step and, past ``DAY_CACHE_SIZE`` entries, the oldest."""
+    for old in [k for k in DAY_CACHE if k[2] < key[2] - DAY.step]:
         del DAY_CACHE[old]
     if key not in DAY_CACHE and len(DAY_CACHE) >= DAY_CACHE_SIZE:
         del DAY_CACHE[next(iter(DAY_CACHE))]  # the oldest entry
     return DAY_CACHE.setdefault(key, {})
+
+
+def prometheus(
+    settings: ControlSettings, transport: httpx.AsyncBaseTransport | None
+) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=settings.prometheus_url, timeout=TIMEOUT, transport=transport, verify=tls()
+    )
+
+
+async def refresh_days(
+    settings: ControlSettings,
+    client_id: int | None,
+    key: DayKey,
+    panels: Sequence[Panel],
+    transport: httpx.AsyncBaseTransport | None,
+) -> None:
+    """Fetch the day charts of ``panels`` for ``key`` into ``DAY_CACHE`` (in the background:
+    no view waits for it). A chart that fails is not kept: the next view tries again."""
+    try:
+        async with prometheus(settings, transport) as http:
+            outcomes = await asyncio.gather(
+                *(panel_series(http, p, client_id, DAY, key[2]) for p in panels),
+                return_exceptions=True,
+            )
+        days = day_cache(key)
+        failed: list[BaseException] = []
+        for p, outcome in zip(panels, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, Exception):
+                    raise outcome  # cancelled: not Prometheus's doing
+                failed.append(outcome)
+            else:
+                days[p.key] = fold(outcome)
+        if failed:
+            log.warning(
+                "overview: %d of %d day charts failed in the background (tried again at the "
+                "next view)",
+                len(failed),
+                len(outcomes),
+                extra={"prometheus_url": settings.prometheus_url, "error": repr(failed[0])},
+            )
+    except Exception as exc:  # a task's exception would only be reported when collected
+        log.warning(
+            "overview: the day charts' refresh failed",
+            extra={"prometheus_url": settings.prometheus_url, "error": repr(exc)},
+        )
+
+
+def start_refresh(
+    settings: ControlSettings,
+    client_id: int | None,
+    key: DayKey,
+    panels: Sequence[Panel],
+    transport: httpx.AsyncBaseTransport | None,
+) -> None:
+    """``refresh_days`` as a task, unless one for ``key`` is running already."""
+    running = DAY_REFRESHES.get(key)
+    if running is not None and not running.done():
+        return
+    task = asyncio.create_task(refresh_days(settings, client_id, key, panels, transport))
+    DAY_REFRESHES[key] = task  # also the task's reference: asyncio keeps only weak ones
+
+    def forget(done: asyncio.Task[None]) -> None:
+        if DAY_REFRESHES.get(key) is done:
+            del DAY_REFRESHES[key]
+
+    task.add_done_callback(forget)
 
 
 async def gather(
@@ -370,13 +491,16 @@ async def gather(
     end = time.time() if now is None else now
     day_end = math.floor(end / DAY.step) * DAY.step
     panels = [p for p in PANELS if client_id is None or p.per_client]
-    days = day_cache((settings.prometheus_url, client_id, day_end))
+    key = (settings.prometheus_url, client_id, day_end)
+    days = day_cache(key)
+    # The previous step's charts, shown while the background refreshes them; a panel without
+    # one waits for its day query.
+    before = DAY_CACHE.get((settings.prometheus_url, client_id, day_end - DAY.step), {})
+    stale = [p for p in panels if p.key not in days and p.key in before]
     jobs = [(p, HOUR, end) for p in panels] + [
-        (p, DAY, day_end) for p in panels if p.key not in days
+        (p, DAY, day_end) for p in panels if p.key not in days and p.key not in before
     ]
-    async with httpx.AsyncClient(
-        base_url=settings.prometheus_url, timeout=TIMEOUT, transport=transport, verify=tls()
-    ) as http:
+    async with prometheus(settings, transport) as http:
         charts, alerts = await asyncio.gather(
             asyncio.gather(
                 *(panel_series(http, p, client_id, w, at) for p, w, at in jobs),
@@ -384,6 +508,8 @@ async def gather(
             ),
             asyncio.gather(firing_alerts(http, client_id), return_exceptions=True),
         )
+    if stale:  # started once this view's requests are done: they do not share Prometheus
+        start_refresh(settings, client_id, key, stale, transport)
     outcomes = [*charts, *alerts]
     for outcome in outcomes:
         if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
@@ -405,13 +531,18 @@ async def gather(
             day_failures[p.key] = outcome
         else:
             days[p.key] = fold(outcome)  # kept small: what the chart draws
+
+    def day(p: Panel) -> tuple[list[Series] | BaseException, float, float]:
+        """The panel's day chart (this step's, else the previous step's), the hour's end and
+        the day's."""
+        if p.key in days:
+            return days[p.key], end, day_end
+        if p.key in before:
+            return before[p.key], end, day_end - DAY.step
+        return day_failures[p.key], end, day_end
+
     context: dict[str, Any] = {
-        "panels": [
-            figures(
-                p, hours[p.key], days[p.key] if p.key in days else day_failures[p.key], end, day_end
-            )
-            for p in panels
-        ],
+        "panels": [figures(p, hours[p.key], *day(p)) for p in panels],
         "alerts": [],
         "alerts_hidden": 0,
         "alert_counts": [],
