@@ -94,6 +94,8 @@ class Streamery:
             max_age_s=settings.max_batch_age_s,
             memory_budget=budget,
             quiet_s=settings.batch_quiet_s,
+            fresh_age_s=settings.batch_fresh_age_s,
+            fresh_cuts_per_s=settings.batch_fresh_cuts_per_s,
         )
         self.flow = FlowPolicy(memory_budget=budget)
         self._tracker = OffsetTracker()

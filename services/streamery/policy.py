@@ -16,6 +16,7 @@ class CutReason(StrEnum):
     RECORDS = "records"  # ... past max_batch_records
     AGE = "age"  # its first message waited max_batch_age_s
     QUIET = "quiet"  # no message came for batch_quiet_s: what the table had is all there is
+    FRESH = "fresh"  # its first message waited the fresh age (few tables open: cut early)
     MEMORY = "memory"  # all buffers together passed their share of the memory budget
     SHUTDOWN = "shutdown"  # SIGTERM: everything goes out before the final commit
     REVOKE = "revoke"  # the partition moves to another consumer
@@ -50,6 +51,14 @@ class CutPolicy:
     far shorter than the gap). Small batches this makes are not small loads when loaders are
     busy: the spool hands a table's waiting batches to one load together.
 
+    The fresh age (``fresh_age_s``; 0 = off) bounds the wait at a trickle, where records come
+    too often for a quiet gap and too slowly to fill a batch: a buffer is cut once its first
+    record waited ``fresh_age_s``, or longer when many buffers are open. Young cuts are paced to
+    ``fresh_cuts_per_s`` in all (the age is at least open buffers / that rate), so the batch rate,
+    S3 objects and spool registrations, stays bounded whatever the number of tables; under load
+    buffers fill to large batches before they age, and the loaders coalesce a table's waiting
+    batches into one load.
+
     ``memory_budget`` is what buffers and batches in flight may hold together; buffers alone may
     fill ``buffer_share`` of it. Past that, the largest buffers are cut (the fewest, fullest
     batches free the most) until buffers hold half their share: cutting in one sweep rather
@@ -62,6 +71,14 @@ class CutPolicy:
     memory_budget: int
     buffer_share: float = 0.5
     quiet_s: float = 0.0
+    fresh_age_s: float = 0.0
+    fresh_cuts_per_s: float = 100.0
+
+    def fresh_age(self, open_buffers: int) -> float:
+        """The age at which a buffer is cut early, with ``open_buffers`` buffers open (0: never)."""
+        if not self.fresh_age_s:
+            return 0.0
+        return max(self.fresh_age_s, open_buffers / self.fresh_cuts_per_s)
 
     def before_append(
         self, buffered_bytes: int, buffered_records: int, add_bytes: int, add_records: int
@@ -99,7 +116,9 @@ class CutPolicy:
         """The buffers to cut now, each once, with the first reason that applies."""
         cuts: list[Cut] = []
         kept: list[BufferView] = []
-        for view in buffers:
+        views = list(buffers)
+        fresh = self.fresh_age(len(views))
+        for view in views:
             if shutting_down:
                 cuts.append(Cut(view.key, CutReason.SHUTDOWN))
             elif view.partition in revoked:
@@ -108,6 +127,8 @@ class CutPolicy:
                 cuts.append(Cut(view.key, CutReason.AGE))
             elif self.quiet_s and now - _last(view) >= self.quiet_s:
                 cuts.append(Cut(view.key, CutReason.QUIET))
+            elif fresh and now - view.opened_at >= fresh:
+                cuts.append(Cut(view.key, CutReason.FRESH))
             else:
                 kept.append(view)
         held = sum(v.bytes for v in kept)

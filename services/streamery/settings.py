@@ -74,6 +74,18 @@ class StreamerySettings(SharedSettings):
         description="cut a table's buffer once it has had no new record for this long (0 = "
         "never): freshness follows the load",
     )
+    batch_fresh_age_s: float = Field(
+        0.5,
+        ge=0,
+        description="cut a table's buffer once its first record waited this long, while few "
+        "tables are open (0 = never): sub-second freshness at a trickle",
+    )
+    batch_fresh_cuts_per_s: float = Field(
+        100.0,
+        gt=0,
+        description="... such early cuts paced to this many a second in all: with more open "
+        "buffers than this rate x the fresh age, each waits open buffers / this rate",
+    )
     # 1 (~2.4x on JSON at ~550 MB/s per core) is the default; 0 is ~15 % faster and ~25 % larger;
     # 2-3 trade CPU for slightly smaller objects.
     gzip_level: int = Field(

@@ -176,3 +176,33 @@ def test_without_a_quiet_gap_a_buffer_waits_for_its_age() -> None:
     assert b.due(4.9) == []
     [(_, reason)] = b.due(5.0)
     assert reason == CutReason.AGE
+
+
+def test_a_trickle_is_cut_at_the_fresh_age_and_many_open_tables_wait_longer() -> None:
+    """A table getting a message every 0.2 s never goes quiet for 0.25 s: the fresh age cuts
+    it once its first message waited 0.5 s. With more buffers open than the early-cut budget
+    allows, each waits open buffers / the budget instead, so the batch rate stays bounded."""
+    p = CutPolicy(
+        max_batch_bytes=MiB,
+        max_batch_records=1000,
+        max_age_s=5.0,
+        memory_budget=64 * MiB,
+        quiet_s=0.25,
+        fresh_age_s=0.5,
+        fresh_cuts_per_s=100.0,
+    )
+    assert p.fresh_age(20) == 0.5 and p.fresh_age(300) == 3.0
+    b = buffers(p)
+    cuts: list[tuple[float, int, CutReason]] = []
+    for step in range(40):  # one message every 0.2 s for 2 s; the loop looks every 0.05 s
+        now = step * 0.05
+        if step % 4 == 0:
+            b.add(0, step, b"7/trickle", message("trickle", 1, 10), now)
+        for batch, reason in b.due(now + 0.01):
+            cuts.append((now + 0.01, batch.record_count, reason))
+    assert [reason for _, _, reason in cuts] == [CutReason.FRESH] * len(cuts)
+    assert len(cuts) == 3 and all(records == 3 for _, records, _ in cuts)
+    views = [BufferView(n, 0, 100, 1, opened_at=0.0, updated_at=2.9) for n in range(300)]
+    assert p.due(views, 2.95) == []  # 300 open: each waits 3 s
+    assert {c.reason for c in p.due(views, 3.0)} == {CutReason.FRESH}
+    assert CutPolicy(1, 1, 5.0, 1, fresh_age_s=0.0).fresh_age(1) == 0.0  # off
