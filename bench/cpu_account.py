@@ -70,6 +70,8 @@ def stack_groups() -> dict[str, Callable[[], list[int]]]:
         "spool": lambda: with_children(stack_pid("spool")),
         "loaders": lambda: with_children(stack_pid("loaders.postgres")),
         "postgres": lambda: [p for p in _all_pids() if _cmdline(p).startswith("postgres")],
+        # the benchmark itself (its senders and its progress polls), apart from "other"
+        "this bench": lambda: [os.getpid()],
     }
 
 

@@ -3,7 +3,12 @@ when it is set and again when a loader connects (DNS can change in between).
 
 A destination host is refused when any address it resolves to is
 - one of the platform's own services: the control database (its host, port and database),
-  Kafka, the S3 endpoint or the spool — never allowed, whatever the allow-list says;
+  Kafka, the S3 endpoint or the spool — never allowed, whatever the allow-list says, with one
+  exception: an Iceberg destination's S3 endpoint may be the platform's own when its warehouse
+  location's bucket is one an operator listed in ``SKEIN_DESTINATION_PLATFORM_S3_BUCKETS``
+  (never the batch bucket, ``SKEIN_S3_BUCKET``: the settings refuse to name it, and so does
+  this check); the listed buckets are reached as the platform's services reach its S3, so the
+  allow-list is not asked;
 - loopback, link-local (169.254.169.254, the cloud metadata service, included), private,
   shared, multicast, unspecified or reserved, unless ``SKEIN_DESTINATION_ALLOWED_NETWORKS``
   lists it.
@@ -57,6 +62,9 @@ class Allowed:
 
     def covers(self, address: IPAddress, port: int) -> bool:
         return address in self.network and self.first_port <= port <= self.last_port
+
+
+S3_ENDPOINT = "S3 endpoint"  # the ``what`` of the platform's S3 endpoint
 
 
 @dataclass(frozen=True)
@@ -114,14 +122,25 @@ class NetworkPolicy:
     allowed: tuple[Allowed, ...] = ()
     protected: tuple[Protected, ...] = ()
     resolver: Resolver = field(default=resolve, compare=False)
+    # Buckets of the platform's S3 a destination's data files may go to, and the batch bucket,
+    # which never may (SKEIN_DESTINATION_PLATFORM_S3_BUCKETS, SKEIN_S3_BUCKET).
+    platform_s3_buckets: frozenset[str] = frozenset()
+    batch_bucket: str = ""
 
     def check(
-        self, host: str, port: int, *, database: str | None = None, cleartext: bool = False
+        self,
+        host: str,
+        port: int,
+        *,
+        database: str | None = None,
+        cleartext: bool = False,
+        bucket: str | None = None,
     ) -> list[str]:
         """The addresses ``host`` resolves to, when every one of them may be reached on
         ``port``; raises :class:`DestinationRefused` otherwise. ``cleartext``: the driver
         speaks plain text and resolves the name itself, so only listed networks may be
-        reached."""
+        reached. ``bucket``: an S3 endpoint, for that bucket only (the platform's S3 is
+        reached for the buckets ``platform_s3_buckets`` names)."""
         if not host:
             raise DestinationRefused("the destination names no host")
         addresses = self.resolver(host, port)
@@ -129,17 +148,22 @@ class NetworkPolicy:
             raise DestinationRefused(f"destination host {host!r} does not resolve")
         for text in addresses:
             address = ipaddress.ip_address(text.split("%", 1)[0])
+            platform_bucket = False
             for p in self.protected:
                 if (
                     _same(p.address, address)
                     and p.port == port
                     and (p.database is None or p.database == database)
                 ):
+                    if p.what == S3_ENDPOINT and bucket is not None:
+                        self._check_platform_bucket(host, port, bucket)
+                        platform_bucket = True
+                        continue
                     raise DestinationRefused(
                         f"destination {host}:{port} is the platform's {p.what}; "
                         "a client destination can never point there"
                     )
-            if any(a.covers(address, port) for a in self.allowed):
+            if platform_bucket or any(a.covers(address, port) for a in self.allowed):
                 continue
             if cleartext:
                 raise DestinationRefused(
@@ -154,13 +178,28 @@ class NetworkPolicy:
                 )
         return addresses
 
-    def check_url(self, url: str) -> None:
-        """The same check for an endpoint URL (an API or S3 endpoint a client set)."""
+    def _check_platform_bucket(self, host: str, port: int, bucket: str) -> None:
+        if bucket and bucket == self.batch_bucket:
+            raise DestinationRefused(
+                f"s3://{bucket} on {host}:{port} is the platform's batch bucket "
+                "(SKEIN_S3_BUCKET); a client destination can never write there"
+            )
+        if bucket not in self.platform_s3_buckets:
+            listed = ", ".join(sorted(self.platform_s3_buckets)) or "none"
+            raise DestinationRefused(
+                f"destination {host}:{port} is the platform's {S3_ENDPOINT}, and bucket "
+                f"{bucket!r} is not one of those SKEIN_DESTINATION_PLATFORM_S3_BUCKETS lets "
+                f"destinations use ({listed})"
+            )
+
+    def check_url(self, url: str, *, bucket: str | None = None) -> None:
+        """The same check for an endpoint URL (an API or S3 endpoint a client set; ``bucket``:
+        the bucket an S3 endpoint is used for, see :meth:`check`)."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise DestinationRefused(f"endpoint {url!r} is not an http(s) URL")
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.check(parts.hostname, port, cleartext=parts.scheme == "http")
+        self.check(parts.hostname, port, cleartext=parts.scheme == "http", bucket=bucket)
 
 
 def _same(a: IPAddress, b: IPAddress) -> bool:
@@ -217,7 +256,7 @@ def platform_addresses(settings: Any, resolver: Resolver = resolve) -> tuple[Pro
         host, _, port = server.strip().rpartition(":")
         if host and port.isdigit():
             add(host.strip("[]"), int(port), "Kafka broker")
-    for url, what in ((settings.s3_endpoint, "S3 endpoint"), (settings.spool_url, "spool")):
+    for url, what in ((settings.s3_endpoint, S3_ENDPOINT), (settings.spool_url, "spool")):
         parts = urlsplit(str(url))
         add(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), what)
     return tuple(found)
@@ -228,12 +267,14 @@ def from_settings(settings: Any, resolver: Resolver = resolve) -> NetworkPolicy:
         parse_allowed(settings.destination_allowed_networks, resolver),
         platform_addresses(settings, resolver),
         resolver,
+        settings.destination_platform_s3_buckets,
+        settings.s3_bucket,
     )
 
 
 def destination_endpoints(type_: str, config: dict[str, Any]) -> Iterable[tuple[str, Any]]:
-    """What a destination of ``type_`` connects to: ("hostport", (host, port, database)) and
-    ("url", url) pairs, from its stored config."""
+    """What a destination of ``type_`` connects to: ("hostport", (host, port, database)),
+    ("url", url) and ("s3", (url, bucket)) pairs, from its stored config."""
     if type_ in ("postgres", "redshift") or (type_ == "iceberg" and config.get("dsn_params")):
         # (an Iceberg destination's SQL catalog is a Postgres database)
         dsn = config.get("dsn_params") or {}
@@ -255,7 +296,9 @@ def destination_endpoints(type_: str, config: dict[str, Any]) -> Iterable[tuple[
         if config.get("catalog_uri"):
             yield "url", str(config["catalog_uri"])
         if config.get("s3_endpoint"):
-            yield "url", str(config["s3_endpoint"])
+            # its data files: the platform's S3 is allowed for the buckets an operator listed
+            bucket = urlsplit(str(config.get("warehouse") or "")).netloc
+            yield "s3", (str(config["s3_endpoint"]), bucket)
 
 
 def check_destination(
@@ -268,6 +311,9 @@ def check_destination(
     for kind, value in destination_endpoints(type_, config):
         if kind == "url":
             policy.check_url(value)
+        elif kind == "s3":
+            url, bucket = value
+            policy.check_url(url, bucket=bucket)
         else:
             host, port, database = value
             vetted[host] = policy.check(host, port, database=database)

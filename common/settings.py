@@ -170,6 +170,15 @@ class SharedSettings(BaseSettings):
         },
     )
 
+    platform_s3_buckets: str = Field(
+        "",
+        validation_alias="SKEIN_DESTINATION_PLATFORM_S3_BUCKETS",
+        description="buckets of the platform's own S3 (`SKEIN_S3_ENDPOINT`) an Iceberg "
+        "destination's warehouse location may use (comma-separated); every other bucket there "
+        "stays refused, and `SKEIN_S3_BUCKET` (the batch objects) can never be one",
+        json_schema_extra={"doc_default": "empty (`lake` on the local stack)"},
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -215,10 +224,23 @@ class SharedSettings(BaseSettings):
         return props
 
     @property
+    def destination_platform_s3_buckets(self) -> frozenset[str]:
+        return frozenset(b.strip() for b in self.platform_s3_buckets.split(",") if b.strip())
+
+    @property
     def destination_allowed_networks(self) -> str:
         if self.allowed_networks is not None:
             return self.allowed_networks
         return LOCAL_ALLOWED_NETWORKS if self.env == "local" else ""
+
+    @model_validator(mode="after")
+    def _refuse_the_batch_bucket_to_destinations(self) -> SharedSettings:
+        if self.s3_bucket in self.destination_platform_s3_buckets:
+            raise ConfigError(
+                f"SKEIN_DESTINATION_PLATFORM_S3_BUCKETS names {self.s3_bucket!r}, the platform's "
+                "batch bucket (SKEIN_S3_BUCKET): a destination can never write there"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets_in_production(self) -> SharedSettings:

@@ -88,7 +88,8 @@ LOCAL_STACK = (
     Variable(
         "SKEIN_LOADERS",
         "`postgres`",
-        "the loaders `make up` runs, comma-separated (postgres, redshift, bigquery, snowflake)",
+        "the loaders `make up` runs, comma-separated (postgres, redshift, bigquery, snowflake, "
+        "iceberg)",
         "deploy/local/stack.sh",
     ),
     Variable(

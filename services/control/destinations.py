@@ -103,9 +103,16 @@ def settings_of(
     kind = registry.get(destination_type)
     config: dict[str, Any] = {}
     sealed = dict(secrets)
-    if kind.takes_dsn:
+    # An iceberg destination's catalog is a SQL catalog (--dsn) or a REST one (catalog_uri).
+    rest_catalog = destination_type == "iceberg" and dsn is None and "catalog_uri" in settings
+    if kind.takes_dsn and not rest_catalog:
         if dsn is None:
-            raise control.ControlError(f"a {destination_type} destination needs --dsn")
+            also = (
+                " or --set catalog_uri=URL (a REST catalog)"
+                if destination_type == "iceberg"
+                else ""
+            )
+            raise control.ControlError(f"a {destination_type} destination needs --dsn{also}")
         config["dsn_params"], dsn_password = split_dsn(dsn)
         if dsn_password is not None and password is not None:
             raise control.ControlError(

@@ -30,7 +30,7 @@ log = logging.getLogger("skein.spool")
 # The control database's integer widths: larger values are 422s, never a database error.
 INT4 = 2**31 - 1
 INT8 = 2**63 - 1
-DestinationType = Literal["postgres", "redshift", "bigquery", "snowflake"]
+DestinationType = Literal["postgres", "redshift", "bigquery", "snowflake", "iceberg"]
 
 
 class RegisterIn(BaseModel):

@@ -37,7 +37,7 @@ TABLE = "ops_events"
 # The test configuration: alerts' `for` windows and the freshness objective, shortened.
 TEST_FOR = "4s"
 TEST_OBJECTIVE_S = 15
-LOADER_TYPES = ("postgres", "redshift", "bigquery", "snowflake")
+LOADER_TYPES = ("postgres", "redshift", "bigquery", "snowflake", "iceberg")
 
 
 # --- helpers -------------------------------------------------------------------------------

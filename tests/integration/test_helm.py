@@ -21,7 +21,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "skein"
-LOADERS = ("postgres", "redshift", "bigquery", "snowflake")
+LOADERS = ("postgres", "redshift", "bigquery", "snowflake", "iceberg")
 # Values a test install gives: every loader on, and secrets strong enough for production.
 SECRETS = {
     "controlDsn": "postgresql://skein:pw-for-tests-0123456789@control-db:5432/skein",
@@ -43,6 +43,7 @@ SETTINGS = {
     "loader-redshift": "services.loaders.redshift.settings:RedshiftLoaderSettings",
     "loader-bigquery": "services.loaders.bigquery.settings:BigQueryLoaderSettings",
     "loader-snowflake": "services.loaders.snowflake.settings:SnowflakeLoaderSettings",
+    "loader-iceberg": "services.loaders.iceberg.settings:IcebergLoaderSettings",
 }
 
 

@@ -156,7 +156,7 @@ def test_every_warehouse_loader_has_its_own_service_on_the_local_stack_port() ->
     declared = re.search(r"^declare -A LOADER_PORTS=\((.*)\)$", stack_sh, re.MULTILINE)
     assert declared is not None
     ports = dict(re.findall(r"\[(\w+)\]=(\d+)", declared[1]))
-    assert set(ports) == {"postgres", "redshift", "bigquery", "snowflake"}
+    assert set(ports) == {"postgres", "redshift", "bigquery", "snowflake", "iceberg"}
     services = compose()["services"]
     for kind, port in ports.items():
         svc = services[f"loader-{kind}"]

@@ -27,6 +27,7 @@ from common import control, netpolicy
 from common.netpolicy import DestinationRefused
 from common.settings import SharedSettings
 from common.wire import Header
+from services.control import destinations
 from services.loaders import registry
 from services.loaders.core.errors import PermanentError, TransientError
 from services.loaders.core.reader import Record
@@ -120,6 +121,66 @@ def test_the_policy_vets_the_catalog_database_and_both_endpoints() -> None:
     ):
         with pytest.raises(DestinationRefused):
             netpolicy.check_destination(strict, "iceberg", config)
+
+
+def test_the_platform_s3_takes_only_the_buckets_an_operator_listed_never_the_batch_one() -> None:
+    def resolve(host: str, port: int) -> list[str]:
+        return {"lake.example.com": ["34.120.0.10"], "localhost": ["127.0.0.1"]}.get(host, [host])
+
+    def policy(buckets: str) -> netpolicy.NetworkPolicy:
+        settings = SharedSettings(
+            SKEIN_DESTINATION_ALLOWED_NETWORKS="",
+            SKEIN_DESTINATION_PLATFORM_S3_BUCKETS=buckets,
+            SKEIN_S3_ENDPOINT="http://127.0.0.1:8333",
+            SKEIN_S3_BUCKET="skein",
+        )
+        return netpolicy.from_settings(settings, resolve)
+
+    on_platform = {**SQL, "s3_endpoint": "http://localhost:8333", "warehouse": "s3://lake/t"}
+    # listed: the platform's S3 (loopback, plain text, in no allow-list) is reached for it
+    assert netpolicy.check_destination(policy("lake, other"), "iceberg", on_platform)
+    refusals = [
+        ("", on_platform, "bucket 'lake' is not one of .*PLATFORM_S3_BUCKETS .*\\(none\\)"),
+        ("lake", {**on_platform, "warehouse": "s3://other/t"}, "'other' is not one of"),
+        ("lake", {**on_platform, "warehouse": "s3://skein/lake"}, "platform's batch bucket"),
+        # only an Iceberg destination's data files; the platform's other services stay refused
+        ("lake", {**on_platform, "s3_endpoint": "http://127.0.0.1:8081"}, "platform's spool"),
+    ]
+    for buckets, config, message in refusals:
+        with pytest.raises(DestinationRefused, match=message):
+            netpolicy.check_destination(policy(buckets), "iceberg", config)
+    redshift = {"dsn_params": {"host": "lake.example.com"}, "s3_endpoint": "http://127.0.0.1:8333"}
+    with pytest.raises(DestinationRefused, match="platform's S3 endpoint; a client destination"):
+        netpolicy.check_destination(policy("lake"), "redshift", redshift)
+
+
+def test_the_batch_bucket_can_never_be_a_destinations_platform_bucket() -> None:
+    with pytest.raises(ValueError, match="'skein', the platform's batch bucket"):
+        SharedSettings(SKEIN_S3_BUCKET="skein", SKEIN_DESTINATION_PLATFORM_S3_BUCKETS="lake,skein")
+    settings = SharedSettings(SKEIN_S3_BUCKET="batches", SKEIN_DESTINATION_PLATFORM_S3_BUCKETS="")
+    assert settings.destination_platform_s3_buckets == frozenset()
+
+
+def test_a_rest_catalog_destination_is_set_without_a_dsn() -> None:
+    config, secrets = destinations.settings_of(
+        "iceberg",
+        dsn=None,
+        schema="raw",
+        settings={
+            "catalog_uri": "https://catalog.example.com/api",
+            "warehouse": "s3://lake-bucket/p",
+            "aws_access_key_id": "AKIA1",
+        },
+        password=None,
+        secrets={"aws_secret_access_key": "s", "catalog_token": "t"},
+    )
+    assert "dsn_params" not in config and config["catalog_uri"].startswith("https://")
+    assert secrets == {"aws_secret_access_key": "s", "catalog_token": "t"}
+    with pytest.raises(control.ControlError, match="needs --dsn or --set catalog_uri"):
+        destinations.settings_of(
+            "iceberg", dsn=None, schema=None, settings={"warehouse": "s3://b/p"}, password=None,
+            secrets={},
+        )  # fmt: skip
 
 
 def test_the_sql_catalog_connects_to_the_vetted_address_with_the_client_password() -> None:

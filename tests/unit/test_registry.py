@@ -96,3 +96,15 @@ def test_a_good_destination_of_each_dsn_type_passes() -> None:
     assert config == {"dsn_params": {"user": "u", "host": "h", "port": "5433", "dbname": "w"},
                       "schema": "s"}  # fmt: skip
     assert secrets == {"password": "pw"}
+
+
+def test_the_spool_and_the_control_api_accept_every_registered_type() -> None:
+    """The two Literal spellings of the list of types agree with the registry (a type missing
+    from the spool's would have its lease requests refused with 422)."""
+    from typing import get_args
+
+    from services.control.api.models import DestinationIn
+    from services.spool.app import DestinationType
+
+    assert get_args(DestinationType) == tuple(registry.TYPES)
+    assert get_args(DestinationIn.model_fields["type"].annotation) == tuple(registry.TYPES)

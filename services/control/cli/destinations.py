@@ -46,11 +46,11 @@ def destinations_set(
         ),
     ] = None,
 ) -> None:
-    """Create or replace a client's warehouse (postgres, redshift, bigquery, snowflake),
-    checked when set. A password in the DSN, from --password-env / --password-prompt, and the
-    --secret-env values are stored encrypted with SKEIN_SECRET_KEY; a DSN may set only `host
-    port dbname user sslmode sslrootcert connect_timeout` (`options`, `service`, `passfile`,
-    ... are refused).
+    """Create or replace a client's warehouse (postgres, redshift, bigquery, snowflake,
+    iceberg), checked when set. A password in the DSN, from --password-env /
+    --password-prompt, and the --secret-env values are stored encrypted with SKEIN_SECRET_KEY;
+    a DSN may set only `host port dbname user sslmode sslrootcert connect_timeout` (`options`,
+    `service`, `passfile`, ... are refused).
 
     BigQuery: `--set project=P [--schema DATASET] [--set location=L] [--set api_endpoint=URL]
     [--secret-env credentials_json=VAR]`. `--schema` is the dataset (default
@@ -69,7 +69,14 @@ def destinations_set(
     [--schema S] (--secret-env password=VAR | --secret-env private_key=VAR [--secret-env
     private_key_passphrase=VAR2])`. `--schema` default `SKEIN_<client_id>` (a lowercase name
     is upper-cased, as Snowflake does); `host` / `port` / `protocol` settings point the
-    connector at another endpoint (the tests' fakesnow)."""
+    connector at another endpoint (the tests' fakesnow).
+
+    Iceberg: `(--dsn 'host=H dbname=D user=U' --password-env VAR | --set catalog_uri=URL
+    [--secret-env catalog_token=VAR]) --set warehouse=s3://BUCKET/PREFIX --set
+    aws_access_key_id=K --secret-env aws_secret_access_key=VAR [--schema NAMESPACE] [--set
+    s3_endpoint=URL --set s3_region=R]`: a SQL catalog in that Postgres database, or a REST
+    catalog; the data files are written with that key pair. The platform's own S3 endpoint
+    takes only the buckets in SKEIN_DESTINATION_PLATFORM_S3_BUCKETS, never the batch bucket."""
     with control_db() as conn:
         require_client(conn, client_id)
         if password_env is not None and password_prompt:
