@@ -400,15 +400,24 @@ def run_leasers(
     done = threading.Event()
     killed = threading.Event()
 
-    def retrying(call: Any) -> Any:
+    def retrying(call: Any, *, releases: bool = False) -> Any:
+        """``call()`` until the spool answers. ``releases``: a release (nack) whose first try
+        reached the spool killed before it answered finds its lease gone on the retry (409):
+        the first try took effect, or the lease expired; either way its batches wait again."""
         deadline = time.monotonic() + 60
+        unanswered = False
         while True:
             try:
                 return call()
             except SpoolUnavailable:
+                unanswered = True
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+            except SpoolConflict:
+                if releases and unanswered:
+                    return None
+                raise
 
     def leaser(name: str) -> None:
         with SpoolClient(spool.url, TOKEN, timeout=10) as client:
@@ -434,7 +443,8 @@ def run_leasers(
                 with lock:
                     del holders[key]
                 retrying(
-                    lambda got=got: client.nack(got.lease_token, "transient", "simulated outage")
+                    lambda got=got: client.nack(got.lease_token, "transient", "simulated outage"),
+                    releases=True,
                 )
                 continue
             with lock:
