@@ -1,7 +1,13 @@
 """End to end through the HTTP gate into Postgres, sustained, against dlt in the same run.
 
     .venv/bin/python bench/e2e_bench.py [--seconds 180] [--rate 40000] [--fresh-rate 10000]
+        [--closed-records 1500000] [--closed-clients 16] [--only closed]
 
+0. Closed loop: ``--closed-records`` new records (unique keys) into one table, sent by
+   ``--closed-clients`` concurrent clients each posting its next 1,000-record batch as soon as
+   the last is answered; records/s from the first request to the last row committed, and the
+   CPU-seconds the whole pipeline (gate, brokers, S3, streamery, spool, loader, both Postgres
+   clusters) spent per GB of record JSON (``cpu_account.py``).
 1. Sustained: 1,000-record batches (~300-byte flat records, key ``id``) offered to the gate at
    ``--rate`` records/s for ``--seconds``; every 10 s it prints records accepted, rows loaded
    (sum of ``_sdc_loads.records``), the streamery's consumer lag and the spool's depth, then waits
@@ -9,7 +15,10 @@
 2. Freshness: a second run at ``--fresh-rate`` records/s; p50/p99 of
    ``_sdc_batched_at - _sdc_received_at`` (gate acceptance to row committed) over its rows.
 3. dlt (PyPI ``dlt[postgres]``, in its own cached virtualenv) loads the same records into the
-   same Postgres with ``write_disposition="merge"`` on ``id``; records/s and the ratio.
+   same Postgres with ``write_disposition="merge"`` on ``id``; records/s and the ratio, and its
+   CPU-seconds per GB of the same record JSON (dlt's process, measured inside it around
+   ``pipeline.run``, plus the Postgres processes over its run): the closed loop's figure over
+   dlt's is the CPU ratio (target <= 0.25).
 Bench schemas are dropped afterwards.
 """
 
@@ -36,8 +45,9 @@ from psycopg2 import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # support/ (not installed)
 from bench_records import make_record
+from cpu_account import CpuWindow, stack_groups
 from gate_bench import RECORDS_PER_BATCH as BATCH
-from gate_bench import open_loop, requests_for
+from gate_bench import RawHttp, open_loop, requests_for
 
 from common import db
 from support.stack import ROOT, demo_warehouse_secrets
@@ -46,6 +56,18 @@ from support.warehouse import DEMO_WAREHOUSE, warehouse
 
 DLT_VERSION = "dlt[postgres]==1.31.0"
 ID_SPACE = 200_000  # ids cycle over this many keys: the table stays bounded
+
+
+def orders_body(messages: list[dict[str, object]]) -> bytes:
+    """One Import API batch into ``orders``, keyed on ``id``."""
+    return orjson.dumps(
+        {
+            "table_name": "orders",
+            "schema": {"properties": {"id": {"type": "integer"}}},
+            "key_names": ["id"],
+            "messages": messages,
+        }
+    )
 
 
 def requests(token: str, rounds: int) -> list[bytes]:
@@ -59,16 +81,7 @@ def requests(token: str, rounds: int) -> list[bytes]:
             {"action": "upsert", "sequence": n * BATCH + i, "data": records[start + i]}
             for i in range(BATCH)
         ]
-        bodies.append(
-            orjson.dumps(
-                {
-                    "table_name": "orders",
-                    "schema": {"properties": {"id": {"type": "integer"}}},
-                    "key_names": ["id"],
-                    "messages": messages,
-                }
-            )
-        )
+        bodies.append(orders_body(messages))
     return requests_for(token, bodies)
 
 
@@ -143,6 +156,66 @@ def sustained(rate: float, seconds: float, schema: str) -> dict[str, float]:
     }
 
 
+def closed_requests(token: str, count: int) -> tuple[list[bytes], int]:
+    """Requests carrying ``count`` records with unique keys, and the bytes of their records'
+    JSON (the per-GB denominator, counted as dlt's is)."""
+    rng = random.Random(11)
+    bodies: list[bytes] = []
+    record_bytes = 0
+    for start in range(0, count, BATCH):
+        data = [make_record(i, rng) for i in range(start, min(count, start + BATCH))]
+        record_bytes += sum(len(orjson.dumps(d)) for d in data)
+        messages = [{"action": "upsert", "sequence": 1, "data": d} for d in data]
+        bodies.append(orders_body(messages))
+    return requests_for(token, bodies), record_bytes
+
+
+async def send_all(requests: list[bytes], clients: int) -> None:
+    """Each request once, ``clients`` at a time; a 429/503 is sent again after a pause."""
+    queue = iter(requests)
+
+    async def client() -> None:
+        http = RawHttp()
+        for request in queue:
+            while (status := await http.post(request)) != 202:
+                if status not in (429, 503):
+                    raise SystemExit(f"gate answered {status}")
+                await asyncio.sleep(0.2)
+        await http.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+
+
+def pipeline_cpu(cpu: CpuWindow) -> float:
+    """CPU-seconds the stack's services spent in the window (not this bench's own)."""
+    return sum(s for name, s in cpu.seconds().items() if name != "this bench")
+
+
+def closed(records: int, clients: int, schema: str) -> dict[str, float]:
+    token = new_tenant("bench-e2e", DEMO_WAREHOUSE, schema=schema).token
+    reqs, record_bytes = closed_requests(token, records)
+    cpu = CpuWindow(stack_groups())
+    cpu.start()
+    began = time.monotonic()
+    asyncio.run(send_all(reqs, clients))
+    sent = time.monotonic()
+    deadline = sent + 900
+    while (loaded := loaded_rows(schema)) < records:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"closed loop: {records - loaded:,} rows missing after 15 minutes")
+        time.sleep(0.2)
+    cpu.stop()
+    elapsed = time.monotonic() - began
+    gb = record_bytes / 1e9
+    print(cpu.report(gb), flush=True)
+    return {
+        "rate": records / elapsed,
+        "send_rate": records / (sent - began),
+        "drain_s": elapsed - (sent - began),
+        "cpu_per_gb": pipeline_cpu(cpu) / gb,
+    }
+
+
 def freshness(schema: str) -> tuple[float, float]:
     with closing(warehouse()) as conn, conn.cursor() as cur:
         cur.execute(
@@ -168,9 +241,17 @@ target = dlt.destinations.postgres(f"postgresql://postgres:{password}@127.0.0.1:
 pipeline = dlt.pipeline(
     pipeline_name="skein_bench_" + sys.argv[1], destination=target, dataset_name=sys.argv[1]
 )
-began = time.monotonic()
+record_bytes = sum(len(json.dumps(r, separators=(",", ":"))) for r in records)
+began, cpu = time.monotonic(), time.process_time()
 pipeline.run(records, table_name="orders", write_disposition="merge", primary_key="id")
-print(json.dumps({"seconds": time.monotonic() - began, "records": len(records)}))
+import resource
+children = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({
+    "seconds": time.monotonic() - began,
+    "records": len(records),
+    "bytes": record_bytes,
+    "cpu_s": time.process_time() - cpu + children.ru_utime + children.ru_stime,
+}))
 """
 
 
@@ -180,6 +261,8 @@ def dlt_run(schema: str, count: int) -> dict[str, float]:
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(venv / "bin" / "pip"), "install", "-q", DLT_VERSION], check=True)
+    postgres = CpuWindow({"postgres": stack_groups()["postgres"]})
+    postgres.start()
     out = subprocess.run(
         [str(python), "-c", DLT_SCRIPT, schema, str(count), str(Path(__file__).resolve().parent)],
         capture_output=True,
@@ -192,7 +275,9 @@ def dlt_run(schema: str, count: int) -> dict[str, float]:
             "SKEIN_BENCH_WAREHOUSE_PASSWORD": demo_warehouse_secrets()["password"],
         },
     ).stdout
+    postgres.stop()
     result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    result["postgres_cpu_s"] = postgres.seconds()["postgres"]
     return result
 
 
@@ -207,31 +292,60 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=40_000)
     parser.add_argument("--fresh-rate", type=float, default=10_000)
     parser.add_argument("--fresh-seconds", type=float, default=60)
+    parser.add_argument("--closed-records", type=int, default=1_500_000)
+    parser.add_argument("--closed-clients", type=int, default=16)
     parser.add_argument("--dlt-records", type=int, default=ID_SPACE)
+    parser.add_argument(
+        "--only", choices=["closed", "sustained"], help="one pass (and dlt), not all three"
+    )
     args = parser.parse_args()
     run = uuid.uuid4().hex[:6]
-    schemas = [f"bench_e2e_{run}", f"bench_fresh_{run}", f"bench_dlt_{run}"]
+    schemas = [f"bench_e2e_{run}", f"bench_fresh_{run}", f"bench_dlt_{run}", f"bench_cl_{run}"]
+    c: dict[str, float] = {}
+    s: dict[str, float] = {}
     try:
-        print(f"sustained: {args.rate:,.0f} records/s offered for {args.seconds:.0f} s", flush=True)
-        s = sustained(args.rate, args.seconds, schemas[0])
-        print(
-            f"accepted {s['accepted']:,.0f} records ({s['failed']:.0f} requests refused), "
-            f"loaded {s['loaded']:,.0f} rows; drained {s['drained_s'] - s['offered_s']:.0f} s "
-            f"after the load stopped; sustained {s['rate']:,.0f} records/s end to end"
-        )
-        print(
-            f"freshness: {args.fresh_rate:,.0f} records/s for {args.fresh_seconds:.0f} s",
-            flush=True,
-        )
-        sustained(args.fresh_rate, args.fresh_seconds, schemas[1])
-        p50, p99 = freshness(schemas[1])
-        print(f"freshness (gate 202 -> row committed): p50 {p50:.1f} s, p99 {p99:.1f} s", end=" ")
-        print("(target p99 <= 15 s)")
+        if args.only in (None, "closed"):
+            print(
+                f"closed loop: {args.closed_records:,} new records, {args.closed_clients} clients",
+                flush=True,
+            )
+            c = closed(args.closed_records, args.closed_clients, schemas[3])
+            print(
+                f"closed loop: {c['rate']:,.0f} records/s end to end (target >= 60,000); "
+                f"sent at {c['send_rate']:,.0f} records/s, last row {c['drain_s']:.1f} s after "
+                f"the last 202; pipeline {c['cpu_per_gb']:.1f} CPU-s per GB of records"
+            )
+        if args.only in (None, "sustained"):
+            print(f"sustained: {args.rate:,.0f} records/s offered for {args.seconds:.0f} s")
+            s = sustained(args.rate, args.seconds, schemas[0])
+            print(
+                f"accepted {s['accepted']:,.0f} records ({s['failed']:.0f} requests refused), "
+                f"loaded {s['loaded']:,.0f} rows; drained {s['drained_s'] - s['offered_s']:.0f} s "
+                f"after the load stopped; sustained {s['rate']:,.0f} records/s end to end"
+            )
+        if args.only is None:
+            print(
+                f"freshness: {args.fresh_rate:,.0f} records/s for {args.fresh_seconds:.0f} s",
+                flush=True,
+            )
+            sustained(args.fresh_rate, args.fresh_seconds, schemas[1])
+            p50, p99 = freshness(schemas[1])
+            print(f"freshness (gate 202 -> row committed): p50 {p50:.1f} s, p99 {p99:.1f} s")
         d = dlt_run(schemas[2], args.dlt_records)
         dlt_rate = d["records"] / d["seconds"]
+        dlt_cpu_per_gb = (d["cpu_s"] + d["postgres_cpu_s"]) / (d["bytes"] / 1e9)
         print(f"dlt {DLT_VERSION}: {d['records']:,.0f} records merged", end=" ")
-        print(f"in {d['seconds']:.1f} s = {dlt_rate:,.0f} records/s")
-        print(f"ratio skein end to end / dlt: {s['rate'] / dlt_rate:.2f} (target >= 2)")
+        print(
+            f"in {d['seconds']:.1f} s = {dlt_rate:,.0f} records/s; {dlt_cpu_per_gb:.1f} CPU-s "
+            f"per GB of records (dlt {d['cpu_s']:.1f} CPU-s, Postgres {d['postgres_cpu_s']:.1f})"
+        )
+        if s:
+            print(f"ratio skein sustained / dlt: {s['rate'] / dlt_rate:.2f} (target >= 2)")
+        if c:
+            print(f"ratio skein closed loop / dlt: {c['rate'] / dlt_rate:.2f}")
+            print(
+                f"CPU per GB, skein / dlt: {c['cpu_per_gb'] / dlt_cpu_per_gb:.2f} (target <= 0.25)"
+            )
     finally:
         for schema in schemas:
             drop(schema)

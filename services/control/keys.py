@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common import audit, control, tokens
+from services.control.principal import Principal
 
 OPERATOR_PREFIX = "sko_"
 CLIENT_PREFIX = "skc_"
@@ -24,23 +25,15 @@ MAX_NAME = 200
 
 
 @dataclass(frozen=True)
-class Key:
-    """Who a request's key speaks for: ``client_id`` None is an operator."""
+class Key(Principal):
+    """Who a request's key speaks for."""
 
     key_id: int
-    client_id: int | None
-
-    @property
-    def operator(self) -> bool:
-        return self.client_id is None
 
     @property
     def actor(self) -> str:
         """The audit log's actor for changes made with this key."""
         return f"key:{self.key_id}"
-
-    def may_act_for(self, client_id: int) -> bool:
-        return self.client_id is None or self.client_id == client_id
 
 
 def has_shape(key: str) -> bool:
@@ -139,4 +132,4 @@ def lookup(conn: control.Connection, key: str) -> Key | None:
             (tokens.hash_token(key),),
         )
         row = cur.fetchone()
-    return None if row is None else Key(row[0], row[1])
+    return None if row is None else Key(client_id=row[1], key_id=row[0])

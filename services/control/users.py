@@ -15,6 +15,7 @@ import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from common import audit, control
+from services.control.principal import Principal
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}")
 MIN_PASSWORD = 12
@@ -25,24 +26,16 @@ _DUMMY = _HASHER.hash("not a password of anyone's")
 
 
 @dataclass(frozen=True)
-class User:
-    """Who is logged in: ``client_id`` None is an operator."""
+class User(Principal):
+    """Who is logged in to the console."""
 
     user_id: int
     name: str
-    client_id: int | None
-
-    @property
-    def operator(self) -> bool:
-        return self.client_id is None
 
     @property
     def actor(self) -> str:
         """The audit log's actor for changes made in this user's session."""
         return f"user:{self.name}"
-
-    def may_act_for(self, client_id: int) -> bool:
-        return self.client_id is None or self.client_id == client_id
 
 
 def check_name(name: str) -> None:
@@ -137,7 +130,7 @@ def authenticate(conn: control.Connection, name: str, password: str) -> User | N
                 "UPDATE console_users SET password_hash = %s WHERE user_id = %s",
                 (_HASHER.hash(password), user_id),
             )
-    return User(user_id, name, client_id)
+    return User(client_id=client_id, user_id=user_id, name=name)
 
 
 def _verify(hashed: str, password: str) -> bool:

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from common import audit, control
 from common.db import ControlDb
 from services.control import accounts, keys
+from services.control.principal import Principal
 from services.control.settings import ControlSettings
 
 T = TypeVar("T")
@@ -92,12 +93,15 @@ class Control:
         n = self.size(limit)
         return page(await self.run(lambda conn: fetch(conn, n + 1)), id_field, n)
 
-    async def own(self, key: keys.Key, client_id: int) -> None:
-        """404 for another client's resources and for an unknown client."""
-        if not key.may_act_for(client_id):
+    async def own(self, who: Principal, client_id: int) -> dict[str, Any]:
+        """The client, if ``who`` may act for it; 404 (``control.NotFound``) for another
+        client's and for an unknown client."""
+        found = None
+        if who.may_act_for(client_id):
+            found = await self.run(lambda conn: accounts.get_client(conn, client_id))
+        if found is None:
             raise control.NotFound(f"no client {client_id}")
-        if await self.run(lambda conn: accounts.get_client(conn, client_id)) is None:
-            raise control.NotFound(f"no client {client_id}")
+        return found
 
     def close(self) -> None:
         self._long.shutdown(wait=False)

@@ -3,7 +3,7 @@ shown once (with a copy button), then only its prefix; each can be revoked."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import RedirectResponse, Response
@@ -12,7 +12,14 @@ from common import control, tokens
 from services.control import webhooks
 from services.control.api.base import INT8, control_of
 from services.control.console.pages import ClientId
-from services.control.console.web import SECURITY_HEADERS, Changer, Viewer, attempt, own, render
+from services.control.console.web import (
+    SECURITY_HEADERS,
+    Changer,
+    Viewer,
+    attempt,
+    client_page,
+    own,
+)
 
 router = APIRouter(include_in_schema=False)
 LISTED = 200
@@ -28,18 +35,22 @@ async def _page(
     values: dict[str, str] | None = None,
     status: int = 200,
 ) -> Response:
-    ctl = control_of(request)
-    client = await own(ctl, request.state.session.user, client_id)
-
     def read(conn: control.Connection) -> dict[str, Any]:
         return {
             "tokens": tokens.list_api_tokens(conn, client_id, limit=LISTED),
             "webhooks": webhooks.list_webhooks(conn, client_id, limit=LISTED),
         }
 
-    context = await ctl.run(read)
-    context.update(client=client, created=created, error=error, values=values or {})
-    return render(request, "access.html", context, status)
+    return await client_page(
+        request,
+        client_id,
+        "access.html",
+        read,
+        status,
+        created=created,
+        error=error,
+        values=values or {},
+    )
 
 
 @router.get("/clients/{client_id}/access")
@@ -80,21 +91,20 @@ async def webhook_create(
     return await _page(request, client_id, created=created, status=201)
 
 
-@router.post("/clients/{client_id}/tokens/{item_id}/revoke")
-async def token_revoke(
-    request: Request, client_id: ClientId, item_id: ItemId, user: Changer
+# What a revoke button revokes, by the path's kind: each takes (conn, item_id, client_id).
+REVOKE = {"tokens": tokens.revoke_api_token, "webhooks": webhooks.revoke_webhook}
+
+
+@router.post("/clients/{client_id}/{kind}/{item_id}/revoke")
+async def revoke(
+    request: Request,
+    client_id: ClientId,
+    kind: Literal["tokens", "webhooks"],
+    item_id: ItemId,
+    user: Changer,
 ) -> Response:
     ctl = control_of(request)
     await own(ctl, user, client_id)
-    await attempt(lambda: ctl.run(lambda conn: tokens.revoke_api_token(conn, item_id, client_id)))
-    return RedirectResponse(f"/clients/{client_id}/access", 303, headers=SECURITY_HEADERS)
-
-
-@router.post("/clients/{client_id}/webhooks/{item_id}/revoke")
-async def webhook_revoke(
-    request: Request, client_id: ClientId, item_id: ItemId, user: Changer
-) -> Response:
-    ctl = control_of(request)
-    await own(ctl, user, client_id)
-    await attempt(lambda: ctl.run(lambda conn: webhooks.revoke_webhook(conn, item_id, client_id)))
+    action = REVOKE[kind]
+    await attempt(lambda: ctl.run(lambda conn: action(conn, item_id, client_id)))
     return RedirectResponse(f"/clients/{client_id}/access", 303, headers=SECURITY_HEADERS)

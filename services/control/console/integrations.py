@@ -20,6 +20,7 @@ from services.control.console.web import (
     PageError,
     Viewer,
     attempt,
+    client_page,
     own,
     render,
 )
@@ -49,17 +50,16 @@ async def _list_page(
     values: dict[str, str] | None = None,
     status: int = 200,
 ) -> Response:
-    ctl = control_of(request)
-    client = await own(ctl, request.state.session.user, client_id)
-    found = await ctl.run(lambda conn: integrations.listed(conn, client_id))
-    context = {
-        "client": client,
-        "integrations": found,
-        "error": error,
-        "error_field": error_field,
-        "values": values or {"schedule": "0 * * * *", "config": "{}"},
-    }
-    return render(request, "integrations.html", context, status)
+    return await client_page(
+        request,
+        client_id,
+        "integrations.html",
+        lambda conn: {"integrations": integrations.listed(conn, client_id)},
+        status,
+        error=error,
+        error_field=error_field,
+        values=values or {"schedule": "0 * * * *", "config": "{}"},
+    )
 
 
 @router.get("/clients/{client_id}/integrations")

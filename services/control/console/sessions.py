@@ -93,7 +93,7 @@ def resume(
             )
             return None
     user_id, name, client_id, csrf = row
-    return Session(User(user_id, name, client_id), csrf)
+    return Session(User(client_id=client_id, user_id=user_id, name=name), csrf)
 
 
 def end(conn: control.Connection, session_id: str | None) -> None:

@@ -17,7 +17,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from common import audit, control
-from services.control import accounts
 from services.control.api.base import Control, control_of
 from services.control.console import sessions
 from services.control.users import User
@@ -150,12 +149,26 @@ def operator(user: User) -> None:
 
 async def own(ctl: Control, user: User, client_id: int) -> dict[str, Any]:
     """The client, if the user may see it (404 otherwise, as for an unknown client)."""
-    if not user.may_act_for(client_id):
-        raise PageError(404, f"No client {client_id}.")
-    found = await ctl.run(lambda conn: accounts.get_client(conn, client_id))
-    if found is None:
-        raise PageError(404, f"No client {client_id}.")
-    return found
+    try:
+        return await ctl.own(user, client_id)
+    except control.NotFound:
+        raise PageError(404, f"No client {client_id}.") from None
+
+
+async def client_page(
+    request: Request,
+    client_id: int,
+    template: str,
+    read: Callable[[control.Connection], dict[str, Any]],
+    status: int = 200,
+    **context: Any,
+) -> Response:
+    """A page of one client the user may see: what ``read`` finds, with ``client`` and
+    ``context``, rendered with ``template``."""
+    ctl = control_of(request)
+    client = await own(ctl, request.state.session.user, client_id)
+    found = await ctl.run(read)
+    return render(request, template, {**found, **context, "client": client}, status)
 
 
 async def attempt(
