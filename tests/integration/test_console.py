@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from common import db
+from common import db, tokens
 from support.cli import ok
 from support.warehouse import DEMO_WAREHOUSE
 
@@ -229,3 +229,28 @@ def test_a_part_refreshing_after_the_session_ended_sends_the_browser_to_the_logi
     assert r.status_code == 204 and r.headers["hx-redirect"] == "/"
     r = httpx.get(CONSOLE + "/clients/1/tables")
     assert r.status_code == 303 and r.headers["location"] == "/"
+
+
+def test_revoke_buttons_end_a_token_and_a_webhook_of_ones_own_client_only() -> None:
+    mine = ok("clients", "create", "console-it-revoke")["client_id"]
+    other = ok("clients", "create", "console-it-revoke-other")["client_id"]
+    token = ok("tokens", "create", str(mine))
+    hook = ok("webhooks", "create", str(mine), "--table", "events")
+    theirs = ok("tokens", "create", str(other))
+    with logged_in(new_user("--client", str(mine))) as http:
+        csrf = csrf_of(http.get(f"/clients/{mine}/access").text)
+        for kind, item in (("tokens", theirs["token_id"]), ("keys", token["token_id"])):
+            r = http.post(
+                f"/clients/{other if kind == 'tokens' else mine}/{kind}/{item}/revoke",
+                data={"csrf": csrf},
+            )
+            assert r.status_code in (404, 422), (kind, r.status_code)
+        for kind, item in (("tokens", token["token_id"]), ("webhooks", hook["webhook_id"])):
+            r = http.post(f"/clients/{mine}/{kind}/{item}/revoke", data={"csrf": csrf})
+            assert r.status_code == 303 and r.headers["location"] == f"/clients/{mine}/access"
+    with closing(db.connect()) as conn:
+        assert tokens.lookup_webhook(conn, hook["token"]) is None
+    assert [t["revoked_at"] is not None for t in ok("tokens", "list", str(mine))["tokens"]] == [
+        True
+    ]
+    assert [t["revoked_at"] for t in ok("tokens", "list", str(other))["tokens"]] == [None]
