@@ -48,6 +48,7 @@ from bench_records import make_record
 from cpu_account import CpuWindow, stack_groups
 from gate_bench import RECORDS_PER_BATCH as BATCH
 from gate_bench import RawHttp, open_loop, requests_for
+from tenants_bench import Progress
 
 from common import db
 from support.stack import ROOT, demo_warehouse_secrets
@@ -199,11 +200,14 @@ def closed(records: int, clients: int, schema: str) -> dict[str, float]:
     began = time.monotonic()
     asyncio.run(send_all(reqs, clients))
     sent = time.monotonic()
-    deadline = sent + 900
-    while (loaded := loaded_rows(schema)) < records:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"closed loop: {records - loaded:,} rows missing after 15 minutes")
-        time.sleep(0.2)
+    progress = Progress({schema: records})  # one connection: the probe costs the warehouse little
+    try:
+        while (missing := progress.missing()) > 0:
+            if time.monotonic() - sent > 900:
+                raise SystemExit(f"closed loop: {missing:,} rows missing after 15 minutes")
+            time.sleep(0.2)
+    finally:
+        progress.close()
     cpu.stop()
     elapsed = time.monotonic() - began
     gb = record_bytes / 1e9
@@ -330,7 +334,10 @@ def main() -> None:
             )
             sustained(args.fresh_rate, args.fresh_seconds, schemas[1])
             p50, p99 = freshness(schemas[1])
-            print(f"freshness (gate 202 -> row committed): p50 {p50:.1f} s, p99 {p99:.1f} s")
+            print(
+                f"freshness (gate 202 -> row committed): p50 {p50:.1f} s, p99 {p99:.1f} s "
+                "(target p99 <= 15 s)"
+            )
         d = dlt_run(schemas[2], args.dlt_records)
         dlt_rate = d["records"] / d["seconds"]
         dlt_cpu_per_gb = (d["cpu_s"] + d["postgres_cpu_s"]) / (d["bytes"] / 1e9)

@@ -3,7 +3,7 @@ shown once (with a copy button), then only its prefix; each can be revoked."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import RedirectResponse, Response
@@ -15,6 +15,7 @@ from services.control.console.pages import ClientId
 from services.control.console.web import (
     SECURITY_HEADERS,
     Changer,
+    PageError,
     Viewer,
     attempt,
     client_page,
@@ -99,12 +100,14 @@ REVOKE = {"tokens": tokens.revoke_api_token, "webhooks": webhooks.revoke_webhook
 async def revoke(
     request: Request,
     client_id: ClientId,
-    kind: Literal["tokens", "webhooks"],
+    kind: str,
     item_id: ItemId,
     user: Changer,
 ) -> Response:
+    action = REVOKE.get(kind)
+    if action is None:  # no such button: what any unknown page answers
+        raise PageError(404, "Not found.")
     ctl = control_of(request)
     await own(ctl, user, client_id)
-    action = REVOKE[kind]
     await attempt(lambda: ctl.run(lambda conn: action(conn, item_id, client_id)))
     return RedirectResponse(f"/clients/{client_id}/access", 303, headers=SECURITY_HEADERS)
