@@ -656,6 +656,22 @@ svc_start_all() { # instance, or a service: its SCALE instances
   for ((i = 1; i <= SCALE; i++)); do svc_start "$(inst_name "$1" "$i")"; done
 }
 
+at_once() { # command item...: `command item` for every item at the same time; fails if one did
+  local cmd=$1 item pid rc=0 pids=()
+  shift
+  for item in "$@"; do "$cmd" "$item" & pids+=($!); done
+  for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
+  return $rc
+}
+
+# Instances start and stop at once, not one after another: each waits on its own health check
+# or graceful exit, and a scale change or `up` takes about as long as the slowest instance.
+# No service needs another to be up to start (each retries its dependencies).
+svc_instances() { # service... -> the names of their running instances
+  local base
+  for base in "$@"; do instances "$base"; done
+}
+
 # ---------------------------------------------------------------- HAProxy (scaled profile)
 haproxy_config() {
   mkdir -p "$HAPROXY_DIR"
@@ -766,14 +782,17 @@ restart_instance() { # instance: drain it (behind HAProxy), SIGTERM, wait, start
   fi
 }
 
-cmd_rolling_restart() {
-  local spec base name
-  for spec in "${SERVICES[@]}"; do
-    base=${spec%%:*}
-    for name in $(instances "$base"); do
-      if pid_alive "$PIDS/$name.pid"; then restart_instance "$name"; fi
-    done
+restart_service() { # service: its instances, one at a time
+  local name
+  for name in $(instances "$1"); do
+    if pid_alive "$PIDS/$name.pid"; then restart_instance "$name"; fi
   done
+}
+
+cmd_rolling_restart() { # every service side by side, each one instance at a time
+  local spec bases=()
+  for spec in "${SERVICES[@]}"; do bases+=("${spec%%:*}"); done
+  at_once restart_service "${bases[@]}" || die "the rolling restart did not finish (see $LOGS)"
   log "rolling restart done"
 }
 
@@ -782,19 +801,22 @@ rescale() { # N: every Skein service to N instances, from the scale the stack la
   old=$(cat "$SCALE_FILE" 2>/dev/null || echo 1)
   # The proxied services change ports when HAProxy comes or goes: they restart.
   if (((n > 1) != (old > 1))); then
-    for base in "${PROXIED[@]}"; do svc_stop "$base"; done
+    at_once svc_stop_one $(svc_instances "${PROXIED[@]}")
     haproxy_stop
   fi
   SCALE=$n
   echo "$SCALE" >"$SCALE_FILE"
+  local going=() coming=() i
   for spec in "${SERVICES[@]}"; do
     base=${spec%%:*}
     for name in $(instances "$base"); do
-      (($(inst_index "$name") <= SCALE)) || svc_stop_one "$name"
+      (($(inst_index "$name") <= SCALE)) || going+=("$name")
     done
+    for ((i = 1; i <= SCALE; i++)); do coming+=("$(inst_name "$base" "$i")"); done
   done
+  at_once svc_stop_one "${going[@]}"
   haproxy_start
-  for spec in "${SERVICES[@]}"; do svc_start_all "${spec%%:*}"; done
+  at_once svc_start "${coming[@]}" || die "not every service started (see $LOGS)"
 }
 
 cmd_scale() { # N (proxied services move behind HAProxy or back)
@@ -844,8 +866,12 @@ EOF
 
 cmd_down() {
   local n spec
-  for spec in "${SERVICES[@]}"; do svc_stop "${spec%%:*}"; done
-  for n in "${!LOADER_PORTS[@]}"; do svc_stop "loaders.$n"; done
+  # Intake and the data path first, the spool and control last: a stopping streamery hands its
+  # last batches to the spool.
+  local loaders=()
+  for n in "${!LOADER_PORTS[@]}"; do loaders+=("loaders.$n"); done
+  at_once svc_stop_one $(svc_instances gate extractor streamery "${loaders[@]}")
+  at_once svc_stop_one $(svc_instances spool control)
   haproxy_stop
   # All three nodes at once: stopping them one by one leaves the last without a controller quorum.
   for n in 1 2 3; do pid_alive "$PIDS/kafka-$n.pid" && kill -TERM "$(cat "$PIDS/kafka-$n.pid")" 2>/dev/null; done
