@@ -163,7 +163,7 @@ def _start_stopped(what: str) -> None:
 
 def kill_faults() -> list[Fault]:
     def brief(rng: random.Random) -> float:
-        return rng.uniform(0.5, 8.0)
+        return rng.uniform(0.5, 5.0)
 
     def broker(rng: random.Random) -> str:
         return f"kafka-{rng.randint(1, 3)}"

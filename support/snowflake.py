@@ -43,7 +43,9 @@ def fakesnow_server() -> Iterator[dict[str, Any]]:
         stop_process(process, 20)
 
 
-def connect(config: dict[str, Any], database: str | None = DATABASE) -> Any:
+def connect(
+    config: dict[str, Any], database: str | None = DATABASE, network_timeout: int = 30
+) -> Any:
     params = {k: v for k, v in config.items() if k != "database"}
     params["port"] = int(params["port"])
     if database:
@@ -52,7 +54,7 @@ def connect(config: dict[str, Any], database: str | None = DATABASE) -> Any:
         **params,
         password="snow",
         paramstyle="qmark",
-        network_timeout=30,
+        network_timeout=network_timeout,
         session_parameters={"TIMEZONE": "UTC", "CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False},
     )
 

@@ -174,9 +174,16 @@ class StreameryProcess:
         return values
 
     def rss(self) -> int:
+        return self._status_bytes("VmRSS:")
+
+    def peak_rss(self) -> int:
+        """The most resident memory the process has had since it started (the kernel's mark)."""
+        return self._status_bytes("VmHWM:")
+
+    def _status_bytes(self, field: str) -> int:
         assert self.proc is not None
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1]) * 1024
         return 0
 

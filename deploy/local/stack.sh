@@ -301,6 +301,13 @@ kafka_kill() {
   rm -f "$f"
 }
 
+kafka_down() {
+  # All three nodes at once: stopping them one by one leaves the last without a controller quorum.
+  local n
+  for n in 1 2 3; do pid_alive "$PIDS/kafka-$n.pid" && kill -TERM "$(cat "$PIDS/kafka-$n.pid")" 2>/dev/null; done
+  for n in 1 2 3; do kafka_stop "$n"; done
+}
+
 kafka_up() {
   kafka_fetch
   jmx_fetch
@@ -873,9 +880,7 @@ cmd_down() {
   at_once svc_stop_one $(svc_instances gate extractor streamery "${loaders[@]}")
   at_once svc_stop_one $(svc_instances spool control)
   haproxy_stop
-  # All three nodes at once: stopping them one by one leaves the last without a controller quorum.
-  for n in 1 2 3; do pid_alive "$PIDS/kafka-$n.pid" && kill -TERM "$(cat "$PIDS/kafka-$n.pid")" 2>/dev/null; done
-  for n in 1 2 3; do kafka_stop "$n"; done
+  kafka_down
   s3_stop
   prom_stop
   for spec in "${PG_CLUSTERS[@]}"; do pg_stop "${spec%%:*}"; done
@@ -932,6 +937,7 @@ case ${1:-} in
   kafka-start) secrets_up; kafka_fetch; jmx_fetch; kafka_start "$2"; wait_port "${2}9092" 90 ;;
   kafka-stop) kafka_stop "$2" ;;
   kafka-kill) kafka_kill "$2" ;;
+  kafka-restart) secrets_up; kafka_down; kafka_up ;;
   s3-start) s3_start; s3_wait ;;
   start) svc_start_all "$2" ;;
   stop) svc_stop "$2" ;;

@@ -7,6 +7,7 @@ there costs the same hash as a wrong password, so timing tells nothing.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +22,17 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}")
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024
 _HASHER = argon2.PasswordHasher()
-# verified against when the name is unknown: the same work as a real user's check
-_DUMMY = _HASHER.hash("not a password of anyone's")
+
+
+@functools.cache
+def _dummy() -> str:
+    """Verified against when the name is unknown: the same work as a real user's check. Made on
+    first use (the control service's start; not every CLI command that imports this)."""
+    return _HASHER.hash("not a password of anyone's")
+
+
+def warm() -> None:
+    _dummy()
 
 
 @dataclass(frozen=True)
@@ -110,7 +120,7 @@ def remove(conn: control.Connection, name: str) -> bool:
 def authenticate(conn: control.Connection, name: str, password: str) -> User | None:
     """The user whose name and password these are, else None (at the same cost)."""
     if not NAME.fullmatch(name) or len(password) > MAX_PASSWORD:
-        _verify(_DUMMY, password[:MAX_PASSWORD])
+        _verify(_dummy(), password[:MAX_PASSWORD])
         return None
     with conn, conn.cursor() as cur:
         cur.execute(
@@ -119,7 +129,7 @@ def authenticate(conn: control.Connection, name: str, password: str) -> User | N
         )
         row = cur.fetchone()
     if row is None:
-        _verify(_DUMMY, password)
+        _verify(_dummy(), password)
         return None
     user_id, client_id, hashed = row
     if not _verify(hashed, password):

@@ -1,6 +1,7 @@
 """Several instances of every service (the scaled profile, `stack.sh scale 2`): a rolling restart
-under load that no client notices, and streameries and loaders joining and leaving under load
-without a lost, duplicated or doubly-owned record.
+under load that no client notices, streameries and loaders joining and leaving under load
+without a lost, duplicated or doubly-owned record, and the chaos run (``support.chaos``) at
+scale 2.
 
 The module brings the running local stack to two instances of every Skein service (the gate, the
 spool and the control service behind HAProxy on their usual ports) and back to one at its end.
@@ -22,6 +23,7 @@ from confluent_kafka.admin import AdminClient
 
 from common import db
 from common.settings import SharedSettings
+from support import chaos
 from support.stack import GATE, stack, wait_for
 from support.tenants import Tenant, new_tenant, rows
 from support.warehouse import DEMO_WAREHOUSE
@@ -211,3 +213,12 @@ def test_loaders_join_and_leave_under_load_without_loss_or_duplicates() -> None:
         )
         total, loaded = cur.fetchone() or (0, 0)
     assert total == loaded > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(chaos.TIMEOUT_S)
+def test_acknowledged_records_land_exactly_once_through_chaos_at_scale_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with chaos.reporting(capsys.disabled) as report:
+        chaos.run(report, 2)

@@ -22,7 +22,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from common import db, tokens
+from common import db, kafka_admin, tokens
 from common.settings import SharedSettings
 from common.wire import Header, decode_message
 from services.control import accounts, webhooks
@@ -297,7 +297,12 @@ def test_real_target_stitch_delivers_every_record(
 
 @pytest.mark.slow
 def test_two_brokers_down_is_503_never_202_then_the_retry_succeeds(
-    http: httpx.Client, tenant: dict[str, Any], reader: TopicReader, brokers_restored: None
+    http: httpx.Client,
+    tenant: dict[str, Any],
+    reader: TopicReader,
+    settings: SharedSettings,
+    admin: AdminClient,
+    brokers_restored: None,
 ) -> None:
     table = f"outage_{uuid.uuid4().hex[:6]}"
     body = orjson.dumps(batch_body(table, 100))
@@ -310,6 +315,8 @@ def test_two_brokers_down_is_503_never_202_then_the_retry_succeeds(
 
     stack("kafka-start", "2")
     stack("kafka-start", "3")
+    # A retry sent before the replicas are back in sync only waits out its deadline again.
+    kafka_admin.wait_ready(admin, settings.topic, isr=2, timeout=120)
 
     def retried() -> bool:
         response = http.post("/v2/import/batch", headers=auth(tenant), content=body)

@@ -130,8 +130,7 @@ def test_full_restart_keeps_the_topic_data(
     producer.flush(15)
     assert len(delivered) == 1
 
-    stack("down", timeout=240)
-    stack("up", timeout=300)
+    stack("kafka-restart", timeout=300)  # every node stopped, then started (services stay up)
 
     consumer = Consumer(
         {

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common import control, logs
 from common.db import ControlDb
-from services.control import console
+from services.control import console, users
 from services.control import hooks as hooks_domain
 from services.control.api import (
     batches,
@@ -62,6 +62,7 @@ def create_app(settings: ControlSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        users.warm()  # an unknown name's first login costs what every other one does
         deliveries.start()
         yield
         deliveries.stop()
