@@ -10,7 +10,7 @@ from common.settings import SharedSettings
 
 
 def client_properties(settings: SharedSettings) -> str:
-    """A 0600 properties file (--producer.config / --command-config) for ``settings``' principal;
+    """A 0600 properties file (--producer.config / --consumer.config) for ``settings``' principal;
     the caller removes it."""
     fd, path = tempfile.mkstemp(suffix=".properties")
     with os.fdopen(fd, "w") as f:

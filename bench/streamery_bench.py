@@ -111,16 +111,19 @@ def consumer_performance(settings: SharedSettings, topic: str, messages: int) ->
         f"bench-cp-{topic}",
         "--timeout",
         "60000",
-        "--command-config",
+        "--consumer.config",  # Kafka 4.1 (4.2 names it --command-config)
         properties,
     ]
     cpu = CpuWindow(stack_groups())
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu.start()
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=True).stdout
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
     finally:
         Path(properties).unlink(missing_ok=True)
+    if done.returncode != 0:
+        raise SystemExit(f"ConsumerPerformance failed ({done.returncode}): {done.stderr[-2000:]}")
+    out = done.stdout
     cpu.stop()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     java = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
