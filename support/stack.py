@@ -62,6 +62,19 @@ def stack(*args: str, timeout: float = 180) -> str:
 
 
 @contextmanager
+def scaled(instances: int) -> Iterator[None]:
+    """The running stack at ``instances`` of every Skein service for the duration, then at 1
+    (``stack.sh scale``; 1 changes nothing)."""
+    if instances > 1:
+        stack("scale", str(instances), timeout=300)
+    try:
+        yield
+    finally:
+        if instances > 1:
+            stack("scale", "1", timeout=300)
+
+
+@contextmanager
 def scratch_database(name: str) -> Iterator[str]:
     """Database ``name`` on the control cluster, created afresh (one an earlier run left behind
     is dropped first) and dropped afterwards, whatever happens: its URL, as the superuser."""

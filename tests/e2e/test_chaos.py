@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from support import chaos
-from support.stack import stack, wait_for
+from support.stack import scaled, stack, wait_for
 from support.tenants import batches, new_tenant, push, rows
 from support.warehouse import DEMO_WAREHOUSE
 
@@ -34,13 +34,8 @@ def report(capsys: pytest.CaptureFixture[str]) -> Iterator[chaos.Report]:
 def scale(request: pytest.FixtureRequest) -> Iterator[int]:
     """The stack at this many instances of every Skein service for the run, then back at 1."""
     n: int = request.param
-    if n > 1:
-        stack("scale", str(n), timeout=300)
-    try:
+    with scaled(n):
         yield n
-    finally:
-        if n > 1:
-            stack("scale", "1", timeout=300)
 
 
 @pytest.mark.timeout(chaos.TIMEOUT_S)

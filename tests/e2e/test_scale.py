@@ -24,7 +24,7 @@ from confluent_kafka.admin import AdminClient
 from common import db
 from common.settings import SharedSettings
 from support import chaos
-from support.stack import GATE, stack, wait_for
+from support.stack import GATE, scaled, stack, wait_for
 from support.tenants import Tenant, new_tenant, rows
 from support.warehouse import DEMO_WAREHOUSE
 
@@ -32,12 +32,9 @@ SCHEMA = {"properties": {"id": {"type": "integer"}, "n": {"type": "integer"}}}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def scaled() -> Iterator[None]:
-    stack("scale", "2", timeout=300)
-    try:
+def two_of_each() -> Iterator[None]:
+    with scaled(2):
         yield
-    finally:
-        stack("scale", "1", timeout=300)
 
 
 @dataclass
