@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import gzip
+from itertools import pairwise
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from common.wire import Header
 from services.loaders.core import destination_cache
@@ -205,6 +208,21 @@ def test_reader_yields_headers_and_records_and_refuses_garbage() -> None:
         list(lines_of([body[:-8]]))
     with pytest.raises(PermanentError, match="header"):
         list(events([b'{"action":"upsert","sequence":1,"data":{}}']))
+
+
+@given(
+    lines=st.lists(st.sampled_from([b"", b"a", b'{"x":1}', b"\r", b"long" * 50]), max_size=30),
+    trailing_newline=st.booleans(),
+    cuts=st.lists(st.integers(0, 400), max_size=6),
+)
+def test_the_reader_yields_every_non_empty_line_however_the_stream_is_cut(
+    lines: list[bytes], trailing_newline: bool, cuts: list[int]
+) -> None:
+    text = b"\n".join(lines) + (b"\n" if trailing_newline else b"")
+    body = gzip.compress(text)
+    edges = sorted({0, len(body), *(min(c, len(body)) for c in cuts)})
+    chunks = [body[a:b] for a, b in pairwise(edges)]
+    assert list(lines_of(chunks)) == [line for line in text.split(b"\n") if line]
 
 
 def test_object_store_failures_are_transient_but_a_missing_object_is_permanent() -> None:
