@@ -5,6 +5,8 @@ plan must notice."""
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any
 
 import orjson
@@ -96,7 +98,7 @@ def _like(value: Any, n: int) -> Any:
     if type(value) is int and abs(value) < 2**31:
         return value + n
     if type(value) is str:
-        return f"{value}{n}"
+        return f"{value}{n}" if n % 2 else f'{value}"{n}'  # quotes: plain and not
     if type(value) is float:
         return value + n / 8
     if isinstance(value, dict):
@@ -136,7 +138,7 @@ WAREHOUSES: dict[str, tuple[Any, Any, Any, dict[str, Any]]] = {
         postgres.RULES,
         postgres.render,
         postgres.INLINE,
-        {"implicit_row": True, "batched_at": BATCHED_AT},
+        {"implicit_row": True, "batched_at": BATCHED_AT, "plain_inline": postgres.PLAIN_INLINE},
     ),
     "redshift": (redshift.RULES, redshift.render, {}, {}),
 }
@@ -184,6 +186,39 @@ def test_plans_are_compiled_and_used_for_repeated_shapes() -> None:
     row = dict(zip(staged.order, text[-1].split(","), strict=True))
     got = (row["id"], row["v"], row["o__p"], row["_sdc_sequence"], row["_sdc_batched_at"])
     assert got == ("100", '"x"', "1.5", "100", BATCHED_AT)
+    builder.close()
+
+
+def test_a_plan_doubles_quotes_only_in_records_that_hold_a_backslash() -> None:
+    """A plain record (no backslash in its line) renders without quote doubling; a record
+    whose strings hold a quote, a newline or an escaped character renders as ``render`` does."""
+    header = Header(1, "t", ("id",), None, None, "2026-11-26T10:00:00Z", "r", "push")
+    # The first goes the general way (and compiles the plan); the others through the plan.
+    values = ["plain", "plain too", 'a "quoted" one', "two\nlines", "tab\t", "caf\u00e9", '\\"']
+    lines = [header.encode()] + [
+        orjson.dumps({"action": "upsert", "sequence": i, "data": {"id": i, "v": v}})
+        for i, v in enumerate(values, start=1)
+    ]
+    builder = PlanBuilder(
+        "t",
+        postgres.RULES,
+        postgres.render,
+        {},
+        inline=postgres.INLINE,
+        plain_inline=postgres.PLAIN_INLINE,
+        batched_at=BATCHED_AT,
+    )
+    for event in events(lines):
+        builder.feed(event)
+    (plans,) = builder.segments[0].plans.values()
+    assert "if plain:" in plans[0].source  # type: ignore[attr-defined]
+    staged = builder.segments[0].root
+    text = b"".join(staged.spill.text(len(staged.order))).decode()
+    v_at = staged.order.index("v")
+    rows = list(csv.reader(io.StringIO(text)))
+    assert [row[v_at] for row in rows] == values
+    fields = [line.split(",")[v_at] for line in text.splitlines()[:3]]
+    assert fields == ['"plain"', '"plain too"', '"a ""quoted"" one"']
     builder.close()
 
 

@@ -192,6 +192,7 @@ class PlanBuilder:
         shapes: dict[str, TableShape],
         keep_nesting: bool = False,
         inline: Mapping[ColumnType, Inline] | None = None,
+        plain_inline: Mapping[ColumnType, Inline] | None = None,
         compiled: bool = True,
         implicit_row: bool = False,
         batched_at: str | None = None,
@@ -204,6 +205,9 @@ class PlanBuilder:
         # Optional: ``render`` per column type inlined into the compiled plans (``Inline``;
         # saves a call per value; must equal ``render`` exactly).
         self.inline = inline or {}
+        # Optional: the same for values of records whose line holds no backslash (``plain``
+        # in ``compile_plan``).
+        self.plain_inline = plain_inline or {}
         self.compiled = compiled and not keep_nesting  # False: the general path only
         # True: root rows carry no ``_sdc_row`` field; a root row's number is its line number
         # in its spill (1-based; the warehouse numbers them as it reads them, and a child row's
@@ -342,14 +346,22 @@ class PlanBuilder:
             return False
         plans = segment.plans.get(keys[1] if record.time_extracted else keys[0])
         raw = record.raw
-        if not plans or (b"\\" in raw and b"\\u0000" in raw):  # a NUL: the general path's
+        escaped = b"\\" in raw  # else the record is plain (see compile_plan)
+        if not plans or (escaped and b"\\u0000" in raw):  # a NUL: the general path's
             return False
         data = record.loose
         row = self._row + 1
         row_text = "" if self.implicit_row else str(row)
         for n, plan in enumerate(plans):
             try:
-                line = plan(data, record.sequence, row_text, record.time_extracted, self._context)  # type: ignore[arg-type]
+                line = plan(
+                    data,  # type: ignore[arg-type]
+                    record.sequence,
+                    row_text,
+                    record.time_extracted,
+                    self._context,
+                    not escaped,
+                )
             except Rejected:
                 return False  # the general path says why
             if line is not None:
@@ -414,6 +426,7 @@ class PlanBuilder:
             self.render,
             self.inline,
             lambda sequence, record_data: append_only_key(table, sequence, record_data),
+            self.plain_inline,
         )
         self._compiles += 1
         if plan is not None:

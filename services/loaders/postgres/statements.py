@@ -72,6 +72,11 @@ INLINE = {
     ColumnType.DOUBLE: ("", "float({0})!r", ""),
     ColumnType.BIGINT: ("", "{0}", ""),
 }
+# A plain record's strings hold no quote (fastplan.compile_plan): nothing to double.
+PLAIN_INLINE = {
+    ColumnType.TEXT: ('"', "{0}", '"'),
+    ColumnType.TIMESTAMP: ('"', "{0}", '"'),
+}
 
 
 def ident(*parts: str) -> sql.Identifier:

@@ -22,6 +22,7 @@ from services.loaders.postgres.chunks import CHUNK_ROWS, ChunkMerger
 from services.loaders.postgres.connection import Connection
 from services.loaders.postgres.statements import (
     INLINE,
+    PLAIN_INLINE,
     RULES,
     create_metadata,
     existing_shapes,
@@ -98,6 +99,7 @@ def load(
             render,
             shapes,
             inline=INLINE,
+            plain_inline=PLAIN_INLINE,
             implicit_row=True,
             batched_at=batched_at,
         )
