@@ -167,21 +167,23 @@ def batch_tables(
         raise batch_error(f"Invalid schema: {exc}") from exc
 
     lines: list[bytes] = []
+    max_key_length = limits.max_key_length
+    # Each record's checks inline, in the order their errors take precedence; a check's helper
+    # runs only to word the error (a call per check and record cost ~8 % of this function).
     for i, message in enumerate(messages):
-        if not isinstance(message, dict):
+        if type(message) is not dict:
             raise batch_error(f"Record {i} must be an object")
         action = message.get("action")
-        sequence: int = message.get("sequence")  # type: ignore[assignment]
-        problem = _sequence_problem(sequence)
-        if problem:
-            raise batch_error(f"Record {i}: {problem}")
+        sequence = message.get("sequence")
+        if type(sequence) is not int or not 0 <= sequence <= MAX_SEQUENCE:
+            raise batch_error(f"Record {i}: {_sequence_problem(sequence)}")
         if action == "activate_version":
             lines.append(activate_line(sequence))
             continue
         if action != "upsert":
             raise batch_error(f"Record {i}: action must be 'upsert' or 'activate_version'")
         data = message.get("data")
-        if not isinstance(data, dict):
+        if type(data) is not dict:
             raise batch_error(f"Record {i}: data must be an object")
         try:
             validate(validator, data)
@@ -191,20 +193,25 @@ def batch_tables(
             ) from exc
         except SchemaRejected as exc:
             raise batch_error(f"Invalid schema: {exc}") from exc
-        problem = _keys_problem(data, key_names, limits)
-        if problem:
-            # The Import API's documented form for a missing key carries no index.
-            raise batch_error(
-                f"Record {problem}" if problem.startswith("is missing") else f"Record {i} {problem}"
-            )
+        for k in key_names:
+            value = data.get(k)
+            if value is None or (type(value) is str and len(value) > max_key_length):
+                problem = _keys_problem(data, key_names, limits) or ""
+                # The Import API's documented form for a missing key carries no index.
+                raise batch_error(
+                    f"Record {problem}"
+                    if problem.startswith("is missing")
+                    else f"Record {i} {problem}"
+                )
         if ctx.may_have_reserved:
             reserved = _reserved_field(data)
             if reserved:
                 raise batch_error(f"Record {i}: {_reserved_problem(reserved)}")
         time_extracted = message.get("time_extracted")
-        problem = _time_extracted_problem(time_extracted)
-        if problem:
-            raise batch_error(f"Record {i}: {problem}")
+        if time_extracted is not None:
+            problem = _time_extracted_problem(time_extracted)
+            if problem:
+                raise batch_error(f"Record {i}: {problem}")
         lines.append(upsert_line(sequence, data, time_extracted))
 
     header = Header(
