@@ -83,6 +83,13 @@ ENV_FILE = Variable(
 )
 LOCAL_STACK = (
     Variable("SKEIN_KAFKA_HEAP", "`512m`", "max heap of each Kafka node", "deploy/local/stack.sh"),
+    Variable(
+        "SKEIN_KAFKA_JVM_OPTS",
+        "`-XX:TieredStopAtLevel=1`",
+        "more JVM options of each Kafka node; the default compiles with C1 only (decision 12: "
+        "C2's compiles cost a just-started broker more than they save on this stack); empty: C2",
+        "deploy/local/stack.sh",
+    ),
     Variable("SKEIN_RUN_DIR", "`.run`", "runtime data and logs", "deploy/local/stack.sh"),
     Variable("SKEIN_CACHE_DIR", "`.cache`", "downloaded Kafka jars", "deploy/local/stack.sh"),
     Variable(

@@ -30,6 +30,10 @@ JMX_VERSION=$(sed -n 's:.*<jmx.exporter.version>\(.*\)</jmx.exporter.version>.*:
 JMX_AGENT=$CACHE_DIR/jmx-exporter-$JMX_VERSION/jmx_prometheus_javaagent-$JMX_VERSION.jar
 PROM_DIR=$RUN_DIR/prometheus
 KAFKA_HEAP=${SKEIN_KAFKA_HEAP:-512m}
+# C1 only: a just-started broker's C2 compiles took ~5 CPU-s of every 30 s of load for its first
+# ten minutes and more (brokers 30-38 CPU-s per GB of records just after a start; 18-20 with C1
+# from the start). The local stack's brokers restart often (tests, make up); set it empty for C2.
+read -r -a KAFKA_JVM_OPTS <<<"${SKEIN_KAFKA_JVM_OPTS--XX:TieredStopAtLevel=1}"
 TOPIC=${SKEIN_TOPIC:-skein.records}
 PARTITIONS=${SKEIN_TOPIC_PARTITIONS:-12}
 S3_BUCKET=${SKEIN_S3_BUCKET:-skein}
@@ -233,7 +237,7 @@ jmx_fetch() { # the JMX exporter javaagent: brokers' metrics for Prometheus, off
 java_cmd() { # log4j-dir -> sets JAVA_CMD (java with the Kafka classpath and options)
   mkdir -p "$RUN_DIR/tmp"
   JAVA_CMD=(java -Xms256m "-Xmx$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
-    -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true
+    -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true "${KAFKA_JVM_OPTS[@]}"
     "-Djava.io.tmpdir=$RUN_DIR/tmp"
     "-Dlog4j2.configurationFile=$ROOT/deploy/local/kafka/log4j2.properties"
     "-Dkafka.logs.dir=$1" -cp "$KAFKA_LIBS/*")
