@@ -12,9 +12,10 @@ No stack: everything runs in this process and the probe's.
   envelope and each record, validates each with the ``jsonschema`` crate and writes each line;
   ``gate-sonic-parse`` is the body parsed by sonic-rs alone (a tape parser: the ceiling), and
   ``gate-raw-envelope`` the envelope with each record's data left unparsed.
-- Loader, per record line: Python is ``events`` + ``PlanBuilder`` (Postgres rules, compiled
-  plans). Rust parses each line with sonic-rs and renders its fields as CSV (objects flattened),
-  without the plans' shape, range and timestamp checks: a floor, not a port.
+- Loader, per record line: Python is ``events`` + ``PlanBuilder`` as the Postgres loader builds
+  it (compiled plans, plain records' rendering). Rust parses each line with sonic-rs and
+  renders its fields as CSV (objects flattened), without the plans' shape, range and timestamp
+  checks: a floor, not a port.
 
 Each figure is the median of ``--repeats`` runs (the probe's each in a fresh process), in
 wall-clock time of one thread's loop on both sides: run it on an otherwise idle machine. The
@@ -77,6 +78,7 @@ def python_loader_us(lines: list[bytes]) -> float:
         postgres.render,
         {},
         inline=postgres.INLINE,
+        plain_inline=postgres.PLAIN_INLINE,
         batched_at=BATCHED_AT,
         implicit_row=True,
     )
@@ -140,7 +142,10 @@ def main() -> None:
         }
         py_loader = median(lambda: python_loader_us(lines))
         rust_loader = median(lambda: probe("loader", lines_path, 5))
-    print(f"gate, one {len(raw) / 1024:.0f} KiB body of 1,000 records, ms of CPU per request:")
+    print(
+        f"gate, one {len(raw) / 1024:.0f} KiB body of 1,000 records, "
+        "ms per request (wall, one thread):"
+    )
     print(f"  Python (parse_json + batch_tables + encode_messages)  {py_gate:6.2f}")
     print(
         f"  Rust, serde_json + jsonschema, the same work          {rust['gate-serde']:6.2f}"
@@ -153,7 +158,7 @@ def main() -> None:
     print(
         f"  Rust, the envelope with each data unparsed            {rust['gate-raw-envelope']:6.2f}"
     )
-    print(f"loader, {len(lines) - 1:,} record lines, microseconds of CPU per record:")
+    print(f"loader, {len(lines) - 1:,} record lines, microseconds per record (wall, one thread):")
     print(f"  Python (events + PlanBuilder, compiled plans)         {py_loader:6.2f}")
     print(
         f"  Rust, sonic-rs parse + CSV render (no checks: floor)  {rust_loader:6.2f}"

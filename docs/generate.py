@@ -86,8 +86,9 @@ LOCAL_STACK = (
     Variable(
         "SKEIN_KAFKA_JVM_OPTS",
         "`-XX:TieredStopAtLevel=1`",
-        "more JVM options of each Kafka node; the default compiles with C1 only (decision 12: "
-        "C2's compiles cost a just-started broker more than they save on this stack); empty: C2",
+        "more JVM options of each Kafka node, separated by spaces; the default compiles with C1 "
+        "only (C2's compiles cost a just-started broker more than they save on this stack); "
+        "empty: C2",
         "deploy/local/stack.sh",
     ),
     Variable("SKEIN_RUN_DIR", "`.run`", "runtime data and logs", "deploy/local/stack.sh"),
