@@ -214,7 +214,8 @@ def land(requests: list[bytes], clients: int, schema: str, records: int) -> floa
 def closed(records: int, clients: int, schema: str, warmup: int) -> dict[str, float]:
     if warmup:
         # The brokers' JIT compiles their hot paths in the first few hundred thousand records
-        # after a start (~4 CPU-s of C2 threads): a one-off, not what a running pipeline spends.
+        # after a start (with C2, ~4 CPU-s in the window; C1, the local stack's default, less):
+        # a one-off, not what a running pipeline spends.
         warm_schema = f"{schema}_warm"
         token = new_tenant("bench-e2e-warm", DEMO_WAREHOUSE, schema=warm_schema).token
         try:

@@ -47,9 +47,8 @@ from services.gate import body as gate_body
 from services.gate import records as gate_records
 from services.gate.schemas import Prepared, compile_to_blob, load_validator
 from services.gate.settings import GateSettings
-from services.loaders.core.plan import PlanBuilder
 from services.loaders.core.reader import events
-from services.loaders.postgres import statements as postgres
+from services.loaders.postgres.warehouse import plan_builder
 
 PROBE = Path(__file__).resolve().parent / "native_probe"
 TARGET = Path.home() / ".cache" / "skein" / "native-probe"
@@ -72,16 +71,7 @@ def python_gate_ms(raw: bytes, iterations: int) -> float:
 
 
 def python_loader_us(lines: list[bytes]) -> float:
-    builder = PlanBuilder(
-        "orders",
-        postgres.RULES,
-        postgres.render,
-        {},
-        inline=postgres.INLINE,
-        plain_inline=postgres.PLAIN_INLINE,
-        batched_at=BATCHED_AT,
-        implicit_row=True,
-    )
+    builder = plan_builder("orders", {}, BATCHED_AT)
     try:
         began = time.perf_counter()
         for event in events(lines):

@@ -20,6 +20,7 @@ from services.loaders.core.reader import events
 from services.loaders.core.shape import TableShape
 from services.loaders.core.types import ColumnType
 from services.loaders.postgres import statements as postgres
+from services.loaders.postgres.warehouse import plan_builder
 from services.loaders.redshift import statements as redshift
 
 SCHEMA = {
@@ -199,15 +200,7 @@ def test_a_plan_doubles_quotes_only_in_records_that_hold_a_backslash() -> None:
         orjson.dumps({"action": "upsert", "sequence": i, "data": {"id": i, "v": v}})
         for i, v in enumerate(values, start=1)
     ]
-    builder = PlanBuilder(
-        "t",
-        postgres.RULES,
-        postgres.render,
-        {},
-        inline=postgres.INLINE,
-        plain_inline=postgres.PLAIN_INLINE,
-        batched_at=BATCHED_AT,
-    )
+    builder = plan_builder("t", {}, BATCHED_AT)  # as the Postgres loader stages them
     for event in events(lines):
         builder.feed(event)
     (plans,) = builder.segments[0].plans.values()

@@ -17,6 +17,7 @@ import psycopg2.errors
 
 from services.loaders.core import faults
 from services.loaders.core.plan import LeaseLoad, PlanBuilder
+from services.loaders.core.shape import TableShape
 from services.loaders.core.types import ColumnType
 from services.loaders.postgres.chunks import CHUNK_ROWS, ChunkMerger
 from services.loaders.postgres.connection import Connection
@@ -72,6 +73,22 @@ def already_loaded(conn: Connection, schema: str, batch_ids: list[int]) -> set[i
         return loaded_batches(conn, schema, batch_ids)
 
 
+def plan_builder(table_source: str, shapes: dict[str, TableShape], batched_at: str) -> PlanBuilder:
+    """How this loader stages a lease's records: compiled plans with ``render`` inlined (and its
+    plain records' rendering), root rows numbered by their line (they may be COPY'd straight in),
+    every row's ``_sdc_batched_at`` the load's."""
+    return PlanBuilder(
+        table_source,
+        RULES,
+        render,
+        shapes,
+        inline=INLINE,
+        plain_inline=PLAIN_INLINE,
+        implicit_row=True,
+        batched_at=batched_at,
+    )
+
+
 def load(
     conn: Connection,
     schema: str,
@@ -93,16 +110,7 @@ def load(
         cur.execute("SELECT now()")  # the transaction's time: every row's _sdc_batched_at
         (now,) = cur.fetchone() or (None,)
         batched_at = render(ColumnType.TIMESTAMP, now.isoformat())
-        builder = PlanBuilder(
-            work.table_source,
-            RULES,
-            render,
-            shapes,
-            inline=INLINE,
-            plain_inline=PLAIN_INLINE,
-            implicit_row=True,
-            batched_at=batched_at,
-        )
+        builder = plan_builder(work.table_source, shapes, batched_at)
         merger = ChunkMerger(conn, schema, shapes, straight_in=straight_in)
         try:
             segments = builder.segments
