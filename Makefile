@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 STACK := deploy/local/stack.sh
 PYTEST := $(VENV)/bin/pytest
+NATIVE := services/loaders/native
+# Cargo's build of $(NATIVE), kept outside the clone so a fresh clone builds incrementally.
+NATIVE_TARGET ?= $(HOME)/.cache/skein/native-loader
 
 .DEFAULT_GOAL := help
 
@@ -11,10 +14,15 @@ PYTEST := $(VENV)/bin/pytest
 help: ## List every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(NATIVE)/Cargo.toml $(NATIVE)/Cargo.lock $(NATIVE)/src/lib.rs
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev,stack,redshift,bigquery,snowflake,iceberg]'
+	@# The Postgres loader's native plans (optional: without cargo, its Python plans run).
+	@if PATH="$$HOME/.cargo/bin:$$PATH" command -v cargo >/dev/null; then \
+	  PATH="$$HOME/.cargo/bin:$$PATH" CARGO_TARGET_DIR="$(NATIVE_TARGET)" \
+	    $(VENV)/bin/pip install -q $(NATIVE); \
+	else echo "cargo not found: skipping $(NATIVE) (the loader runs its Python plans)"; fi
 	touch $@
 
 .PHONY: install
@@ -57,10 +65,15 @@ bigquery-emulator: ## Build the BigQuery emulator the tests use (once per versio
 	deploy/local/bigquery-emulator.sh path
 
 .PHONY: lint
-lint: install ## ruff (format check + lint) and mypy
+lint: install ## ruff (format check + lint), mypy, and rustfmt + clippy on $(NATIVE) (with cargo)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	@if PATH="$$HOME/.cargo/bin:$$PATH" command -v cargo >/dev/null; then \
+	  export PATH="$$HOME/.cargo/bin:$$PATH" CARGO_TARGET_DIR="$(NATIVE_TARGET)"; \
+	  cargo fmt --manifest-path $(NATIVE)/Cargo.toml --check && \
+	  cargo clippy --quiet --release --locked --manifest-path $(NATIVE)/Cargo.toml -- -D warnings; \
+	fi
 
 .PHONY: docs
 docs: install ## Regenerate the README's settings and CLI tables and docs/cli.md from the code

@@ -36,6 +36,7 @@ from common import runtime
 from common.s3 import client as s3_client
 from common.settings import SharedSettings
 from common.wire import Header
+from services.loaders.core import native
 from services.loaders.core.reader import events, lines_of, s3_chunks
 from services.loaders.postgres import warehouse
 from support.stack import use_stack_passwords
@@ -108,6 +109,9 @@ def fixed_cost(
     )
 
 
+NATIVE = native.available()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=200_000)
@@ -145,18 +149,21 @@ def main() -> None:
     try:
         warehouse.ensure_metadata(conn, schema)
 
-        def load_all(table: str, first_id: int) -> float:
+        def load_all(table: str, first_id: int, runs: bool = NATIVE) -> tuple[float, float]:
             """Every batch, ``--lease-batches`` to a lease (one transaction), as the runner
-            loads them; the seconds it took."""
-            began = time.monotonic()
+            loads them (``runs``: record lines for the native plans, as the runner hands them
+            over where they are built); rows/s, and this process's CPU-us per row."""
+            began, cpu = time.monotonic(), time.process_time()
             for start in range(0, len(keys), args.lease_batches):
                 group = keys[start : start + args.lease_batches]
                 stream = itertools.chain.from_iterable(
-                    events(lines_of(s3_chunks(s3, shared.s3_bucket, key))) for key in group
+                    events(lines_of(s3_chunks(s3, shared.s3_bucket, key)), runs=runs)
+                    for key in group
                 )
                 ids = [first_id + start + n for n in range(len(group))]
                 warehouse.load(conn, schema, warehouse.LeaseLoad(table, ids, "bench", stream))
-            return time.monotonic() - began
+            cpu_per_row = (time.process_time() - cpu) / args.rows * 1e6
+            return args.rows / (time.monotonic() - began), cpu_per_row
 
         # Baseline: the same rows (the loader's de-nested ones, with the _sdc columns it
         # writes), already rendered as CSV, COPY'd into a table just like the loader's.
@@ -171,12 +178,19 @@ def main() -> None:
         data = buffer.getvalue().encode()
         columns = list(row)
 
-        inserts, updates, raws = [], [], []
+        inserts, updates, raws, pythons = [], [], [], []
+        loader_cpu: dict[bool, list[float]] = {True: [], False: []}  # new keys, by ``runs``
         for n in range(args.repeat):
             table = f"orders_{n}"
-            inserts.append(args.rows / load_all(table, 2 * n * len(keys)))
+            rate, cpu = load_all(table, 3 * n * len(keys))
+            inserts.append(rate)
+            loader_cpu[NATIVE].append(cpu)
             # The same batches again: every key exists, so every row is an update this time.
-            updates.append(args.rows / load_all(table, (2 * n + 1) * len(keys)))
+            updates.append(load_all(table, (3 * n + 1) * len(keys))[0])
+            if NATIVE:  # the Python plans alone, into another fresh table
+                rate, cpu = load_all(f"py_{n}", (3 * n + 2) * len(keys), False)
+                pythons.append(rate)
+                loader_cpu[False].append(cpu)
             raw = sql.Identifier(schema, f"raw_copy_{n}")
             with conn, conn.cursor() as cur:
                 cur.execute(
@@ -204,6 +218,16 @@ def main() -> None:
         print(f"loader, all rows updates:     {update_rate:>9,.0f} rows/s  {_all(updates)}")
         print(f"raw COPY of the same rows:    {raw_rate:>9,.0f} rows/s  {_all(raws)}")
         print(f"ratio loader/raw COPY: {loader_rate / raw_rate:.2f} (target >= 0.5)")
+        if NATIVE:
+            python_rate = statistics.median(pythons)
+            native_cpu, python_cpu = (statistics.median(loader_cpu[r]) for r in (True, False))
+            print(f"loader, Python plans only:    {python_rate:>9,.0f} rows/s  {_all(pythons)}")
+            print(
+                f"loader CPU per row (this process), new keys: native plans {native_cpu:.2f} us, "
+                f"Python plans {python_cpu:.2f} us; ratio {native_cpu / python_cpu:.2f}"
+            )
+        else:
+            print("(skein_loader_native is not built here: the loader ran its Python plans)")
         fixed_cost(conn, s3, shared.s3_bucket, schema, header, rng, repeat=50)
     finally:
         with conn, conn.cursor() as cur:

@@ -10,21 +10,17 @@ from typing import Any
 
 import pytest
 
-from common.wire import Header, dumps
-from services.loaders.core.reader import Record
+from common.wire import dumps
+from services.loaders.core import native
+from services.loaders.core.reader import Event, events
 from tests.conformance.cases import CASES, Case, Harness, Line
 
 
-def to_events(lines: list[Line]) -> Iterator[Header | Record]:
-    """The events the loader's batch reader would yield for these lines."""
-    for line in lines:
-        raw = dumps(line)
-        if "v" in line:
-            yield Header.decode(raw)
-        else:
-            yield Record(
-                line["action"], line["sequence"], line.get("data"), line.get("time_extracted"), raw
-            )
+def to_events(lines: list[Line]) -> Iterator[Event]:
+    """The events the loader's batch reader yields for these lines, as the runner reads them
+    (record lines in runs where the native plans are built: the Postgres loader's cases run
+    through them)."""
+    return events([dumps(line) for line in lines], runs=native.available())
 
 
 def case_params(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from typing import Any
 
 import orjson
@@ -15,10 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.wire import Header, dumps
+from services.loaders.core import native
 from services.loaders.core.plan import PlanBuilder
 from services.loaders.core.reader import events
 from services.loaders.core.shape import TableShape
-from services.loaders.core.types import ColumnType
+from services.loaders.core.types import ColumnType, parse_timestamp
 from services.loaders.postgres import statements as postgres
 from services.loaders.postgres.warehouse import plan_builder
 from services.loaders.redshift import statements as redshift
@@ -42,9 +44,21 @@ scalars = st.one_of(
     st.integers(min_value=-(2**31), max_value=2**31),
     st.sampled_from([2**63 - 1, -(2**63), 2**63, 2**64 + 1, -(2**63) - 1, 10**30]),
     st.floats(allow_nan=False, allow_infinity=False, width=32),
-    st.sampled_from([1e19, -9.3e18, 0.1, 2.5]),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([1e19, -9.3e18, 0.1, 2.5, 1e16, 1e-05, -0.0]),
     st.sampled_from(
         ["2026-11-26T10:00:00Z", "2026-11-26 10:00:00+01:00", "not a date", "", 'a "quoted", one']
+    ),
+    st.sampled_from(
+        [
+            "2024-02-29T23:59:59.5+05:30",
+            "2026-02-29T10:00:00Z",
+            "2026-11-26",
+            "2026-11-26T10:00",
+            "2026-11-26T10:00:00.1234567",
+            "2026-11-26T24:00:00",
+            "0000-01-01",
+        ]
     ),
     st.text(max_size=6),
     st.sampled_from(["nul \x00 inside", "x" * 70000]),
@@ -88,6 +102,8 @@ def batches(draw: Any) -> list[bytes]:
             base = dict(draw(st.sampled_from(pool)))
             if draw(st.integers(0, 3)) == 0:  # the same shape with other values of its types
                 base = {k: _like(v, sequence) for k, v in base.items()}
+            if keyed and draw(st.integers(0, 3)):  # mostly a key, so plans are compiled
+                base["id"] = sequence
             record: dict[str, Any] = {"action": "upsert", "sequence": sequence, "data": base}
             if draw(st.booleans()):
                 record["time_extracted"] = "2026-11-26T09:00:00Z"
@@ -250,3 +266,180 @@ def test_implicit_row_numbers_children_by_their_parents_line() -> None:
         ("4", "3"),
     ]
     builder.close()
+
+
+# -- the plans run natively (services/loaders/core/native.py, decision 12)
+
+needs_native = pytest.mark.skipif(
+    not native.available(), reason="skein_loader_native is not built here (no cargo)"
+)
+
+
+def test_the_native_plans_are_built_where_ci_requires_them() -> None:
+    if os.environ.get("SKEIN_REQUIRE_NATIVE"):
+        assert native.available(), "make install did not build services/loaders/native"
+
+
+def _fresh(draw: Any, like: Any) -> Any:
+    """Another value of ``like``'s JSON type (objects keep their keys), now and then one a plan
+    must refuse (out of range, not a date-time)."""
+    if isinstance(like, dict):
+        return {k: _fresh(draw, v) for k, v in like.items()}
+    if like is None or type(like) is bool:
+        return draw(st.sampled_from([like, None])) if like is None else draw(st.booleans())
+    if type(like) is int:
+        return draw(st.one_of(st.integers(-(2**40), 2**40), st.sampled_from([2**63, -(2**63)])))
+    if type(like) is float:
+        return draw(st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.just(1e19)))
+    return draw(st.one_of(st.text(max_size=5), scalars.filter(lambda v: type(v) is str)))
+
+
+plain_shapes = st.dictionaries(
+    names,
+    st.recursive(
+        scalars.filter(lambda v: type(v) is not str or len(v) < 100),
+        lambda inner: st.dictionaries(st.sampled_from(["when", "b", "c"]), inner, max_size=3),
+        max_leaves=4,
+    ),
+    min_size=1,
+    max_size=5,
+)
+# Lines a native plan must leave to Python, written by hand: duplicate keys, another envelope.
+ODD_LINES = [
+    b'{"action":"upsert","sequence":%d,"data":{"id":%d,"id":"x"}}',
+    b'{"action":"upsert","sequence":%d,"data":{"id":%d},"extra":1}',
+    b'{"action":"upsert","sequence":%d.5,"data":{"id":%d}}',
+    b'{"action":"upsert","sequence":%d,"data":{"id":%d},"time_extracted":""}',
+    b'{"action":"upsert","sequence":%d,"data":{"id":%d},"time_extracted":null}',
+    b'{"action":"upsert","sequence":%d,"data":{"id":%d,"at":"2026-11-26T10:00:00Z"} }',
+]
+
+
+@st.composite
+def plannable_batches(draw: Any) -> list[bytes]:
+    """Batch object lines whose records mostly repeat a few shapes a plan takes (no arrays, a
+    key), with values drawn afresh for each record, and now and then an odd line."""
+    pool = [{**shape, "id": 1} for shape in draw(st.lists(plain_shapes, min_size=1, max_size=3))]
+    lines: list[bytes] = []
+    sequence = 0
+    for _ in range(draw(st.integers(1, 2))):
+        header = Header(
+            1,
+            "t",
+            ("id",),
+            SCHEMA if draw(st.booleans()) else None,
+            draw(st.sampled_from([None, 7])),
+            "2026-11-26T10:00:00.000000Z",
+            "r",
+            "batch",
+        )
+        lines.append(header.encode())
+        for _ in range(draw(st.integers(1, 40))):
+            sequence += 1
+            if draw(st.integers(0, 40)) == 0:
+                lines.append(draw(st.sampled_from(ODD_LINES)) % (sequence, sequence))
+                continue
+            data = _fresh(draw, draw(st.sampled_from(pool)))
+            data["id"] = sequence
+            record: dict[str, Any] = {"action": "upsert", "sequence": sequence, "data": data}
+            if draw(st.integers(0, 3)) == 0:
+                record["time_extracted"] = "2026-11-26T09:00:00Z"
+            lines.append(dumps(record))
+    return lines
+
+
+@needs_native
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lines=st.one_of(batches(), plannable_batches()))
+def test_native_plans_stage_exactly_what_the_python_plans_stage(lines: list[bytes]) -> None:
+    results = []
+    for runs in (False, True):  # record lines read one by one, or handed over in runs
+        builder = plan_builder("t", _existing(), BATCHED_AT)  # as the Postgres loader stages
+        try:
+            for event in events(lines, runs=runs):
+                builder.feed(event)
+            results.append(_staged(builder))
+        finally:
+            builder.close()
+    assert results[0] == results[1]
+
+
+@needs_native
+def test_native_plans_take_the_lines_of_known_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run of one shape: the first record goes the general way and compiles the plan, the
+    rest are staged natively; a line with a backslash, Python's; then natively again."""
+    taken: list[int] = []
+    stage = native.stage
+
+    def counted(*args: Any) -> Any:
+        result = stage(*args)
+        taken.append(result[3])
+        return result
+
+    monkeypatch.setattr(native, "stage", counted)
+    header = Header(1, "t", ("id",), SCHEMA, 7, "2026-11-26T10:00:00Z", "r", "push")
+    data = [
+        {"id": i, "at": f"2026-11-26T10:00:{i % 60:02}Z", "amount": i / 4, "o": {"p": i % 2 == 0}}
+        for i in range(1, 201)
+    ]
+    data[99]["o"] = {"p": False, "q": "a \\ backslash"}  # another shape, not plain: Python's
+    lines = [header.encode()] + [
+        orjson.dumps({"action": "upsert", "sequence": i, "data": d})
+        for i, d in enumerate(data, start=1)
+    ]
+    builder = plan_builder("t", {}, BATCHED_AT)
+    for event in events(lines, runs=True):
+        builder.feed(event)
+    assert sum(taken) == 198  # all but the first and the one with a backslash
+    staged = builder.segments[0].root
+    rows = list(csv.reader(io.StringIO(b"".join(staged.spill.text(len(staged.order))).decode())))
+    assert len(rows) == 200 and builder.segments[0].rows == 200
+    row = dict(zip(staged.order, rows[149], strict=True))
+    assert (row["id"], row["at"], row["amount"], row["o__p"]) == (
+        "150",
+        "2026-11-26T10:00:30Z",
+        "37.5",
+        "true",
+    )
+    assert row["_sdc_sequence"] == "150" and row["_sdc_table_version"] == "7"
+    builder.close()
+
+
+@needs_native
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_native_floats_are_written_as_python_writes_them(value: float) -> None:
+    import skein_loader_native
+
+    assert skein_loader_native.float_repr(value) == repr(value)
+
+
+iso_parts = st.tuples(
+    st.integers(0, 10000),
+    st.integers(0, 13),
+    st.integers(0, 32),
+    st.sampled_from(["", "T", " ", "t", "x"]),
+    st.integers(0, 25),
+    st.integers(0, 61),
+    st.integers(0, 61),
+    st.sampled_from(["", ".", ".1", ".123456", ".1234567", ",5"]),
+    st.sampled_from(["", "Z", "+05:30", "-23:59", "+24:00", "+05", "z", "+05:30:00"]),
+)
+
+
+@needs_native
+@given(parts=iso_parts, cut=st.integers(0, 40))
+def test_native_date_times_are_a_subset_of_pythons(parts: tuple[Any, ...], cut: int) -> None:
+    import skein_loader_native
+
+    year, month, day, sep, hour, minute, second, fraction, zone = parts
+    text = f"{year:04}-{month:02}-{day:02}{sep}{hour:02}:{minute:02}:{second:02}{fraction}{zone}"
+    for candidate in (text, text[:cut], f"{year:04}-{month:02}-{day:02}"):
+        if skein_loader_native.takes_datetime(candidate):
+            assert parse_timestamp(candidate) is not None, candidate
+    if (
+        sep in ("T", " ")
+        and fraction not in (".", ".1234567", ",5")
+        and zone in ("", "Z", "+05:30")
+    ):
+        expected = parse_timestamp(text) is not None
+        assert skein_loader_native.takes_datetime(text) == expected, text

@@ -6,13 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from common.spool_client import Lease
-from common.wire import Header
 from services.loaders.bigquery import connection, errors, warehouse
 from services.loaders.bigquery.connection import Session
 from services.loaders.bigquery.destination import target_of
 from services.loaders.core.errors import LoadError
 from services.loaders.core.protocol import Destination, Warehouse
-from services.loaders.core.reader import Record
+from services.loaders.core.reader import Event, records
 
 
 class BigQueryWarehouse(Warehouse[Session]):
@@ -49,7 +48,7 @@ class BigQueryWarehouse(Warehouse[Session]):
         destination: Destination,
         lease: Lease,
         batch_ids: list[int],
-        stream: Iterator[Header | Record],
+        stream: Iterator[Event],
     ) -> tuple[int, int]:
         work = warehouse.LeaseWork(
             destination.client_id,
@@ -58,7 +57,7 @@ class BigQueryWarehouse(Warehouse[Session]):
             lease.record_counts(batch_ids),
             lease.lease_token,
         )
-        return warehouse.load_events(session, work, stream)
+        return warehouse.load_events(session, work, records(stream))
 
     def classify(self, exc: BaseException) -> LoadError:
         return errors.classify(exc)

@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 
 from common.spool_client import Lease
 from common.wire import Header
-from services.loaders.core import notes
+from services.loaders.core import native, notes
 from services.loaders.core.denest import (
     Denested,
     Row,
@@ -35,7 +35,7 @@ from services.loaders.core.denest import (
 )
 from services.loaders.core.fastplan import Inline, Layout, Plan, compile_plan, leaves
 from services.loaders.core.names import SEPARATOR, NameRules
-from services.loaders.core.reader import Record
+from services.loaders.core.reader import Event, Record, RecordLines, event_of
 from services.loaders.core.shape import ColumnLimit, TableShape, place
 from services.loaders.core.spill import Spill
 from services.loaders.core.system_columns import (
@@ -53,6 +53,9 @@ from services.loaders.core.system_columns import (
 )
 from services.loaders.core.types import ColumnType, parse_timestamp
 
+if TYPE_CHECKING:
+    from skein_loader_native import Plan as NativePlan
+
 
 @dataclass
 class LeaseLoad:
@@ -62,11 +65,11 @@ class LeaseLoad:
     table_source: str
     batch_ids: list[int]
     lease_token: str
-    events: Iterable[Header | Record]
+    events: Iterable[Event]
     batch_records: list[int] | None = None  # records in each batch (from the spool)
 
     @classmethod
-    def of(cls, lease: Lease, batch_ids: list[int], events: Iterable[Header | Record]) -> LeaseLoad:
+    def of(cls, lease: Lease, batch_ids: list[int], events: Iterable[Event]) -> LeaseLoad:
         return cls(
             lease.table_name, batch_ids, lease.lease_token, events, lease.record_counts(batch_ids)
         )
@@ -196,6 +199,7 @@ class PlanBuilder:
         compiled: bool = True,
         implicit_row: bool = False,
         batched_at: str | None = None,
+        native_plans: bool = False,
     ) -> None:
         self.table_source = table_source
         # True: objects and arrays stay whole (VARIANT) in the root row; no subtables.
@@ -217,6 +221,9 @@ class PlanBuilder:
         # The load's ``_sdc_batched_at`` (rendered) on every root row, where the warehouse
         # does not stamp it itself while merging.
         self.batched_at = batched_at
+        # True: ``render`` and ``plain_inline`` are the Postgres loader's, so a plan's native
+        # form (``native``), which writes what they write, may stage ``RecordLines`` for it.
+        self.native_plans = native_plans and self.compiled and native.available()
         self.shapes = shapes  # warehouse table name -> shape (existing tables pre-filled)
         self._earlier_subtables: set[str] = set()  # see ``subtable_shape``
         self.segments: list[Segment] = []
@@ -272,7 +279,10 @@ class PlanBuilder:
         )
 
     # -- events
-    def feed(self, event: Header | Record) -> None:
+    def feed(self, event: Event) -> None:
+        if isinstance(event, RecordLines):
+            self._feed_lines(event.lines)
+            return
         if (
             type(event) is Record
             and event.action == "upsert"
@@ -290,6 +300,45 @@ class PlanBuilder:
                     self._general(last, event)
                     return
         self._feed(event)
+
+    def _feed_lines(self, lines: list[bytes]) -> None:
+        """Record lines, unread: staged natively for as long as the plans take them (see
+        ``native``), each other one read and fed as a record."""
+        start, count = 0, len(lines)
+        while start < count:
+            if self.native_plans:
+                start += self._stage_natively(lines, start)
+                if start == count:
+                    return
+            self.feed(event_of(lines[start]))
+            start += 1
+
+    def _stage_natively(self, lines: list[bytes], start: int) -> int:
+        """How many of ``lines[start:]`` the current segment's native plans staged."""
+        keys = self._plan_keys
+        segments = self.segments
+        if keys is None or not segments:
+            return 0
+        last = segments[-1]
+        if last.activate_version is not None or last.key_names != self._keys:
+            return 0  # the next record opens a segment: Python's
+        plans, extracted = last.plans.get(keys[0]), last.plans.get(keys[1])
+        natives, extracted_natives = _natives(plans), _natives(extracted)
+        if natives is None and extracted_natives is None:
+            return 0
+        text, sizes, widths, taken, order, extracted_order = native.stage(
+            lines, start, natives, extracted_natives, self._context
+        )
+        if taken:
+            # The plans' most-recently-used order, as ``_planned`` keeps it.
+            if plans and natives is not None:
+                plans[:] = [plans[n] for n in order]
+            if extracted and extracted_natives is not None:
+                extracted[:] = [extracted[n] for n in extracted_order]
+            last.root.spill.append_rendered(text, sizes, widths)
+            last.rows += taken
+            self._row += taken
+        return taken
 
     def _feed(self, event: Header | Record) -> None:
         if isinstance(event, Header):
@@ -430,6 +479,8 @@ class PlanBuilder:
         )
         self._compiles += 1
         if plan is not None:
+            if self.native_plans:
+                plan.native = native.plan(leaves_found, objects, layout)  # type: ignore[attr-defined]
             plans.insert(0, plan)
 
     def _upsert(self, segment: Segment, record: Record) -> None:
@@ -543,6 +594,20 @@ class PlanBuilder:
     def close(self) -> None:
         for segment in self.segments:
             segment.close()
+
+
+def _natives(plans: list[Plan] | None) -> list[NativePlan] | None:
+    """The plans' native forms, in order; None unless every one has one (a record must meet
+    the plans in the order ``_planned`` tries them)."""
+    if not plans:
+        return None
+    found: list[NativePlan] = []
+    for plan in plans:
+        native_plan: NativePlan | None = getattr(plan, "native", None)
+        if native_plan is None:
+            return None
+        found.append(native_plan)
+    return found
 
 
 def _child_system(

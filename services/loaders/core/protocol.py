@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from common.spool_client import Lease
-from common.wire import Header
 from services.loaders.core.errors import LoadError
-from services.loaders.core.reader import Record
+from services.loaders.core.reader import Event
 
 SessionT = TypeVar("SessionT")  # what ``open`` returns and every other call is given back
 
@@ -66,7 +65,7 @@ class Warehouse(Protocol[SessionT]):
         destination: Destination,
         lease: Lease,
         batch_ids: list[int],
-        stream: Iterator[Header | Record],
+        stream: Iterator[Event],
     ) -> tuple[int, int]:
         """Load in one transaction with the batch ids; return (rows written, rejected)."""
 

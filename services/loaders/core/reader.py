@@ -93,38 +93,84 @@ def lines_of(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield data
 
 
-def events(lines: Iterable[bytes]) -> Iterator[Header | Record]:
-    """Headers and records of a batch object, in order."""
-    seen_header = False
-    loads = orjson.loads
-    for line in lines:
+class RecordLines:
+    """Record lines of a batch object, in order, none read yet: each plain (no backslash) and
+    an ``upsert`` by its first bytes. A loader whose plans run natively stages them without
+    reading them in Python (``PlanBuilder.feed``); any other reads each (``records``)."""
+
+    __slots__ = ("lines",)
+
+    def __init__(self, lines: list[bytes]) -> None:
+        self.lines = lines
+
+
+Event = Header | Record | RecordLines
+
+RUN_LINES = 1024  # record lines per ``RecordLines``
+_UPSERT = b'{"action":"upsert",'  # how the gate writes a record line (``common.wire``)
+
+
+def event_of(line: bytes) -> Header | Record:
+    """One line of a batch object: its header, or a record."""
+    try:
+        raw = orjson.loads(line)
+    except (ValueError, TypeError) as exc:
+        raise PermanentError(f"batch object holds a line that is not JSON: {exc}") from exc
+    if type(raw) is not dict:
+        raise PermanentError("batch object holds a line that is not a JSON object")
+    if "v" in raw and "client_id" in raw:
         try:
-            raw = loads(line)
-        except (ValueError, TypeError) as exc:
-            raise PermanentError(f"batch object holds a line that is not JSON: {exc}") from exc
-        if type(raw) is not dict:
-            raise PermanentError("batch object holds a line that is not a JSON object")
-        if "v" in raw and "client_id" in raw:
-            try:
-                yield Header.decode(line)
-            except (KeyError, ValueError) as exc:
-                raise PermanentError(f"unreadable batch header: {exc}") from exc
-            seen_header = True
+            return Header.decode(line)
+        except (KeyError, ValueError) as exc:
+            raise PermanentError(f"unreadable batch header: {exc}") from exc
+    sequence = raw.get("sequence", 0)
+    if type(sequence) is not int:  # a sequence beyond 64 bits: read the line exactly
+        raw = parse_line(line)
+        sequence = int(raw.get("sequence", 0))
+    return Record(
+        raw.get("action", "upsert"),
+        sequence,
+        raw.get("data"),
+        raw.get("time_extracted"),
+        line,
+        False,
+    )
+
+
+def events(lines: Iterable[bytes], runs: bool = False) -> Iterator[Event]:
+    """Headers and records of a batch object, in order. ``runs``: a header's plain upsert
+    lines come as ``RecordLines`` of up to ``RUN_LINES``, unread."""
+    seen_header = False
+    run: list[bytes] = []
+    for line in lines:
+        if runs and seen_header and line.startswith(_UPSERT) and b"\\" not in line:
+            run.append(line)
+            if len(run) >= RUN_LINES:
+                yield RecordLines(run)
+                run = []
             continue
-        if not seen_header:
+        if run:
+            yield RecordLines(run)
+            run = []
+        event = event_of(line)
+        if type(event) is Header:
+            seen_header = True
+        elif not seen_header:
             raise PermanentError("batch object does not start with a header line")
-        sequence = raw.get("sequence", 0)
-        if type(sequence) is not int:  # a sequence beyond 64 bits: read the line exactly
-            raw = parse_line(line)
-            sequence = int(raw.get("sequence", 0))
-        yield Record(
-            raw.get("action", "upsert"),
-            sequence,
-            raw.get("data"),
-            raw.get("time_extracted"),
-            line,
-            False,
-        )
+        yield event
+    if run:
+        yield RecordLines(run)
+
+
+def records(stream: Iterable[Event]) -> Iterator[Header | Record]:
+    """The events with every ``RecordLines`` read line by line (a loader that stages records
+    one at a time)."""
+    for event in stream:
+        if isinstance(event, RecordLines):
+            for line in event.lines:
+                yield event_of(line)
+        else:
+            yield event
 
 
 def s3_chunks(s3: Any, bucket: str, key: str) -> Iterator[bytes]:

@@ -38,7 +38,7 @@ from common.metrics import client_label
 from common.s3 import client as s3_client
 from common.spool_client import Lease, LeasedBatch, SpoolClient, SpoolConflict, SpoolUnavailable
 from common.wire import Header
-from services.loaders.core import faults, notes
+from services.loaders.core import faults, native, notes
 from services.loaders.core.destination_cache import Destinations
 from services.loaders.core.errors import LoadError, PermanentError, TransientError
 from services.loaders.core.metrics import (
@@ -53,7 +53,7 @@ from services.loaders.core.metrics import (
     SESSIONS,
 )
 from services.loaders.core.protocol import Destination, SessionT, Warehouse
-from services.loaders.core.reader import Record, events, lines_of, s3_chunks
+from services.loaders.core.reader import Event, events, lines_of, s3_chunks
 from services.loaders.core.sessions import SessionPool
 from services.loaders.core.settings import LoaderSettings
 from services.loaders.core.watch import LeaseWatch
@@ -91,6 +91,8 @@ class Runner(Generic[SessionT]):
             settings, Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5)
         )
         self._threads: list[threading.Thread] = []
+        # Record lines handed over unread, for plans that run natively (``native``).
+        self._runs = settings.native_plans and native.available()
 
     # -- lifecycle
     def start(self) -> None:
@@ -273,13 +275,11 @@ class Runner(Generic[SessionT]):
         stream = self._events(todo, request_ids)
         return self.warehouse.load(session, destination, lease, [b.batch_id for b in todo], stream)
 
-    def _events(
-        self, batches: list[LeasedBatch], request_ids: dict[str, None]
-    ) -> Iterator[Header | Record]:
+    def _events(self, batches: list[LeasedBatch], request_ids: dict[str, None]) -> Iterator[Event]:
         """The batches' header and record events; notes each header's request id on the way."""
         for batch in batches:
             chunks = s3_chunks(self._s3, self.settings.s3_bucket, batch.object_key)
-            for event in events(lines_of(chunks)):
+            for event in events(lines_of(chunks), runs=self._runs):
                 if isinstance(event, Header) and len(request_ids) < _LOGGED_REQUEST_IDS:
                     request_ids[event.request_id] = None
                 yield event

@@ -83,6 +83,11 @@ class LoaderSettings(SharedSettings):
         "",
         description="crash tests only: SIGKILL once at `before_commit` or `after_commit`",
     )
+    native_plans: bool = Field(
+        True,
+        description="run compiled record plans natively where skein_loader_native is installed "
+        "(Postgres); false: Python's plans only",
+    )
     fault_marker: str = Field(
         "",
         description="crash tests only: a file that makes the fault fire once, even across restarts",

@@ -38,6 +38,14 @@ class Spill:
         if len(pending) >= 1024:
             self._flush()
 
+    def append_rendered(self, text: bytes, sizes: bytes, widths: bytes) -> None:
+        """Rows already joined, each line ending in a newline, with each line's size in bytes
+        and its width in fields as native ``array("I")`` bytes (``native.stage``)."""
+        self._flush()
+        self._sizes.frombytes(sizes)
+        self._widths.frombytes(widths)
+        self._file.write(text)
+
     def _flush(self) -> None:
         pending = self._pending
         if pending:

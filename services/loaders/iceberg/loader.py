@@ -16,10 +16,9 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 from common.spool_client import Lease
-from common.wire import Header
 from services.loaders.core.errors import LoadError
 from services.loaders.core.protocol import Destination, Warehouse
-from services.loaders.core.reader import Record
+from services.loaders.core.reader import Event, records
 from services.loaders.iceberg import connection, errors, warehouse
 from services.loaders.iceberg.connection import Session
 from services.loaders.iceberg.destination import target_of
@@ -82,14 +81,16 @@ class IcebergWarehouse(Warehouse[Session]):
         destination: Destination,
         lease: Lease,
         batch_ids: list[int],
-        stream: Iterator[Header | Record],
+        stream: Iterator[Event],
     ) -> tuple[int, int]:
         work = warehouse.LeaseWork(
             destination.client_id, lease.table_name, batch_ids, lease.lease_token
         )
         found: set[int] = set()
         try:
-            return warehouse.load_events(session, work, stream, self.commit_attempts, found)
+            return warehouse.load_events(
+                session, work, records(stream), self.commit_attempts, found
+            )
         finally:
             if found:
                 self._remember(_where(session, destination), found)

@@ -8,11 +8,10 @@ from collections.abc import Hashable, Iterator
 import psycopg2
 
 from common.spool_client import Lease
-from common.wire import Header
 from services.loaders.core.errors import LoadError
 from services.loaders.core.plan import LeaseLoad
 from services.loaders.core.protocol import Destination, Warehouse
-from services.loaders.core.reader import Record
+from services.loaders.core.reader import Event
 from services.loaders.postgres import connection, errors, statements, warehouse
 from services.loaders.postgres.chunks import CHUNK_ROWS
 from services.loaders.postgres.connection import Connection, SessionLimits
@@ -74,7 +73,7 @@ class PostgresWarehouse(Warehouse[Connection]):
         destination: Destination,
         lease: Lease,
         batch_ids: list[int],
-        stream: Iterator[Header | Record],
+        stream: Iterator[Event],
     ) -> tuple[int, int]:
         schema = warehouse.schema_of(destination.config, destination.client_id)
         work = LeaseLoad.of(lease, batch_ids, stream)

@@ -75,8 +75,9 @@ def already_loaded(conn: Connection, schema: str, batch_ids: list[int]) -> set[i
 
 def plan_builder(table_source: str, shapes: dict[str, TableShape], batched_at: str) -> PlanBuilder:
     """How this loader stages a lease's records: compiled plans with ``render`` inlined (and its
-    plain records' rendering), root rows numbered by their line (they may be COPY'd straight in),
-    every row's ``_sdc_batched_at`` the load's."""
+    plain records' rendering), run natively where they can (``core.native``: it renders as
+    ``render`` does), root rows numbered by their line (they may be COPY'd straight in), every
+    row's ``_sdc_batched_at`` the load's."""
     return PlanBuilder(
         table_source,
         RULES,
@@ -86,6 +87,7 @@ def plan_builder(table_source: str, shapes: dict[str, TableShape], batched_at: s
         plain_inline=PLAIN_INLINE,
         implicit_row=True,
         batched_at=batched_at,
+        native_plans=True,
     )
 
 

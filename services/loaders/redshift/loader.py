@@ -13,11 +13,10 @@ from collections.abc import Iterator
 from redshift_connector.core import Connection
 
 from common.spool_client import Lease
-from common.wire import Header
 from services.loaders.core.errors import LoadError
 from services.loaders.core.plan import LeaseLoad
 from services.loaders.core.protocol import Destination, Warehouse
-from services.loaders.core.reader import Record
+from services.loaders.core.reader import Event
 from services.loaders.postgres.connection import SessionLimits
 from services.loaders.redshift import connection, errors, warehouse
 from services.loaders.redshift.staging import CopierFactory, S3Copier
@@ -75,7 +74,7 @@ class RedshiftWarehouse(Warehouse[Connection]):
         destination: Destination,
         lease: Lease,
         batch_ids: list[int],
-        stream: Iterator[Header | Record],
+        stream: Iterator[Event],
     ) -> tuple[int, int]:
         schema = warehouse.schema_of(destination.config, destination.client_id)
         work = LeaseLoad.of(lease, batch_ids, stream)

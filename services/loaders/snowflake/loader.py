@@ -12,11 +12,10 @@ from collections.abc import Iterator
 from snowflake.connector import SnowflakeConnection
 
 from common.spool_client import Lease
-from common.wire import Header
 from services.loaders.core.errors import LoadError
 from services.loaders.core.plan import LeaseLoad
 from services.loaders.core.protocol import Destination, Warehouse
-from services.loaders.core.reader import Record
+from services.loaders.core.reader import Event
 from services.loaders.snowflake import connection, errors, warehouse
 
 
@@ -69,7 +68,7 @@ class SnowflakeWarehouse(Warehouse[SnowflakeConnection]):
         destination: Destination,
         lease: Lease,
         batch_ids: list[int],
-        stream: Iterator[Header | Record],
+        stream: Iterator[Event],
     ) -> tuple[int, int]:
         schema = warehouse.schema_of(destination.config, destination.client_id)
         work = LeaseLoad.of(lease, batch_ids, stream)

@@ -1,0 +1,27 @@
+"""Types of the native module built from ``services/loaders/native/src/lib.rs``."""
+
+class Plan:
+    def __init__(
+        self,
+        objects: list[tuple[list[str], int]],
+        leaves: list[tuple[list[str], str, str | None, int]],
+        width: int,
+        received_at: int,
+        sequence: int,
+        batched_at: int | None,
+        table_version: int | None,
+        extracted_at: int | None,
+    ) -> None: ...
+
+def stage(
+    lines: list[bytes],
+    start: int,
+    plans: list[Plan] | None,
+    extracted_plans: list[Plan] | None,
+    received_at: str,
+    table_version: str,
+    batched_at: str,
+    limit: int,
+) -> tuple[bytes, bytes, bytes, int, list[int], list[int]]: ...
+def float_repr(value: float) -> str: ...
+def takes_datetime(text: str) -> bool: ...
