@@ -37,7 +37,7 @@ from common.s3 import client as s3_client
 from common.settings import SharedSettings
 from common.wire import Header
 from services.loaders.core import native
-from services.loaders.core.reader import events, lines_of, s3_chunks
+from services.loaders.core.reader import batch_events, events, lines_of, s3_chunks
 from services.loaders.postgres import warehouse
 from support.stack import use_stack_passwords
 
@@ -151,14 +151,13 @@ def main() -> None:
 
         def load_all(table: str, first_id: int, runs: bool = NATIVE) -> tuple[float, float]:
             """Every batch, ``--lease-batches`` to a lease (one transaction), as the runner
-            loads them (``runs``: record lines for the native plans, as the runner hands them
-            over where they are built); rows/s, and this process's CPU-us per row."""
+            loads them (``runs``: the batch objects' text for the native plans, as the runner
+            hands it over where they are built); rows/s, and this process's CPU-us per row."""
             began, cpu = time.monotonic(), time.process_time()
             for start in range(0, len(keys), args.lease_batches):
                 group = keys[start : start + args.lease_batches]
                 stream = itertools.chain.from_iterable(
-                    events(lines_of(s3_chunks(s3, shared.s3_bucket, key)), runs=runs)
-                    for key in group
+                    batch_events(s3_chunks(s3, shared.s3_bucket, key), text=runs) for key in group
                 )
                 ids = [first_id + start + n for n in range(len(group))]
                 warehouse.load(conn, schema, warehouse.LeaseLoad(table, ids, "bench", stream))

@@ -3,6 +3,7 @@ needs to get there: the cases as pytest parameters, a case's lines as the loader
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -12,7 +13,7 @@ import pytest
 
 from common.wire import dumps
 from services.loaders.core import native
-from services.loaders.core.reader import Event, events
+from services.loaders.core.reader import Event, batch_events
 from tests.conformance.cases import CASES, Case, Harness, Line
 
 
@@ -20,7 +21,8 @@ def to_events(lines: list[Line]) -> Iterator[Event]:
     """The events the loader's batch reader yields for these lines, as the runner reads them
     (record lines in runs where the native plans are built: the Postgres loader's cases run
     through them)."""
-    return events([dumps(line) for line in lines], runs=native.available())
+    text = gzip.compress(b"\n".join(dumps(line) for line in lines), 1)
+    return batch_events([text], text=native.available())
 
 
 def case_params(

@@ -35,7 +35,7 @@ from services.loaders.core.denest import (
 )
 from services.loaders.core.fastplan import Inline, Layout, Plan, compile_plan, leaves
 from services.loaders.core.names import SEPARATOR, NameRules
-from services.loaders.core.reader import Event, Record, RecordLines, event_of
+from services.loaders.core.reader import Event, Record, RecordText, event_of
 from services.loaders.core.shape import ColumnLimit, TableShape, place
 from services.loaders.core.spill import Spill
 from services.loaders.core.system_columns import (
@@ -222,7 +222,7 @@ class PlanBuilder:
         # does not stamp it itself while merging.
         self.batched_at = batched_at
         # True: ``render`` and ``plain_inline`` are the Postgres loader's, so a plan's native
-        # form (``native``), which writes what they write, may stage ``RecordLines`` for it.
+        # form (``native``), which writes what they write, may stage ``RecordText`` for it.
         self.native_plans = native_plans and self.compiled and native.available()
         self.shapes = shapes  # warehouse table name -> shape (existing tables pre-filled)
         self._earlier_subtables: set[str] = set()  # see ``subtable_shape``
@@ -280,8 +280,8 @@ class PlanBuilder:
 
     # -- events
     def feed(self, event: Event) -> None:
-        if isinstance(event, RecordLines):
-            self._feed_lines(event.lines)
+        if isinstance(event, RecordText):
+            self._feed_text(event.text, event.start)
             return
         if (
             type(event) is Record
@@ -301,33 +301,35 @@ class PlanBuilder:
                     return
         self._feed(event)
 
-    def _feed_lines(self, lines: list[bytes]) -> None:
-        """Record lines, unread: staged natively for as long as the plans take them (see
-        ``native``), each other one read and fed as a record."""
-        start, count = 0, len(lines)
-        while start < count:
+    def _feed_text(self, text: bytes, start: int) -> None:
+        """Lines, unread: staged natively for as long as the plans take them (see ``native``),
+        each other one read and fed as an event."""
+        end = len(text)
+        while start < end:
             if self.native_plans:
-                start += self._stage_natively(lines, start)
-                if start == count:
+                start = self._stage_natively(text, start)
+                if start >= end:
                     return
-            self.feed(event_of(lines[start]))
-            start += 1
+            stop = text.index(b"\n", start)
+            line, start = text[start:stop], stop + 1
+            if line:  # blank lines are skipped, as the line reader skips them
+                self.feed(event_of(line))
 
-    def _stage_natively(self, lines: list[bytes], start: int) -> int:
-        """How many of ``lines[start:]`` the current segment's native plans staged."""
+    def _stage_natively(self, text: bytes, start: int) -> int:
+        """Where in ``text`` the current segment's native plans stopped staging lines."""
         keys = self._plan_keys
         segments = self.segments
         if keys is None or not segments:
-            return 0
+            return start
         last = segments[-1]
         if last.activate_version is not None or last.key_names != self._keys:
-            return 0  # the next record opens a segment: Python's
+            return start  # the next record opens a segment: Python's
         plans, extracted = last.plans.get(keys[0]), last.plans.get(keys[1])
         natives, extracted_natives = _natives(plans), _natives(extracted)
         if natives is None and extracted_natives is None:
-            return 0
-        text, sizes, widths, taken, order, extracted_order = native.stage(
-            lines, start, natives, extracted_natives, self._context
+            return start
+        staged, sizes, widths, taken, stop, order, extracted_order = native.stage(
+            text, start, natives, extracted_natives, self._context
         )
         if taken:
             # The plans' most-recently-used order, as ``_planned`` keeps it.
@@ -335,10 +337,10 @@ class PlanBuilder:
                 plans[:] = [plans[n] for n in order]
             if extracted and extracted_natives is not None:
                 extracted[:] = [extracted[n] for n in extracted_order]
-            last.root.spill.append_rendered(text, sizes, widths)
+            last.root.spill.append_rendered(staged, sizes, widths)
             last.rows += taken
             self._row += taken
-        return taken
+        return stop
 
     def _feed(self, event: Header | Record) -> None:
         if isinstance(event, Header):
@@ -480,7 +482,7 @@ class PlanBuilder:
         self._compiles += 1
         if plan is not None:
             if self.native_plans:
-                plan.native = native.plan(leaves_found, objects, layout)  # type: ignore[attr-defined]
+                plan.native = native.plan(record.loose, leaves_found, objects, layout)  # type: ignore[attr-defined]
             plans.insert(0, plan)
 
     def _upsert(self, segment: Segment, record: Record) -> None:

@@ -93,21 +93,29 @@ def lines_of(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield data
 
 
-class RecordLines:
-    """Record lines of a batch object, in order, none read yet: each plain (no backslash) and
-    an ``upsert`` by its first bytes. A loader whose plans run natively stages them without
-    reading them in Python (``PlanBuilder.feed``); any other reads each (``records``)."""
+class RecordText:
+    """Lines of a batch object after its header, unread: ``text[start:]``, each line ending in
+    a newline. A loader whose plans run natively stages them from the text itself
+    (``PlanBuilder.feed``); any other reads them line by line (``records``)."""
 
-    __slots__ = ("lines",)
+    __slots__ = ("start", "text")
 
-    def __init__(self, lines: list[bytes]) -> None:
-        self.lines = lines
+    def __init__(self, text: bytes, start: int = 0) -> None:
+        self.text = text
+        self.start = start
+
+    def lines(self) -> Iterator[bytes]:
+        text, start = self.text, self.start
+        while start < len(text):
+            stop = text.index(b"\n", start)
+            if stop > start:  # blank lines are skipped, as ``lines_of`` skips them
+                yield text[start:stop]
+            start = stop + 1
 
 
-Event = Header | Record | RecordLines
+Event = Header | Record | RecordText
 
-RUN_LINES = 1024  # record lines per ``RecordLines``
-_UPSERT = b'{"action":"upsert",'  # how the gate writes a record line (``common.wire``)
+TEXT_BYTES = 1 << 20  # inflated bytes per ``RecordText``, about 3,000 records
 
 
 def event_of(line: bytes) -> Header | Record:
@@ -137,37 +145,75 @@ def event_of(line: bytes) -> Header | Record:
     )
 
 
-def events(lines: Iterable[bytes], runs: bool = False) -> Iterator[Event]:
-    """Headers and records of a batch object, in order. ``runs``: a header's plain upsert
-    lines come as ``RecordLines`` of up to ``RUN_LINES``, unread."""
+def events(lines: Iterable[bytes]) -> Iterator[Header | Record]:
+    """Headers and records of a batch object, in order."""
     seen_header = False
-    run: list[bytes] = []
     for line in lines:
-        if runs and seen_header and line.startswith(_UPSERT) and b"\\" not in line:
-            run.append(line)
-            if len(run) >= RUN_LINES:
-                yield RecordLines(run)
-                run = []
-            continue
-        if run:
-            yield RecordLines(run)
-            run = []
         event = event_of(line)
         if type(event) is Header:
             seen_header = True
         elif not seen_header:
             raise PermanentError("batch object does not start with a header line")
         yield event
-    if run:
-        yield RecordLines(run)
+
+
+def batch_events(chunks: Iterable[bytes], text: bool = False) -> Iterator[Event]:
+    """A batch object's events from its gzip bytes, in order. ``text``: after its header line,
+    the rest comes as ``RecordText`` blocks of whole lines, unread."""
+    if not text:
+        yield from events(lines_of(chunks))
+        return
+    seen_header = False
+    for block in text_blocks(chunks):
+        start = 0
+        while not seen_header and start < len(block):
+            stop = block.index(b"\n", start)
+            line, start = block[start:stop], stop + 1
+            if line:
+                event = event_of(line)
+                if type(event) is not Header:
+                    raise PermanentError("batch object does not start with a header line")
+                seen_header = True
+                yield event
+        if start < len(block):
+            yield RecordText(block, start)
+
+
+def text_blocks(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Inflate a gzip stream chunk by chunk into blocks of whole lines (each ending in a
+    newline, the last one's added), of about ``TEXT_BYTES`` or one line longer."""
+    inflater = isal_zlib.decompressobj(wbits=31)
+    pending = b""
+    try:
+        for chunk in chunks:
+            data = pending + inflater.decompress(chunk)
+            start = 0
+            while len(data) - start > TEXT_BYTES:
+                cut = data.find(b"\n", start + TEXT_BYTES - 1) + 1
+                if not cut:
+                    break  # one line longer than the rest: wait for its end
+                yield data[start:cut]
+                start = cut
+            cut = data.rfind(b"\n", start) + 1
+            if cut:
+                yield data[start:cut]
+                start = cut
+            pending = data[start:]
+        data = pending + inflater.flush()
+    except (zlib.error, isal_zlib.error) as exc:  # type: ignore[misc]
+        raise PermanentError(f"batch object is not valid gzip: {exc}") from exc
+    if not inflater.eof:
+        raise PermanentError("batch object is truncated (gzip stream incomplete)")
+    if data:
+        yield data + b"\n"
 
 
 def records(stream: Iterable[Event]) -> Iterator[Header | Record]:
-    """The events with every ``RecordLines`` read line by line (a loader that stages records
+    """The events with every ``RecordText`` read line by line (a loader that stages records
     one at a time)."""
     for event in stream:
-        if isinstance(event, RecordLines):
-            for line in event.lines:
+        if isinstance(event, RecordText):
+            for line in event.lines():
                 yield event_of(line)
         else:
             yield event

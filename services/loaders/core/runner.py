@@ -53,7 +53,7 @@ from services.loaders.core.metrics import (
     SESSIONS,
 )
 from services.loaders.core.protocol import Destination, SessionT, Warehouse
-from services.loaders.core.reader import Event, events, lines_of, s3_chunks
+from services.loaders.core.reader import Event, batch_events, s3_chunks
 from services.loaders.core.sessions import SessionPool
 from services.loaders.core.settings import LoaderSettings
 from services.loaders.core.watch import LeaseWatch
@@ -91,8 +91,8 @@ class Runner(Generic[SessionT]):
             settings, Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5)
         )
         self._threads: list[threading.Thread] = []
-        # Record lines handed over unread, for plans that run natively (``native``).
-        self._runs = settings.native_plans and native.available()
+        # Batch objects' text handed over unread, for plans that run natively (``native``).
+        self._text = settings.native_plans and native.available()
 
     # -- lifecycle
     def start(self) -> None:
@@ -279,7 +279,7 @@ class Runner(Generic[SessionT]):
         """The batches' header and record events; notes each header's request id on the way."""
         for batch in batches:
             chunks = s3_chunks(self._s3, self.settings.s3_bucket, batch.object_key)
-            for event in events(lines_of(chunks), runs=self._runs):
+            for event in batch_events(chunks, text=self._text):
                 if isinstance(event, Header) and len(request_ids) < _LOGGED_REQUEST_IDS:
                     request_ids[event.request_id] = None
                 yield event

@@ -3,8 +3,8 @@
 class Plan:
     def __init__(
         self,
-        objects: list[tuple[list[str], int]],
-        leaves: list[tuple[list[str], str, str | None, int]],
+        size: int,
+        fields: list[tuple[list[str], str, str | None, int]],
         width: int,
         received_at: int,
         sequence: int,
@@ -14,14 +14,13 @@ class Plan:
     ) -> None: ...
 
 def stage(
-    lines: list[bytes],
+    text: bytes,
     start: int,
     plans: list[Plan] | None,
     extracted_plans: list[Plan] | None,
     received_at: str,
     table_version: str,
     batched_at: str,
-    limit: int,
-) -> tuple[bytes, bytes, bytes, int, list[int], list[int]]: ...
+) -> tuple[bytes, bytes, bytes, int, int, list[int], list[int]]: ...
 def float_repr(value: float) -> str: ...
 def takes_datetime(text: str) -> bool: ...

@@ -12,76 +12,17 @@
 //! between quotes) that serde_json parses, an `upsert` envelope with an int64 sequence, and
 //! `data` of exactly the plan's shape (the same keys, each value of the same JSON type, within
 //! the same ranges as the Python plan checks; a date-time in Python's `fromisoformat`'s commonest
-//! forms). Its staged line is the Python plan's, byte for byte: `tests/unit/test_loader_native.py`
+//! forms). Its staged line is the Python plan's, byte for byte: `tests/unit/test_loader_fastplan.py`
 //! holds the two to that on generated records.
 
 use std::collections::HashMap;
 use std::fmt;
 
+use memchr::memmem;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-
-/// A parsed JSON value whose strings borrow from the line (a plain line has no escapes).
-enum Json<'a> {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Wide, // an integer beyond int64 (orjson: a Python int the plans do not take)
-    Float(f64),
-    Str(&'a str),
-    Array,
-    Object(Fields<'a>),
-}
-
-struct JsonVisitor;
-
-impl<'de> Visitor<'de> for JsonVisitor {
-    type Value = Json<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("JSON")
-    }
-    fn visit_unit<E>(self) -> Result<Json<'de>, E> {
-        Ok(Json::Null)
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Json<'de>, E> {
-        Ok(Json::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Json<'de>, E> {
-        Ok(Json::Int(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Json<'de>, E> {
-        Ok(i64::try_from(v).map_or(Json::Wide, Json::Int))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Json<'de>, E> {
-        Ok(Json::Float(v))
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Json<'de>, E> {
-        Ok(Json::Str(v))
-    }
-    fn visit_str<E: de::Error>(self, _v: &str) -> Result<Json<'de>, E> {
-        Err(E::custom("an escaped string")) // never in a plain line; Python's, if it were
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Json::Array) // no plan takes an array
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
-        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
-        while let Some(key) = map.next_key::<&'de str>()? {
-            fields.push((key, map.next_value::<Json<'de>>()?));
-        }
-        Ok(Json::Object(fields))
-    }
-}
-
-impl<'de> Deserialize<'de> for Json<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(JsonVisitor)
-    }
-}
+use pyo3::types::PyBytes;
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
 /// A leaf's JSON type (Python's) and its column type (`ColumnType`), as the plan was compiled.
 #[derive(Clone, Copy)]
@@ -185,15 +126,16 @@ fn insert(node: &mut Node, path: &[String], leaf: Node) -> PyResult<()> {
 
 #[pymethods]
 impl Plan {
-    /// ``objects``: (path, size) of every object, the record itself (path ``()``) first and
-    /// parents before children; ``leaves``: (path, Python type name, column type code or None
-    /// for a null, staging position or -1); the staging positions of the system columns.
+    /// ``size``: the record's number of fields; ``fields``: every field of the record and of
+    /// its objects, in the record's order (an object before its fields), as (path, Python type
+    /// name, column type code, staging position): an object is ``"object"``, None and its
+    /// number of fields, a null ``"NoneType"``, None and -1. Then the system columns' positions.
     #[new]
-    #[pyo3(signature = (objects, leaves, width, received_at, sequence, batched_at, table_version, extracted_at))]
+    #[pyo3(signature = (size, fields, width, received_at, sequence, batched_at, table_version, extracted_at))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        objects: Vec<(Vec<String>, usize)>,
-        leaves: Vec<(Vec<String>, String, Option<String>, i64)>,
+        size: usize,
+        fields: Vec<(Vec<String>, String, Option<String>, i64)>,
         width: usize,
         received_at: usize,
         sequence: usize,
@@ -207,17 +149,7 @@ impl Plan {
             index: HashMap::new(),
             children: Vec::new(),
         };
-        let mut objects = objects.into_iter();
-        let (root_path, root_size) = objects
-            .next()
-            .ok_or_else(|| PyValueError::new_err("no root object"))?;
-        if !root_path.is_empty() {
-            return Err(PyValueError::new_err("the first object must be the record"));
-        }
-        let mut root = object(root_size);
-        for (path, size) in objects {
-            insert(&mut root, &path, object(size))?;
-        }
+        let mut root = object(size);
         let mut slots = vec![Slot::Empty; width];
         let mut place = |at: usize, slot: Slot| -> PyResult<()> {
             match slots.get_mut(at) {
@@ -229,10 +161,13 @@ impl Plan {
             }
         };
         let mut cells = 0;
-        for (path, python_type, kind, at) in leaves {
-            let node = match kind {
-                None => Node::Null,
-                Some(kind) => {
+        for (path, python_type, kind, at) in fields {
+            let node = match (python_type.as_str(), kind) {
+                ("object", None) => object(
+                    usize::try_from(at).map_err(|_| PyValueError::new_err("an object's size"))?,
+                ),
+                (_, None) => Node::Null,
+                (_, Some(kind)) => {
                     let kind = leaf_kind(&python_type, &kind)
                         .ok_or_else(|| PyValueError::new_err("a leaf type this cannot render"))?;
                     let at = usize::try_from(at)
@@ -273,109 +208,202 @@ fn check_sizes(node: &Node) -> PyResult<()> {
     Ok(())
 }
 
-/// Does ``fields`` have exactly the shape of ``node``? Fills ``cells`` as it goes.
-fn matches<'a>(
-    node: &Node,
-    fields: &[(&'a str, Json<'a>)],
-    cells: &mut [Option<Cell<'a>>],
-) -> bool {
-    let Node::Object {
-        size,
-        keys,
-        index,
-        children,
-    } = node
-    else {
-        return false;
-    };
-    if fields.len() != *size {
-        return false;
-    }
-    let mut seen = [0u64; MAX_OBJECT / 64];
-    for (n, (key, value)) in fields.iter().enumerate() {
-        // Records of one shape mostly list their fields in one order: try that first.
-        let at = if keys.get(n).is_some_and(|k| k == key) {
-            n
-        } else {
-            match index.get(*key) {
-                Some(&at) => at,
-                None => return false,
-            }
-        };
-        let (word, bit) = (at / 64, 1u64 << (at % 64));
-        if seen[word] & bit != 0 {
-            return false; // a key twice: orjson keeps the last value; leave that to Python
-        }
-        seen[word] |= bit;
-        let ok = match (&children[at], value) {
-            (Node::Object { .. }, Json::Object(inner)) => matches(&children[at], inner, cells),
-            (Node::Null, Json::Null) => true,
-            (Node::Leaf { kind, cell }, value) => match (kind, value) {
-                (LeafKind::Text, Json::Str(s)) => {
-                    cells[*cell] = Some(Cell::Str(s));
-                    true
-                }
-                (LeafKind::Timestamp, Json::Str(s)) if is_datetime(s.as_bytes()) => {
-                    cells[*cell] = Some(Cell::Str(s));
-                    true
-                }
-                (LeafKind::BigInt, Json::Int(i)) => {
-                    cells[*cell] = Some(Cell::Int(*i));
-                    true
-                }
-                (LeafKind::IntDouble, Json::Int(i)) => {
-                    cells[*cell] = Some(Cell::IntDouble(*i));
-                    true
-                }
-                (LeafKind::Double, Json::Float(f)) if -FLOAT_LIMIT < *f && *f < FLOAT_LIMIT => {
-                    cells[*cell] = Some(Cell::Double(*f));
-                    true
-                }
-                (LeafKind::Boolean, Json::Bool(b)) => {
-                    cells[*cell] = Some(Cell::Bool(*b));
-                    true
-                }
-                _ => false,
-            },
-            _ => false,
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
+fn mismatch<E: de::Error>() -> E {
+    E::custom("not this plan") // the parse stops here: the line goes to the next plan, or Python
 }
 
-/// An object's fields, in the line's order (duplicates kept: a plan refuses them).
-type Fields<'a> = Vec<(&'a str, Json<'a>)>;
+/// What a line's envelope holds besides ``data`` (matched into the cells as it is parsed).
+struct Envelope<'a> {
+    sequence: i64,
+    extracted: Option<&'a str>, // a non-empty ``time_extracted`` ("" and null are falsy)
+}
 
-/// A record line's envelope: (sequence, data, time_extracted), or None when Python should read it.
-fn envelope<'a>(line: &'a [u8]) -> Option<(i64, Fields<'a>, Option<&'a str>)> {
-    let Ok(Json::Object(fields)) = serde_json::from_slice::<Json<'a>>(line) else {
-        return None;
-    };
-    let (mut action, mut sequence, mut data, mut extracted) = (false, false, None, false);
-    let (mut seq, mut time_extracted) = (0i64, None);
-    for (key, value) in fields {
-        let fresh = match (key, value) {
-            ("action", Json::Str("upsert")) => !std::mem::replace(&mut action, true),
-            ("sequence", Json::Int(i)) => {
-                seq = i;
-                !std::mem::replace(&mut sequence, true)
+/// Parses a record line as serde_json does (its grammar, numbers and UTF-8 checks) while
+/// matching its ``data`` against one plan, without building the values: the first field that
+/// differs from the plan ends the parse.
+struct LineSeed<'p, 'c, 'a> {
+    plan: &'p Plan,
+    cells: &'c mut [Option<Cell<'a>>],
+}
+
+impl<'de> DeserializeSeed<'de> for LineSeed<'_, '_, 'de> {
+    type Value = Envelope<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Envelope<'de>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LineSeed<'_, '_, 'de> {
+    type Value = Envelope<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a record line")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope<'de>, A::Error> {
+        let (mut action, mut sequence, mut data, mut extracted) = (false, None, false, None);
+        while let Some(key) = map.next_key::<&'de str>()? {
+            // Each field once (orjson keeps a repeated key's last value: Python's to read).
+            match key {
+                "action" if !action => {
+                    if map.next_value::<&'de str>()? != "upsert" {
+                        return Err(mismatch()); // activate_version and the like: Python's
+                    }
+                    action = true;
+                }
+                "sequence" if sequence.is_none() => sequence = Some(map.next_value::<i64>()?),
+                "data" if !data => {
+                    map.next_value_seed(ObjectSeed {
+                        node: &self.plan.root,
+                        cells: &mut *self.cells,
+                    })?;
+                    data = true;
+                }
+                "time_extracted" if extracted.is_none() => {
+                    extracted = Some(map.next_value::<Option<&'de str>>()?);
+                }
+                _ => return Err(mismatch()), // a header line, another field
             }
-            ("data", Json::Object(inner)) => data.replace(inner).is_none(),
-            ("time_extracted", Json::Null) => !std::mem::replace(&mut extracted, true),
-            ("time_extracted", Json::Str(s)) => {
-                time_extracted = (!s.is_empty()).then_some(s); // "" is falsy: no time
-                !std::mem::replace(&mut extracted, true)
-            }
-            _ => false, // another action, a header line, an odd type: Python's
+        }
+        if !data {
+            return Err(mismatch());
+        }
+        Ok(Envelope {
+            sequence: sequence.unwrap_or(0),
+            extracted: extracted.flatten().filter(|s| !s.is_empty()),
+        })
+    }
+}
+
+/// An object that must have exactly the fields of ``node``, each of its kind.
+struct ObjectSeed<'p, 'c, 'a> {
+    node: &'p Node,
+    cells: &'c mut [Option<Cell<'a>>],
+}
+
+impl<'de> DeserializeSeed<'de> for ObjectSeed<'_, '_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ObjectSeed<'_, '_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of the plan's shape")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Node::Object {
+            size,
+            keys,
+            index,
+            children,
+        } = self.node
+        else {
+            return Err(mismatch());
         };
-        if !fresh {
-            return None;
+        let mut seen = [0u64; MAX_OBJECT / 64];
+        let mut count = 0;
+        while let Some(key) = map.next_key::<&'de str>()? {
+            // Records of one shape mostly list their fields in one order: try that first.
+            let at = if keys.get(count).is_some_and(|k| k == key) {
+                count
+            } else {
+                *index.get(key).ok_or_else(mismatch)?
+            };
+            let (word, bit) = (at / 64, 1u64 << (at % 64));
+            if seen[word] & bit != 0 {
+                return Err(mismatch()); // a key twice: orjson keeps the last value
+            }
+            seen[word] |= bit;
+            count += 1;
+            map.next_value_seed(NodeSeed {
+                node: &children[at],
+                cells: &mut *self.cells,
+            })?;
+        }
+        if count != *size {
+            return Err(mismatch());
+        }
+        Ok(())
+    }
+}
+
+struct NodeSeed<'p, 'c, 'a> {
+    node: &'p Node,
+    cells: &'c mut [Option<Cell<'a>>],
+}
+
+impl<'de> DeserializeSeed<'de> for NodeSeed<'_, '_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        match self.node {
+            Node::Object { .. } => ObjectSeed {
+                node: self.node,
+                cells: self.cells,
+            }
+            .deserialize(d),
+            Node::Null => <()>::deserialize(d), // null, and nothing else
+            Node::Leaf { kind, cell } => {
+                self.cells[*cell] = Some(d.deserialize_any(LeafVisitor(*kind))?);
+                Ok(())
+            }
         }
     }
-    Some((seq, data?, time_extracted))
+}
+
+/// A scalar of the leaf's kind, within the ranges the Python plan checks.
+struct LeafVisitor(LeafKind);
+
+impl<'de> Visitor<'de> for LeafVisitor {
+    type Value = Cell<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a scalar of the plan's kind")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Cell<'de>, E> {
+        match self.0 {
+            LeafKind::Text => Ok(Cell::Str(v)),
+            LeafKind::Timestamp if is_datetime(v.as_bytes()) => Ok(Cell::Str(v)),
+            _ => Err(mismatch()),
+        }
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Cell<'de>, E> {
+        match self.0 {
+            LeafKind::BigInt => Ok(Cell::Int(v)),
+            LeafKind::IntDouble => Ok(Cell::IntDouble(v)),
+            _ => Err(mismatch()),
+        }
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Cell<'de>, E> {
+        // Beyond int64: a Python int the plans refuse.
+        self.visit_i64(i64::try_from(v).map_err(|_| mismatch::<E>())?)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Cell<'de>, E> {
+        match self.0 {
+            // A float this large might be an overflowed integer (orjson's reading of one); a
+            // negative zero might be the integer literal -0 (serde_json keeps its sign, orjson
+            // reads the int 0).
+            LeafKind::Double
+                if -FLOAT_LIMIT < v && v < FLOAT_LIMIT && !(v == 0.0 && v.is_sign_negative()) =>
+            {
+                Ok(Cell::Double(v))
+            }
+            _ => Err(mismatch()),
+        }
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Cell<'de>, E> {
+        match self.0 {
+            LeafKind::Boolean => Ok(Cell::Bool(v)),
+            _ => Err(mismatch()),
+        }
+    }
 }
 
 fn digits(bytes: &[u8], from: usize, to: usize) -> Option<u32> {
@@ -551,48 +579,51 @@ fn render(
     }
 }
 
-/// Try ``plans`` in ``order`` (most recently used first, as ``PlanBuilder._planned`` does);
-/// the index into ``plans`` of the one that took the record, moved to the front.
+/// Parse ``line`` against ``plans`` in ``order`` (most recently used first, as
+/// ``PlanBuilder._planned`` tries them): the position in ``order`` of the one that took it,
+/// and the line's envelope.
 fn take<'a>(
     plans: &[PyRef<'_, Plan>],
-    order: &mut [usize],
-    data: &[(&'a str, Json<'a>)],
+    order: &[usize],
+    line: &'a [u8],
     cells: &mut Vec<Option<Cell<'a>>>,
-) -> Option<usize> {
-    for n in 0..order.len() {
-        let plan = &plans[order[n]];
+) -> Option<(usize, Envelope<'a>)> {
+    for (n, &at) in order.iter().enumerate() {
+        let plan = &plans[at];
         cells.clear();
         cells.resize(plan.cells, None);
-        if matches(&plan.root, data, cells) {
-            order[..=n].rotate_right(1);
-            return Some(order[0]);
+        let mut parser = serde_json::Deserializer::from_slice(line);
+        let parsed = LineSeed { plan, cells }.deserialize(&mut parser);
+        if let (Ok(envelope), Ok(())) = (parsed, parser.end()) {
+            return Some((n, envelope));
         }
     }
     None
 }
 
-/// Stage ``lines[start:]`` for as long as a plan takes each line: ``plans`` for records
-/// without a ``time_extracted``, ``extracted_plans`` for those with one (each most recently
-/// used first; ``None``: Python's). Returns (the staged lines, each ending in a newline;
-/// their sizes and widths as native ``array("I")`` bytes; how many lines were taken; each
-/// list's new order, as indices into it).
+/// Stage the lines of ``text[start:]`` (each ending in a newline; blank ones skipped) for as
+/// long as a plan takes each: ``plans`` for records without a ``time_extracted``,
+/// ``extracted_plans`` for those with one (each most recently used first; ``None``: Python's).
+/// Returns (the staged lines, each ending in a newline; their sizes and widths as native
+/// ``array("I")`` bytes; how many lines were taken; where the first line not taken starts;
+/// each list's new order, as indices into it).
 #[pyfunction]
-#[pyo3(signature = (lines, start, plans, extracted_plans, received_at, table_version, batched_at, limit))]
+#[pyo3(signature = (text, start, plans, extracted_plans, received_at, table_version, batched_at))]
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn stage<'py>(
     py: Python<'py>,
-    lines: &Bound<'py, PyList>,
+    text: &[u8],
     start: usize,
     plans: Option<Vec<PyRef<'py, Plan>>>,
     extracted_plans: Option<Vec<PyRef<'py, Plan>>>,
     received_at: &str,
     table_version: &str,
     batched_at: &str,
-    limit: usize,
 ) -> PyResult<(
     Bound<'py, PyBytes>,
     Bound<'py, PyBytes>,
     Bound<'py, PyBytes>,
+    usize,
     usize,
     Vec<usize>,
     Vec<usize>,
@@ -606,34 +637,53 @@ fn stage<'py>(
     let extracted_plans = extracted_plans.unwrap_or_default();
     let mut order: Vec<usize> = (0..plans.len()).collect();
     let mut extracted_order: Vec<usize> = (0..extracted_plans.len()).collect();
-    let mut out = Vec::with_capacity(64 * 1024);
+    let mut out = Vec::with_capacity(text.len().saturating_sub(start).min(4 << 20));
     let (mut sizes, mut widths) = (Vec::<u8>::new(), Vec::<u8>::new());
-    // Held for the whole call: the cells borrow the lines' strings.
-    let held: Vec<Bound<'py, PyBytes>> = lines
-        .iter()
-        .skip(start)
-        .take(limit)
-        .map(|item| item.downcast_into::<PyBytes>().map_err(PyErr::from))
-        .collect::<PyResult<_>>()?;
     let mut cells = Vec::new();
     let mut taken = 0;
-    for bytes in &held {
-        let line = bytes.as_bytes();
-        if line.contains(&b'\\') {
+    let time_extracted = memmem::Finder::new(b"\"time_extracted\"");
+    let mut at = start;
+    while let Some(length) = text.get(at..).and_then(|rest| memchr::memchr(b'\n', rest)) {
+        let line = &text[at..at + length];
+        if line.is_empty() {
+            at += 1;
+            continue;
+        }
+        if memchr::memchr(b'\\', line).is_some() {
             break; // not plain
         }
-        let Some((sequence, data, extracted)) = envelope(line) else {
-            break;
-        };
-        let (group, group_order) = if extracted.is_some() {
-            (&extracted_plans, &mut extracted_order)
+        // Which plans: those of records with a time_extracted, or those without. A line that
+        // names one is most likely to have one; the envelope parsed says for sure.
+        let groups: &[bool] = if time_extracted.find(line).is_some() {
+            &[true, false]
         } else {
-            (&plans, &mut order)
+            &[false]
         };
-        let Some(used) = take(group, group_order, &data, &mut cells) else {
+        let mut found = None;
+        for extracted in groups {
+            let (group, group_order) = if *extracted {
+                (&extracted_plans, &mut extracted_order)
+            } else {
+                (&plans, &mut order)
+            };
+            if let Some((n, envelope)) = take(group, group_order, line, &mut cells) {
+                if envelope.extracted.is_some() == *extracted {
+                    group_order[..=n].rotate_right(1); // as ``_planned`` keeps its plans
+                    found = Some((&group[group_order[0]], envelope));
+                }
+                break; // parsed: this is its group, or no plan of the other takes it either
+            }
+        }
+        let Some((
+            plan,
+            Envelope {
+                sequence,
+                extracted,
+            },
+        )) = found
+        else {
             break;
         };
-        let plan = &group[used];
         let before = out.len();
         render(&mut out, plan, &cells, sequence, extracted, &context);
         let size = u32::try_from(out.len() - before)
@@ -642,12 +692,14 @@ fn stage<'py>(
         sizes.extend_from_slice(&size.to_ne_bytes());
         widths.extend_from_slice(&(plan.slots.len() as u32).to_ne_bytes());
         taken += 1;
+        at += length + 1;
     }
     Ok((
         PyBytes::new(py, &out),
         PyBytes::new(py, &sizes),
         PyBytes::new(py, &widths),
         taken,
+        at,
         order,
         extracted_order,
     ))
