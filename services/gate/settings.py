@@ -47,7 +47,11 @@ class GateSettings(SharedSettings):
         8 * MB, ge=64 * 1024, description="the topic's message limit (one record must fit)"
     )
     compression: str = Field("lz4", description="producer compression")
-    linger_ms: int = Field(5, ge=0, description="producer linger")
+    linger_ms: int = Field(
+        5,
+        ge=0,
+        description="producer linger; 30: ~10 % less pipeline CPU per GB, ~30 ms more per 202",
+    )
     token_ttl_s: float = Field(
         5.0, gt=0, description="token cache TTL: a revocation takes effect within it"
     )

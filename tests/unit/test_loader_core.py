@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.wire import Header
-from services.loaders.core import destination_cache
+from services.loaders.core import destination_cache, reader
 from services.loaders.core.denest import denest, flat_row, is_flat, nested_row
 from services.loaders.core.errors import PermanentError
 from services.loaders.core.names import NameRules
@@ -223,6 +223,31 @@ def test_the_reader_yields_every_non_empty_line_however_the_stream_is_cut(
     edges = [0, *sorted(min(c, len(body)) for c in cuts), len(body)]  # repeated: empty chunks
     chunks = [body[a:b] for a, b in pairwise(edges)]
     assert list(lines_of(chunks)) == [line for line in text.split(b"\n") if line]
+    # The text blocks (for native plans): the same lines, in blocks of whole lines, a block
+    # cut after ~TEXT_BYTES (made small here) or after a line longer than that.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(reader, "TEXT_BYTES", 64)
+        blocks = list(reader.text_blocks(chunks))
+    assert all(block.endswith(b"\n") for block in blocks)
+    assert all(len(b) <= 64 or b.count(b"\n") == 1 or b[:-1].rfind(b"\n") < 64 for b in blocks)
+    got = [line for block in blocks for line in reader.RecordText(block).lines()]
+    assert got == [line for line in text.split(b"\n") if line]
+
+
+def test_batch_text_comes_after_its_header_and_broken_objects_are_refused() -> None:
+    header = _header(("id",)).encode()
+    record = b'{"action":"upsert","sequence":1,"data":{"n":1}}'
+    body = gzip.compress(b"\n" + header + b"\n" + record + b"\n\n" + record)
+    got = list(reader.batch_events([body[:7], body[7:]], text=True))
+    assert isinstance(got[0], Header) and isinstance(got[1], reader.RecordText)
+    read = list(reader.records(got))  # the blank lines skipped, as the line reader skips them
+    assert read[0] is got[0] and [(type(r), r.raw) for r in read[1:]] == [(Record, record)] * 2  # type: ignore[union-attr]
+    with pytest.raises(PermanentError, match="header"):
+        list(reader.batch_events([gzip.compress(record)], text=True))
+    with pytest.raises(PermanentError, match="truncated"):
+        list(reader.batch_events([body[:-8]], text=True))
+    with pytest.raises(PermanentError, match="gzip"):
+        list(reader.batch_events([b"not gzip"], text=True))
 
 
 def test_object_store_failures_are_transient_but_a_missing_object_is_permanent() -> None:

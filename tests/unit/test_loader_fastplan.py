@@ -76,6 +76,21 @@ leaf_or_object = st.recursive(
 shapes = st.dictionaries(names, leaf_or_object, min_size=1, max_size=5)
 
 
+def _header(draw: Any, keyed: bool) -> bytes:
+    """A batch header line: keyed on ``id`` or append-only, with or without a schema and a
+    table version, at one of two received times."""
+    return Header(
+        1,
+        "t",
+        ("id",) if keyed else (),
+        SCHEMA if draw(st.booleans()) else None,
+        draw(st.sampled_from([None, 7])),
+        draw(st.sampled_from(["2026-11-26T10:00:00.000000Z", "2026-11-26T11:00:00Z"])),
+        "r",
+        "batch",
+    ).encode()
+
+
 @st.composite
 def batches(draw: Any) -> list[bytes]:
     """Batch object lines: headers and records, most records repeating a few shapes."""
@@ -84,17 +99,7 @@ def batches(draw: Any) -> list[bytes]:
     sequence = 0
     for _ in range(draw(st.integers(1, 3))):
         keyed = draw(st.booleans())
-        header = Header(
-            1,
-            "t",
-            ("id",) if keyed else (),
-            SCHEMA if draw(st.booleans()) else None,
-            draw(st.sampled_from([None, 7])),
-            draw(st.sampled_from(["2026-11-26T10:00:00.000000Z", "2026-11-26T11:00:00Z"])),
-            "r",
-            "batch",
-        )
-        lines.append(header.encode())
+        lines.append(_header(draw, keyed))
         for _ in range(draw(st.integers(1, 25))):
             sequence += 1
             if draw(st.integers(0, 30)) == 0:
@@ -327,17 +332,7 @@ def plannable_batches(draw: Any) -> list[bytes]:
     lines: list[bytes] = []
     sequence = 0
     for _ in range(draw(st.integers(1, 2))):
-        header = Header(
-            1,
-            "t",
-            ("id",),
-            SCHEMA if draw(st.booleans()) else None,
-            draw(st.sampled_from([None, 7])),
-            "2026-11-26T10:00:00.000000Z",
-            "r",
-            "batch",
-        )
-        lines.append(header.encode())
+        lines.append(_header(draw, keyed=True))
         for _ in range(draw(st.integers(1, 40))):
             sequence += 1
             if draw(st.integers(0, 40)) == 0:
