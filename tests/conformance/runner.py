@@ -12,17 +12,16 @@ from typing import Any
 import pytest
 
 from common.wire import dumps
-from services.loaders.core import native
 from services.loaders.core.reader import Event, batch_events
 from tests.conformance.cases import CASES, Case, Harness, Line
 
 
-def to_events(lines: list[Line]) -> Iterator[Event]:
-    """The events the loader's batch reader yields for these lines, as the runner reads them
-    (record lines in runs where the native plans are built: the Postgres loader's cases run
-    through them)."""
-    text = gzip.compress(b"\n".join(dumps(line) for line in lines), 1)
-    return batch_events([text], text=native.available())
+def to_events(lines: list[Line], text: bool = False) -> Iterator[Event]:
+    """The events the loader's batch reader yields for these lines: each line read, or with
+    ``text`` (as the runner reads for a warehouse whose plans run natively) the record lines
+    handed over unread."""
+    body = gzip.compress(b"\n".join(dumps(line) for line in lines), 1)
+    return batch_events([body], text=text)
 
 
 def case_params(

@@ -15,6 +15,7 @@ import psycopg2
 from psycopg2 import sql
 
 from common.spool_client import Lease, LeasedBatch
+from services.loaders.core import native
 from services.loaders.core.names import NameRules
 from services.loaders.core.protocol import Destination, SessionT, Warehouse
 from services.loaders.core.system_columns import ROW, SOURCE_KEY
@@ -51,9 +52,13 @@ class ThroughProtocol(Generic[SessionT]):
     closed and never used again, the batch ids the warehouse already holds skipped, and a
     failure raised as the warehouse classifies it (the verdict the loop would nack with)."""
 
-    def __init__(self, warehouse: Warehouse[SessionT]) -> None:
+    def __init__(self, warehouse: Warehouse[SessionT], text: bool | None = None) -> None:
         self.warehouse = warehouse
         self._sessions: dict[str, SessionT] = {}
+        # How the runner reads batches for it (``Runner._text``), unless a test says.
+        if text is None:
+            text = getattr(warehouse, "stages_text", False) and native.available()
+        self.text = text
 
     def _session(self, destination: Destination) -> SessionT:
         key = json.dumps([destination.config, destination.secrets], sort_keys=True)
@@ -93,7 +98,8 @@ class ThroughProtocol(Generic[SessionT]):
                 if not todo:
                     return 0, 0
             lease = lease_of(destination, table, todo, lines, token)
-            return self.warehouse.load(session, destination, lease, todo, to_events(lines))
+            events = to_events(lines, self.text)
+            return self.warehouse.load(session, destination, lease, todo, events)
         except Exception as exc:
             self._discard(destination)
             failure = self.warehouse.classify(exc)
@@ -117,11 +123,12 @@ class SchemaHarness:
     prefix: str  # of every schema a run makes, so that the run's end can drop them all
     rules: NameRules
     rejected_table: str
+    text: bool | None = None  # batches read as the runner reads them for this loader
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn  # for reading back only
         self.run = uuid.uuid4().hex[:6]
-        self.driver = ThroughProtocol(self.loader())
+        self.driver = ThroughProtocol(self.loader(), self.text)
 
     def loader(self) -> Warehouse[Any]:
         raise NotImplementedError

@@ -39,9 +39,16 @@ class PostgresHarness(SchemaHarness):
         return destination(schema)
 
 
-@pytest.fixture(scope="module")
-def harness() -> Iterator[PostgresHarness]:
-    with PostgresHarness.connected() as h:
+class PostgresLinesHarness(PostgresHarness):
+    """Batches read line by line, as the loader reads them without its native plans."""
+
+    text = False
+
+
+@pytest.fixture(scope="module", params=["as_the_runner_reads", "line_by_line"])
+def harness(request: pytest.FixtureRequest) -> Iterator[PostgresHarness]:
+    kind = PostgresHarness if request.param == "as_the_runner_reads" else PostgresLinesHarness
+    with kind.connected() as h:
         yield h
 
 

@@ -11,6 +11,7 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
+from services.loaders.core import native
 from services.loaders.postgres import statements, warehouse
 from tests.conformance.cases import Line, activate, header, up
 from tests.conformance.runner import to_events
@@ -35,7 +36,7 @@ def date_time_schema(field: str) -> dict[str, Any]:
 
 
 def load(conn: Any, schema: str, table: str, batch_id: int, lines: list[Line]) -> None:
-    work = warehouse.LeaseLoad(table, [batch_id], "token", to_events(lines))
+    work = warehouse.LeaseLoad(table, [batch_id], "token", to_events(lines, native.available()))
     warehouse.load(conn, schema, work)
 
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.wire import Header, dumps
-from services.loaders.core import native
+from services.loaders.core import native, reader
 from services.loaders.core.plan import PlanBuilder
 from services.loaders.core.reader import batch_events, events
 from services.loaders.core.shape import TableShape
@@ -352,15 +352,25 @@ def plannable_batches(draw: Any) -> list[bytes]:
 @given(lines=st.one_of(batches(), plannable_batches()))
 def test_native_plans_stage_exactly_what_the_python_plans_stage(lines: list[bytes]) -> None:
     results = []
-    for runs in (False, True):  # lines read one by one, or the text handed over
+    body = gzip.compress(b"\n".join(lines), 1)
+    # Lines read one by one; the text handed over (in blocks cut every ~300 bytes here, so
+    # segments and runs of one shape cross them); and fed a few lines at a time.
+    for text, limit in ((False, None), (True, None), (True, 3)):
         builder = plan_builder("t", _existing(), BATCHED_AT)  # as the Postgres loader stages
         try:
-            for event in batch_events([gzip.compress(b"\n".join(lines), 1)], text=runs):
-                builder.feed(event)
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(reader, "TEXT_BYTES", 300)
+                for event in batch_events([body], text=text):
+                    if isinstance(event, reader.RecordText) and limit:
+                        start = event.start
+                        while start < event.end:
+                            start = builder.feed_text(event.text, start, event.end, limit)
+                    else:
+                        builder.feed(event)
             results.append(_staged(builder))
         finally:
             builder.close()
-    assert results[0] == results[1]
+    assert results[0] == results[1] == results[2]
 
 
 @needs_native

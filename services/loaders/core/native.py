@@ -8,7 +8,7 @@ and layout as its Python plan, and ``stage`` takes a batch object's lines from i
 line the Python plan would (``tests/unit/test_loader_fastplan.py``). The first line it does not
 take, Python reads.
 What that saves: the Python plan's checks and f-string, and orjson's parse and the ``Record``
-before them, ~4.5 of the Postgres loader's ~6 us a record.
+before them: the Postgres loader's ~5.9 CPU-us a record become ~2.0.
 """
 
 from __future__ import annotations
@@ -77,13 +77,17 @@ def plan(
 def stage(
     text: bytes,
     start: int,
+    end: int,
+    limit: int,
     plans: list[NativePlan] | None,
     extracted_plans: list[NativePlan] | None,
     context: tuple[str, str, str | None],
 ) -> tuple[bytes, bytes, bytes, int, int, list[int], list[int]]:
-    """``skein_loader_native.stage``: ``text``'s lines from ``start`` on (each ending in a
-    newline) staged until one is not taken; ``context`` is the header's (received_at,
-    table_version, batched_at) as rendered."""
+    """``skein_loader_native.stage``: ``text[start:end]``'s lines (each ending in a newline),
+    at most ``limit``, staged until one is not taken; ``context`` is (received_at,
+    table_version, batched_at) as the rows carry them."""
     assert _native is not None
     received, version, batched = context
-    return _native.stage(text, start, plans, extracted_plans, received, version, batched or "")
+    return _native.stage(
+        text, start, end, limit, plans, extracted_plans, received, version, batched or ""
+    )

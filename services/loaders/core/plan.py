@@ -224,6 +224,8 @@ class PlanBuilder:
         # True: ``render`` and ``plain_inline`` are the Postgres loader's, so a plan's native
         # form (``native``), which writes what they write, may stage ``RecordText`` for it.
         self.native_plans = native_plans and self.compiled and native.available()
+        self._native_skip = 0  # lines not offered to the native plans (see ``feed_text``)
+        self._refusals = 0
         self.shapes = shapes  # warehouse table name -> shape (existing tables pre-filled)
         self._earlier_subtables: set[str] = set()  # see ``subtable_shape``
         self.segments: list[Segment] = []
@@ -281,7 +283,7 @@ class PlanBuilder:
     # -- events
     def feed(self, event: Event) -> None:
         if isinstance(event, RecordText):
-            self._feed_text(event.text, event.start)
+            self.feed_text(event.text, event.start, event.end)
             return
         if (
             type(event) is Record
@@ -301,36 +303,51 @@ class PlanBuilder:
                     return
         self._feed(event)
 
-    def _feed_text(self, text: bytes, start: int) -> None:
-        """Lines, unread: staged natively for as long as the plans take them (see ``native``),
-        each other one read and fed as an event."""
-        end = len(text)
-        while start < end:
-            if self.native_plans:
-                start = self._stage_natively(text, start)
-                if start >= end:
-                    return
-            stop = text.index(b"\n", start)
+    def feed_text(self, text: bytes, start: int, end: int, limit: int | None = None) -> int:
+        """Record lines of ``text[start:end]``, unread (``RecordText``), at most ``limit``:
+        staged natively for as long as the plans take them (see ``native``), each other one
+        read and fed as an event. Returns where it stopped."""
+        fed = 0
+        while start < end and (limit is None or fed < limit):
+            if self.native_plans and not self._native_skip:
+                taken, start = self._stage_natively(
+                    text, start, end, len(text) if limit is None else limit - fed
+                )
+                fed += taken
+                if start >= end or (limit is not None and fed >= limit):
+                    break
+            stop = text.find(b"\n", start, end)
+            stop = end if stop < 0 else stop
             line, start = text[start:stop], stop + 1
             if line:  # blank lines are skipped, as the line reader skips them
                 self.feed(event_of(line))
+                fed += 1
+            if self._native_skip:
+                self._native_skip -= 1
+        return start
 
-    def _stage_natively(self, text: bytes, start: int) -> int:
-        """Where in ``text`` the current segment's native plans stopped staging lines."""
+    def _stage_natively(self, text: bytes, start: int, end: int, limit: int) -> tuple[int, int]:
+        """How many of ``text[start:end]``'s lines (at most ``limit``) the current segment's
+        native plans staged, and where they stopped."""
         keys = self._plan_keys
         segments = self.segments
         if keys is None or not segments:
-            return start
+            return 0, start
         last = segments[-1]
         if last.activate_version is not None or last.key_names != self._keys:
-            return start  # the next record opens a segment: Python's
+            return 0, start  # the next record opens a segment: Python's
         plans, extracted = last.plans.get(keys[0]), last.plans.get(keys[1])
         natives, extracted_natives = _natives(plans), _natives(extracted)
         if natives is None and extracted_natives is None:
-            return start
+            return 0, start
         staged, sizes, widths, taken, stop, order, extracted_order = native.stage(
-            text, start, natives, extracted_natives, self._context
+            text, start, end, limit, natives, extracted_natives, self._context
         )
+        # The line it stopped at is Python's. Lines the plans refuse one after another (another
+        # shape, escapes) are not offered to them again at once: after the n-th call in a row
+        # that took none, the next 2**n lines (at most 64) are not.
+        self._refusals = 0 if taken else self._refusals + 1
+        self._native_skip = min(2**self._refusals, 64) if self._refusals else 0
         if taken:
             # The plans' most-recently-used order, as ``_planned`` keeps it.
             if plans and natives is not None:
@@ -340,7 +357,7 @@ class PlanBuilder:
             last.root.spill.append_rendered(staged, sizes, widths)
             last.rows += taken
             self._row += taken
-        return stop
+        return taken, stop
 
     def _feed(self, event: Header | Record) -> None:
         if isinstance(event, Header):

@@ -101,20 +101,23 @@ def lines_of(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 
 class RecordText:
-    """Lines of a batch object after its header, unread: ``text[start:]``, each line ending in
-    a newline. A loader whose plans run natively stages them from the text itself
-    (``PlanBuilder.feed``); any other reads them line by line (``records``)."""
+    """Record lines of a batch object, unread: ``text[start:end]``, each line ending in a
+    newline (header lines come as ``Header`` events, not in here). A loader whose plans run
+    natively stages them from the text itself (``PlanBuilder.feed_text``); any other reads
+    them line by line (``records``)."""
 
-    __slots__ = ("start", "text")
+    __slots__ = ("end", "start", "text")
 
-    def __init__(self, text: bytes, start: int = 0) -> None:
+    def __init__(self, text: bytes, start: int, end: int) -> None:
         self.text = text
         self.start = start
+        self.end = end
 
     def lines(self) -> Iterator[bytes]:
-        text, start = self.text, self.start
-        while start < len(text):
-            stop = text.index(b"\n", start)
+        text, start, end = self.text, self.start, self.end
+        while start < end:
+            stop = text.find(b"\n", start, end)
+            stop = end if stop < 0 else stop
             if stop > start:  # blank lines are skipped, as ``lines_of`` skips them
                 yield text[start:stop]
             start = stop + 1
@@ -122,7 +125,7 @@ class RecordText:
 
 Event = Header | Record | RecordText
 
-TEXT_BYTES = 1 << 20  # inflated bytes per ``RecordText``, about 3,000 records
+TEXT_BYTES = 1 << 20  # inflated bytes per block of ``RecordText``, about 3,000 records
 
 
 def event_of(line: bytes) -> Header | Record:
@@ -165,30 +168,40 @@ def events(lines: Iterable[bytes]) -> Iterator[Header | Record]:
 
 
 def batch_events(chunks: Iterable[bytes], text: bool = False) -> Iterator[Event]:
-    """A batch object's events from its gzip bytes, in order. ``text``: after its header line,
-    the rest comes as ``RecordText`` blocks of whole lines, unread."""
+    """A batch object's events from its gzip bytes, in order. ``text``: its record lines come
+    as ``RecordText`` spans of its inflated text, unread, between its header lines (each a
+    ``Header``, as the gate writes them: starting ``{"v":``)."""
     if not text:
         yield from events(lines_of(chunks))
         return
     seen_header = False
     for block in text_blocks(chunks):
-        start = 0
-        while not seen_header and start < len(block):
-            stop = block.index(b"\n", start)
-            line, start = block[start:stop], stop + 1
-            if line:
-                event = event_of(line)
-                if type(event) is not Header:
-                    raise PermanentError("batch object does not start with a header line")
-                seen_header = True
-                yield event
-        if start < len(block):
-            yield RecordText(block, start)
+        start, end = 0, len(block)
+        while start < end:
+            if not seen_header or block.startswith(_HEADER, start):
+                stop = block.index(b"\n", start)
+                line, start = block[start:stop], stop + 1
+                if line:
+                    event = event_of(line)
+                    if type(event) is Header:
+                        seen_header = True
+                    elif not seen_header:
+                        raise PermanentError("batch object does not start with a header line")
+                    yield event
+                continue
+            at = block.find(_NEXT_HEADER, start)
+            stop = end if at < 0 else at + 1
+            yield RecordText(block, start, stop)
+            start = stop
+
+
+_HEADER = b'{"v":'
+_NEXT_HEADER = b'\n{"v":'
 
 
 def text_blocks(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """Inflate a gzip stream chunk by chunk into blocks of whole lines (each ending in a
-    newline, the last one's added), of about ``TEXT_BYTES`` or one line longer."""
+    newline, the last one's added): at most ~``TEXT_BYTES`` and one line each."""
     pending = b""
     for piece in _inflate(chunks):
         data = pending + piece

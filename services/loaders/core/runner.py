@@ -91,8 +91,13 @@ class Runner(Generic[SessionT]):
             settings, Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5)
         )
         self._threads: list[threading.Thread] = []
-        # Batch objects' text handed over unread, for plans that run natively (``native``).
-        self._text = settings.native_plans and native.available()
+        # Batch objects' record lines handed over unread (``RecordText``) to a warehouse whose
+        # plans run natively (``native``); every other reads them line by line.
+        self._text = (
+            settings.native_plans
+            and native.available()
+            and getattr(warehouse, "stages_text", False)
+        )
 
     # -- lifecycle
     def start(self) -> None:

@@ -79,14 +79,14 @@ class LoaderSettings(SharedSettings):
     lock_timeout_s: float = Field(
         30.0, gt=0, description="per-session `lock_timeout` (Postgres only)"
     )
-    fault: str = Field(
-        "",
-        description="crash tests only: SIGKILL once at `before_commit` or `after_commit`",
-    )
     native_plans: bool = Field(
         True,
         description="run compiled record plans natively where skein_loader_native is installed "
-        "(Postgres); false: Python's plans only",
+        "(Postgres); false: Python's plans, each line read",
+    )
+    fault: str = Field(
+        "",
+        description="crash tests only: SIGKILL once at `before_commit` or `after_commit`",
     )
     fault_marker: str = Field(
         "",

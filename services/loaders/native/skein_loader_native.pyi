@@ -16,6 +16,8 @@ class Plan:
 def stage(
     text: bytes,
     start: int,
+    end: int,
+    limit: int,
     plans: list[Plan] | None,
     extracted_plans: list[Plan] | None,
     received_at: str,

@@ -19,6 +19,8 @@ from services.loaders.postgres.connection import Connection, SessionLimits
 
 class PostgresWarehouse(Warehouse[Connection]):
     type = "postgres"
+    # Its plans run natively: the runner hands batch objects' record lines over unread.
+    stages_text = True
 
     def __init__(
         self,

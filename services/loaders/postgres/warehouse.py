@@ -17,6 +17,7 @@ import psycopg2.errors
 
 from services.loaders.core import faults
 from services.loaders.core.plan import LeaseLoad, PlanBuilder
+from services.loaders.core.reader import RecordText
 from services.loaders.core.shape import TableShape
 from services.loaders.core.types import ColumnType
 from services.loaders.postgres.chunks import CHUNK_ROWS, ChunkMerger
@@ -116,9 +117,21 @@ def load(
         merger = ChunkMerger(conn, schema, shapes, straight_in=straight_in)
         try:
             segments = builder.segments
+
+            def staged() -> int:  # rows of the current chunk
+                return len(segments[-1].root.spill) if segments else 0
+
             for event in work.events:
+                if isinstance(event, RecordText):  # a chunk's worth of its lines at a time
+                    start = event.start
+                    while start < event.end:
+                        room = max(1, chunk_rows - staged())
+                        start = builder.feed_text(event.text, start, event.end, room)
+                        if staged() >= chunk_rows:
+                            merger.cut(builder, root, final=False)
+                    continue
                 builder.feed(event)
-                if segments and len(segments[-1].root.spill) >= chunk_rows:
+                if staged() >= chunk_rows:
                     merger.cut(builder, root, final=False)
             merger.cut(builder, root, final=True)
             written = merger.wait()

@@ -1,5 +1,5 @@
 //! `skein_loader_native`: the Postgres loader's compiled record plans (decision 4), run natively
-//! over runs of a batch's record lines (decision 12).
+//! over a batch object's record lines (decision 12).
 //!
 //! Python stays the definition: `services/loaders/core/fastplan.py` compiles a plan from the
 //! general path's decisions, and `services/loaders/core/native.py` hands the same plan here as
@@ -583,7 +583,7 @@ fn render(
 /// ``PlanBuilder._planned`` tries them): the position in ``order`` of the one that took it,
 /// and the line's envelope.
 fn take<'a>(
-    plans: &[PyRef<'_, Plan>],
+    plans: &[&Plan],
     order: &[usize],
     line: &'a [u8],
     cells: &mut Vec<Option<Cell<'a>>>,
@@ -601,49 +601,45 @@ fn take<'a>(
     None
 }
 
-/// Stage the lines of ``text[start:]`` (each ending in a newline; blank ones skipped) for as
-/// long as a plan takes each: ``plans`` for records without a ``time_extracted``,
-/// ``extracted_plans`` for those with one (each most recently used first; ``None``: Python's).
-/// Returns (the staged lines, each ending in a newline; their sizes and widths as native
-/// ``array("I")`` bytes; how many lines were taken; where the first line not taken starts;
-/// each list's new order, as indices into it).
-#[pyfunction]
-#[pyo3(signature = (text, start, plans, extracted_plans, received_at, table_version, batched_at))]
-#[allow(clippy::too_many_arguments, clippy::type_complexity)]
-fn stage<'py>(
-    py: Python<'py>,
+/// What ``stage`` staged: the lines (each ending in a newline), their sizes and widths as
+/// native ``array("I")`` bytes, how many, where the first line not taken starts, and each
+/// plan list's new order.
+struct Staged {
+    out: Vec<u8>,
+    sizes: Vec<u8>,
+    widths: Vec<u8>,
+    taken: usize,
+    stop: usize,
+    order: Vec<usize>,
+    extracted_order: Vec<usize>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stage_lines(
     text: &[u8],
     start: usize,
-    plans: Option<Vec<PyRef<'py, Plan>>>,
-    extracted_plans: Option<Vec<PyRef<'py, Plan>>>,
-    received_at: &str,
-    table_version: &str,
-    batched_at: &str,
-) -> PyResult<(
-    Bound<'py, PyBytes>,
-    Bound<'py, PyBytes>,
-    Bound<'py, PyBytes>,
-    usize,
-    usize,
-    Vec<usize>,
-    Vec<usize>,
-)> {
-    let context = Context {
-        received_at,
-        table_version,
-        batched_at,
-    };
-    let plans = plans.unwrap_or_default();
-    let extracted_plans = extracted_plans.unwrap_or_default();
+    end: usize,
+    limit: usize,
+    plans: &[&Plan],
+    extracted_plans: &[&Plan],
+    context: &Context,
+) -> Staged {
+    let end = end.min(text.len());
     let mut order: Vec<usize> = (0..plans.len()).collect();
     let mut extracted_order: Vec<usize> = (0..extracted_plans.len()).collect();
-    let mut out = Vec::with_capacity(text.len().saturating_sub(start).min(4 << 20));
+    let mut out = Vec::with_capacity(end.saturating_sub(start).min(256 << 10));
     let (mut sizes, mut widths) = (Vec::<u8>::new(), Vec::<u8>::new());
     let mut cells = Vec::new();
     let mut taken = 0;
     let time_extracted = memmem::Finder::new(b"\"time_extracted\"");
     let mut at = start;
-    while let Some(length) = text.get(at..).and_then(|rest| memchr::memchr(b'\n', rest)) {
+    while taken < limit {
+        let Some(length) = text
+            .get(at..end)
+            .and_then(|rest| memchr::memchr(b'\n', rest))
+        else {
+            break;
+        };
         let line = &text[at..at + length];
         if line.is_empty() {
             at += 1;
@@ -685,23 +681,77 @@ fn stage<'py>(
             break;
         };
         let before = out.len();
-        render(&mut out, plan, &cells, sequence, extracted, &context);
-        let size = u32::try_from(out.len() - before)
-            .map_err(|_| PyValueError::new_err("a line over 4 GiB"))?;
+        render(&mut out, plan, &cells, sequence, extracted, context);
+        let Ok(size) = u32::try_from(out.len() - before) else {
+            out.truncate(before); // a staged line over 4 GiB: Python's to refuse
+            break;
+        };
         out.push(b'\n');
         sizes.extend_from_slice(&size.to_ne_bytes());
         widths.extend_from_slice(&(plan.slots.len() as u32).to_ne_bytes());
         taken += 1;
         at += length + 1;
     }
-    Ok((
-        PyBytes::new(py, &out),
-        PyBytes::new(py, &sizes),
-        PyBytes::new(py, &widths),
+    Staged {
+        out,
+        sizes,
+        widths,
         taken,
-        at,
+        stop: at,
         order,
         extracted_order,
+    }
+}
+
+/// Stage the lines of ``text[start:end]`` (each ending in a newline; blank ones skipped), at
+/// most ``limit``, for as long as a plan takes each: ``plans`` for records without a
+/// ``time_extracted``, ``extracted_plans`` for those with one (each most recently used first;
+/// ``None``: Python's). Returns (the staged lines, each ending in a newline; their sizes and
+/// widths as native ``array("I")`` bytes; how many lines were taken; where the first line not
+/// taken starts; each list's new order, as indices into it). Runs without the GIL.
+#[pyfunction]
+#[pyo3(signature = (text, start, end, limit, plans, extracted_plans, received_at, table_version, batched_at))]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn stage<'py>(
+    py: Python<'py>,
+    text: &[u8],
+    start: usize,
+    end: usize,
+    limit: usize,
+    plans: Option<Vec<PyRef<'py, Plan>>>,
+    extracted_plans: Option<Vec<PyRef<'py, Plan>>>,
+    received_at: &str,
+    table_version: &str,
+    batched_at: &str,
+) -> PyResult<(
+    Bound<'py, PyBytes>,
+    Bound<'py, PyBytes>,
+    Bound<'py, PyBytes>,
+    usize,
+    usize,
+    Vec<usize>,
+    Vec<usize>,
+)> {
+    let context = Context {
+        received_at,
+        table_version,
+        batched_at,
+    };
+    let plans = plans.unwrap_or_default();
+    let extracted_plans = extracted_plans.unwrap_or_default();
+    let plans: Vec<&Plan> = plans.iter().map(|p| &**p).collect();
+    let extracted_plans: Vec<&Plan> = extracted_plans.iter().map(|p| &**p).collect();
+    // The merge thread (its statements' results) and other loads run meanwhile.
+    let staged = py
+        .allow_threads(|| stage_lines(text, start, end, limit, &plans, &extracted_plans, &context));
+    Ok((
+        PyBytes::new(py, &staged.out),
+        PyBytes::new(py, &staged.sizes),
+        PyBytes::new(py, &staged.widths),
+        staged.taken,
+        staged.stop,
+        staged.order,
+        staged.extracted_order,
     ))
 }
 
