@@ -56,9 +56,7 @@ class ThroughProtocol(Generic[SessionT]):
         self.warehouse = warehouse
         self._sessions: dict[str, SessionT] = {}
         # How the runner reads batches for it (``Runner._text``), unless a test says.
-        if text is None:
-            text = getattr(warehouse, "stages_text", False) and native.available()
-        self.text = text
+        self.text = native.stages_text(warehouse) if text is None else text
 
     def _session(self, destination: Destination) -> SessionT:
         key = json.dumps([destination.config, destination.secrets], sort_keys=True)

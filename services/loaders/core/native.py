@@ -30,6 +30,12 @@ def available() -> bool:
     return _native is not None
 
 
+def stages_text(warehouse: object) -> bool:
+    """Whether ``warehouse`` is handed its batches' record lines unread (``RecordText``): its
+    plans run natively (it says so with a true ``stages_text``) and the module is installed."""
+    return available() and bool(getattr(warehouse, "stages_text", False))
+
+
 def plan(
     data: dict[str, Any],
     leaves: list[Leaf],

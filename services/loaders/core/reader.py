@@ -155,16 +155,19 @@ def event_of(line: bytes) -> Header | Record:
     )
 
 
+def _ordered(event: Header | Record, seen_header: bool) -> Header | Record:
+    """``event``, unless it is a record before any header (a batch object starts with one)."""
+    if not seen_header and type(event) is not Header:
+        raise PermanentError("batch object does not start with a header line")
+    return event
+
+
 def events(lines: Iterable[bytes]) -> Iterator[Header | Record]:
     """Headers and records of a batch object, in order."""
     seen_header = False
     for line in lines:
-        event = event_of(line)
-        if type(event) is Header:
-            seen_header = True
-        elif not seen_header:
-            raise PermanentError("batch object does not start with a header line")
-        yield event
+        yield _ordered(event_of(line), seen_header)
+        seen_header = True
 
 
 def batch_events(chunks: Iterable[bytes], text: bool = False) -> Iterator[Event]:
@@ -182,12 +185,8 @@ def batch_events(chunks: Iterable[bytes], text: bool = False) -> Iterator[Event]
                 stop = block.index(b"\n", start)
                 line, start = block[start:stop], stop + 1
                 if line:
-                    event = event_of(line)
-                    if type(event) is Header:
-                        seen_header = True
-                    elif not seen_header:
-                        raise PermanentError("batch object does not start with a header line")
-                    yield event
+                    yield _ordered(event_of(line), seen_header)
+                    seen_header = True
                 continue
             at = block.find(_NEXT_HEADER, start)
             stop = end if at < 0 else at + 1

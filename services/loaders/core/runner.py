@@ -93,11 +93,7 @@ class Runner(Generic[SessionT]):
         self._threads: list[threading.Thread] = []
         # Batch objects' record lines handed over unread (``RecordText``) to a warehouse whose
         # plans run natively (``native``); every other reads them line by line.
-        self._text = (
-            settings.native_plans
-            and native.available()
-            and getattr(warehouse, "stages_text", False)
-        )
+        self._text = settings.native_plans and native.stages_text(warehouse)
 
     # -- lifecycle
     def start(self) -> None:
