@@ -4,9 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 STACK := deploy/local/stack.sh
 PYTEST := $(VENV)/bin/pytest
-NATIVE := services/loaders/native
-# Cargo's build of $(NATIVE), kept outside the clone so a fresh clone builds incrementally.
-NATIVE_TARGET ?= $(HOME)/.cache/skein/native-loader
+# The native crates (decision 12): the Postgres loader's plans and the gate's /batch lane.
+NATIVE := services/loaders/native services/gate/native
+NATIVE_SOURCES := $(foreach crate,$(NATIVE),$(crate)/Cargo.toml $(crate)/Cargo.lock $(crate)/src/lib.rs)
+# Cargo's builds of $(NATIVE), kept outside the clone so a fresh clone builds incrementally.
+NATIVE_TARGET ?= $(HOME)/.cache/skein/native
 
 .DEFAULT_GOAL := help
 
@@ -14,17 +16,19 @@ NATIVE_TARGET ?= $(HOME)/.cache/skein/native-loader
 help: ## List every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(VENV)/.installed: pyproject.toml $(NATIVE)/Cargo.toml $(NATIVE)/Cargo.lock $(NATIVE)/src/lib.rs
+$(VENV)/.installed: pyproject.toml $(NATIVE_SOURCES)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev,stack,redshift,bigquery,snowflake,iceberg]'
-	@# The Postgres loader's native plans (optional: without cargo, or if it cannot build
-	@# them, the loader runs its Python plans; SKEIN_NATIVE=0 skips them).
+	@# The native crates (optional: without cargo, or where one cannot build, the loader and
+	@# the gate run their Python paths; SKEIN_NATIVE=0 skips them).
 	@if [ "$${SKEIN_NATIVE:-1}" != 0 ] && PATH="$$HOME/.cargo/bin:$$PATH" command -v cargo >/dev/null; then \
-	  PATH="$$HOME/.cargo/bin:$$PATH" CARGO_TARGET_DIR="$(NATIVE_TARGET)" MATURIN_PEP517_ARGS=--locked \
-	    $(VENV)/bin/pip install -q $(NATIVE) \
-	    || echo "could not build $(NATIVE) (Rust >= 1.82 needed): the loader runs its Python plans"; \
-	else echo "no cargo (or SKEIN_NATIVE=0): skipping $(NATIVE); the loader runs its Python plans"; fi
+	  for crate in $(NATIVE); do \
+	    PATH="$$HOME/.cargo/bin:$$PATH" CARGO_TARGET_DIR="$(NATIVE_TARGET)" MATURIN_PEP517_ARGS=--locked \
+	      $(VENV)/bin/pip install -q $$crate \
+	      || echo "could not build $$crate (Rust >= 1.82 needed): its Python path runs"; \
+	  done; \
+	else echo "no cargo (or SKEIN_NATIVE=0): skipping $(NATIVE); the Python paths run"; fi
 	touch $@
 
 .PHONY: install
@@ -67,14 +71,17 @@ bigquery-emulator: ## Build the BigQuery emulator the tests use (once per versio
 	deploy/local/bigquery-emulator.sh path
 
 .PHONY: lint
-lint: install ## ruff (format check + lint), mypy; rustfmt + clippy on the native crate where cargo has them
+lint: install ## ruff (format check + lint), mypy; rustfmt + clippy on the native crates where cargo has them
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	@export PATH="$$HOME/.cargo/bin:$$PATH" CARGO_TARGET_DIR="$(NATIVE_TARGET)"; \
 	if cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1; then \
-	  cargo fmt --manifest-path $(NATIVE)/Cargo.toml --check && \
-	  cargo clippy --quiet --release --locked --manifest-path $(NATIVE)/Cargo.toml -- -D warnings; \
+	  for crate in $(NATIVE); do \
+	    cargo fmt --manifest-path $$crate/Cargo.toml --check && \
+	    cargo clippy --quiet --release --locked --manifest-path $$crate/Cargo.toml -- -D warnings \
+	    || exit 1; \
+	  done; \
 	else echo "no cargo fmt/clippy here: $(NATIVE) not checked"; fi
 
 .PHONY: docs
@@ -82,11 +89,12 @@ docs: install ## Regenerate the README's settings and CLI tables and docs/cli.md
 	$(VENV)/bin/python -m docs.generate
 
 .PHONY: fmt
-fmt: install ## Format and auto-fix with ruff (and cargo fmt on the native crate)
+fmt: install ## Format and auto-fix with ruff (and cargo fmt on the native crates)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 	@if PATH="$$HOME/.cargo/bin:$$PATH" cargo fmt --version >/dev/null 2>&1; then \
-	  PATH="$$HOME/.cargo/bin:$$PATH" cargo fmt --manifest-path $(NATIVE)/Cargo.toml; fi
+	  for crate in $(NATIVE); do \
+	    PATH="$$HOME/.cargo/bin:$$PATH" cargo fmt --manifest-path $$crate/Cargo.toml; done; fi
 
 .PHONY: clean
 clean: down ## Stop the stack and delete its runtime data (.run/)

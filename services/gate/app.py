@@ -117,20 +117,26 @@ def create_app(
         client = await gate.client_for(authorization)
         gate.quotas.check_rate(client)
         async with gate.quotas.concurrent(client):
-            body = await gate.body(request, malformed=batch_error)
+            raw = await gate.read(request)
+            # The native lane decides the bodies it can whole; the others are parsed here.
+            fast = gate.fast_batch(raw)
+            body = gate.parse(raw, request, malformed=batch_error) if fast is None else None
             gate.quotas.charge_bytes(client, request.state.raw_bytes)
+            schema = fast.schema() if fast is not None else _schema_of(body)
             try:  # a new schema compiles in the worker, off the event loop
-                prepared = await gate.schemas.prepare(
-                    client.client_id, body.get("schema") if isinstance(body, dict) else None
-                )
+                prepared = await gate.schemas.prepare(client.client_id, schema)
             except SchemaRejected as exc:
                 raise batch_error(f"Invalid schema: {exc}") from exc
-            tables = batch_tables(
-                body,
-                gate.context(request, client.client_id),
-                gate.limits,
-                gate.schemas if prepared is None else Prepared(prepared),
-            )
+            context = gate.context(request, client.client_id)
+            if fast is not None and schema is not None:
+                tables = [fast.table(context, schema)]
+            else:
+                tables = batch_tables(
+                    body,
+                    context,
+                    gate.limits,
+                    gate.schemas if prepared is None else Prepared(prepared),
+                )
             await gate.accept(client, tables, request, "batch")
         return ACCEPTED
 
@@ -206,6 +212,10 @@ def create_app(
 
     # /metrics is served on the internal SKEIN_GATE_METRICS_PORT (common.serve), not here.
     return app
+
+
+def _schema_of(body: Any) -> Any:
+    return body.get("schema") if isinstance(body, dict) else None
 
 
 def _push_malformed(message: str) -> ApiError:

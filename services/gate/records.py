@@ -284,24 +284,26 @@ def push_tables(body: Any, ctx: RequestContext, limits: Limits) -> list[TableRec
     if reasons:
         raise unprocessable(reasons)
 
-    tables: dict[tuple[str, tuple[str, ...]], TableRecords] = {}
+    groups: dict[tuple[str, tuple[str, ...]], list[bytes]] = {}
     for record in body:
         group = (record["table_name"], tuple(record["key_names"]))
-        table = tables.get(group)
-        if table is None:
-            header = Header(
+        groups.setdefault(group, []).append(upsert_line(record["sequence"], record["data"], None))
+    return [
+        TableRecords(
+            Header(
                 client_id=ctx.client_id,
-                table_name=group[0],
-                key_names=group[1],
+                table_name=table_name,
+                key_names=key_names,
                 schema=None,
                 table_version=None,
                 received_at=ctx.received_at,
                 request_id=ctx.request_id,
                 source="push",
-            )
-            table = tables[group] = TableRecords(header)
-        table.lines.append(upsert_line(record["sequence"], record["data"], None))
-    return list(tables.values())
+            ),
+            lines,
+        )
+        for (table_name, key_names), lines in groups.items()
+    ]
 
 
 # -------------------------------------------------------------------------------- webhooks

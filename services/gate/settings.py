@@ -46,6 +46,11 @@ class GateSettings(SharedSettings):
     kafka_message_limit_bytes: int = Field(
         8 * MB, ge=64 * 1024, description="the topic's message limit (one record must fit)"
     )
+    native_batch: bool = Field(
+        True,
+        description="decide /batch bodies in the native lane where skein_gate_native is "
+        "installed (the bodies it cannot decide, and every error, take the Python path)",
+    )
     compression: str = Field("lz4", description="producer compression")
     linger_ms: int = Field(
         5,

@@ -1,0 +1,6 @@
+"""Types of the native module built from ``services/gate/native/src/lib.rs``."""
+
+def batch(
+    body: bytes, max_depth: int, max_records: int, max_key_length: int
+) -> tuple[str, list[str], int | None, bytes, bytes, list[int]] | None: ...
+def takes_datetime(text: str) -> bool: ...
