@@ -63,11 +63,13 @@ class FastBatch:
         return TableRecords(header, self.lines)
 
 
-def decide(raw: bytes, limits: Limits, max_depth: int) -> FastBatch | None:
+def decide(raw: bytes, limits: Limits, max_depth: int, max_schema_bytes: int) -> FastBatch | None:
     """The lane's reading of the /batch body ``raw``; None where Python must read it."""
     if _native is None:
         return None
-    decided = _native.batch(raw, max_depth, limits.max_records, limits.max_key_length)
+    decided = _native.batch(
+        raw, max_depth, limits.max_records, limits.max_key_length, max_schema_bytes
+    )
     if decided is None:
         return None
     table_name, key_names, table_version, schema_json, blob, ends = decided

@@ -181,7 +181,9 @@ class Gate:
         """The native lane's reading of a /batch body, where it decides it (``fastlane``)."""
         if not self.settings.native_batch:
             return None
-        return fastlane.decide(raw, self.limits, self.settings.max_depth)
+        return fastlane.decide(
+            raw, self.limits, self.settings.max_depth, self.settings.max_schema_bytes
+        )
 
     def context(self, request: Request, client_id: int) -> RequestContext:
         return RequestContext(

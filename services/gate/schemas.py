@@ -23,6 +23,7 @@ from typing import Any, NamedTuple, Protocol
 import fastjsonschema
 import orjson
 import re2
+from fastjsonschema.ref_resolver import RefResolver
 
 _TYPES = frozenset({"null", "boolean", "object", "array", "number", "integer", "string"})
 
@@ -117,6 +118,8 @@ def compile_to_blob(schema: dict[str, Any]) -> bytes:
         source = fastjsonschema.compile_to_code(
             schema, handlers=_NO_FETCH, use_default=False, use_formats=False
         )
+        # The validator is named after the schema's "$id" when it has one ("validate" else).
+        name = RefResolver.from_schema(schema, handlers=_NO_FETCH, store={}).get_scope_name()
     except fastjsonschema.JsonSchemaDefinitionException as exc:
         raise SchemaRejected(f"invalid schema: {exc}") from exc
     except RecursionError as exc:
@@ -125,11 +128,19 @@ def compile_to_blob(schema: dict[str, Any]) -> bytes:
         raise
     except Exception as exc:  # a malformed schema can trip fastjsonschema in many ways
         raise SchemaRejected(f"invalid schema: {type(exc).__name__}: {exc}") from exc
-    code = compile(source, "<client schema>", "exec")
+    if not name.isidentifier():
+        raise SchemaRejected("invalid schema: its $id does not name a validator")
+    try:
+        code = compile(f"{source}\n{_VALIDATE} = {name}\n", "<client schema>", "exec")
+    except (SyntaxError, RecursionError, MemoryError) as exc:  # e.g. 20+ nested "items"
+        raise SchemaRejected(f"invalid schema: too complex to compile ({exc})") from exc
     blob = marshal.dumps(code)
     for pattern in _load(blob)[1]:
         _Re2Pattern(pattern)  # refuses what RE2 cannot run
     return blob
+
+
+_VALIDATE = "SKEIN_VALIDATE"  # the generated module's entry point, whatever it is named
 
 
 def _load(blob: bytes) -> tuple[Validator, list[str]]:
@@ -143,7 +154,7 @@ def _load(blob: bytes) -> tuple[Validator, list[str]]:
     sources = list(patterns)
     for source in sources:
         patterns[source] = _Re2Pattern(source)
-    validate_fn: Validator = namespace["validate"]
+    validate_fn: Validator = namespace[_VALIDATE]
     return validate_fn, sources
 
 

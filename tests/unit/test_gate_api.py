@@ -323,6 +323,25 @@ def test_duplicate_keys_last_one_wins(world: World) -> None:
     assert orjson.loads(lines[0])["data"]["name"] == "last"
 
 
+def _nested_items(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer"}
+    for _ in range(depth):
+        schema = {"type": "array", "items": schema}
+    return schema
+
+
+def test_a_schema_with_an_id_validates_records(world: World) -> None:
+    # fastjsonschema names the validator after "$id"; it used to be looked up as "validate" (500).
+    client, producer, _ = world
+    body = batch(2, schema={"$id": "http://example.com/orders", **batch()["schema"]})
+    assert post(client, "/v2/import/batch", body).status_code == 202
+    assert len(producer.sent) == 1
+    bad = batch(1, schema=body["schema"])
+    bad["messages"][0]["data"]["id"] = "one"
+    r = post(client, "/v2/import/batch", bad)
+    assert r.status_code == 400 and "did not conform" in r.json()["error"]
+
+
 @pytest.mark.parametrize(
     ("schema", "fragment"),
     [
@@ -330,6 +349,7 @@ def test_duplicate_keys_last_one_wins(world: World) -> None:
         ({"properties": {"a": {"type": "strang"}}}, "unknown type"),
         ({"properties": {"a": {"type": "string", "pattern": "(a)\\1"}}}, "RE2"),
         ({"properties": {f"p{i}": {"type": "string"} for i in range(20000)}}, "exceeds the limit"),
+        ({"properties": {"a": _nested_items(25)}}, "too complex to compile"),
     ],
 )
 def test_hostile_schemas_are_400(world: World, schema: dict[str, Any], fragment: str) -> None:

@@ -59,7 +59,7 @@ def python_path(raw: bytes, cache: SchemaCache) -> Any:
 
 
 def lane(raw: bytes) -> Any:
-    fast = fastlane.decide(raw, LIMITS, MAX_DEPTH)
+    fast = fastlane.decide(raw, LIMITS, MAX_DEPTH, 1 << 20)
     if fast is None:
         return None
     return (
@@ -323,6 +323,14 @@ ODD_BODIES = [
     ),
     one(b'{"a":1}', b'{"properties":{"a":{"$ref":"#/definitions/x"}},"definitions":{"x":{}}}'),
     one(schema=b'{"properties":{"a":false}}'),
+    # an integer beyond 64 bits in the schema (the header keeps it exact), a repeated required
+    # name (fastjsonschema refuses the schema), more key names than the lane looks up
+    one(schema=b'{"properties":{},"title":100000000000000000000000}'),
+    one(b'{"a":1}', b'{"properties":{},"required":["a","a"]}'),
+    one(
+        b"{" + b",".join(b'"k%d":1' % i for i in range(33)) + b"}",
+        top=b'"table_name":"t","key_names":[' + b",".join(b'"k%d"' % i for i in range(33)) + b"]",
+    ),
     # a key value longer than the limit (12 characters here), a reserved field, trailing bytes
     one(b'{"a":"' + "\u00e9".encode() * 13 + b'"}', top=b'"table_name":"t","key_names":["a"]'),
     one(b'{"_sdc_x":1}'),
@@ -335,6 +343,19 @@ ODD_BODIES = [
 def test_what_python_reads_otherwise_is_left_to_python(raw: bytes) -> None:
     assert check(one()) is not None  # the same body without its oddity is decided
     assert lane(raw) is None
+
+
+def test_the_lane_knows_every_keyword_fastjsonschema_runs() -> None:
+    """A fastjsonschema that learns a keyword must not have the lane take it for an annotation."""
+    import skein_gate_native
+    from fastjsonschema.draft06 import CodeGeneratorDraft06
+    from fastjsonschema.draft07 import CodeGeneratorDraft07
+    from fastjsonschema.draft2019 import CodeGeneratorDraft2019
+
+    run, not_run = skein_gate_native.keywords()
+    assert "$ref" in not_run and not set(run) & set(not_run)
+    for generator in (CodeGeneratorDraft06, CodeGeneratorDraft07, CodeGeneratorDraft2019):
+        assert set(generator({})._json_keywords_to_function) <= {*run, *not_run}
 
 
 def test_a_key_value_of_many_bytes_within_the_character_limit_is_decided() -> None:
@@ -398,7 +419,7 @@ def test_a_target_stitch_body_is_decided_as_python_decides_it(ensure_ascii: bool
 
 def test_the_lines_travel_in_the_messages_python_would_produce() -> None:
     raw = stitch_body(300)
-    fast = fastlane.decide(raw, Limits(), 64)
+    fast = fastlane.decide(raw, Limits(), 64, 1 << 20)
     assert fast is not None
     schema = fast.schema()
     header = Header(7, "orders", ("id",), schema, 3, "2026-12-07T10:00:00Z", "r", "batch")

@@ -56,8 +56,25 @@ const ARRAY: u8 = 32;
 const OBJECT: u8 = 64;
 const ANY_TYPE: u8 = 127;
 
+/// The keywords `compile` runs (`format` as the annotation the gate compiles it as).
+const RUN: &[&str] = &[
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "format",
+];
+
 /// fastjsonschema's keywords (draft-07 and its 2019 generator) this lane does not run: a node
-/// with any of them leaves the body to Python.
+/// with any of them leaves the body to Python. (`tests/unit/test_gate_fastlane.py` checks that
+/// these and `RUN` cover every keyword fastjsonschema runs.)
 const NOT_RUN: &[&str] = &[
     "$ref",
     "enum",
@@ -243,6 +260,11 @@ fn compile(schema: &Value) -> Decided<Option<Node>> {
                 for name in names {
                     node.required.push(name.as_str().ok_or(Refuse)?.to_owned());
                 }
+                // fastjsonschema refuses a repeated name; here it would cost every object.
+                let unique: HashSet<&String> = node.required.iter().collect();
+                if unique.len() != node.required.len() {
+                    return Err(Refuse);
+                }
             }
             "additionalProperties" => {
                 node.additional = match value {
@@ -269,12 +291,18 @@ fn compile(schema: &Value) -> Decided<Option<Node>> {
     Ok(Some(node))
 }
 
-/// The schema's nesting of containers (an object or array counts one; a scalar none).
-fn depth(value: &Value) -> usize {
+/// The schema's nesting of containers (an object or array counts one; a scalar none); refused
+/// if it holds a number serde_json read as a float that Python may read as an integer beyond
+/// 64 bits (the route reads the schema's bytes with orjson, which does not).
+fn depth(value: &Value) -> Decided<usize> {
+    fn deepest<'v>(values: impl Iterator<Item = &'v Value>) -> Decided<usize> {
+        values.map(depth).try_fold(0, |most, d| Ok(most.max(d?)))
+    }
     match value {
-        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
-        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
-        _ => 0,
+        Value::Array(items) => Ok(1 + deepest(items.iter())?),
+        Value::Object(map) => Ok(1 + deepest(map.values())?),
+        Value::Number(n) if n.as_f64().is_some_and(|f| f.abs() >= FLOAT_LIMIT) => Err(Refuse),
+        _ => Ok(0),
     }
 }
 
@@ -291,7 +319,7 @@ struct Lane<'k> {
 /// What a value was, as far as the key checks need it.
 enum Got {
     Null,
-    Str(usize), // its length in characters where that could exceed the key limit, else bytes
+    Str { too_long: bool }, // longer than the key limit, in characters
     Other,
 }
 
@@ -346,13 +374,11 @@ impl Checked<'_, '_> {
                 chars = Some(n as usize);
             }
         }
-        let size = if v.len() <= self.lane.max_key_length {
-            v.len() // characters <= bytes <= the limit
-        } else {
-            chars.unwrap_or_else(|| v.chars().count())
-        };
+        // Characters <= bytes: only a string of more bytes than the limit is counted.
+        let limit = self.lane.max_key_length;
+        let too_long = v.len() > limit && chars.unwrap_or_else(|| v.chars().count()) > limit;
         write_read(&mut self.lane.out, &v);
-        Ok(Got::Str(size))
+        Ok(Got::Str { too_long })
     }
 
     fn number(&self, value: Num, kind: u8) -> bool {
@@ -522,7 +548,7 @@ impl<'de> Visitor<'de> for Checked<'_, '_> {
                 if let Some(i) = self.lane.key_names.iter().position(|k| *k == *key) {
                     keys_found[i] = match got {
                         Got::Null => false,
-                        Got::Str(n) => n <= self.lane.max_key_length,
+                        Got::Str { too_long } => !too_long,
                         Got::Other => true,
                     };
                 }
@@ -674,6 +700,14 @@ impl<'de> Visitor<'de> for Skip {
 
 // ------------------------------------------------------------------------------ names
 
+/// More key names than this are Python's to check (no table has so many).
+const MAX_KEY_NAMES: usize = 32;
+
+fn key_names_ok(names: &[String]) -> bool {
+    let unique: HashSet<&String> = names.iter().collect();
+    names.len() <= MAX_KEY_NAMES && unique.len() == names.len() && names.iter().all(|k| name_ok(k))
+}
+
 fn name_ok(name: &str) -> bool {
     !name.is_empty()
         && name.chars().count() <= MAX_NAME_CHARS
@@ -807,10 +841,10 @@ impl<'de> Visitor<'de> for Extracted {
     }
 }
 
-/// The records' array: each message checked and its line written, in order.
 /// The lines written and where each ends.
 type Lines = (Vec<u8>, Vec<usize>);
 
+/// The records' array: each message checked and its line written, in order.
 struct Messages<'a> {
     schema: Option<&'a Node>,
     key_names: &'a [String],
@@ -1002,7 +1036,7 @@ struct Fields<'de> {
     table_name: Option<Cow<'de, str>>,
     schema: Option<&'de RawValue>,
     key_names: Option<Vec<String>>,
-    table_version: Option<Option<i128>>,
+    table_version: Option<i128>,
     messages: Option<&'de RawValue>,
     lines: Option<Lines>, // read as they came, where the schema and key names came first
 }
@@ -1012,6 +1046,7 @@ struct Limits {
     max_depth: usize,
     max_records: usize,
     max_key_length: usize,
+    max_schema_bytes: usize,
 }
 
 struct Body {
@@ -1043,8 +1078,8 @@ impl<'de> Visitor<'de> for Body {
                 "messages" => match (fields.schema, &fields.key_names) {
                     // The usual order: the records are read as they come, in one pass.
                     (Some(schema), Some(key_names)) => {
-                        let node = schema_node(schema, self.limits.max_depth)
-                            .map_err(|_| refused::<A::Error>())?;
+                        let node =
+                            schema_node(schema, self.limits).map_err(|_| refused::<A::Error>())?;
                         fields.lines = Some(map.next_value_seed(Messages {
                             schema: node.as_ref(),
                             key_names,
@@ -1056,11 +1091,15 @@ impl<'de> Visitor<'de> for Body {
                 },
                 "key_names" => {
                     let names: Option<Vec<String>> = map.next_value()?;
-                    fields.key_names = Some(names.unwrap_or_default());
+                    let names = names.unwrap_or_default();
+                    // Checked before any record is: each record looks its keys up in them.
+                    if !key_names_ok(&names) {
+                        return Err(refused());
+                    }
+                    fields.key_names = Some(names);
                 }
                 "table_version" => {
-                    let version: Option<i128> = map.next_value_seed(Version)?;
-                    fields.table_version = Some(version);
+                    fields.table_version = map.next_value_seed(Version)?;
                 }
                 _ => map.next_value_seed(Skip {
                     depth: 1,
@@ -1105,9 +1144,13 @@ impl<'de> Visitor<'de> for Version {
 
 /// The compiled form of the body's schema: an object with `properties`, within the nesting
 /// limit (the body counts one), of keywords this lane runs.
-fn schema_node(raw: &RawValue, max_depth: usize) -> Decided<Option<Node>> {
+fn schema_node(raw: &RawValue, limits: Limits) -> Decided<Option<Node>> {
+    if raw.get().len() > limits.max_schema_bytes {
+        return Err(Refuse); // the route refuses it (SchemaCache), before any record is read
+    }
+    let max_depth = limits.max_depth;
     let schema: Value = serde_json::from_str(raw.get()).map_err(|_| Refuse)?;
-    if !schema.get("properties").is_some_and(Value::is_object) || 1 + depth(&schema) > max_depth {
+    if !schema.get("properties").is_some_and(Value::is_object) || 1 + depth(&schema)? > max_depth {
         return Err(Refuse);
     }
     if let Some(draft) = schema.get("$schema") {
@@ -1139,18 +1182,14 @@ fn decide(body: &[u8], limits: Limits) -> Decided<Decision<'_>> {
 
     let table_name = fields.table_name.ok_or(Refuse)?.into_owned();
     let key_names = fields.key_names.unwrap_or_default();
-    let unique: HashSet<&String> = key_names.iter().collect();
-    if !name_ok(&table_name)
-        || !key_names.iter().all(|k| name_ok(k))
-        || unique.len() != key_names.len()
-    {
+    if !name_ok(&table_name) {
         return Err(Refuse);
     }
     let schema = fields.schema.ok_or(Refuse)?;
     let (lines, ends) = match (fields.lines, fields.messages) {
         (Some(lines), _) => lines,
         (None, Some(messages)) => {
-            let node = schema_node(schema, limits.max_depth)?;
+            let node = schema_node(schema, limits)?;
             let mut de = serde_json::Deserializer::from_str(messages.get());
             Messages {
                 schema: node.as_ref(),
@@ -1166,7 +1205,7 @@ fn decide(body: &[u8], limits: Limits) -> Decided<Decision<'_>> {
     Ok(Decision {
         table_name,
         key_names,
-        table_version: fields.table_version.flatten(),
+        table_version: fields.table_version,
         schema: schema.get().as_bytes(),
         lines,
         ends,
@@ -1177,18 +1216,20 @@ fn decide(body: &[u8], limits: Limits) -> Decided<Decision<'_>> {
 /// lines, ends)`, the lines joined by newlines and `ends` each line's end in them; `None`
 /// where the body is the Python path's to read.
 #[pyfunction]
-#[pyo3(signature = (body, max_depth, max_records, max_key_length))]
+#[pyo3(signature = (body, max_depth, max_records, max_key_length, max_schema_bytes))]
 fn batch<'py>(
     py: Python<'py>,
     body: &[u8],
     max_depth: usize,
     max_records: usize,
     max_key_length: usize,
+    max_schema_bytes: usize,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     let limits = Limits {
         max_depth,
         max_records,
         max_key_length,
+        max_schema_bytes,
     };
     let decided = py.allow_threads(|| decide(body, limits));
     let Ok(d) = decided else {
@@ -1211,9 +1252,16 @@ fn takes_datetime(text: &str) -> bool {
     is_datetime(text.as_bytes())
 }
 
+/// The schema keywords the lane runs, and those it leaves to Python.
+#[pyfunction]
+fn keywords() -> (Vec<&'static str>, Vec<&'static str>) {
+    (RUN.to_vec(), NOT_RUN.to_vec())
+}
+
 #[pymodule]
 fn skein_gate_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(batch, m)?)?;
+    m.add_function(wrap_pyfunction!(keywords, m)?)?;
     m.add_function(wrap_pyfunction!(takes_datetime, m)?)?;
     Ok(())
 }
