@@ -381,6 +381,16 @@ impl Checked<'_, '_> {
         Ok(Got::Str { too_long })
     }
 
+    fn integer<E: de::Error>(self, v: i128) -> Result<Got, E> {
+        if !self.number(Num::Int(v), INTEGER | NUMBER) {
+            return Err(refused());
+        }
+        self.lane
+            .out
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        Ok(Got::Other)
+    }
+
     fn number(&self, value: Num, kind: u8) -> bool {
         self.allows(kind)
             && self
@@ -427,23 +437,11 @@ impl<'de> Visitor<'de> for Checked<'_, '_> {
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Got, E> {
-        if !self.number(Num::Int(v.into()), INTEGER | NUMBER) {
-            return Err(refused());
-        }
-        self.lane
-            .out
-            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-        Ok(Got::Other)
+        self.integer(v.into())
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Got, E> {
-        if !self.number(Num::Int(v.into()), INTEGER | NUMBER) {
-            return Err(refused());
-        }
-        self.lane
-            .out
-            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-        Ok(Got::Other)
+        self.integer(v.into())
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Got, E> {
