@@ -51,9 +51,11 @@ from bench_records import make_record
 from cpu_account import CpuWindow, stack_groups
 from gate_bench import RECORDS_PER_BATCH as BATCH
 from gate_bench import RawHttp, open_loop, requests_for
+from kafka_tools import trim_consumed
 from tenants_bench import Progress
 
 from common import db
+from common.settings import SharedSettings
 from support.stack import ROOT, demo_warehouse_secrets
 from support.tenants import new_tenant
 from support.warehouse import DEMO_WAREHOUSE, warehouse
@@ -380,6 +382,7 @@ def main() -> None:
     finally:
         for schema in schemas:
             drop(schema)
+        trim_consumed(SharedSettings())
 
 
 if __name__ == "__main__":

@@ -43,8 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # support/ (not installed)
 from bench_records import make_record
 from gate_bench import RawHttp, requests_for
+from kafka_tools import trim_consumed
 
 from common import db
+from common.settings import SharedSettings
 from support.stack import ROOT
 from support.tenants import Tenant, drop_schemas, new_tenants
 from support.warehouse import DEMO_WAREHOUSE, warehouse
@@ -255,6 +257,7 @@ def main() -> None:
             f"trickle p99 / fixed-timer p99: {trickle['p99'] / base['p99']:.2f}"
             f" (records per batch: {trickle['avg_batch']:.1f} vs {base['avg_batch']:.1f})"
         )
+    trim_consumed(SharedSettings())
 
 
 if __name__ == "__main__":

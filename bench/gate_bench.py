@@ -52,7 +52,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 from cpu_account import CpuWindow, stack_groups
-from kafka_tools import client_properties
+from kafka_tools import client_properties, trim_consumed
 
 from common import db, kafka_admin, tokens
 from common.settings import SharedSettings
@@ -454,6 +454,7 @@ def main() -> None:
     print(f"gate best: {gate_bytes_per_s / 1e6:.1f} MB/s of record bytes = {best:,.0f} records/s")
     print(f"ratio gate/raw producer bytes/s: {gate_bytes_per_s / raw['bytes_per_s']:.2f}")
     authentication_cost(settings, values, int(gate_bytes_per_s * args.seconds) or 100_000_000)
+    trim_consumed(settings)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,12 @@ from __future__ import annotations
 import os
 import tempfile
 
+from confluent_kafka import KafkaException
+
+from common import kafka_admin
 from common.settings import SharedSettings
+
+STREAMERY_GROUP = os.environ.get("SKEIN_STREAMERY_GROUP_ID", "skein-streamery")
 
 
 def client_properties(settings: SharedSettings) -> str:
@@ -17,3 +22,17 @@ def client_properties(settings: SharedSettings) -> str:
         for key, value in settings.kafka_java_properties().items():
             f.write(f"{key}={value}\n")
     return path
+
+
+def trim_consumed(settings: SharedSettings) -> None:
+    """Delete what the streamery has committed of the records topic (``skein kafka trim``), so
+    benchmark after benchmark does not fill the local stack's disk (168 h retention kept 51 GB
+    once, and S3 then refused uploads); print how many records went."""
+    try:
+        deleted = kafka_admin.trim_committed(
+            kafka_admin.admin(settings), settings.topic, STREAMERY_GROUP
+        )
+    except KafkaException as exc:
+        print(f"consumed records not trimmed: {exc}")
+        return
+    print(f"trimmed {deleted:,} consumed records from {settings.topic}")

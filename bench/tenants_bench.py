@@ -42,8 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # support/ (not installed)
 from bench_records import make_record
 from cpu_account import CpuWindow, stack_groups
+from kafka_tools import trim_consumed
 
 from common import db
+from common.settings import SharedSettings
 from support.stack import GATE
 from support.tenants import drop_schemas, new_tenants
 from support.warehouse import DEMO_WAREHOUSE, warehouse
@@ -262,6 +264,7 @@ def main() -> None:
             }
         ).decode()
     )
+    trim_consumed(SharedSettings())
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaException
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import (
     AclBinding,
     AclOperation,
@@ -13,6 +13,7 @@ from confluent_kafka.admin import (
     AdminClient,
     ConfigResource,
     NewTopic,
+    OffsetSpec,
     ResourcePatternType,
     ResourceType,
 )
@@ -105,6 +106,36 @@ def wait_ready(
 
 # What each service principal may do (docs/architecture.md, Security). broker, controller and
 # admin are the brokers' super users; every other principal, anonymous included, gets nothing.
+_EARLIEST = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+
+
+def trim_committed(client: AdminClient, topic: str, group: str, timeout: float = 30.0) -> int:
+    """Delete ``topic``'s records below ``group``'s committed offsets, partition by partition,
+    and return how many went. Below its committed offsets the streamery has made every record
+    part of a batch in S3, queued in the spool, and nothing reads them from Kafka again; time
+    retention (168 h) would otherwise keep every benchmark's records on a local stack's disk.
+    Nothing at or above a committed offset, and nothing of a partition without one, is touched.
+    """
+    state = topic_state(client, topic)
+    asked = ConsumerGroupTopicPartitions(
+        group, [TopicPartition(topic, p) for p in state.partitions]
+    )
+    [offsets] = client.list_consumer_group_offsets([asked], request_timeout=timeout).values()
+    committed = [tp for tp in offsets.result(timeout).topic_partitions if tp.offset > 0]
+    if not committed:
+        return 0
+    earliest = client.list_offsets(
+        {TopicPartition(tp.topic, tp.partition): _EARLIEST for tp in committed},
+        request_timeout=timeout,
+    )
+    before = {(tp.topic, tp.partition): f.result(timeout).offset for tp, f in earliest.items()}
+    deleted = 0
+    for tp, future in client.delete_records(committed, request_timeout=timeout).items():
+        low = future.result(timeout).low_watermark
+        deleted += max(0, low - before[(tp.topic, tp.partition)])
+    return deleted
+
+
 GATE_PRINCIPAL = "User:gate"
 STREAMERY_PRINCIPAL = "User:streamery"
 

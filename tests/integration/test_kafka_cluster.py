@@ -6,11 +6,19 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from common import kafka_admin
 from common.settings import SharedSettings
+from support import cli
 from support.stack import stack, wait_for
 
 
@@ -146,3 +154,49 @@ def test_full_restart_keeps_the_topic_data(
         assert message.value() == marker
     finally:
         consumer.close()
+
+
+def test_trimming_deletes_only_what_the_group_committed(
+    settings: SharedSettings, admin: AdminClient
+) -> None:
+    """``kafka_admin.trim_committed`` (run after the benchmarks): records below the group's
+    committed offset go; those at or above it, and a partition the group never committed, stay."""
+    topic = f"skein.test.trim.{uuid.uuid4().hex[:8]}"
+    group = f"skein-test-trim-{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(topic, 3, 3, config={"min.insync.replicas": "2"})])[topic].result(
+        30
+    )
+    try:
+        kafka_admin.wait_ready(admin, topic, timeout=60)
+        producer = durable_producer(settings)
+        for partition in range(3):
+            for _ in range(10):
+                producer.produce(topic, value=b"x", partition=partition)
+        assert producer.flush(30) == 0
+        commits = [TopicPartition(topic, 0, 6), TopicPartition(topic, 1, 10)]  # 2: none
+        [done] = admin.alter_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group, commits)]
+        ).values()
+        done.result(30)
+
+        assert kafka_admin.trim_committed(admin, topic, group) == 16
+        # as an operator runs it: nothing more to trim
+        trimmed = cli.ok("kafka", "trim", "--group", group, env={"SKEIN_TOPIC": topic})
+        assert trimmed == {"topic": topic, "group": group, "deleted": 0}
+
+        earliest = admin.list_offsets(
+            {TopicPartition(topic, p): OffsetSpec.earliest() for p in range(3)}
+        )
+        assert {tp.partition: f.result(30).offset for tp, f in earliest.items()} == {
+            0: 6,
+            1: 10,
+            2: 0,
+        }
+        # what is left is still read: partition 0 from offset 6
+        consumer = Consumer(settings.kafka_config(**{"group.id": group}))
+        consumer.assign([TopicPartition(topic, 0, 6)])
+        read = [consumer.poll(10) for _ in range(4)]
+        consumer.close()
+        assert [m.offset() for m in read if m is not None and not m.error()] == [6, 7, 8, 9]
+    finally:
+        admin.delete_topics([topic])[topic].result(30)

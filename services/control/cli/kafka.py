@@ -56,6 +56,20 @@ def kafka_ensure_acls(
     emit({"topic": settings.topic, "acls": acls})
 
 
+@kafka_app.command("trim")
+def kafka_trim(
+    group: Annotated[
+        str, typer.Option(envvar="SKEIN_STREAMERY_GROUP_ID", help="The streamery's group.")
+    ] = "skein-streamery",
+) -> None:
+    """Delete the records topic's records below the streamery's committed offsets (each is in a
+    batch in S3 already: invariant 3), freeing the brokers' disk (as admin)."""
+    settings = SharedSettings()
+    with kafka_errors():
+        deleted = kafka_admin.trim_committed(kafka_admin.admin(settings), settings.topic, group)
+    emit({"topic": settings.topic, "group": group, "deleted": deleted})
+
+
 @kafka_app.command("wait-ready")
 def kafka_wait_ready(
     brokers: Annotated[int, typer.Option(help="Brokers that must be registered.")] = 3,
