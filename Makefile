@@ -94,7 +94,8 @@ fmt: install ## Format and auto-fix with ruff (and cargo fmt on the native crate
 	$(VENV)/bin/ruff check --fix .
 	@if PATH="$$HOME/.cargo/bin:$$PATH" cargo fmt --version >/dev/null 2>&1; then \
 	  for crate in $(NATIVE); do \
-	    PATH="$$HOME/.cargo/bin:$$PATH" cargo fmt --manifest-path $$crate/Cargo.toml; done; fi
+	    PATH="$$HOME/.cargo/bin:$$PATH" cargo fmt --manifest-path $$crate/Cargo.toml || exit 1; \
+	  done; fi
 
 .PHONY: clean
 clean: down ## Stop the stack and delete its runtime data (.run/)

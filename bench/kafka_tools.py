@@ -11,7 +11,7 @@ from confluent_kafka import KafkaException
 from common import kafka_admin
 from common.settings import SharedSettings
 
-STREAMERY_GROUP = os.environ.get("SKEIN_STREAMERY_GROUP_ID", "skein-streamery")
+STREAMERY_GROUP = os.environ.get("SKEIN_STREAMERY_GROUP_ID", kafka_admin.STREAMERY_GROUP)
 
 
 def client_properties(settings: SharedSettings) -> str:

@@ -104,9 +104,8 @@ def wait_ready(
         time.sleep(0.5)
 
 
-# What each service principal may do (docs/architecture.md, Security). broker, controller and
-# admin are the brokers' super users; every other principal, anonymous included, gets nothing.
 _EARLIEST = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+STREAMERY_GROUP = "skein-streamery"  # the streamery's consumer group, unless configured
 
 
 def trim_committed(client: AdminClient, topic: str, group: str, timeout: float = 30.0) -> int:
@@ -117,6 +116,8 @@ def trim_committed(client: AdminClient, topic: str, group: str, timeout: float =
     Nothing at or above a committed offset, and nothing of a partition without one, is touched.
     """
     state = topic_state(client, topic)
+    if not state.partitions:
+        return 0  # no such topic (or no metadata yet): nothing to trim
     asked = ConsumerGroupTopicPartitions(
         group, [TopicPartition(topic, p) for p in state.partitions]
     )
@@ -129,13 +130,21 @@ def trim_committed(client: AdminClient, topic: str, group: str, timeout: float =
         request_timeout=timeout,
     )
     before = {(tp.topic, tp.partition): f.result(timeout).offset for tp, f in earliest.items()}
-    deleted = 0
+    deleted, failed = 0, []
     for tp, future in client.delete_records(committed, request_timeout=timeout).items():
-        low = future.result(timeout).low_watermark
+        try:
+            low = future.result(timeout).low_watermark
+        except KafkaException as exc:
+            failed.append(f"{tp.partition}: {exc}")
+            continue
         deleted += max(0, low - before[(tp.topic, tp.partition)])
+    if failed:
+        raise KafkaException(f"{deleted} records trimmed; partitions not trimmed: {failed}")
     return deleted
 
 
+# What each service principal may do (docs/architecture.md, Security). broker, controller and
+# admin are the brokers' super users; every other principal, anonymous included, gets nothing.
 GATE_PRINCIPAL = "User:gate"
 STREAMERY_PRINCIPAL = "User:streamery"
 

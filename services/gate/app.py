@@ -128,7 +128,7 @@ def create_app(
             except SchemaRejected as exc:
                 raise batch_error(f"Invalid schema: {exc}") from exc
             context = gate.context(request, client.client_id)
-            if fast is not None and schema is not None:
+            if fast is not None:
                 tables = [fast.table(context, schema)]
             else:
                 tables = batch_tables(

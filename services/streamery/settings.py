@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from common import kafka_admin
 from common.settings import SharedSettings
 
 MiB = 1024 * 1024
@@ -26,7 +27,7 @@ class StreamerySettings(SharedSettings):
     )
     metrics_port: int = Field(9102, ge=0, le=65535, description="... and their port")
     group_id: str = Field(
-        "skein-streamery",
+        kafka_admin.STREAMERY_GROUP,
         description="Kafka consumer group (all streamery processes share it)",
     )
     # librdkafka's 45 s default would stall those partitions that long after a SIGKILL.

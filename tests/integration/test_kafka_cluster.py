@@ -160,20 +160,26 @@ def test_trimming_deletes_only_what_the_group_committed(
     settings: SharedSettings, admin: AdminClient
 ) -> None:
     """``kafka_admin.trim_committed`` (run after the benchmarks): records below the group's
-    committed offset go; those at or above it, and a partition the group never committed, stay."""
+    committed offset go; those at or above it, a partition committed at 0 and one the group
+    never committed stay; a topic that is not there trims nothing."""
     topic = f"skein.test.trim.{uuid.uuid4().hex[:8]}"
     group = f"skein-test-trim-{uuid.uuid4().hex[:8]}"
-    admin.create_topics([NewTopic(topic, 3, 3, config={"min.insync.replicas": "2"})])[topic].result(
+    assert kafka_admin.trim_committed(admin, topic, group) == 0  # no such topic yet
+    admin.create_topics([NewTopic(topic, 4, 3, config={"min.insync.replicas": "2"})])[topic].result(
         30
     )
     try:
         kafka_admin.wait_ready(admin, topic, timeout=60)
         producer = durable_producer(settings)
-        for partition in range(3):
+        for partition in range(4):
             for _ in range(10):
                 producer.produce(topic, value=b"x", partition=partition)
         assert producer.flush(30) == 0
-        commits = [TopicPartition(topic, 0, 6), TopicPartition(topic, 1, 10)]  # 2: none
+        commits = [
+            TopicPartition(topic, 0, 6),
+            TopicPartition(topic, 1, 10),
+            TopicPartition(topic, 3, 0),
+        ]  # 2: none
         [done] = admin.alter_consumer_group_offsets(
             [ConsumerGroupTopicPartitions(group, commits)]
         ).values()
@@ -185,12 +191,13 @@ def test_trimming_deletes_only_what_the_group_committed(
         assert trimmed == {"topic": topic, "group": group, "deleted": 0}
 
         earliest = admin.list_offsets(
-            {TopicPartition(topic, p): OffsetSpec.earliest() for p in range(3)}
+            {TopicPartition(topic, p): OffsetSpec.earliest() for p in range(4)}
         )
         assert {tp.partition: f.result(30).offset for tp, f in earliest.items()} == {
             0: 6,
             1: 10,
             2: 0,
+            3: 0,
         }
         # what is left is still read: partition 0 from offset 6
         consumer = Consumer(settings.kafka_config(**{"group.id": group}))

@@ -6,7 +6,6 @@ byte). A body the Python path refuses, the lane must never decide."""
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime
 from typing import Any
 
@@ -31,11 +30,6 @@ MAX_DEPTH = 8
 CONTEXT = RequestContext(
     client_id=7, received_at="2026-12-07T10:00:00.000000Z", request_id="r", may_have_reserved=True
 )
-
-
-def test_the_native_lane_is_built_where_ci_requires_it() -> None:
-    if os.environ.get("SKEIN_REQUIRE_NATIVE"):
-        assert fastlane.available(), "make install did not build services/gate/native"
 
 
 def python_path(raw: bytes, cache: SchemaCache) -> Any:
@@ -270,18 +264,21 @@ def bodies(draw: Any) -> bytes:
 # ----------------------------------------------------------------------------- the properties
 
 
-@settings(
-    max_examples=1500,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-@given(bodies())
-@example(
-    b'{"table_name":"t","schema":{"properties":{"id":{"type":"integer"}}},"key_names":["id"],'
-    b'"messages":[{"action":"upsert","sequence":1,"data":{"id":1.0,"x":[0.1,"\\u00e9"]}}]}'
-)
-def test_the_lane_decides_only_what_python_decides_and_as_python_does(raw: bytes) -> None:
-    check(raw)
+def test_the_lane_decides_only_what_python_decides_and_as_python_does() -> None:
+    decided: list[bool] = []
+
+    @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(bodies())
+    @example(
+        b'{"table_name":"t","schema":{"properties":{"id":{"type":"integer"}}},"key_names":["id"],'
+        b'"messages":[{"action":"upsert","sequence":1,"data":{"id":1.0,"x":[0.1,"\\u00e9"]}}]}'
+    )
+    def each(raw: bytes) -> None:
+        decided.append(check(raw) is not None)
+
+    each()
+    # Not vacuous: a share of the generated bodies (~10 %) are ones the lane decides.
+    assert sum(decided) >= len(decided) // 20, f"{sum(decided)} of {len(decided)} decided"
 
 
 def one(
@@ -424,11 +421,11 @@ def test_the_lines_travel_in_the_messages_python_would_produce() -> None:
     schema = fast.schema()
     header = Header(7, "orders", ("id",), schema, 3, "2026-12-07T10:00:00Z", "r", "batch")
     lines = list(fast.lines)
-    for max_bytes in (1 << 20, 8 * 1024):  # one message; then the generic split
+    for max_bytes, one_message in ((1 << 20, True), (8 * 1024, False)):  # then the generic split
         packed = list(encode_messages(TableRecords(header, fast.lines), max_bytes))
         plain = list(encode_messages(TableRecords(header, lines), max_bytes))
-        assert packed == plain and len(plain) == (1 if max_bytes > 8 * 1024 else len(plain))
-    assert len(list(encode_messages(TableRecords(header, lines), 8 * 1024))) > 1
+        assert packed == plain
+        assert (len(plain) == 1) is one_message
 
 
 def test_packed_lines_are_a_sequence_of_the_lines() -> None:

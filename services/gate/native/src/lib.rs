@@ -21,6 +21,7 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::panic::catch_unwind;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
@@ -166,7 +167,7 @@ enum Extra {
     Schema(Box<Node>),
 }
 
-/// One compiled schema node; `None` where a schema is `true` or `{}` (anything goes).
+/// One compiled schema node (`compile` gives `None` for the schema `true`: anything goes).
 struct Node {
     types: u8,
     properties: Vec<(String, Option<Node>)>,
@@ -284,8 +285,9 @@ fn compile(schema: &Value) -> Decided<Option<Node>> {
             "maximum" => node.bounds.push((Limit::Maximum, Num::of(value)?)),
             "exclusiveMinimum" => node.bounds.push((Limit::ExclusiveMinimum, Num::of(value)?)),
             "exclusiveMaximum" => node.bounds.push((Limit::ExclusiveMaximum, Num::of(value)?)),
-            other if NOT_RUN.contains(&other) => return Err(Refuse),
-            _ => {} // an annotation (format, title, default, ...)
+            "format" => {} // an annotation, as the gate compiles schemas
+            other if NOT_RUN.contains(&other) || RUN.contains(&other) => return Err(Refuse),
+            _ => {} // an annotation (title, default, ...): fastjsonschema ignores it too
         }
     }
     Ok(Some(node))
@@ -306,7 +308,7 @@ fn depth(value: &Value) -> Decided<usize> {
     }
 }
 
-// ------------------------------------------------------------------------------ the body
+// ------------------------------------------------------------------------------ a record's values
 
 /// What the lane knows as it reads: the limits, and the lines written so far.
 struct Lane<'k> {
@@ -866,9 +868,6 @@ impl<'de> Visitor<'de> for Messages<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Lines, A::Error> {
-        if self.limits.max_depth < 2 {
-            return Err(refused());
-        }
         let mut lane = Lane {
             max_depth: self.limits.max_depth,
             max_key_length: self.limits.max_key_length,
@@ -1229,8 +1228,9 @@ fn batch<'py>(
         max_key_length,
         max_schema_bytes,
     };
-    let decided = py.allow_threads(|| decide(body, limits));
-    let Ok(d) = decided else {
+    // A panic (a bug here) leaves the body to Python like any refusal, never a 500.
+    let decided = py.allow_threads(|| catch_unwind(|| decide(body, limits)));
+    let Ok(Ok(d)) = decided else {
         return Ok(None);
     };
     let parts = (
