@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from common.wire import Header, PackedLines, TableRecords
+from common.wire import PackedLines, TableRecords
 from services.gate.records import Limits, RequestContext
 
 try:
@@ -50,16 +50,7 @@ class FastBatch:
         return schema
 
     def table(self, ctx: RequestContext, schema: dict[str, Any]) -> TableRecords:
-        header = Header(
-            client_id=ctx.client_id,
-            table_name=self.table_name,
-            key_names=tuple(self.key_names),
-            schema=schema,
-            table_version=self.table_version,
-            received_at=ctx.received_at,
-            request_id=ctx.request_id,
-            source="batch",
-        )
+        header = ctx.header("batch", self.table_name, self.key_names, schema, self.table_version)
         return TableRecords(header, self.lines)
 
 

@@ -6,6 +6,7 @@ Each function takes an already-parsed body and returns the tables to produce, or
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,6 +43,26 @@ class RequestContext:
     received_at: str
     request_id: str
     may_have_reserved: bool = True  # False when the raw body has no '"_sdc' at all (fast path)
+
+    def header(
+        self,
+        source: str,
+        table_name: str,
+        key_names: Iterable[str],
+        schema: dict[str, Any] | None = None,
+        table_version: int | None = None,
+    ) -> Header:
+        """The header of one table's records from this request."""
+        return Header(
+            client_id=self.client_id,
+            table_name=table_name,
+            key_names=tuple(key_names),
+            schema=schema,
+            table_version=table_version,
+            received_at=self.received_at,
+            request_id=self.request_id,
+            source=source,
+        )
 
 
 def _is_int(value: Any) -> bool:
@@ -214,16 +235,7 @@ def batch_tables(
                 raise batch_error(f"Record {i}: {problem}")
         lines.append(upsert_line(sequence, data, time_extracted))
 
-    header = Header(
-        client_id=ctx.client_id,
-        table_name=table_name,
-        key_names=tuple(key_names),
-        schema=schema,
-        table_version=table_version,
-        received_at=ctx.received_at,
-        request_id=ctx.request_id,
-        source="batch",
-    )
+    header = ctx.header("batch", table_name, key_names, schema, table_version)
     return [TableRecords(header, lines)]
 
 
@@ -289,19 +301,7 @@ def push_tables(body: Any, ctx: RequestContext, limits: Limits) -> list[TableRec
         group = (record["table_name"], tuple(record["key_names"]))
         groups.setdefault(group, []).append(upsert_line(record["sequence"], record["data"], None))
     return [
-        TableRecords(
-            Header(
-                client_id=ctx.client_id,
-                table_name=table_name,
-                key_names=key_names,
-                schema=None,
-                table_version=None,
-                received_at=ctx.received_at,
-                request_id=ctx.request_id,
-                source="push",
-            ),
-            lines,
-        )
+        TableRecords(ctx.header("push", table_name, key_names), lines)
         for (table_name, key_names), lines in groups.items()
     ]
 
@@ -331,14 +331,4 @@ def webhook_tables(
         if problem:
             raise status_error(400, f"Record {i} {problem}")
         lines.append(upsert_line(min(now_ns + i, MAX_SEQUENCE), data, None))
-    header = Header(
-        client_id=ctx.client_id,
-        table_name=webhook.table_name,
-        key_names=tuple(key_names),
-        schema=None,
-        table_version=None,
-        received_at=ctx.received_at,
-        request_id=ctx.request_id,
-        source="webhook",
-    )
-    return [TableRecords(header, lines)]
+    return [TableRecords(ctx.header("webhook", webhook.table_name, key_names), lines)]

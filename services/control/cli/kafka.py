@@ -43,11 +43,14 @@ def kafka_ensure_topic(
     emit({"topic": settings.topic, "created": created})
 
 
+StreameryGroup = Annotated[
+    str, typer.Option(envvar="SKEIN_STREAMERY_GROUP_ID", help="The streamery's group.")
+]
+
+
 @kafka_app.command("ensure-acls")
 def kafka_ensure_acls(
-    group: Annotated[
-        str, typer.Option(envvar="SKEIN_STREAMERY_GROUP_ID", help="The streamery's group.")
-    ] = kafka_admin.STREAMERY_GROUP,
+    group: StreameryGroup = kafka_admin.STREAMERY_GROUP,
 ) -> None:
     """Let the gate write the records topic and the streamery read it in its group (as admin)."""
     settings = SharedSettings()
@@ -58,9 +61,7 @@ def kafka_ensure_acls(
 
 @kafka_app.command("trim")
 def kafka_trim(
-    group: Annotated[
-        str, typer.Option(envvar="SKEIN_STREAMERY_GROUP_ID", help="The streamery's group.")
-    ] = kafka_admin.STREAMERY_GROUP,
+    group: StreameryGroup = kafka_admin.STREAMERY_GROUP,
 ) -> None:
     """Delete the records topic's records below the streamery's committed offsets (each is in a
     batch in S3 already: invariant 3), freeing the brokers' disk (as admin)."""

@@ -35,7 +35,7 @@ from services.loaders.core.denest import (
 )
 from services.loaders.core.fastplan import Inline, Layout, Plan, compile_plan, leaves
 from services.loaders.core.names import SEPARATOR, NameRules
-from services.loaders.core.reader import Event, Record, RecordText, event_of
+from services.loaders.core.reader import Event, Record, RecordText, event_of, line_at
 from services.loaders.core.shape import ColumnLimit, TableShape, place
 from services.loaders.core.spill import Spill
 from services.loaders.core.system_columns import (
@@ -316,9 +316,7 @@ class PlanBuilder:
                 fed += taken
                 if start >= end or (limit is not None and fed >= limit):
                     break
-            stop = text.find(b"\n", start, end)
-            stop = end if stop < 0 else stop
-            line, start = text[start:stop], stop + 1
+            line, start = line_at(text, start, end)
             if line:  # blank lines are skipped, as the line reader skips them
                 self.feed(event_of(line))
                 fed += 1

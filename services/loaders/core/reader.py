@@ -116,11 +116,17 @@ class RecordText:
     def lines(self) -> Iterator[bytes]:
         text, start, end = self.text, self.start, self.end
         while start < end:
-            stop = text.find(b"\n", start, end)
-            stop = end if stop < 0 else stop
-            if stop > start:  # blank lines are skipped, as ``lines_of`` skips them
-                yield text[start:stop]
-            start = stop + 1
+            line, start = line_at(text, start, end)
+            if line:  # blank lines are skipped, as ``lines_of`` skips them
+                yield line
+
+
+def line_at(text: bytes, start: int, end: int) -> tuple[bytes, int]:
+    """The line of ``text[:end]`` starting at ``start``, without its newline (the last one may
+    have none), and where the next line starts."""
+    stop = text.find(b"\n", start, end)
+    stop = end if stop < 0 else stop
+    return text[start:stop], stop + 1
 
 
 Event = Header | Record | RecordText
@@ -182,8 +188,7 @@ def batch_events(chunks: Iterable[bytes], text: bool = False) -> Iterator[Event]
         start, end = 0, len(block)
         while start < end:
             if not seen_header or block.startswith(_HEADER, start):
-                stop = block.index(b"\n", start)
-                line, start = block[start:stop], stop + 1
+                line, start = line_at(block, start, end)
                 if line:
                     yield _ordered(event_of(line), seen_header)
                     seen_header = True

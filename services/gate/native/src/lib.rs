@@ -639,9 +639,21 @@ impl<'de> Visitor<'de> for KeySeed {
 }
 
 /// Any value, read only for its nesting (a field the Python path reads past).
+#[derive(Clone, Copy)]
 struct Skip {
     depth: usize, // the containing container's
     max_depth: usize,
+}
+
+impl Skip {
+    /// The seed for a container's values, or a refusal past the nesting limit.
+    fn inner<E: de::Error>(self) -> Result<Skip, E> {
+        let depth = self.depth + 1;
+        if depth > self.max_depth {
+            return Err(refused());
+        }
+        Ok(Skip { depth, ..self })
+    }
 }
 
 impl<'de> DeserializeSeed<'de> for Skip {
@@ -677,22 +689,14 @@ impl<'de> Visitor<'de> for Skip {
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let depth = self.depth + 1;
-        if depth > self.max_depth {
-            return Err(refused());
-        }
-        let max_depth = self.max_depth;
-        while seq.next_element_seed(Skip { depth, max_depth })?.is_some() {}
+        let inner = self.inner()?;
+        while seq.next_element_seed(inner)?.is_some() {}
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let depth = self.depth + 1;
-        if depth > self.max_depth {
-            return Err(refused());
-        }
-        let max_depth = self.max_depth;
+        let inner = self.inner()?;
         while map.next_key_seed(KeySeed)?.is_some() {
-            map.next_value_seed(Skip { depth, max_depth })?;
+            map.next_value_seed(inner)?;
         }
         Ok(())
     }
