@@ -69,10 +69,25 @@ def stack_groups() -> dict[str, Callable[[], list[int]]]:
         "streamery": lambda: with_children(stack_pid("streamery")),
         "spool": lambda: with_children(stack_pid("spool")),
         "loaders": lambda: with_children(stack_pid("loaders.postgres")),
-        "postgres": lambda: [p for p in _all_pids() if _cmdline(p).startswith("postgres")],
+        # each Postgres cluster apart: the spool's state and the warehouse under load
+        "pg control": lambda: with_children(postmaster_pid("control")),
+        "pg warehouse": lambda: with_children(postmaster_pid("warehouse")),
         # the benchmark itself (its senders and its progress polls), apart from "other"
         "this bench": lambda: [os.getpid()],
     }
+
+
+def postmaster_pid(cluster: str) -> int | None:
+    """The pid of a local-stack Postgres cluster's postmaster (its backends are its children)."""
+    try:
+        return int((ROOT / ".run" / "pg" / cluster / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def postgres_pids() -> list[int]:
+    """Every Postgres process on the machine, whichever cluster."""
+    return [p for p in _all_pids() if _cmdline(p).startswith("postgres")]
 
 
 def _all_pids() -> list[int]:

@@ -48,7 +48,7 @@ from psycopg2 import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # support/ (not installed)
 from bench_records import make_record
-from cpu_account import CpuWindow, stack_groups
+from cpu_account import CpuWindow, postgres_pids, stack_groups
 from gate_bench import RECORDS_PER_BATCH as BATCH
 from gate_bench import RawHttp, open_loop, requests_for
 from kafka_tools import trim_consumed
@@ -287,7 +287,7 @@ def dlt_run(schema: str, count: int) -> dict[str, float]:
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(venv / "bin" / "pip"), "install", "-q", DLT_VERSION], check=True)
-    postgres = CpuWindow({"postgres": stack_groups()["postgres"]})
+    postgres = CpuWindow({"postgres": postgres_pids})
     postgres.start()
     out = subprocess.run(
         [str(python), "-c", DLT_SCRIPT, schema, str(count), str(Path(__file__).resolve().parent)],

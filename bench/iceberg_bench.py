@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # support/ (not
 from bench_records import make_record
 
 from common import runtime
+from common.s3 import Objects
 from common.s3 import client as s3_client
 from common.settings import SharedSettings
 from common.spool_client import Lease
@@ -214,6 +215,7 @@ def main() -> None:
     lakehouse.ensure_lakehouse()
     shared = SharedSettings()
     s3 = s3_client(shared)
+    objects = Objects(shared, timeout_s=60.0)  # as the loader reads batch objects
     rng = random.Random(1)
     run = uuid.uuid4().hex[:8]
     header = Header(1, "orders", ("id",), None, None, "2026-11-26T10:00:00.000000Z", "b", "push")
@@ -254,7 +256,7 @@ def main() -> None:
                         ids = [next(batch_ids) for _ in group]
                         lease = Lease(f"bench-{run}-{ids[0]}", 1, "orders", "iceberg", "", ())
                         stream = itertools.chain.from_iterable(
-                            events(lines_of(s3_chunks(s3, shared.s3_bucket, key))) for key in group
+                            events(lines_of(s3_chunks(objects, key))) for key in group
                         )
                         target.load(session, dest, lease, ids, stream)
                     return time.monotonic() - began

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # support/ (not
 from bench_records import make_record
 
 from common import runtime
+from common.s3 import Objects
 from common.s3 import client as s3_client
 from common.settings import SharedSettings
 from common.wire import Header
@@ -61,6 +62,7 @@ def _all(rates: list[float]) -> str:
 def fixed_cost(
     conn: psycopg2.extensions.connection,
     s3: object,
+    objects: Objects,
     bucket: str,
     schema: str,
     header: Header,
@@ -90,7 +92,7 @@ def fixed_cost(
             warehouse.already_loaded(conn, schema, [10_000_000 + n])
             timing.append((time.perf_counter() - t, time.process_time() - c))
             t, c = time.perf_counter(), time.process_time()
-            stream = list(batch_events(s3_chunks(s3, bucket, key), text=NATIVE))
+            stream = list(batch_events(s3_chunks(objects, key), text=NATIVE))
             timing.append((time.perf_counter() - t, time.process_time() - c))
             t, c = time.perf_counter(), time.process_time()
             warehouse.load(
@@ -128,6 +130,7 @@ def main() -> None:
     runtime.tune_gc()
     shared = SharedSettings()
     s3 = s3_client(shared)
+    objects = Objects(shared, timeout_s=60.0)  # as the loader reads batch objects
     rng = random.Random(1)
     run = uuid.uuid4().hex[:8]
     schema = f"bench_{run}"
@@ -160,7 +163,7 @@ def main() -> None:
             for start in range(0, len(keys), args.lease_batches):
                 group = keys[start : start + args.lease_batches]
                 stream = itertools.chain.from_iterable(
-                    batch_events(s3_chunks(s3, shared.s3_bucket, key), text=text) for key in group
+                    batch_events(s3_chunks(objects, key), text=text) for key in group
                 )
                 ids = [first_id + start + n for n in range(len(group))]
                 warehouse.load(conn, schema, warehouse.LeaseLoad(table, ids, "bench", stream))
@@ -230,7 +233,7 @@ def main() -> None:
             )
         else:
             print("(skein_loader_native is not built here: the loader ran its Python plans)")
-        fixed_cost(conn, s3, shared.s3_bucket, schema, header, rng, repeat=50)
+        fixed_cost(conn, s3, objects, shared.s3_bucket, schema, header, rng, repeat=50)
     finally:
         with conn, conn.cursor() as cur:
             cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from botocore.config import Config
-from botocore.handlers import convert_body_to_file_like_object
 
+from common.s3 import Objects
 from common.s3 import client as s3_client
 from services.streamery.settings import StreamerySettings
 
@@ -18,40 +18,30 @@ class ObjectStore(Protocol):
 
 
 class S3Store:
-    """One boto3 client shared by the upload threads (clients are thread-safe).
+    """Batch objects PUT by the upload threads on one lean client (``common.s3.Objects``: its
+    pool is shared, one connection per thread).
 
-    botocore's own retries are off: the shipper retries with its own back-off, forever, and
-    counts failures where the operator can see them. Checksums are computed only when S3
-    requires them; the bytes are in memory and TCP already guards them.
-
-    The body is sent as the ``bytes`` it is: botocore would wrap it in a BytesIO, which urllib3
-    then writes 16 KiB at a time (and botocore hashes 1 MiB at a time), each write releasing
-    and re-taking the GIL. With the consume loop and the other upload threads busy, every
-    re-take may wait a switch interval: a 3 MB PUT took ~125 ms instead of ~55 ms. As bytes, it
-    is hashed for the signature in one call and sent in one ``sendall`` (and without the
-    ``Expect: 100-continue`` round trip botocore adds to file-like bodies only).
+    No retries inside: the shipper retries with its own back-off, forever, and counts failures
+    where the operator can see them. The body is sent as the ``bytes`` it is, hashed for the
+    signature in one call and written in one ``sendall``: botocore wrapped it in a BytesIO that
+    urllib3 wrote 16 KiB at a time, each write releasing and re-taking the GIL, which made a
+    3 MB PUT take ~125 ms instead of ~55 ms with the consume loop and other uploads busy.
+    ``reachable`` (the readiness probe) asks boto3's client, off the hot path.
     """
 
     def __init__(self, settings: StreamerySettings) -> None:
         self.bucket = settings.s3_bucket
+        self._objects = Objects(
+            settings, timeout_s=settings.s3_timeout_s, pool_size=settings.upload_workers + 2
+        )
         self._s3 = s3_client(
             settings,
-            Config(
-                retries={"max_attempts": 1, "mode": "standard"},
-                connect_timeout=3,
-                read_timeout=settings.s3_timeout_s,
-                max_pool_connections=settings.upload_workers + 2,
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-            ),
-        )
-        self._s3.meta.events.unregister(
-            "before-parameter-build.s3.PutObject", convert_body_to_file_like_object
+            Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=3),
         )
 
     def put(self, key: str, body: bytes) -> None:
         kind = "application/gzip" if key.endswith(".gz") else "application/octet-stream"
-        self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=kind)
+        self._objects.put(key, body, kind)
 
     def reachable(self) -> bool:
         try:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from contextlib import closing
 
 import psycopg2
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+from pydantic import SecretStr
 
 from common import db
 from common import migrate as migrations
+from common.s3 import Objects
 from common.s3 import client as s3_client
 from common.settings import SharedSettings
+from services.loaders.core.errors import PermanentError, TransientError, classify_source
+from services.streamery.keys import encode_table
 
 WAREHOUSE_DSN = "postgresql://postgres@127.0.0.1:5433/warehouse"
 
@@ -25,6 +32,47 @@ def test_s3_put_get_list(settings: SharedSettings) -> None:
     assert got == body
     listed = s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=prefix)
     assert [o["Key"] for o in listed["Contents"]] == [prefix + "a.jsonl", prefix + "b.jsonl"]
+
+
+def test_the_lean_object_client_reads_and_writes_what_boto3_does(settings: SharedSettings) -> None:
+    """``Objects`` (the streamery's PUT, the loaders' GET) against the real S3 server: keys of
+    every character a table segment may hold, both ways with boto3, and S3's failures raised
+    as boto3 raises them, so the loaders classify them unchanged."""
+    s3 = s3_client(settings)
+    objects = Objects(settings, timeout_s=10.0)
+    prefix = f"tests/{uuid.uuid4()}/"
+    keys = [
+        prefix + "plain.jsonl.gz",
+        prefix + encode_table("a b/c?d#e&f=g+h%i ü 🚀 ~'\"") + "/0/x.jsonl.gz",
+        prefix + "raw ü 🚀 +=&?#%41 ~.bin",
+    ]
+    body = os.urandom(300_000)
+    for key in keys:
+        objects.put(key, body, "application/gzip")
+        got = s3.get_object(Bucket=settings.s3_bucket, Key=key)
+        assert got["Body"].read() == body and got["ContentType"] == "application/gzip"
+        s3.put_object(Bucket=settings.s3_bucket, Key=key + ".2", Body=body[:1000])
+        assert b"".join(objects.chunks(key + ".2", 256)) == body[:1000]
+        assert b"".join(objects.chunks(key, 1 << 20)) == body
+    listed = s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=prefix)
+    assert sorted(o["Key"] for o in listed["Contents"]) == sorted(keys + [k + ".2" for k in keys])
+
+    with pytest.raises(ClientError) as missing:
+        list(objects.chunks(prefix + "never-written", 1024))
+    assert missing.value.response["Error"]["Code"] == "NoSuchKey"
+    assert isinstance(classify_source(missing.value), PermanentError)
+
+    forged = settings.model_copy(update={"s3_secret_key": SecretStr("not-the-secret")})
+    with pytest.raises(ClientError) as refused:
+        Objects(forged, timeout_s=10.0).put(prefix + "forged", b"x")
+    assert refused.value.response["Error"]["Code"] in ("SignatureDoesNotMatch", "AccessDenied")
+    assert isinstance(classify_source(refused.value), TransientError)
+    assert "Contents" not in s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=prefix + "forged")
+
+    closed = settings.model_copy(update={"s3_endpoint": "http://127.0.0.1:1"})
+    with pytest.raises(EndpointConnectionError) as down:
+        Objects(closed, timeout_s=2.0).put(prefix + "down", b"x")
+    assert isinstance(classify_source(down.value), TransientError)
 
 
 def test_both_postgres_clusters_are_separate_servers(settings: SharedSettings) -> None:

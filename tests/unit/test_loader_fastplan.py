@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.wire import Header, dumps
-from services.loaders.core import native, reader
+from services.loaders.core import fastplan, native, reader
 from services.loaders.core.plan import PlanBuilder
 from services.loaders.core.reader import batch_events, events
 from services.loaders.core.shape import TableShape
@@ -210,6 +210,46 @@ def test_plans_are_compiled_and_used_for_repeated_shapes() -> None:
     got = (row["id"], row["v"], row["o__p"], row["_sdc_sequence"], row["_sdc_batched_at"])
     assert got == ("100", '"x"', "1.5", "100", BATCHED_AT)
     builder.close()
+
+
+def test_tables_of_one_shape_share_a_compiled_plan_and_each_stages_its_own_fields() -> None:
+    """Two clients' tables whose records share a shape under other field names: the second
+    load compiles nothing (the code object is shared) yet stages its own values and names."""
+
+    def staged_rows(table: str, names: tuple[str, str]) -> list[dict[str, str]]:
+        header = Header(1, table, (names[0],), None, None, "2026-11-26T10:00:00Z", "r", "push")
+        lines = [header.encode()] + [
+            orjson.dumps(
+                {"action": "upsert", "sequence": i, "data": {names[0]: i, names[1]: f"{table}{i}"}}
+            )
+            for i in range(1, 4)
+        ]
+        builder = plan_builder(table, {}, BATCHED_AT)
+        try:
+            for event in events(lines):
+                builder.feed(event)
+            staged = builder.segments[0].root
+            text = b"".join(staged.spill.text(len(staged.order))).decode().splitlines()
+            return [dict(zip(staged.order, line.split(","), strict=True)) for line in text]
+        finally:
+            builder.close()
+
+    first = staged_rows("orders", ("id", "note"))
+    compiled = fastplan._compiled.cache_info()
+    second = staged_rows("users", ("uid", "name"))
+    after = fastplan._compiled.cache_info()
+    assert (after.misses, after.hits) == (compiled.misses, compiled.hits + 1)
+    assert [(r["id"], r["note"]) for r in first] == [
+        ("1", '"orders1"'),
+        ("2", '"orders2"'),
+        ("3", '"orders3"'),
+    ]
+    assert [(r["uid"], r["name"]) for r in second] == [
+        ("1", '"users1"'),
+        ("2", '"users2"'),
+        ("3", '"users3"'),
+    ]
+    assert "id" not in second[0] and "uid" not in first[0]
 
 
 def test_a_plan_doubles_quotes_only_in_records_that_hold_a_backslash() -> None:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from isal import isal_zlib
 
 from common.wire import Header, may_hold_long_integer
 from services.loaders.core.errors import PermanentError
+
+if TYPE_CHECKING:
+    from common.s3 import Objects
 
 CHUNK = 1024 * 1024
 
@@ -236,10 +239,6 @@ def records(stream: Iterable[Event]) -> Iterator[Header | Record]:
             yield event
 
 
-def s3_chunks(s3: Any, bucket: str, key: str) -> Iterator[bytes]:
-    """The object's bytes in 1 MiB chunks (boto3 streaming body; never the whole object)."""
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-    try:
-        yield from body.iter_chunks(CHUNK)
-    finally:
-        body.close()
+def s3_chunks(objects: Objects, key: str) -> Iterator[bytes]:
+    """The object's bytes in 1 MiB chunks (streamed; never the whole object)."""
+    return objects.chunks(key, CHUNK)

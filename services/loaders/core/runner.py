@@ -31,11 +31,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic
 
-from botocore.config import Config
-
 from common import destination_config, netpolicy
 from common.metrics import client_label
-from common.s3 import client as s3_client
+from common.s3 import Objects
 from common.spool_client import Lease, LeasedBatch, SpoolClient, SpoolConflict, SpoolUnavailable
 from common.wire import Header
 from services.loaders.core import faults, native, notes
@@ -87,8 +85,14 @@ class Runner(Generic[SessionT]):
         self._slots = threading.BoundedSemaphore(settings.workers)
         # Checked again at every connect: the host's address may have changed since it was set.
         self.policy = netpolicy.from_settings(settings)
-        self._s3 = s3_client(
-            settings, Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5)
+        # Batch objects, read on the lean client (``common.s3.Objects``), S3's brief failures
+        # retried twice before a load fails (as boto3's standard mode did).
+        self._objects = Objects(
+            settings,
+            timeout_s=60.0,
+            connect_timeout_s=5.0,
+            pool_size=settings.workers + settings.max_stalled_loads,
+            retries=2,
         )
         self._threads: list[threading.Thread] = []
         # Batch objects' record lines handed over unread (``RecordText``) to a warehouse whose
@@ -279,7 +283,7 @@ class Runner(Generic[SessionT]):
     def _events(self, batches: list[LeasedBatch], request_ids: dict[str, None]) -> Iterator[Event]:
         """The batches' header and record events; notes each header's request id on the way."""
         for batch in batches:
-            chunks = s3_chunks(self._s3, self.settings.s3_bucket, batch.object_key)
+            chunks = s3_chunks(self._objects, batch.object_key)
             for event in batch_events(chunks, text=self._text):
                 if isinstance(event, Header) and len(request_ids) < _LOGGED_REQUEST_IDS:
                     request_ids[event.request_id] = None
