@@ -134,10 +134,8 @@ def _client_error(operation: str, status: int, body: bytes) -> ClientError:
     message = found.group(1) if found else ""
     if status == 404 and code == "404":
         code = "NoSuchKey"
-    return ClientError(
-        {
-            "Error": {"Code": code, "Message": message},
-            "ResponseMetadata": {"HTTPStatusCode": status},
-        },
-        operation,
-    )
+    answer: Any = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(answer, operation)

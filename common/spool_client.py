@@ -113,6 +113,27 @@ class SpoolClient:
         result: dict[str, Any] = self._call("POST", "/v1/batches", json=body).json()
         return result
 
+    def register_many(
+        self, batches: list[BatchRegistration]
+    ) -> list[dict[str, Any] | SpoolConflict | SpoolRefused]:
+        """Register several uploaded batches in one request (in their order, one transaction):
+        for each, what ``register`` returns, or the SpoolConflict / SpoolRefused it would raise.
+        The whole request failing raises as ``register`` does."""
+        body = {"batches": [{**asdict(b), "request_ids": list(b.request_ids)} for b in batches]}
+        results = self._call("POST", "/v1/batches/bulk", json=body).json()["results"]
+        if len(results) != len(batches):
+            raise SpoolUnavailable(f"{len(results)} answers to {len(batches)} registrations")
+        out: list[dict[str, Any] | SpoolConflict | SpoolRefused] = []
+        for result in results:
+            error = result.get("error")
+            if error is None:
+                out.append(result)
+            else:
+                out.append(
+                    (SpoolConflict if error == "conflict" else SpoolRefused)(result["detail"])
+                )
+        return out
+
     def dead_letter(self, batch: BatchRegistration, reason: str) -> dict[str, Any]:
         """Keep a batch the spool refused to register as dead, with the reason."""
         body = {**asdict(batch), "request_ids": list(batch.request_ids), "reason": reason}

@@ -30,6 +30,8 @@ log = logging.getLogger("skein.spool")
 # The control database's integer widths: larger values are 422s, never a database error.
 INT4 = 2**31 - 1
 INT8 = 2**63 - 1
+# Registrations in one bulk request, at most (the streamery sends one per upload thread).
+MAX_BULK = 100
 DestinationType = Literal["postgres", "redshift", "bigquery", "snowflake", "iceberg"]
 
 
@@ -45,6 +47,10 @@ class RegisterIn(BaseModel):
     oldest_received_at: str
     newest_received_at: str
     request_ids: list[str] = Field(default_factory=list, max_length=100_000)
+
+
+class RegisterManyIn(BaseModel):
+    batches: list[RegisterIn] = Field(min_length=1, max_length=MAX_BULK)
 
 
 class DeadLetterIn(RegisterIn):
@@ -227,6 +233,31 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
             metrics.REGISTERED.inc()
         response.status_code = 201 if done.created else 200
         return {"batch_id": done.batch_id, "created": done.created}
+
+    @app.post("/v1/batches/bulk", dependencies=api)
+    def register_many(body: RegisterManyIn) -> Response:
+        """Register several uploaded batches in their order, in one transaction: each answer
+        is ``{"batch_id", "created"}`` or, where the single route would answer 409 or 422,
+        ``{"error": "conflict" | "refused", "detail"}``, which leaves the others registered.
+        A table's batches must be in their cut order, as for the single route."""
+        batches = []
+        for item in body.batches:
+            if item.last_offset < item.first_offset:
+                raise HTTPException(422, "last_offset is below first_offset")
+            fields = item.model_dump()
+            fields["request_ids"] = tuple(fields["request_ids"])
+            batches.append(BatchRegistration(**fields))
+        done = db.run(lambda conn: queue.register_many(conn, batches))
+        answers: list[dict[str, Any]] = []
+        for outcome in done:
+            if isinstance(outcome, queue.Registered):
+                if outcome.created:
+                    metrics.REGISTERED.inc()
+                answers.append({"batch_id": outcome.batch_id, "created": outcome.created})
+            else:
+                kind = "conflict" if isinstance(outcome, queue.Conflict) else "refused"
+                answers.append({"error": kind, "detail": str(outcome)})
+        return _json({"results": answers})
 
     @app.post("/v1/batches/dead", dependencies=api, status_code=201)
     def dead_letter(body: DeadLetterIn, response: Response) -> dict[str, Any]:

@@ -19,14 +19,15 @@ back as ``{"error": ...}``, raised here as :class:`Conflict`, so nothing is half
 is named by its latest definition in ``common/migrations/``:
 
 - ``spool_lease(type, owner, lease_seconds, max_batches, max_bytes, candidates, max_per_client)``,
-  0009_fair_leases (replacing 0005's). Finds up to ``candidates`` (client, table) pairs whose
-  head batch is ready for the type (pending or retry_wait, due), leaving out tables with a live
-  lease and clients holding ``max_per_client`` live leases of the type; orders them by the
-  client's live leases, then its last turn (``client_turns.served_at``), then the oldest data.
-  It takes the first whose ``table_leases`` row it can lock (``SKIP LOCKED``), re-counts the cap
-  under the client's ``client_turns`` row lock, takes the head batches up to the first one not
-  ready, ``max_batches`` or ``max_bytes``, marks them leased under a new token (``attempts`` +
-  1) and returns the lease as jsonb; NULL when no table is ready.
+  0025_lease_client_first (replacing 0009's). Ranks the clients with a batch ready for the type
+  (pending or retry_wait, due) and fewer than ``max_per_client`` live leases of it: by their
+  live leases, then their last turn (``client_turns.served_at``), then the oldest data. For each
+  in turn, its tables whose head batch is ready and that have no live lease, oldest head first;
+  it takes the first whose ``table_leases`` row it can lock (``SKIP LOCKED``), re-counts the
+  cap under the client's ``client_turns`` row lock (at the cap: the next client), takes the
+  head batches up to the first one not ready, ``max_batches`` or ``max_bytes``, marks them
+  leased under a new token (``attempts`` + 1) and returns the lease as jsonb; after
+  ``candidates`` tables tried, or none ready, NULL.
 - ``spool_versioned(lease)``, 0020_lease_destination_version. Adds ``destination_version`` (the
   client's ``destinations.updated_at`` in microseconds), so a loader whose cached destination is
   older reads it again.
@@ -49,13 +50,19 @@ is named by its latest definition in ``common/migrations/``:
   table) among those batches now dead, for clients with a live hook; called in the transaction
   that made them dead (``dead_letter``, a permanent or final ``nack``).
 
-``register``, ``dead_letter``, ``high_water``, ``housekeeping``, ``extend`` and ``nack`` are plain
+- ``spool_register(registration)`` and ``spool_register_many(registrations)``,
+  0026_register_in_one_call: ``register`` in one round trip (idempotent on the object key; a
+  client that does not exist or a start at or below the stream's mark come back as errors
+  before anything is written), and several in their order in one transaction.
+
+``dead_letter``, ``high_water``, ``housekeeping``, ``extend`` and ``nack`` are plain
 statements in this file. (Over 400 lines, the excess being the list above: the protocol is one
 state machine, read in one place.)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -119,46 +126,48 @@ def register(conn: Connection, batch: BatchRegistration) -> Registered:
     """Record an uploaded batch and advance its high-water mark; idempotent on the object key.
 
     A new key must start above the (partition, client, table) high-water mark: the streamery
-    registers a table's batches in Kafka order, so anything else is a re-read duplicate or a bug.
+    registers a table's batches in Kafka order, so anything else is a re-read duplicate or a bug
+    (Conflict). A client that does not exist is Refused. One round trip (``spool_register``).
     """
-    with conn, conn.cursor() as cur:
-        found = _registered_before(cur, batch.object_key)
-        if found:
-            return found
-        cur.execute("SELECT 1 FROM clients WHERE client_id = %s", (batch.client_id,))
-        if cur.fetchone() is None:
-            raise Refused(f"client {batch.client_id} does not exist")
-        cur.execute(
-            """SELECT last_offset FROM high_water
-               WHERE partition = %s AND client_id = %s AND table_name = %s FOR UPDATE""",
-            (batch.partition, batch.client_id, batch.table_name),
-        )
-        mark = cur.fetchone()
-        if mark and batch.first_offset <= mark[0]:
-            raise Conflict(
-                f"batch starts at offset {batch.first_offset}, at or below the high-water mark "
-                f"{mark[0]} of partition {batch.partition} for this table"
-            )
-        cur.execute(
-            f"""INSERT INTO batches ({_BATCH_COLUMNS}, destination_type)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                       (SELECT type FROM destinations WHERE client_id = %s))
-               ON CONFLICT (object_key) WHERE replay_of IS NULL DO NOTHING
-               RETURNING batch_id, destination_type""",  # noqa: S608 (constant column list)
-            (*_batch_values(batch), batch.client_id),
-        )
-        row = cur.fetchone()
-        if row is None:  # registered concurrently under the same key
-            found = _registered_before(cur, batch.object_key)
-            assert found is not None
-            return found
-        _advance_mark(cur, batch)
-        cur.execute(
-            """INSERT INTO table_leases (client_id, table_name) VALUES (%s, %s)
-               ON CONFLICT DO NOTHING""",
-            (batch.client_id, batch.table_name),
-        )
-        return Registered(row[0], True, row[1])
+    answer = _one_call(
+        conn,
+        "SELECT spool_register(%s::jsonb)::text",
+        (orjson.dumps(_registration(batch)).decode(),),
+    )
+    return _registered(answer)
+
+
+def register_many(
+    conn: Connection, batches: list[BatchRegistration]
+) -> list[Registered | Conflict | Refused]:
+    """``register`` for each of ``batches``, in their order, in one transaction and one round
+    trip (``spool_register_many``): each answer is the batch's registration, or the Conflict or
+    Refused it met, which leaves the others as they are."""
+    answers = _one_call(
+        conn,
+        "SELECT spool_register_many(%s::jsonb)::text",
+        (orjson.dumps([_registration(b) for b in batches]).decode(),),
+    )
+    out: list[Registered | Conflict | Refused] = []
+    for answer in answers:
+        try:
+            out.append(_registered(answer))
+        except (Conflict, Refused) as exc:
+            out.append(exc)
+    return out
+
+
+def _registration(batch: BatchRegistration) -> dict[str, Any]:
+    return {**dataclasses.asdict(batch), "request_ids": list(batch.request_ids)}
+
+
+def _registered(answer: dict[str, Any]) -> Registered:
+    error = answer.get("error")
+    if error == "refused":
+        raise Refused(answer["detail"])
+    if error is not None:
+        raise Conflict(answer["detail"])
+    return Registered(int(answer["batch_id"]), bool(answer["created"]), answer["destination_type"])
 
 
 def _registered_before(cur: Any, object_key: str) -> Registered | None:

@@ -18,7 +18,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -169,6 +169,61 @@ def test_registration_is_idempotent_and_advances_high_water(spool: IsolatedSpool
         ("u", 7),
     ]
     assert all(b["destination_type"] == "postgres" for b in listed)
+
+
+def test_registrations_in_one_request_each_get_their_own_answer(spool: IsolatedSpool) -> None:
+    """The streamery's bulk route: registrations in their order in one transaction; a
+    conflict or an unknown client answers for its own registration only; a table's second
+    batch may follow its first in the same request; a repeat is idempotent; the request ids
+    and the destination type are stored as by the single route."""
+    client = spool.client()
+    cid = new_client(spool)
+    client.register(registration(cid, "t", 1, 0, 9))  # t's mark is now 9
+    first = replace(registration(cid, "u", 2, 0, 4), request_ids=("req-a", "req-b"))
+    batches = [
+        first,
+        registration(cid, "t", 1, 5, 12),  # at or below t's mark: a conflict
+        registration(987_654_321, "v", 3, 0, 1),  # no such client: refused
+        registration(cid, "u", 2, 5, 8),  # u's second batch, after its first in this request
+        registration(cid, "w", 4, 0, 0),
+    ]
+    answers = client.register_many(batches)
+    assert [type(a).__name__ for a in answers] == [
+        "dict",
+        "SpoolConflict",
+        "SpoolRefused",
+        "dict",
+        "dict",
+    ]
+    assert "high-water mark 9" in str(answers[1]) and "does not exist" in str(answers[2])
+    assert all(a["created"] for a in answers if isinstance(a, dict))
+    again = client.register_many([batches[0], batches[4]])
+    assert again == [
+        {"batch_id": answers[0]["batch_id"], "created": False},  # type: ignore[index]
+        {"batch_id": answers[4]["batch_id"], "created": False},  # type: ignore[index]
+    ]
+    marks = client.high_water([1, 2, 3, 4])
+    assert (marks[(1, cid, "t")], marks[(2, cid, "u")], marks[(4, cid, "w")]) == (9, 8, 0)
+    assert not any(c == 987_654_321 for _, c, _ in marks)
+    with closing(spool.connect()) as conn:
+        listed = operations.list_batches(conn, client_id=cid)
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT request_ids, destination_type FROM batches WHERE object_key = %s",
+                (first.object_key,),
+            )
+            stored = cur.fetchone()
+    assert [(b["table_name"], b["first_offset"]) for b in listed] == [
+        ("t", 0),
+        ("u", 0),
+        ("u", 5),
+        ("w", 0),
+    ]
+    assert stored == (["req-a", "req-b"], "postgres")
+    # A malformed registration refuses the whole request (422), as the single route would.
+    bad = spool.client()._http.post("/v1/batches/bulk", json={"batches": [{"object_key": "x"}]})
+    assert bad.status_code == 422
+    assert spool.client()._http.post("/v1/batches/bulk", json={"batches": []}).status_code == 422
 
 
 def test_lease_is_one_table_in_offset_order_with_a_size_limit(spool: IsolatedSpool) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from common.spool_client import BatchRegistration, SpoolConflict, SpoolUnavailable
+from common.spool_client import BatchRegistration, SpoolConflict, SpoolRefused, SpoolUnavailable
 from services.streamery.batch import Batch, Message, Stream
 from services.streamery.shipper import Shipped, Shipper
 from support.stack import wait_for
@@ -44,10 +44,43 @@ class FakeSpool:
         self.registered: list[BatchRegistration] = []
         self.marks: dict[tuple[int, int, str], int] = {}
         self.down = threading.Event()
+        self.requests: list[int] = []  # registrations per request, in request order
+        self.latency = 0.0  # injected slowness of each request, not synchronisation
+        self.refuse_bulk = False  # the bulk route refuses the whole request (422)
+        self.dead: list[tuple[BatchRegistration, str]] = []
 
     def register(self, batch: BatchRegistration) -> dict[str, Any]:
         if self.down.is_set():
             raise SpoolUnavailable("spool is down")
+        self.requests.append(1)
+        time.sleep(self.latency)
+        return self._register(batch)
+
+    def register_many(
+        self, batches: list[BatchRegistration]
+    ) -> list[dict[str, Any] | SpoolConflict | SpoolRefused]:
+        if self.down.is_set():
+            raise SpoolUnavailable("spool is down")
+        if self.refuse_bulk:
+            raise SpoolRefused("422: a malformed registration")
+        self.requests.append(len(batches))
+        time.sleep(self.latency)
+        out: list[dict[str, Any] | SpoolConflict | SpoolRefused] = []
+        for b in batches:
+            try:
+                out.append(self._register(b))
+            except (SpoolConflict, SpoolRefused) as exc:
+                out.append(exc)
+        return out
+
+    def dead_letter(self, batch: BatchRegistration, reason: str) -> dict[str, Any]:
+        with self.lock:
+            self.dead.append((batch, reason))
+            return {"batch_id": -len(self.dead), "created": True, "state": "dead"}
+
+    def _register(self, batch: BatchRegistration) -> dict[str, Any]:
+        if batch.client_id == 404:
+            raise SpoolRefused("client 404 does not exist")
         with self.lock:
             if any(r.object_key == batch.object_key for r in self.registered):
                 return {"batch_id": 1, "created": False}
@@ -194,3 +227,33 @@ def test_an_unreadable_message_is_kept_in_s3_and_never_registered(
     assert outcomes(shipper, 1)[0].registered
     assert store.objects == {"_unreadable/2/00000000000000000005.bin": b"\xff not json"}
     assert spool.registered == []
+
+
+@pytest.mark.parametrize("refuse_bulk", [False, True])
+def test_registrations_waiting_on_a_slow_spool_go_together_each_with_its_own_answer(
+    shipper: Shipper, store: FakeStore, spool: FakeSpool, refuse_bulk: bool
+) -> None:
+    """40 small tables' batches on 4 upload threads while each spool request takes 50 ms:
+    the registrations that wait meanwhile go in one request (in cut order per table), every
+    batch gets its own outcome, and a conflict or a refused client in a group touches only
+    its own batch. Where the bulk route refuses a request as a whole, each goes alone."""
+    spool.latency = 0.05
+    spool.refuse_bulk = refuse_bulk
+    spool.marks[(0, 7, "t3")] = 100  # another writer registered t3 past this batch: dropped
+    batches = [batch(0, 1, table=f"t{n}") for n in range(40)]
+    batches.append(batch(2, 3, table="t0"))  # t0's second batch, after its first
+    refused = Batch(Stream(0, 404, "gone"), batches[5].messages, 100)  # no such client
+    for b in [*batches, refused]:
+        shipper.ship(b)
+    done = outcomes(shipper, len(batches) + 1)
+    assert all(d.registered for d in done)
+    registered = [(r.table_name, r.first_offset) for r in spool.registered]
+    assert len(registered) == 40 and ("t3", 0) not in registered
+    assert registered.index(("t0", 0)) < registered.index(("t0", 2))
+    assert {n for n in spool.requests} <= ({1} if refuse_bulk else {1, 2, 3, 4})
+    if not refuse_bulk:
+        assert len(spool.requests) < 41 and max(spool.requests) > 1
+    assert sum(spool.requests) >= 42  # every batch was asked about
+    assert [(b.client_id, reason) for b, reason in spool.dead] == [
+        (404, "client 404 does not exist")
+    ]
