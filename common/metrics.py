@@ -12,12 +12,24 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess, values
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+    values,
+)
 from prometheus_client.registry import Collector
 
 from common.settings import SharedSettings
 
 CONTENT_TYPE = "text/plain; version=0.0.4"
+
+# No ``*_created`` series beside every counter, histogram and summary: nothing reads them, and
+# with a ``client_id`` label they doubled each scrape (a loader with 2,000 clients' counters
+# spent a quarter of its Python time answering Prometheus every 5 s).
+disable_created_metrics()
 OTHER_CLIENTS = "other"
 
 

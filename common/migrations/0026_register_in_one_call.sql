@@ -10,7 +10,7 @@
 -- transaction: the streamery's upload threads register together (one request, one commit).
 
 CREATE FUNCTION spool_register(p jsonb) RETURNS jsonb
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_key text := p ->> 'object_key';
     v_client bigint := (p ->> 'client_id')::bigint;

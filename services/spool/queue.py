@@ -26,11 +26,11 @@ is named by its latest definition in ``common/migrations/``:
   it takes the first whose ``table_leases`` row it can lock (``SKIP LOCKED``), re-counts the
   cap under the client's ``client_turns`` row lock (at the cap: the next client), takes the
   head batches up to the first one not ready, ``max_batches`` or ``max_bytes``, marks them
-  leased under a new token (``attempts`` + 1) and returns the lease as jsonb; after
-  ``candidates`` tables tried, or none ready, NULL.
-- ``spool_versioned(lease)``, 0020_lease_destination_version. Adds ``destination_version`` (the
-  client's ``destinations.updated_at`` in microseconds), so a loader whose cached destination is
-  older reads it again.
+  leased under a new token (``attempts`` + 1) and returns the lease as jsonb, with
+  ``destination_version`` (the client's ``destinations.updated_at`` in microseconds, so a
+  loader whose cached destination is older reads it again); after ``candidates`` tables tried,
+  or none ready, NULL. (0020's ``spool_versioned`` wrappers, which added the version to every
+  answer, are no longer called.)
 - ``spool_ack(token, batch_ids, report)``, 0021_schema_log (replacing 0018's). Runs the
   two-argument ``spool_ack`` and, with a loader's report, in the same transaction writes its
   schema changes to ``schema_log`` and its kept rejected records to ``rejected_records`` and
@@ -44,8 +44,6 @@ is named by its latest definition in ``common/migrations/``:
   candidates, max_per_client, report)``, 0018_hooks (0009's form without ``report`` is unused).
   The three-argument ``spool_ack``, then, unless it answered an error, ``spool_lease``, in one
   transaction (the table the ack frees can be leased at once): ``{"acked": n, "next": lease}``.
-- ``spool_versioned_next(answer)``, 0020_lease_destination_version: ``spool_versioned`` on the
-  answer's ``next``.
 - ``hook_batches_dead(batch_ids)``, 0018_hooks. One ``batch.dead`` hook event per (client,
   table) among those batches now dead, for clients with a live hook; called in the transaction
   that made them dead (``dead_letter``, a permanent or final ``nack``).
@@ -56,7 +54,8 @@ is named by its latest definition in ``common/migrations/``:
   before anything is written), and several in their order in one transaction.
 
 ``dead_letter``, ``high_water``, ``housekeeping``, ``extend`` and ``nack`` are plain
-statements in this file. (Over 400 lines, the excess being the list above: the protocol is one
+statements in this file. The functions run on generic plans (``plan_cache_mode``, 0025):
+re-planning their statements on every call cost more than running them. (Over 400 lines, the excess being the list above: the protocol is one
 state machine, read in one place.)
 """
 
@@ -266,7 +265,7 @@ def lease(
     """
     got: dict[str, Any] | None = _one_call(
         conn,
-        "SELECT spool_versioned(spool_lease(%s, %s, %s, %s, %s, %s, %s))::text",
+        "SELECT spool_lease(%s, %s, %s, %s, %s, %s, %s)::text",
         (
             destination_type,
             owner,
@@ -400,8 +399,8 @@ def ack_and_lease(
     _check_token(token)
     done: dict[str, Any] = _one_call(
         conn,
-        "SELECT spool_versioned_next(spool_ack_and_lease(%s::uuid, %s::bigint[], %s, %s, %s,"
-        " %s, %s, %s, %s, %s::jsonb))::text",
+        "SELECT spool_ack_and_lease(%s::uuid, %s::bigint[], %s, %s, %s,"
+        " %s, %s, %s, %s, %s::jsonb)::text",
         (
             token,
             batch_ids,

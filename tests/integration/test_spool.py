@@ -242,7 +242,17 @@ def test_lease_is_one_table_in_offset_order_with_a_size_limit(spool: IsolatedSpo
     assert rest is not None and [b.first_offset for b in rest.batches] == [20, 30, 40]
     with closing(spool.connect()) as conn:
         states = [b["state"] for b in operations.list_batches(conn, client_id=cid)]
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT floor(extract(epoch FROM updated_at) * 1000000)::bigint"
+                " FROM destinations WHERE client_id = %s",
+                (cid,),
+            )
+            (version,) = cur.fetchone()  # type: ignore[misc]
     assert states == ["loaded", "loaded", "leased", "leased", "leased"]
+    # Both the lease and the next lease name the destination's version (a loader with older
+    # cached settings reads them again).
+    assert lease.destination_version == rest.destination_version == version
     client.ack(rest.lease_token)
     assert client.lease("bigquery", "w2") is None
 

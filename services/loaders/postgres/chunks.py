@@ -99,12 +99,14 @@ class ChunkMerger:
         self._chunks = 0
         self._closed_segments = 0
         self.direct_failed = False  # set by the merge thread, read here
+        self._final = False  # the lease's events are all read: nothing left to overlap with
         # Which destination: the same schema and table names on two servers are two tables.
         self._where = (conn.dsn, schema)
 
     def cut(self, builder: PlanBuilder, root: str, final: bool) -> None:
         """Hand over every staged row so far; ``final``: the lease's events are all read."""
         self._check()
+        self._final = final
         segments = builder.segments
         for number in range(self._closed_segments, len(segments)):
             segment = segments[number]
@@ -223,6 +225,17 @@ class ChunkMerger:
             with self.conn.cursor() as cur:
                 return int(step(cur) or 0)
 
+        if self._final and not running:
+            # Nothing left to parse beside it and nothing merging: run it here. A small load
+            # (one chunk, the many-small-tables case) then never crosses to the merge thread
+            # and back, a handoff that cost ~0.5 ms of a ~4 ms load on a busy machine.
+            done: Future[int] = Future()
+            try:
+                done.set_result(run())
+            except BaseException as exc:
+                done.set_exception(exc)
+            self._pending.append(done)
+            return
         # In a copy of this thread's context: the load's notes (schema changes) are noted there.
         self._pending.append(self._pool.submit(contextvars.copy_context().run, run))
 
