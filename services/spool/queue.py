@@ -55,8 +55,8 @@ is named by its latest definition in ``common/migrations/``:
 
 ``dead_letter``, ``high_water``, ``housekeeping``, ``extend`` and ``nack`` are plain
 statements in this file. The functions run on generic plans (``plan_cache_mode``, 0025):
-re-planning their statements on every call cost more than running them. (Over 400 lines, the excess being the list above: the protocol is one
-state machine, read in one place.)
+re-planning their statements on every call cost more than running them. (Over 400 lines, the
+excess being the list above: the protocol is one state machine, read in one place.)
 """
 
 from __future__ import annotations
