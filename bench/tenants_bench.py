@@ -1,25 +1,28 @@
 """Many tenants against one table: the same records loaded two ways in one run.
 
     .venv/bin/python bench/tenants_bench.py [--clients 100] [--tables 3] [--records 300000]
+                                            [--repeat 3]
 
 1. Many: ``--clients`` clients, each with its own schema on the demo warehouse and ``--tables``
    tables; the records are spread evenly over every (client, table) and sent through the gate
    (1,000-record requests, 8 concurrent senders).
 2. One: a single client, one table, the same number of records, the same way.
 
-Each is measured twice:
+Each is measured cold once, then warm ``--repeat`` times, many and one alternately (so a drift
+in the machine, a JVM warming, an autovacuum, hits both):
 
 - **cold**: the records are the first any of these tables ever got, so every client's schema
   and every table is created on the way (what a new tenant sees once);
 - **warm**: as many new records (new keys: inserts, as the cold pass) into the same tables,
-  which now exist (what tenants see every day after).
+  which now exist (what tenants see every day after). The warm ratio is that of the median
+  rates (one pass of ~6 s varies by ±15 % on this machine); each pair's ratio is printed too.
 
 For each: records/s end to end (first request sent to the last row committed, rows counted by
 the spool's acks polled every 100 ms on the control database, then ``_sdc_loads`` in the
 warehouse), and the peak number of the loader's warehouse sessions
 seen in ``pg_stat_activity`` (sampled every 50 ms); on stderr, where the machine's CPU went
-during each pass, by service (``cpu_account.py``). Prints the rates, the many/one ratio of
-each (target >= 0.6 at 300 tables) and the connection peak. Bench schemas are dropped
+during each pass, by service (``cpu_account.py``). Prints the rates, the many/one ratios
+(target >= 0.6 at 300 tables) and the connection peak. Bench schemas are dropped
 afterwards.
 """
 
@@ -27,12 +30,15 @@ from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -186,27 +192,40 @@ class Sampler:
         return self.peak
 
 
-def run(name: str, clients: int, tables: int, total: int) -> dict[str, dict[str, float]]:
-    """The cold and the warm pass of one layout (its schemas dropped afterwards)."""
-    made = new_tenants(clients, DEMO_WAREHOUSE, prefix=f"bt_{name}")
-    targets = [(t.token, f"t{n}") for t in made for n in range(tables)]
-    requests = bodies(targets, total)
-    schema_of = {t.token: t.schema for t in made}
-    client_of = {t.schema: t.client_id for t in made}
-    want = {schema: 0 for schema in schema_of.values()}
-    for token, body in requests:
-        want[schema_of[token]] += body.count(b'"action"')
-    expected = sum(want.values())
-    try:
-        cold = timed(name, requests, want, client_of)
-        again = bodies(targets, total, first=total)
-        warm = timed(name, again, {schema: 2 * n for schema, n in want.items()}, client_of)
-    finally:
-        drop_schemas(made)
-    return {
-        "cold": {"records": expected, "tables": len(targets), **cold},
-        "warm": {"records": expected, "tables": len(targets), **warm},
-    }
+@dataclass
+class Layout:
+    """One way of spreading the records: its tenants, their (token, table) targets and what
+    each schema holds so far."""
+
+    name: str
+    made: list[Any]
+    targets: list[tuple[str, str]]
+    want: dict[str, int]
+    client_of: dict[str, int]
+
+    @classmethod
+    def make(cls, name: str, clients: int, tables: int) -> Layout:
+        made = new_tenants(clients, DEMO_WAREHOUSE, prefix=f"bt_{name}")
+        targets = [(t.token, f"t{n}") for t in made for n in range(tables)]
+        return cls(
+            name,
+            made,
+            targets,
+            {t.schema: 0 for t in made},
+            {t.schema: t.client_id for t in made},
+        )
+
+    def send(self, total: int, first: int) -> dict[str, float]:
+        """``total`` new records (ids from ``first``), timed until every row is loaded."""
+        requests = bodies(self.targets, total, first)
+        schema_of = {t.token: t.schema for t in self.made}
+        for token, body in requests:
+            self.want[schema_of[token]] += body.count(b'"action"')
+        return {
+            "records": total,
+            "tables": len(self.targets),
+            **timed(self.name, requests, dict(self.want), self.client_of),
+        }
 
 
 def timed(
@@ -248,19 +267,36 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--tables", type=int, default=3)
     parser.add_argument("--records", type=int, default=300_000)
+    parser.add_argument("--repeat", type=int, default=3, help="warm passes of each layout")
     args = parser.parse_args()
-    many = run("many", args.clients, args.tables, args.records)
-    print(orjson.dumps({"many": many}).decode(), flush=True)
-    one = run("one", 1, 1, args.records)
-    print(orjson.dumps({"one": one}).decode(), flush=True)
-    peak = max(r["peak_connections"] for layout in (many, one) for r in layout.values())
+    many = Layout.make("many", args.clients, args.tables)
+    one = Layout.make("one", 1, 1)
+    try:
+        cold = {layout.name: layout.send(args.records, 0) for layout in (many, one)}
+        print(orjson.dumps({"cold": cold}).decode(), flush=True)
+        warm: dict[str, list[dict[str, float]]] = {"many": [], "one": []}
+        for n in range(args.repeat):  # alternately, so drift in the machine hits both
+            for layout in (many, one):
+                warm[layout.name].append(layout.send(args.records, (n + 1) * args.records))
+            print(orjson.dumps({"warm": {k: v[-1] for k, v in warm.items()}}).decode(), flush=True)
+    finally:
+        drop_schemas(many.made + one.made)
+    rates = {name: [p["rate"] for p in passes] for name, passes in warm.items()}
+    median = {name: statistics.median(r) for name, r in rates.items()}
+    peak = max(p["peak_connections"] for passes in warm.values() for p in passes)
     print(
         orjson.dumps(
             {
-                "ratio_many_to_one_warm": round(many["warm"]["rate"] / one["warm"]["rate"], 2),
-                "ratio_many_to_one_cold": round(many["cold"]["rate"] / one["cold"]["rate"], 2),
+                "warm_rates": rates,
+                "ratio_many_to_one_warm": round(median["many"] / median["one"], 2),
+                "ratio_many_to_one_warm_each": [
+                    round(m / o, 2) for m, o in zip(rates["many"], rates["one"], strict=True)
+                ],
+                "ratio_many_to_one_cold": round(cold["many"]["rate"] / cold["one"]["rate"], 2),
                 "target": 0.6,
-                "peak_loader_connections": peak,
+                "peak_loader_connections": max(
+                    peak, *(c["peak_connections"] for c in cold.values())
+                ),
             }
         ).decode()
     )

@@ -30,6 +30,8 @@ log = logging.getLogger("skein.spool")
 # The control database's integer widths: larger values are 422s, never a database error.
 INT4 = 2**31 - 1
 INT8 = 2**63 - 1
+# Tables in one lease, at most.
+MAX_TABLES = 100
 # Registrations in one bulk request, at most (the streamery sends one per upload thread).
 MAX_BULK = 100
 DestinationType = Literal["postgres", "redshift", "bigquery", "snowflake", "iceberg"]
@@ -69,6 +71,8 @@ class LeaseIn(BaseModel):
     lease_seconds: int = Field(300, ge=1)
     max_batches: int = Field(50, ge=1, le=10_000)
     max_bytes: int = Field(256 * 1024 * 1024, ge=1, le=INT8)
+    # Tables of the leased client in one lease (one token, the next ones under ``more``).
+    max_tables: int = Field(1, ge=1, le=MAX_TABLES)
 
 
 class ExtendIn(BaseModel):
@@ -100,9 +104,18 @@ class LoadReport(BaseModel):
     rejections: list[Rejection] = Field(default_factory=list, max_length=100)
 
 
+class TableAck(BaseModel):
+    """One table of a lease of several: its batch ids and its load's report."""
+
+    batch_ids: list[Annotated[int, Field(ge=1, le=INT8)]] = Field(min_length=1)
+    report: LoadReport | None = None
+
+
 class AckIn(BaseModel):
     batch_ids: list[Annotated[int, Field(ge=1, le=INT8)]] | None = None
     report: LoadReport | None = None
+    # A lease of several tables: each table's ack (instead of ``batch_ids`` and ``report``).
+    acks: list[TableAck] | None = Field(None, min_length=1, max_length=MAX_TABLES)
     # Lease the next work in the same round trip (a loader's loop: ack, then lease again).
     next: LeaseIn | None = None
 
@@ -281,7 +294,9 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
     def counted(body: LeaseIn, got: dict[str, Any] | None) -> dict[str, Any] | None:
         if got is not None:
             metrics.LEASES.labels(body.destination_type).inc()
-            metrics.LEASED_BATCHES.labels(body.destination_type).inc(len(got["batches"]))
+            tables = [got, *got.get("more", ())]
+            leased = sum(len(t["batches"]) for t in tables)
+            metrics.LEASED_BATCHES.labels(body.destination_type).inc(leased)
         return got
 
     def take_lease(body: LeaseIn) -> dict[str, Any] | None:
@@ -295,6 +310,7 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
                 body.max_batches,
                 body.max_bytes,
                 settings.max_leases_per_client,
+                body.max_tables,
             )
         )
         return counted(body, got)
@@ -314,8 +330,33 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
     @app.post("/v1/leases/{lease_token}/ack", dependencies=api)
     def ack(lease_token: str, body: AckIn) -> Response:
         """The lease's batches (all, or those named) are loaded; 409 if the token is stale.
-        With ``next``, also lease the next work, in the same transaction as the ack."""
+        With ``acks`` (a lease of several tables), each table's batches and report. With
+        ``next``, also lease the next work, in the same transaction as the ack."""
         following = body.next
+        if body.acks is not None:
+            if body.batch_ids is not None or body.report is not None:
+                raise HTTPException(422, "acks replaces batch_ids and report")
+            acks = [
+                (a.batch_ids, None if a.report is None else a.report.model_dump(exclude_none=True))
+                for a in body.acks
+            ]
+            seconds = min(following.lease_seconds if following else 1, settings.max_lease_seconds)
+            count, got = db.run(
+                lambda conn: queue.acks_and_lease(
+                    conn,
+                    lease_token,
+                    acks,
+                    following.destination_type if following else None,
+                    following.owner if following else "",
+                    seconds,
+                    following.max_batches if following else 1,
+                    following.max_bytes if following else 1,
+                    settings.max_leases_per_client,
+                    following.max_tables if following else 1,
+                )
+            )
+            metrics.ACKS.inc(count)
+            return _json({"acked": count, "next": counted(following, got) if following else None})
         report = None if body.report is None else body.report.model_dump(exclude_none=True)
         if following is None:
             count = db.run(lambda conn: queue.ack(conn, lease_token, body.batch_ids, report))
@@ -334,6 +375,7 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
                 following.max_bytes,
                 settings.max_leases_per_client,
                 report,
+                following.max_tables,
             )
         )
         metrics.ACKS.inc(count)

@@ -18,19 +18,20 @@ The hot path runs in SQL functions (one round trip each; a stale token or batche
 back as ``{"error": ...}``, raised here as :class:`Conflict`, so nothing is half-applied). Each
 is named by its latest definition in ``common/migrations/``:
 
-- ``spool_lease(type, owner, lease_seconds, max_batches, max_bytes, candidates, max_per_client)``,
-  0025_lease_client_first (replacing 0009's). Ranks the clients with a batch ready for the type
-  (pending or retry_wait, due) and fewer than ``max_per_client`` live leases of it: by their
-  live leases, then their last turn (``client_turns.served_at``), then the oldest data. For each
-  in turn, its tables whose head batch is ready and that have no live lease, oldest head first;
-  it takes the first whose ``table_leases`` row it can lock (``SKIP LOCKED``), re-counts the
-  cap under the client's ``client_turns`` row lock (at the cap: the next client), takes the
-  head batches up to the first one not ready, ``max_batches`` or ``max_bytes``, marks them
-  leased under a new token (``attempts`` + 1) and returns the lease as jsonb, with
+- ``spool_lease(type, owner, lease_seconds, max_batches, max_bytes, candidates, max_per_client,
+  max_tables)``, 0025_lease_client_first (0009's seven-argument form leases one table). Ranks
+  the clients with a batch ready for the type (pending or retry_wait, due) and fewer than
+  ``max_per_client`` live leases of it (counted as tokens, not tables): by their live leases,
+  then their last turn (``client_turns.served_at``), then the oldest data. For each in turn,
+  its tables whose head batch is ready and that have no live lease, oldest head first: it
+  takes the first whose ``table_leases`` row it can lock (``SKIP LOCKED``), re-counts the cap
+  under the client's ``client_turns`` row lock (at the cap: the next client), takes the head
+  batches up to the first one not ready, ``max_batches`` or ``max_bytes``, then as many of the
+  client's next tables as ``max_tables`` and that budget allow (each under ``more``), marks
+  them leased under one new token (``attempts`` + 1) and returns the lease as jsonb, with
   ``destination_version`` (the client's ``destinations.updated_at`` in microseconds, so a
   loader whose cached destination is older reads it again); after ``candidates`` tables tried,
-  or none ready, NULL. (0020's ``spool_versioned`` wrappers, which added the version to every
-  answer, are no longer called.)
+  or none ready, NULL. (0020's ``spool_versioned`` wrappers are no longer called.)
 - ``spool_ack(token, batch_ids, report)``, 0021_schema_log (replacing 0018's). Runs the
   two-argument ``spool_ack`` and, with a loader's report, in the same transaction writes its
   schema changes to ``schema_log`` and its kept rejected records to ``rejected_records`` and
@@ -41,9 +42,14 @@ is named by its latest definition in ``common/migrations/``:
   that destination type waiting out a transient back-off due now (a load just worked), and
   releases the table's lease once none of its batches is leased. Returns ``{"acked": n}``.
 - ``spool_ack_and_lease(token, batch_ids, type, owner, lease_seconds, max_batches, max_bytes,
-  candidates, max_per_client, report)``, 0018_hooks (0009's form without ``report`` is unused).
-  The three-argument ``spool_ack``, then, unless it answered an error, ``spool_lease``, in one
-  transaction (the table the ack frees can be leased at once): ``{"acked": n, "next": lease}``.
+  candidates, max_per_client, report, max_tables)``, 0025 (0018's form without ``max_tables``
+  leases one table). The three-argument ``spool_ack``, then, unless it answered an error,
+  ``spool_lease``, in one transaction (the table the ack frees can be leased at once):
+  ``{"acked": n, "next": lease}``.
+- ``spool_acks_and_lease(token, acks, type, owner, lease_seconds, max_batches, max_bytes,
+  candidates, max_per_client, max_tables)``, 0025: a lease of several tables acknowledged
+  table by table (each ack the three-argument ``spool_ack`` with its table's batch ids and
+  report), then the next lease, in one transaction.
 - ``hook_batches_dead(batch_ids)``, 0018_hooks. One ``batch.dead`` hook event per (client,
   table) among those batches now dead, for clients with a live hook; called in the transaction
   that made them dead (``dead_letter``, a permanent or final ``nack``).
@@ -253,8 +259,11 @@ def lease(
     max_batches: int,
     max_bytes: int,
     max_per_client: int = MAX_LEASES_PER_CLIENT,
+    max_tables: int = 1,
 ) -> dict[str, Any] | None:
-    """Lease the ready head of one table for ``destination_type``; None when nothing is ready.
+    """Lease the ready head of one table for ``destination_type`` (with ``max_tables`` > 1,
+    of up to that many tables of its client, the others under ``more``, within the same batch
+    and byte budget); None when nothing is ready.
 
     Fair across clients: a client holding ``max_per_client`` live leases of this type gets no
     more; among the rest, tables of clients holding the fewest live leases come first, then
@@ -265,7 +274,7 @@ def lease(
     """
     got: dict[str, Any] | None = _one_call(
         conn,
-        "SELECT spool_lease(%s, %s, %s, %s, %s, %s, %s)::text",
+        "SELECT spool_lease(%s, %s, %s, %s, %s, %s, %s, %s)::text",
         (
             destination_type,
             owner,
@@ -274,6 +283,7 @@ def lease(
             max_bytes,
             CANDIDATES,
             max_per_client,
+            max_tables,
         ),
     )
     return got
@@ -392,6 +402,7 @@ def ack_and_lease(
     max_bytes: int,
     max_per_client: int = MAX_LEASES_PER_CLIENT,
     report: dict[str, Any] | None = None,
+    max_tables: int = 1,
 ) -> tuple[int, dict[str, Any] | None]:
     """A loader's cycle in one round trip (``spool_ack_and_lease``): ack (with the ``report``
     as :func:`ack`), then lease the next work in the same transaction. Returns (acked count,
@@ -400,7 +411,7 @@ def ack_and_lease(
     done: dict[str, Any] = _one_call(
         conn,
         "SELECT spool_ack_and_lease(%s::uuid, %s::bigint[], %s, %s, %s,"
-        " %s, %s, %s, %s, %s::jsonb)::text",
+        " %s, %s, %s, %s, %s::jsonb, %s)::text",
         (
             token,
             batch_ids,
@@ -412,6 +423,46 @@ def ack_and_lease(
             CANDIDATES,
             max_per_client,
             _report(report),
+            max_tables,
+        ),
+    )
+    if "error" in done:
+        raise Conflict(done["error"])
+    return int(done["acked"]), done["next"]
+
+
+def acks_and_lease(
+    conn: Connection,
+    token: str,
+    acks: list[tuple[list[int], dict[str, Any] | None]],
+    destination_type: str | None,
+    owner: str,
+    lease_seconds: int,
+    max_batches: int,
+    max_bytes: int,
+    max_per_client: int = MAX_LEASES_PER_CLIENT,
+    max_tables: int = 1,
+) -> tuple[int, dict[str, Any] | None]:
+    """A lease of several tables acknowledged table by table (``acks``: each table's batch ids
+    and its load's report, as :func:`ack` takes them), then, with ``destination_type``, the
+    next lease, all in one round trip (``spool_acks_and_lease``). Returns (acked count, next
+    lease or None); Conflict if the token is stale (acks before the stale one stand)."""
+    _check_token(token)
+    body = orjson.dumps([{"batch_ids": ids, "report": report} for ids, report in acks])
+    done: dict[str, Any] = _one_call(
+        conn,
+        "SELECT spool_acks_and_lease(%s::uuid, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s)::text",
+        (
+            token,
+            body.decode(),
+            destination_type,
+            owner,
+            lease_seconds,
+            max_batches,
+            max_bytes,
+            CANDIDATES,
+            max_per_client,
+            max_tables,
         ),
     )
     if "error" in done:

@@ -36,6 +36,8 @@ from common.spool_client import (
     BatchRegistration,
     SpoolClient,
     SpoolConflict,
+    SpoolHTTPError,
+    SpoolRefused,
     SpoolUnavailable,
 )
 from services.control import accounts, destinations, hooks
@@ -145,6 +147,21 @@ def test_internal_token_is_required(spool: IsolatedSpool) -> None:
     assert spool.client()._call("GET", "/v1/stats").status_code == 200
 
 
+def test_the_client_raises_each_kind_of_failure_as_its_own_exception(
+    spool: IsolatedSpool,
+) -> None:
+    """What the streamery and the loaders retry, give up on or report: a wrong token (401) is
+    the deployment's mistake, an unreachable spool is unavailable, a 422 a refusal, a 409 a
+    conflict (``test_registration_is_idempotent...``)."""
+    with SpoolClient(spool.url, "wrong") as stranger, pytest.raises(SpoolHTTPError, match="401"):
+        stranger.lease("postgres", "w")
+    with SpoolClient("http://127.0.0.1:1", TOKEN) as nowhere, pytest.raises(SpoolUnavailable):
+        nowhere.lease("postgres", "w")
+    with pytest.raises(SpoolRefused, match="422"):
+        spool.client().register(registration(1, "t", 0, 5, 4))  # last below first
+    assert spool.client().high_water([12_345]) == {}
+
+
 def test_registration_is_idempotent_and_advances_high_water(spool: IsolatedSpool) -> None:
     client = spool.client()
     cid = new_client(spool)
@@ -221,9 +238,11 @@ def test_registrations_in_one_request_each_get_their_own_answer(spool: IsolatedS
     ]
     assert stored == (["req-a", "req-b"], "postgres")
     # A malformed registration refuses the whole request (422), as the single route would.
-    bad = spool.client()._http.post("/v1/batches/bulk", json={"batches": [{"object_key": "x"}]})
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    bulk = f"{spool.url}/v1/batches/bulk"
+    bad = httpx.post(bulk, json={"batches": [{"object_key": "x"}]}, headers=auth)
     assert bad.status_code == 422
-    assert spool.client()._http.post("/v1/batches/bulk", json={"batches": []}).status_code == 422
+    assert httpx.post(bulk, json={"batches": []}, headers=auth).status_code == 422
 
 
 def test_lease_is_one_table_in_offset_order_with_a_size_limit(spool: IsolatedSpool) -> None:
@@ -687,6 +706,72 @@ def test_one_clients_backlog_never_holds_more_than_its_share_of_leases(
             conn, first[0]["lease_token"], None, "redshift", "w", 60, 10, 10**9, 3
         )
         assert acked == 1 and following is not None and following["client_id"] == busy
+
+
+def test_a_lease_may_hold_several_tables_of_one_client_within_its_budget(
+    spool: IsolatedSpool,
+) -> None:
+    """A loader asking for up to 3 tables gets its client's next ready tables under one token,
+    oldest head first, within the lease's batch budget; the lease counts once against the
+    client's cap; each table is acknowledged (or nacked) on its own, and the tables are
+    released together when none of the token's batches is leased any more."""
+    with closing(spool.connect()) as conn, conn, conn.cursor() as cur:
+        cur.execute("UPDATE batches SET state = 'skipped' WHERE state IN ('pending', 'retry_wait')")
+    a, b = new_client(spool, "snowflake"), new_client(spool, "snowflake")
+    client = spool.client()
+    client.register(registration(a, "t0", 0, 0, 9))
+    client.register(registration(a, "t0", 0, 10, 19))
+    client.register(registration(a, "t1", 1, 0, 9))
+    client.register(registration(a, "t2", 2, 0, 9))
+    client.register(registration(b, "u", 3, 0, 9))
+    got = client.lease("snowflake", "w1", max_batches=3, max_tables=3)
+    assert got is not None and got.client_id == a
+    assert [(t.table_name, [x.first_offset for x in t.batches]) for t in got.tables] == [
+        ("t0", [0, 10]),
+        ("t1", [0]),  # the budget of 3 batches: t2 waits for another lease
+    ]
+    assert {t.lease_token for t in got.tables} == {got.lease_token}
+    assert all(t.destination_version == got.destination_version for t in got.tables)
+    # b, holding no lease, goes next; then a's lease of two tables counts once against its cap
+    # of 2, so its last table is leasable beside it.
+    with closing(spool.connect()) as conn:
+        second = queue.lease(conn, "snowflake", "w2", 60, 10, 10**9, max_per_client=2)
+        assert second is not None and second["client_id"] == b
+        third = queue.lease(conn, "snowflake", "w3", 60, 10, 10**9, max_per_client=2)
+        assert third is not None and (third["client_id"], third["table_name"]) == (a, "t2")
+        assert queue.lease(conn, "snowflake", "w4", 60, 10, 10**9, max_per_client=2) is None
+    t0, t1 = got.tables
+    client.nack(got.lease_token, "transient", "t1 failed", [t1.batches[0].batch_id])
+    # t0 still leased: nobody gets t1 meanwhile, even once its back-off is over.
+    with closing(spool.connect()) as conn, conn, conn.cursor() as cur:
+        cur.execute(
+            "UPDATE batches SET next_attempt_at = now() WHERE batch_id = %s",
+            (t1.batches[0].batch_id,),
+        )
+    assert client.lease("snowflake", "w5") is None
+    following = client.acks_and_lease(
+        got.lease_token,
+        [([x.batch_id for x in t0.batches], {"num_rows": 20})],
+        "snowflake",
+        "w1",
+        max_tables=3,
+    )
+    # Released together: t1 (due again) comes back in the next lease.
+    assert following is not None and (following.client_id, following.table_name) == (a, "t1")
+    with closing(spool.connect()) as conn:
+        states = {
+            (r["table_name"], r["first_offset"]): r["state"]
+            for r in operations.list_batches(conn, client_id=a)
+        }
+    assert states == {
+        ("t0", 0): "loaded",
+        ("t0", 10): "loaded",
+        ("t1", 0): "leased",
+        ("t2", 0): "leased",
+    }
+    # A stale token's acks are a conflict, as a one-table ack's.
+    with pytest.raises(SpoolConflict):
+        client.acks_and_lease(got.lease_token, [([t0.batches[0].batch_id], None)], None, "w1")
 
 
 def test_among_equals_the_client_served_least_recently_goes_first(spool: IsolatedSpool) -> None:

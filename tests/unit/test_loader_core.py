@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from dataclasses import replace
 from itertools import pairwise
 from typing import Any
 
@@ -312,3 +313,61 @@ def test_a_lease_naming_a_newer_destination_version_bypasses_the_cached_settings
     assert cache.get(7) is first and reads == [7]  # no version named: the cache
     second = cache.get(7, 1_796_499_060_000_000)  # the destination changed: read again
     assert second is not None and second is not first and reads == [7, 7]
+
+
+class _Spool:
+    """What the runner says to the spool about a lease of several tables."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def nack(self, token: str, kind: str, error: str, batch_ids: list[int]) -> int:
+        self.calls.append(("nack", token, kind, batch_ids))
+        return len(batch_ids)
+
+    def acks_and_lease(self, token: str, acks: Any, kind: str | None, owner: str, **_: Any) -> None:
+        self.calls.append(("acks", token, [(ids, r["num_rows"]) for ids, r in acks], kind))
+
+
+def test_a_lease_of_several_tables_loads_each_and_acknowledges_the_loaded_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each table is loaded as a lease of its own; one that fails is nacked at once with its
+    own batches; the others are acknowledged in one call with their own reports, which also
+    asks for the next lease; when every table fails nothing is acknowledged."""
+    from common.spool_client import Lease, LeasedBatch
+    from services.loaders.core.errors import TransientError
+    from services.loaders.core.runner import Loaded, Runner
+    from services.loaders.postgres.loader import PostgresWarehouse
+    from services.loaders.postgres.settings import PostgresLoaderSettings
+
+    def batch(n: int) -> LeasedBatch:
+        return LeasedBatch(n, f"k{n}", 0, n, n, 1, 10, "2026-12-07T10:00:00+00:00", 1)
+
+    def table(name: str, *ids: int) -> Lease:
+        return Lease("tok", 7, name, "postgres", "x", tuple(batch(i) for i in ids), 5)
+
+    lease = replace(table("a", 1, 2), more=(table("b", 3), table("c", 4)))
+    assert [t.table_name for t in lease.tables] == ["a", "b", "c"]
+    runner = Runner(PostgresLoaderSettings(), PostgresWarehouse(), destinations=None)  # type: ignore[arg-type]
+    loaded: list[str] = []
+
+    def handle(part: Lease, _watch: Any) -> Loaded | TransientError:
+        loaded.append(part.table_name)
+        assert part.more == () and part.lease_token == "tok"
+        if part.table_name == "b":
+            return TransientError("b's warehouse said no")
+        return Loaded(rows=10 * len(part.batches), rejected=0)
+
+    monkeypatch.setattr(runner, "_handle", handle)
+    spool = _Spool()
+    runner._tables(spool, "w", lease)  # type: ignore[arg-type]
+    assert loaded == ["a", "b", "c"]
+    assert spool.calls == [
+        ("nack", "tok", "transient", [3]),
+        ("acks", "tok", [([1, 2], 20), ([4], 10)], "postgres"),
+    ]
+    monkeypatch.setattr(runner, "_handle", lambda part, _w: TransientError("down"))
+    spool.calls.clear()
+    assert runner._tables(spool, "w", lease) == (True, None)  # type: ignore[arg-type]
+    assert [c[0] for c in spool.calls] == ["nack", "nack", "nack"]

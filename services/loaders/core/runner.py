@@ -22,14 +22,15 @@ counters ``metrics``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import socket
 import threading
 import time
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic
+from typing import Any, Generic, TypeVar
 
 from common import destination_config, netpolicy
 from common.metrics import client_label
@@ -57,6 +58,7 @@ from services.loaders.core.settings import LoaderSettings
 from services.loaders.core.watch import LeaseWatch
 
 log = logging.getLogger("skein.loader")
+T = TypeVar("T")
 
 # Request ids named in one "loaded" log line, at most (a lease may hold thousands of requests).
 _LOGGED_REQUEST_IDS = 100
@@ -76,6 +78,7 @@ class Runner(Generic[SessionT]):
             "lease_seconds": settings.lease_seconds,
             "max_batches": settings.max_batches,
             "max_bytes": settings.max_bytes,
+            "max_tables": settings.max_tables,
         }
         self.stop = threading.Event()
         self.sessions = SessionPool(
@@ -136,6 +139,9 @@ class Runner(Generic[SessionT]):
                         if lease is None:
                             self.stop.wait(self.settings.poll_interval_s)
                             continue
+                    if lease.more:
+                        slot, lease = self._tables(spool, owner, lease)
+                        continue
                     watch = LeaseWatch(self.settings, lease, self._slots)
                     outcome = self._handle(lease, watch)
                     if isinstance(outcome, Loaded):
@@ -148,6 +154,49 @@ class Runner(Generic[SessionT]):
                     self.stop.wait(2.0)
             if slot:
                 self._slots.release()
+
+    def _tables(self, spool: SpoolClient, owner: str, lease: Lease) -> tuple[bool, Lease | None]:
+        """A lease of several tables of one client: each loaded in turn, as a lease of its own
+        (its own transaction, watch and exactly-once record); a table that fails is nacked at
+        once (its batches only), the loaded ones are acknowledged together at the end, with the
+        next lease in the same call while this thread still holds its slot. Returns (holds a
+        slot, next lease)."""
+        slot = True
+        loaded: list[tuple[list[int], dict[str, Any] | None]] = []
+        for table in lease.tables:
+            watch = LeaseWatch(self.settings, table, self._slots)
+            outcome = self._handle(table, watch)
+            slot = slot and not watch.stalled  # a stalled load gave its slot away
+            ids = [b.batch_id for b in table.batches]
+            if isinstance(outcome, Loaded):
+                faults.hit("after_commit")
+                loaded.append((ids, outcome.report(table, self.kind)))
+            else:
+                nack = functools.partial(
+                    spool.nack, lease.lease_token, outcome.kind, str(outcome), ids
+                )
+                self._settle(nack)
+        if not loaded:
+            return slot, None
+        kind = self.kind if slot else None
+        return slot, self._settle(
+            lambda: spool.acks_and_lease(lease.lease_token, loaded, kind, owner, **self.limits)
+        )
+
+    def _settle(self, call: Callable[[], T]) -> T | None:
+        """An ack or nack, retried while the spool is briefly unreachable (60 s); None when
+        the lease is gone (409: the next leaser's exactly-once check covers what committed)."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return call()
+            except SpoolConflict as exc:
+                log.warning("lease lost before its ack/nack", extra={"err": str(exc)})
+                return None
+            except SpoolUnavailable:
+                if time.monotonic() > deadline or self.stop.is_set():
+                    raise
+                time.sleep(1.0)
 
     def _lease(self, spool: SpoolClient, owner: str) -> Lease | None:
         return spool.lease(self.kind, owner, **self.limits)
@@ -298,29 +347,20 @@ class Runner(Generic[SessionT]):
         *,
         chain: bool = True,
     ) -> Lease | None:
-        """Ack (and, with ``chain``, take the next lease in the same call) or nack; retry while
-        the spool is briefly unreachable. A 409 means the lease is gone: the next leaser's
-        exactly-once check covers a load that committed."""
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if isinstance(outcome, Loaded):
-                    report = outcome.report(lease, self.kind)
-                    if chain:
-                        return spool.ack_and_lease(
-                            lease.lease_token, self.kind, owner, report=report, **self.limits
-                        )
-                    spool.ack(lease.lease_token, report=report)
-                    return None
-                spool.nack(lease.lease_token, outcome.kind, str(outcome))
-                return None
-            except SpoolConflict as exc:
-                log.warning("lease lost before its ack/nack", extra={"err": str(exc)})
-                return None
-            except SpoolUnavailable:
-                if time.monotonic() > deadline or self.stop.is_set():
-                    raise
-                time.sleep(1.0)
+        """Ack (and, with ``chain``, take the next lease in the same call) or nack (``_settle``:
+        retried while the spool is briefly unreachable; a lease gone is None)."""
+        if isinstance(outcome, Loaded):
+            report = outcome.report(lease, self.kind)
+            if chain:
+                return self._settle(
+                    lambda: spool.ack_and_lease(
+                        lease.lease_token, self.kind, owner, report=report, **self.limits
+                    )
+                )
+            self._settle(lambda: spool.ack(lease.lease_token, report=report))
+            return None
+        self._settle(lambda: spool.nack(lease.lease_token, outcome.kind, str(outcome)))
+        return None
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,21 @@ class LoaderSettings(SharedSettings):
         "crashed loader's tables wait at most this long",
     )
     max_batches: int = Field(
-        20, ge=1, description="most batches of one table loaded in one transaction"
+        20, ge=1, description="most batches in one lease (a table's are loaded in one transaction)"
     )
     max_bytes: int = Field(
-        32 * MB, ge=1, description="most bytes of one table loaded in one transaction"
+        32 * MB,
+        ge=1,
+        description="most bytes in one lease (a table's are loaded in one transaction)",
+    )
+    # With many small tables, each lease, ack and the spool's ranking behind them cost about
+    # as much as a small load: several tables of the client share them.
+    max_tables: int = Field(
+        8,
+        ge=1,
+        le=100,
+        description="most tables of one client in one lease (loaded one after another, each in "
+        "its own transaction; max_batches and max_bytes bound the whole lease)",
     )
     poll_interval_s: float = Field(0.2, gt=0, description="wait when the spool has no work")
     connect_timeout_s: int = Field(
