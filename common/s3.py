@@ -4,6 +4,7 @@ boto3's for everything (``client``), and a lean one for the batch objects' hot p
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -44,7 +45,9 @@ class Objects:
     sent on a urllib3 pool, path-style as boto3 sends to the same endpoint. Failures look as
     boto3's do, so callers classify them unchanged: an S3 error answer raises ``ClientError``
     with S3's error code (``NoSuchKey``...), a transport failure ``EndpointConnectionError``.
-    Everything else (buckets, listings, deletes, presigning) stays with ``client``.
+    Everything else (buckets, listings, deletes, presigning) stays with ``client``. An HTTPS
+    endpoint's private CA is read from ``AWS_CA_BUNDLE`` as boto3 reads it; proxies
+    (``HTTPS_PROXY``) are not used: batch objects go straight to the endpoint.
     """
 
     def __init__(
@@ -69,6 +72,8 @@ class Objects:
             raise_on_status=False,
         )
         self._pool = urllib3.PoolManager(
+            # An HTTPS endpoint signed by a private CA: the bundle boto3 would read.
+            ca_certs=os.environ.get("AWS_CA_BUNDLE") or None,
             num_pools=2,
             maxsize=pool_size,
             block=False,
@@ -110,12 +115,18 @@ class Objects:
     def chunks(self, key: str, size: int) -> Iterator[bytes]:
         """The object's bytes, ``size`` at a time (never the whole object in memory)."""
         answer = self._send("GetObject", self._signed("GET", key, None, {}), stream=True)
+        read = False
         try:
-            yield from answer.stream(size)
+            # The stored bytes as they are (boto3 does not decode a Content-Encoding either).
+            yield from answer.stream(size, decode_content=False)
+            read = True
         except urllib3.exceptions.HTTPError as exc:
             raise EndpointConnectionError(endpoint_url=f"{self.url(key)} ({exc})") from exc
         finally:
-            answer.release_conn()
+            if read:
+                answer.release_conn()
+            else:  # stopped early: a connection with unread bytes is never reused
+                answer.close()
 
     def close(self) -> None:
         self._pool.clear()

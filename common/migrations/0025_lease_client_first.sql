@@ -6,8 +6,10 @@
 -- database's CPU per lease with 300 small tables waiting, most of a small batch's cost there.
 -- Here the ready clients are ranked (one pass over the ready batches, grouped by client) and
 -- a client's tables are looked at only when its turn comes, which is almost always the first
--- client's: a lease costs about the same with 3 or 300 tables ready. Clients whose every
--- table is blocked (a dead or leased head) are passed over, as before.
+-- client's: a lease costs about the same with 3 or 300 tables ready, as long as the first
+-- clients have a free table (each client passed over costs one indexed query). Clients rank
+-- by the oldest of their ready batches (0009: the oldest head of a leasable table). Clients
+-- whose every table is blocked (a dead or leased head) are passed over, as before.
 --
 -- A lease may hold several tables of its client (p_max_tables): the next ones in the same
 -- order, all under one token, up to the lease's batch and byte budget. With many small tables
@@ -228,7 +230,7 @@ BEGIN
         acked := spool_ack(
             p_token,
             ARRAY(SELECT jsonb_array_elements_text(one -> 'batch_ids'))::bigint[],
-            one -> 'report');
+            nullif(one -> 'report', 'null'::jsonb));  -- no report: no hook events
         IF acked ? 'error' THEN
             RETURN acked;
         END IF;

@@ -77,7 +77,8 @@ class _Registrations:
     spool) as soon as that request is answered. A lone registration goes alone (``register``).
     Each thread gets its own answer, or its own SpoolConflict or SpoolRefused, exactly as from
     ``register``, and retries on its own as before; a failed request fails each of its
-    registrations. With many small tables this turns ~4 registrations into one request.
+    registrations only if each, sent again alone, fails too. With many small tables this turns
+    ~4 registrations into one request.
 
     The thread sending is the leader; when its own registration is answered it hands the lead
     to the first thread still waiting, so no thread sends on for others after its batch is in.
@@ -128,10 +129,11 @@ class _Registrations:
                 answers = [self._one(group[0].registration, raising=True)]
             else:
                 answers = list(self._spool.register_many([p.registration for p in group]))
-        except SpoolRefused:  # the request as a whole (one malformed registration): each alone
-            answers = [self._one(p.registration) for p in group]
-        except Exception as exc:  # the spool unreachable: every registration of it failed
-            answers = [exc] * len(group)
+        except Exception as exc:
+            # The request as a whole failed. One registration alone may be why (a malformed
+            # one refused, or failing the spool's transaction; or a spool without the bulk
+            # route): each goes alone, so it fails only its own batch.
+            answers = [exc] if len(group) == 1 else [self._one(p.registration) for p in group]
         for pending, answer in zip(group, answers, strict=True):
             if isinstance(answer, Exception):
                 pending.error = answer

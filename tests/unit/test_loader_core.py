@@ -351,9 +351,11 @@ def test_a_lease_of_several_tables_loads_each_and_acknowledges_the_loaded_togeth
     assert [t.table_name for t in lease.tables] == ["a", "b", "c"]
     runner = Runner(PostgresLoaderSettings(), PostgresWarehouse(), destinations=None)  # type: ignore[arg-type]
     loaded: list[str] = []
+    watches: set[int] = set()
 
-    def handle(part: Lease, _watch: Any) -> Loaded | TransientError:
+    def handle(part: Lease, watch: Any) -> Loaded | TransientError:
         loaded.append(part.table_name)
+        watches.add(id(watch))
         assert part.more == () and part.lease_token == "tok"
         if part.table_name == "b":
             return TransientError("b's warehouse said no")
@@ -363,6 +365,7 @@ def test_a_lease_of_several_tables_loads_each_and_acknowledges_the_loaded_togeth
     spool = _Spool()
     runner._tables(spool, "w", lease)  # type: ignore[arg-type]
     assert loaded == ["a", "b", "c"]
+    assert len(watches) == 1  # one clock for the whole lease: extended, and its slot, once
     assert spool.calls == [
         ("nack", "tok", "transient", [3]),
         ("acks", "tok", [([1, 2], 20), ([4], 10)], "postgres"),
@@ -371,3 +374,14 @@ def test_a_lease_of_several_tables_loads_each_and_acknowledges_the_loaded_togeth
     spool.calls.clear()
     assert runner._tables(spool, "w", lease) == (True, None)  # type: ignore[arg-type]
     assert [c[0] for c in spool.calls] == ["nack", "nack", "nack"]
+
+    # An extension found the lease gone after the first table: nothing more is loaded under
+    # it (another leaser may hold its tables), and what loaded is still acknowledged.
+    def lost_after(part: Lease, watch: Any) -> Loaded:
+        watch.lost = True
+        return Loaded(rows=1, rejected=0)
+
+    monkeypatch.setattr(runner, "_handle", lost_after)
+    spool.calls.clear()
+    runner._tables(spool, "w", lease)  # type: ignore[arg-type]
+    assert spool.calls == [("acks", "tok", [([1, 2], 1)], "postgres")]

@@ -48,6 +48,8 @@ class FakeSpool:
         self.latency = 0.0  # injected slowness of each request, not synchronisation
         self.refuse_bulk = False  # the bulk route refuses the whole request (422)
         self.dead: list[tuple[BatchRegistration, str]] = []
+        self.bulk_refused = 0
+        self.poison: set[str] = set()  # tables whose registration fails the spool's transaction
 
     def register(self, batch: BatchRegistration) -> dict[str, Any]:
         if self.down.is_set():
@@ -62,7 +64,10 @@ class FakeSpool:
         if self.down.is_set():
             raise SpoolUnavailable("spool is down")
         if self.refuse_bulk:
+            self.bulk_refused += 1
             raise SpoolRefused("422: a malformed registration")
+        if any(b.table_name in self.poison for b in batches):
+            raise SpoolUnavailable("500: one registration failed the transaction")
         self.requests.append(len(batches))
         time.sleep(self.latency)
         out: list[dict[str, Any] | SpoolConflict | SpoolRefused] = []
@@ -79,6 +84,8 @@ class FakeSpool:
             return {"batch_id": -len(self.dead), "created": True, "state": "dead"}
 
     def _register(self, batch: BatchRegistration) -> dict[str, Any]:
+        if batch.table_name in self.poison:
+            raise SpoolUnavailable("500: this registration fails the transaction")
         if batch.client_id == 404:
             raise SpoolRefused("client 404 does not exist")
         with self.lock:
@@ -251,9 +258,32 @@ def test_registrations_waiting_on_a_slow_spool_go_together_each_with_its_own_ans
     assert len(registered) == 40 and ("t3", 0) not in registered
     assert registered.index(("t0", 0)) < registered.index(("t0", 2))
     assert {n for n in spool.requests} <= ({1} if refuse_bulk else {1, 2, 3, 4})
+    assert (spool.bulk_refused > 0) == refuse_bulk  # refused: the fallback sent each alone
     if not refuse_bulk:
         assert len(spool.requests) < 41 and max(spool.requests) > 1
     assert sum(spool.requests) >= 42  # every batch was asked about
     assert [(b.client_id, reason) for b, reason in spool.dead] == [
         (404, "client 404 does not exist")
     ]
+
+
+def test_a_registration_that_fails_its_group_fails_only_its_own_batch(
+    shipper: Shipper, store: FakeStore, spool: FakeSpool
+) -> None:
+    """One registration fails the spool's transaction (a 500) every time it is sent: the
+    others of its groups are sent again alone and registered; it keeps retrying, and registers
+    once the spool takes it."""
+    spool.latency = 0.05
+    spool.poison = {"t7"}
+    batches = [batch(0, 1, table=f"t{n}") for n in range(20)]
+    for b in batches:
+        shipper.ship(b)
+    done = outcomes(shipper, 19)
+    assert all(d.registered for d in done)
+    assert sorted(r.table_name for r in spool.registered) == sorted(
+        f"t{n}" for n in range(20) if n != 7
+    )
+    wait_for(lambda: shipper.failing, timeout=5, what="t7 failing")
+    spool.poison = set()
+    (last,) = outcomes(shipper, 1)
+    assert last.registered and last.batch.stream.table_name == "t7"

@@ -157,25 +157,28 @@ class Runner(Generic[SessionT]):
 
     def _tables(self, spool: SpoolClient, owner: str, lease: Lease) -> tuple[bool, Lease | None]:
         """A lease of several tables of one client: each loaded in turn, as a lease of its own
-        (its own transaction, watch and exactly-once record); a table that fails is nacked at
-        once (its batches only), the loaded ones are acknowledged together at the end, with the
-        next lease in the same call while this thread still holds its slot. Returns (holds a
-        slot, next lease)."""
-        slot = True
+        (its own transaction and exactly-once record) under one watch for the whole lease (one
+        clock: extensions from the lease's start, the slot given back once); a table that fails
+        is nacked at once (its batches only), the loaded ones are acknowledged together at the
+        end, with the next lease in the same call while this thread still holds its slot; a
+        lease found gone stops it. Returns (holds a slot, next lease)."""
+        watch = LeaseWatch(self.settings, lease, self._slots)  # one clock for every table
         loaded: list[tuple[list[int], dict[str, Any] | None]] = []
         for table in lease.tables:
-            watch = LeaseWatch(self.settings, table, self._slots)
+            if watch.lost or watch.timed_out:
+                # The lease is gone (its tables may be another leaser's now), or past
+                # max_load_s: the tables not loaded go back when it expires.
+                break
             outcome = self._handle(table, watch)
-            slot = slot and not watch.stalled  # a stalled load gave its slot away
             ids = [b.batch_id for b in table.batches]
             if isinstance(outcome, Loaded):
                 faults.hit("after_commit")
                 loaded.append((ids, outcome.report(table, self.kind)))
-            else:
-                nack = functools.partial(
-                    spool.nack, lease.lease_token, outcome.kind, str(outcome), ids
-                )
-                self._settle(nack)
+                continue
+            nack = functools.partial(spool.nack, lease.lease_token, outcome.kind, str(outcome), ids)
+            if self._settle(nack) is None:
+                break  # lost (409): what committed is covered by the next leaser's check
+        slot = not watch.stalled  # a stalled load gave the slot away (once)
         if not loaded:
             return slot, None
         kind = self.kind if slot else None

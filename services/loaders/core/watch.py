@@ -21,7 +21,12 @@ log = logging.getLogger("skein.loader")
 class LeaseWatch:
     """One lease's clock while it loads: extends the lease every third of its length, gives the
     worker slot back once the load counts as stalled, and past ``max_load_s`` stops extending
-    and cancels the load (``timed_out``)."""
+    and cancels the load (``timed_out``).
+
+    A lease of several tables keeps one watch for all of them (``running`` once per table):
+    its clock starts when the lease does, so extensions keep the later tables leased, the slot
+    is given back once, and ``max_load_s`` bounds the whole lease. ``lost``: an extension
+    found the lease gone (another leaser may hold its tables now)."""
 
     def __init__(
         self, settings: LoaderSettings, lease: Lease, slots: threading.BoundedSemaphore
@@ -30,8 +35,10 @@ class LeaseWatch:
         self._lease = lease
         self._slots = slots
         self._started = time.monotonic()
+        self._next_extend = self._started + max(1.0, settings.lease_seconds / 3)
         self.stalled = False
         self.timed_out = False
+        self.lost = False
 
     @contextmanager
     def running(self, cancel: Callable[[], None]) -> Iterator[None]:
@@ -50,9 +57,10 @@ class LeaseWatch:
         settings = self._settings
         seconds = settings.lease_seconds
         extend_every = max(1.0, seconds / 3)
-        next_extend = self._started + extend_every
         stall_at = (
-            self._started + settings.stalled_load_s if settings.max_stalled_loads else math.inf
+            self._started + settings.stalled_load_s
+            if settings.max_stalled_loads and not self.stalled
+            else math.inf
         )
         deadline = self._started + settings.max_load_s
         token = settings.spool_token.get_secret_value()
@@ -62,7 +70,7 @@ class LeaseWatch:
         try:
             while True:
                 now = time.monotonic()
-                wake = min(next_extend, deadline, stall_at)
+                wake = min(self._next_extend, deadline, stall_at)
                 if done.wait(max(0.0, wake - now)):
                     return
                 now = time.monotonic()
@@ -82,13 +90,16 @@ class LeaseWatch:
                     self.stalled = True
                     self._slots.release()
                     STALLED.labels(self._lease.destination_type).inc()
-                if now >= next_extend:
-                    next_extend = now + extend_every
+                if now >= self._next_extend:
+                    self._next_extend = now + extend_every
                     if spool is None:
                         spool = SpoolClient(settings.spool_url, token)
                     try:
                         spool.extend(self._lease.lease_token, seconds)
-                    except (SpoolConflict, SpoolUnavailable) as exc:
+                    except SpoolConflict as exc:
+                        self.lost = True
+                        log.warning("lease extension failed", extra={"err": str(exc)})
+                    except SpoolUnavailable as exc:
                         log.warning("lease extension failed", extra={"err": str(exc)})
         finally:
             if spool is not None:
