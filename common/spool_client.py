@@ -127,6 +127,7 @@ class SpoolClient:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
+    # Bodies are dumped by orjson, which writes a dataclass's tuples (``request_ids``) as arrays.
     def _call(
         self,
         method: str,
@@ -164,8 +165,7 @@ class SpoolClient:
     def register(self, batch: BatchRegistration) -> dict[str, Any]:
         """Register an uploaded batch; idempotent on ``object_key``. Returns
         ``{"batch_id": int, "created": bool}``."""
-        body = {**asdict(batch), "request_ids": list(batch.request_ids)}
-        result: dict[str, Any] = self._call("POST", "/v1/batches", json=body).json()
+        result: dict[str, Any] = self._call("POST", "/v1/batches", json=asdict(batch)).json()
         return result
 
     def register_many(
@@ -174,7 +174,7 @@ class SpoolClient:
         """Register several uploaded batches in one request (in their order, one transaction):
         for each, what ``register`` returns, or the SpoolConflict / SpoolRefused it would raise.
         The whole request failing raises as ``register`` does."""
-        body = {"batches": [{**asdict(b), "request_ids": list(b.request_ids)} for b in batches]}
+        body = {"batches": [asdict(b) for b in batches]}
         results = self._call("POST", "/v1/batches/bulk", json=body).json()["results"]
         if len(results) != len(batches):
             raise SpoolUnavailable(f"{len(results)} answers to {len(batches)} registrations")
@@ -191,7 +191,7 @@ class SpoolClient:
 
     def dead_letter(self, batch: BatchRegistration, reason: str) -> dict[str, Any]:
         """Keep a batch the spool refused to register as dead, with the reason."""
-        body = {**asdict(batch), "request_ids": list(batch.request_ids), "reason": reason}
+        body = {**asdict(batch), "reason": reason}
         result: dict[str, Any] = self._call("POST", "/v1/batches/dead", json=body).json()
         return result
 
@@ -239,12 +239,7 @@ class SpoolClient:
         request = _lease_request(
             destination_type, owner, lease_seconds, max_batches, max_bytes, max_tables
         )
-        raw = self._call(
-            "POST",
-            f"/v1/leases/{lease_token}/ack",
-            json={"batch_ids": None, "next": request, "report": report},
-        ).json()
-        return None if raw["next"] is None else _lease(raw["next"])
+        return self._ack(lease_token, {"batch_ids": None, "next": request, "report": report})
 
     def acks_and_lease(
         self,
@@ -266,6 +261,10 @@ class SpoolClient:
             body["next"] = _lease_request(
                 destination_type, owner, lease_seconds, max_batches, max_bytes, max_tables
             )
+        return self._ack(lease_token, body)
+
+    def _ack(self, lease_token: str, body: dict[str, Any]) -> Lease | None:
+        """POST an ack; the next lease it answers with, if any."""
         raw = self._call("POST", f"/v1/leases/{lease_token}/ack", json=body).json()
         return None if raw["next"] is None else _lease(raw["next"])
 

@@ -273,8 +273,25 @@ BEGIN
 END
 $$;
 
+-- 0018's signature: the one definition above, one table.
+CREATE OR REPLACE FUNCTION spool_ack_and_lease(
+    p_token uuid,
+    p_batch_ids bigint[],
+    p_destination_type text,
+    p_owner text,
+    p_lease_seconds integer,
+    p_max_batches integer,
+    p_max_bytes bigint,
+    p_candidates integer,
+    p_max_per_client integer,
+    p_report jsonb
+) RETURNS jsonb
+LANGUAGE sql AS $$
+    SELECT spool_ack_and_lease(p_token, p_batch_ids, p_destination_type, p_owner,
+                               p_lease_seconds, p_max_batches, p_max_bytes, p_candidates,
+                               p_max_per_client, p_report, 1)
+$$;
+
 ALTER FUNCTION spool_ack(uuid, bigint[]) SET plan_cache_mode = force_generic_plan;
 ALTER FUNCTION spool_ack(uuid, bigint[], jsonb) SET plan_cache_mode = force_generic_plan;
-ALTER FUNCTION spool_ack_and_lease(uuid, bigint[], text, text, integer, integer, bigint, integer,
-                                   integer, jsonb) SET plan_cache_mode = force_generic_plan;
 ALTER FUNCTION hook_emit(bigint, text, jsonb) SET plan_cache_mode = force_generic_plan;

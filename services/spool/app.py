@@ -50,6 +50,18 @@ class RegisterIn(BaseModel):
     newest_received_at: str
     request_ids: list[str] = Field(default_factory=list, max_length=100_000)
 
+    def registration(self) -> BatchRegistration:
+        fields = self.model_dump(include=set(RegisterIn.model_fields))
+        fields["request_ids"] = tuple(fields["request_ids"])
+        return BatchRegistration(**fields)
+
+
+def _registration(body: RegisterIn) -> BatchRegistration:
+    """A registration to register (single or bulk): its offsets in order, else 422."""
+    if body.last_offset < body.first_offset:
+        raise HTTPException(422, "last_offset is below first_offset")
+    return body.registration()
+
 
 class RegisterManyIn(BaseModel):
     batches: list[RegisterIn] = Field(min_length=1, max_length=MAX_BULK)
@@ -237,11 +249,8 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
     def register(body: RegisterIn, response: Response) -> dict[str, Any]:
         """Register an uploaded batch (idempotent on object_key); advances the high-water mark.
         A new key starting at or below its (partition, client, table) mark is refused (409)."""
-        if body.last_offset < body.first_offset:
-            raise HTTPException(422, "last_offset is below first_offset")
-        fields = body.model_dump()
-        fields["request_ids"] = tuple(fields["request_ids"])
-        done = db.run(lambda conn: queue.register(conn, BatchRegistration(**fields)))
+        registration = _registration(body)
+        done = db.run(lambda conn: queue.register(conn, registration))
         if done.created:
             metrics.REGISTERED.inc()
         response.status_code = 201 if done.created else 200
@@ -253,13 +262,7 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
         is ``{"batch_id", "created"}`` or, where the single route would answer 409 or 422,
         ``{"error": "conflict" | "refused", "detail"}``, which leaves the others registered.
         A table's batches must be in their cut order, as for the single route."""
-        batches = []
-        for item in body.batches:
-            if item.last_offset < item.first_offset:
-                raise HTTPException(422, "last_offset is below first_offset")
-            fields = item.model_dump()
-            fields["request_ids"] = tuple(fields["request_ids"])
-            batches.append(BatchRegistration(**fields))
+        batches = [_registration(item) for item in body.batches]
         done = db.run(lambda conn: queue.register_many(conn, batches))
         answers: list[dict[str, Any]] = []
         for outcome in done:
@@ -276,11 +279,8 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
     def dead_letter(body: DeadLetterIn, response: Response) -> dict[str, Any]:
         """Keep a batch the spool refused to register as ``dead``, with the reason (idempotent
         on object_key): the streamery commits past it and consumption goes on."""
-        fields = body.model_dump(exclude={"reason"})
-        fields["request_ids"] = tuple(fields["request_ids"])
-        done = db.run(
-            lambda conn: queue.dead_letter(conn, BatchRegistration(**fields), body.reason)
-        )
+        registration = body.registration()
+        done = db.run(lambda conn: queue.dead_letter(conn, registration, body.reason))
         if done.created:
             metrics.DEAD.inc()
         response.status_code = 201 if done.created else 200
@@ -333,6 +333,7 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
         With ``acks`` (a lease of several tables), each table's batches and report. With
         ``next``, also lease the next work, in the same transaction as the ack."""
         following = body.next
+        seconds = min(following.lease_seconds, settings.max_lease_seconds) if following else 0
         if body.acks is not None:
             if body.batch_ids is not None or body.report is not None:
                 raise HTTPException(422, "acks replaces batch_ids and report")
@@ -340,21 +341,19 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
                 (a.batch_ids, None if a.report is None else a.report.model_dump(exclude_none=True))
                 for a in body.acks
             ]
-            seconds = min(following.lease_seconds if following else 1, settings.max_lease_seconds)
-            count, got = db.run(
-                lambda conn: queue.acks_and_lease(
-                    conn,
-                    lease_token,
-                    acks,
-                    following.destination_type if following else None,
-                    following.owner if following else "",
+            # Without ``next``: no destination type, nothing leased (the rest is unused).
+            lease: tuple[Any, ...] = (None, "", 0, 1, 1, settings.max_leases_per_client, 1)
+            if following:
+                lease = (
+                    following.destination_type,
+                    following.owner,
                     seconds,
-                    following.max_batches if following else 1,
-                    following.max_bytes if following else 1,
+                    following.max_batches,
+                    following.max_bytes,
                     settings.max_leases_per_client,
-                    following.max_tables if following else 1,
+                    following.max_tables,
                 )
-            )
+            count, got = db.run(lambda conn: queue.acks_and_lease(conn, lease_token, acks, *lease))
             metrics.ACKS.inc(count)
             return _json({"acked": count, "next": counted(following, got) if following else None})
         report = None if body.report is None else body.report.model_dump(exclude_none=True)
@@ -362,7 +361,6 @@ def create_app(settings: SpoolSettings | None = None) -> FastAPI:
             count = db.run(lambda conn: queue.ack(conn, lease_token, body.batch_ids, report))
             metrics.ACKS.inc(count)
             return _json({"acked": count, "next": None})
-        seconds = min(following.lease_seconds, settings.max_lease_seconds)
         count, got = db.run(
             lambda conn: queue.ack_and_lease(
                 conn,

@@ -137,7 +137,7 @@ def register(conn: Connection, batch: BatchRegistration) -> Registered:
     answer = _one_call(
         conn,
         "SELECT spool_register(%s::jsonb)::text",
-        (orjson.dumps(_registration(batch)).decode(),),
+        (orjson.dumps(dataclasses.asdict(batch)).decode(),),
     )
     return _registered(answer)
 
@@ -151,7 +151,7 @@ def register_many(
     answers = _one_call(
         conn,
         "SELECT spool_register_many(%s::jsonb)::text",
-        (orjson.dumps([_registration(b) for b in batches]).decode(),),
+        (orjson.dumps([dataclasses.asdict(b) for b in batches]).decode(),),
     )
     out: list[Registered | Conflict | Refused] = []
     for answer in answers:
@@ -160,10 +160,6 @@ def register_many(
         except (Conflict, Refused) as exc:
             out.append(exc)
     return out
-
-
-def _registration(batch: BatchRegistration) -> dict[str, Any]:
-    return {**dataclasses.asdict(batch), "request_ids": list(batch.request_ids)}
 
 
 def _registered(answer: dict[str, Any]) -> Registered:

@@ -66,8 +66,7 @@ class _Pending:
     registration: BatchRegistration
     ready: threading.Event = field(default_factory=threading.Event)
     answer: dict[str, Any] | None = None
-    error: Exception | None = None
-    lead: bool = False  # woken to send the others' registrations, not with its own answer
+    error: Exception | None = None  # woken with neither: to send the others' registrations
 
 
 class _Registrations:
@@ -116,24 +115,22 @@ class _Registrations:
             self._send(group)
         with self._lock:
             if self._waiting:
-                heir = self._waiting[0]
-                heir.lead = True
-                heir.ready.set()
+                self._waiting[0].ready.set()  # the heir: woken without an answer, it leads
             else:
                 self._sending = False
 
     def _send(self, group: list[_Pending]) -> None:
         answers: list[dict[str, Any] | Exception]
-        try:
-            if len(group) == 1:
-                answers = [self._one(group[0].registration, raising=True)]
-            else:
+        if len(group) == 1:
+            answers = [self._one(group[0].registration)]
+        else:
+            try:
                 answers = list(self._spool.register_many([p.registration for p in group]))
-        except Exception as exc:
-            # The request as a whole failed. One registration alone may be why (a malformed
-            # one refused, or failing the spool's transaction; or a spool without the bulk
-            # route): each goes alone, so it fails only its own batch.
-            answers = [exc] if len(group) == 1 else [self._one(p.registration) for p in group]
+            except Exception:
+                # The request as a whole failed. One registration alone may be why (a malformed
+                # one refused, or failing the spool's transaction; or a spool without the bulk
+                # route): each goes alone, so it fails only its own batch.
+                answers = [self._one(p.registration) for p in group]
         for pending, answer in zip(group, answers, strict=True):
             if isinstance(answer, Exception):
                 pending.error = answer
@@ -141,16 +138,11 @@ class _Registrations:
                 pending.answer = answer
             pending.ready.set()
 
-    def _one(
-        self, registration: BatchRegistration, *, raising: bool = False
-    ) -> dict[str, Any] | Exception:
+    def _one(self, registration: BatchRegistration) -> dict[str, Any] | Exception:
+        """``register``'s answer, or the exception it raised."""
         try:
             return self._spool.register(registration)
-        except (SpoolConflict, SpoolRefused) as exc:
-            return exc
         except Exception as exc:
-            if raising:
-                raise
             return exc
 
 

@@ -35,7 +35,8 @@ class LeaseWatch:
         self._lease = lease
         self._slots = slots
         self._started = time.monotonic()
-        self._next_extend = self._started + max(1.0, settings.lease_seconds / 3)
+        self._extend_every = max(1.0, settings.lease_seconds / 3)
+        self._next_extend = self._started + self._extend_every
         self.stalled = False
         self.timed_out = False
         self.lost = False
@@ -56,7 +57,6 @@ class LeaseWatch:
     def _run(self, done: threading.Event, cancel: Callable[[], None]) -> None:
         settings = self._settings
         seconds = settings.lease_seconds
-        extend_every = max(1.0, seconds / 3)
         stall_at = (
             self._started + settings.stalled_load_s
             if settings.max_stalled_loads and not self.stalled
@@ -91,7 +91,7 @@ class LeaseWatch:
                     self._slots.release()
                     STALLED.labels(self._lease.destination_type).inc()
                 if now >= self._next_extend:
-                    self._next_extend = now + extend_every
+                    self._next_extend = now + self._extend_every
                     if spool is None:
                         spool = SpoolClient(settings.spool_url, token)
                     try:
